@@ -1,0 +1,82 @@
+"""Forward-pass speed of hiera-video vs the official implementation and timm, one process.
+
+All three models get the same random weights and the same input. Prints seconds per
+forward (median of ``--repeat`` runs after a warm-up), the ratios ours/official and
+ours/timm, and the default-precision (bf16 autocast where supported) time.
+
+    python benchmarks/bench_forward.py --model hiera_base_16x224 --batch-sizes 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import hiera_video
+from hiera_video.runtime import autocast_dtype
+
+
+def timeit(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="hiera_base_16x224")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import hiera as official_pkg  # the official package (hiera-transformer)
+    import timm.models.hiera as timm_hiera
+
+    ours = hiera_video.create_model(args.model).eval()
+    kwargs = dict(ours.config)
+    official = official_pkg.Hiera(**kwargs).eval()
+    official.load_state_dict(ours.state_dict())
+    timm_kwargs = {k: v for k, v in kwargs.items() if k not in ("input_size", "head_dropout")}
+    timm_model = timm_hiera.Hiera(img_size=tuple(kwargs["input_size"]), **timm_kwargs).eval()
+    timm_model.load_state_dict(timm_hiera.checkpoint_filter_fn(ours.state_dict()))
+    low = autocast_dtype(torch.device("cpu"))
+    print(f"model {args.model}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"default low precision on this CPU: {low}")
+
+    for bs in args.batch_sizes:
+        x = torch.randn(bs, 3, *ours.input_size)
+        with torch.inference_mode():
+            p_ours = ours(x).softmax(-1)
+            p_off = official(x)
+            diff = (p_ours - p_off).abs().max().item()
+            t_off = timeit(lambda: official(x), args.repeat)
+            t_timm = timeit(lambda: timm_model(x), args.repeat)
+            t_ours = timeit(lambda: ours(x), args.repeat)
+            line = (f"batch {bs}: official {t_off:.3f}s  timm {t_timm:.3f}s  ours fp32 {t_ours:.3f}s  "
+                    f"ours/official {t_ours / t_off:.3f}  ours/timm {t_ours / t_timm:.3f}  max|dprob| {diff:.1e}")
+            if low is not None:
+                with torch.autocast("cpu", dtype=low):
+                    p_low = ours(x).float().softmax(-1)
+                    t_low = timeit(lambda: ours(x), args.repeat)
+                same = bool((p_low.argmax(-1) == p_off.argmax(-1)).all())
+                line += f"  ours {low} {t_low:.3f}s  {low}/official-fp32 {t_low / t_off:.3f} top1-same {same}"
+            print(line, flush=True)
+            if args.compile:
+                compiled = torch.compile(ours)
+                t_c = timeit(lambda: compiled(x), args.repeat)
+                print(f"batch {bs}: torch.compile fp32 {t_c:.3f}s  compiled/eager {t_c / t_ours:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The ``hiera-video`` command line (Typer). Installed as ``hiera_video.cli``."""

@@ -1,0 +1,74 @@
+"""Entry point: builds the Typer app from one small module per command.
+
+Errors a user can cause (``HieraVideoError``) are printed as one line and exit non-zero;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from hiera_video import __version__
+from hiera_video.cli import benchmark, models
+from hiera_video.errors import HieraVideoError
+
+err = Console(stderr=True)
+
+app = typer.Typer(
+    name="hiera-video",
+    help="Run, evaluate, finetune and pretrain Hiera on video.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"hiera-video {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    level = logging.DEBUG if debug else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False, show_time=False)], force=True
+    )
+
+
+app.command("models")(models.models)
+app.command("benchmark")(benchmark.benchmark)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="hiera-video", standalone_mode=False)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except HieraVideoError as e:
+        if "--debug" in args:
+            raise
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""``hiera-video benchmark``: measured throughput and peak memory of one model."""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+
+import torch
+import typer
+from rich.table import Table
+
+from hiera_video.errors import HieraVideoError
+from hiera_video.report import console
+from hiera_video.models.factory import create_model
+from hiera_video.runtime import autocast, pick_device, resolve_dtype
+
+
+def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "peak CUDA memory allocated"
+    # ru_maxrss is KiB on Linux: the whole process's peak resident set.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak process RSS"
+
+
+def run_benchmark(
+    model_name: str, batch_size: int, dtype: str, device_name: str, compile: bool, iters: int, warmup: int,
+    frames: int | None = None, size: int | None = None, train: bool = False,
+) -> dict:
+    device = pick_device(device_name)
+    overrides = {}
+    model = create_model(model_name)
+    if frames or size:
+        in_size = list(model.input_size)
+        if frames and len(in_size) == 3:
+            in_size[0] = frames
+        if size:
+            in_size[-2:] = [size, size]
+        overrides["input_size"] = tuple(in_size)
+    model.to(device).train(train)
+    low = resolve_dtype(dtype, device)
+    fn = torch.compile(model) if compile else model
+    x = torch.randn(batch_size, 3, *overrides.get("input_size", model.input_size), device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step():
+        if train:
+            with autocast(device, low):
+                out = fn(x)
+                loss = (out[0] if isinstance(out, tuple) else out).float().mean()
+            loss.backward()
+        else:
+            with torch.inference_mode(), autocast(device, low):
+                fn(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    elapsed = time.perf_counter() - t0
+    mem, mem_kind = _peak_memory_mb(device)
+    unit = "clips" if len(model.input_size) == 3 else "images"
+    return dict(
+        model=model_name, device=str(device), dtype=str(low).replace("torch.", "") if low else "float32",
+        batch_size=batch_size, input=list(x.shape[1:]), compile=compile, mode="train" if train else "inference",
+        iters=iters, seconds_per_batch=elapsed / iters, throughput=batch_size * iters / elapsed, unit=unit,
+        peak_memory_mb=round(mem, 1), memory_kind=mem_kind, threads=torch.get_num_threads(),
+    )
+
+
+def benchmark(
+    model: str = typer.Option("hiera_base_16x224", "--model", "-m", help="Model name (see 'hiera-video models')."),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", min=1),
+    dtype: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (autocast)."),
+    compile: bool = typer.Option(False, "--compile", help="Run through torch.compile."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    iters: int = typer.Option(5, min=1, help="Timed iterations."),
+    warmup: int = typer.Option(1, min=0, help="Untimed warm-up iterations."),
+    frames: int = typer.Option(None, help="Override the number of input frames."),
+    size: int = typer.Option(None, help="Override the input resolution."),
+    train: bool = typer.Option(False, "--train", help="Time forward + backward instead of inference."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Measure clips/s (images/s) and peak memory of a model on random input."""
+    if iters < 1:
+        raise HieraVideoError("--iters must be at least 1")
+    r = run_benchmark(model, batch_size, dtype, device, compile, iters, warmup, frames, size, train)
+    if as_json:
+        print(json.dumps(r))
+        return
+    t = Table(title=f"benchmark: {model}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("device / dtype", f"{r['device']} / {r['dtype']}" + (" / compiled" if compile else ""))
+    t.add_row("mode", r["mode"])
+    t.add_row("input", "x".join(map(str, [r["batch_size"], *r["input"]])))
+    t.add_row(f"{r['unit']}/s", f"{r['throughput']:.2f}")
+    t.add_row("s / batch", f"{r['seconds_per_batch']:.4f}")
+    t.add_row(r["memory_kind"], f"{r['peak_memory_mb']:.0f} MiB")
+    t.add_row("CPU threads", str(r["threads"]))
+    console().print(t)

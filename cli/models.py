@@ -1,0 +1,57 @@
+"""``hiera-video models``: the model zoo as a table."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import typer
+from rich.table import Table
+
+from hiera_video.models.factory import build_model, list_models
+from hiera_video.models.zoo import MODELS
+from hiera_video.report import console
+
+
+def count_params(name: str) -> int:
+    """Parameter count of ``name`` with its default head (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = build_model(MODELS[name])
+    return sum(p.numel() for p in model.parameters())
+
+
+def models(
+    kind: str = typer.Option(None, help="Only 'video' or 'image' models."),
+    mae: bool = typer.Option(None, "--mae/--no-mae", help="Only MAE (or only classifier) models."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List model variants: parameters, input size, available weights, reported accuracy, licence."""
+    rows = []
+    for name in list_models(kind=kind, mae=mae):
+        spec = MODELS[name]
+        rows.append(
+            dict(
+                name=name, kind=spec.kind, mae=spec.mae, params_m=round(count_params(name) / 1e6, 1),
+                input="x".join(map(str, spec.input_size)),
+                weights={t: dict(url=w.url, dataset=w.dataset, top1=w.top1, license=w.license) for t, w in spec.weights.items()},
+                default_weights=spec.default_weights, note=spec.note,
+            )
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Hiera models", show_lines=False)
+    table.add_column("name", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("input", no_wrap=True)
+    table.add_column("weights (tag: top-1 %)", no_wrap=True)
+    table.add_column("licence", no_wrap=True)
+    for r in rows:
+        weights = "\n".join(f"{t}: {w['top1']}" if w["top1"] else t for t, w in r["weights"].items()) or "-"
+        licence = next((w["license"] for w in r["weights"].values()), "-")
+        name = r["name"] + ("*" if r["note"] else "")
+        table.add_row(name, r["kind"] + (" MAE" if r["mae"] else ""), f"{r['params_m']}M", r["input"], weights, licence)
+    out = console()
+    out.print(table)
+    out.print("* this project's own configuration: no official weights exist (random init; train it yourself).")

@@ -1,0 +1,10 @@
+"""The one exception type for problems a user can cause and fix.
+
+The CLI prints ``HieraVideoError`` as a single line (no traceback unless ``--debug``)
+and exits non-zero. Library code raises it with a message that says what is wrong and
+what to do about it.
+"""
+
+
+class HieraVideoError(Exception):
+    """A user-facing error: bad path, corrupt video, wrong checkpoint, bad config."""

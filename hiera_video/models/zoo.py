@@ -1,0 +1,146 @@
+"""The model zoo as data: every architecture and every official checkpoint, one entry each.
+
+Official weights (facebookresearch/hiera) are licensed CC-BY-NC-4.0: they are downloaded on
+demand into the torch hub cache, never shipped with this project. The ``*_nano_*``,
+``*_micro_*``, and the video ``tiny``/``small`` variants are this project's own
+configurations for tests and demos: no official weights exist for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OFFICIAL_URL = "https://dl.fbaipublicfiles.com/hiera/{file}"
+LICENSE = "CC-BY-NC-4.0"
+
+VIDEO_MEAN, VIDEO_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
+IMAGE_MEAN, IMAGE_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One official checkpoint: where it lives and how its inputs must look."""
+
+    tag: str
+    url: str
+    dataset: str  # what it was trained on, e.g. "Kinetics-400 (MAE + finetune)"
+    labels: str | None  # class-name file in hiera_video/data/labels (None: no classifier)
+    num_classes: int | None
+    top1: float | None  # reported top-1 accuracy (K400 5x3 views / IN-1K), percent
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    license: str = LICENSE
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str  # "video" | "image"
+    mae: bool
+    kwargs: dict
+    weights: dict[str, Weights] = field(default_factory=dict)
+    default_weights: str | None = None
+    official: bool = True
+    note: str = ""
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        return tuple(self.kwargs["input_size"])
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return VIDEO_MEAN if self.kind == "video" else IMAGE_MEAN
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return VIDEO_STD if self.kind == "video" else IMAGE_STD
+
+
+VIDEO = dict(
+    input_size=(16, 224, 224), q_stride=(1, 2, 2), mask_unit_size=(1, 8, 8),
+    patch_kernel=(3, 7, 7), patch_stride=(2, 4, 4), patch_padding=(1, 3, 3),
+    sep_pos_embed=True,
+)
+IMAGE = dict(input_size=(224, 224))
+
+# name -> (embed_dim, num_heads, stages, K400 top-1 or None, IN-1K top-1 or None)
+SIZES = {
+    "tiny": (96, 1, (1, 2, 7, 2), None, 82.8),
+    "small": (96, 1, (1, 2, 11, 2), None, 83.8),
+    "base": (96, 1, (2, 3, 16, 3), 84.0, 84.5),
+    "base_plus": (112, 2, (2, 3, 16, 3), 85.0, 85.2),
+    "large": (144, 2, (2, 6, 36, 4), 87.3, 86.1),
+    "huge": (256, 4, (2, 6, 36, 4), 87.8, 86.9),
+}
+# The project's own small video configs (no official weights).
+SMALL_VIDEO = {
+    "hiera_nano_8x64": dict(embed_dim=32, num_heads=1, stages=(1, 1, 2, 1), input_size=(8, 64, 64)),
+    "hiera_micro_16x112": dict(embed_dim=48, num_heads=1, stages=(1, 1, 3, 1), input_size=(16, 112, 112)),
+}
+
+
+def _video_weights(size: str, top1: float | None) -> tuple[dict[str, Weights], dict[str, Weights]]:
+    cls = Weights(
+        "mae_k400_ft_k400", OFFICIAL_URL.format(file=f"hiera_{size}_16x224.pth"),
+        "Kinetics-400 (MAE pretrain + finetune)", "kinetics400", 400, top1, VIDEO_MEAN, VIDEO_STD,
+    )
+    mae = Weights(
+        "mae_k400", OFFICIAL_URL.format(file=f"mae_hiera_{size}_16x224.pth"),
+        "Kinetics-400 (MAE pretrain only)", None, None, None, VIDEO_MEAN, VIDEO_STD,
+    )
+    return {cls.tag: cls, mae.tag: mae}, {mae.tag: mae}
+
+
+def _image_weights(size: str, top1: float | None) -> tuple[dict[str, Weights], dict[str, Weights]]:
+    cls = Weights(
+        "mae_in1k_ft_in1k", OFFICIAL_URL.format(file=f"hiera_{size}_224.pth"),
+        "ImageNet-1K (MAE pretrain + finetune)", "imagenet1k", 1000, top1, IMAGE_MEAN, IMAGE_STD,
+    )
+    mae = Weights(
+        "mae_in1k", OFFICIAL_URL.format(file=f"mae_hiera_{size}_224.pth"),
+        "ImageNet-1K (MAE pretrain only)", None, None, None, IMAGE_MEAN, IMAGE_STD,
+    )
+    return {cls.tag: cls, mae.tag: mae}, {mae.tag: mae}
+
+
+def _build_registry() -> dict[str, ModelSpec]:
+    reg: dict[str, ModelSpec] = {}
+    mae_extra = dict(q_pool=2)
+    for size, (dim, heads, stages, k400, in1k) in SIZES.items():
+        arch = dict(embed_dim=dim, num_heads=heads, stages=stages)
+        # Image
+        cls_w, mae_w = _image_weights(size, in1k)
+        reg[f"hiera_{size}_224"] = ModelSpec(
+            f"hiera_{size}_224", "image", False, {**IMAGE, **arch, "num_classes": 1000}, cls_w, "mae_in1k_ft_in1k"
+        )
+        reg[f"mae_hiera_{size}_224"] = ModelSpec(
+            f"mae_hiera_{size}_224", "image", True, {**IMAGE, **arch, **mae_extra, "mask_ratio": 0.6}, mae_w, "mae_in1k"
+        )
+        # Video
+        official = k400 is not None
+        cls_w, mae_w = _video_weights(size, k400) if official else ({}, {})
+        note = "" if official else "project config: no official video weights exist for this size"
+        reg[f"hiera_{size}_16x224"] = ModelSpec(
+            f"hiera_{size}_16x224", "video", False, {**VIDEO, **arch, "num_classes": 400}, cls_w,
+            "mae_k400_ft_k400" if official else None, official, note,
+        )
+        reg[f"mae_hiera_{size}_16x224"] = ModelSpec(
+            f"mae_hiera_{size}_16x224", "video", True, {**VIDEO, **arch, **mae_extra, "mask_ratio": 0.9}, mae_w,
+            "mae_k400" if official else None, official, note,
+        )
+    for name, arch in SMALL_VIDEO.items():
+        note = "project config for tests and demos: no official weights"
+        reg[name] = ModelSpec(name, "video", False, {**VIDEO, **arch, "num_classes": 400}, official=False, note=note)
+        reg["mae_" + name] = ModelSpec(
+            "mae_" + name, "video", True,
+            {**VIDEO, **arch, **mae_extra, "mask_ratio": 0.9, "decoder_embed_dim": 64, "decoder_depth": 2, "decoder_num_heads": 2},
+            official=False, note=note,
+        )
+    return reg
+
+
+MODELS: dict[str, ModelSpec] = _build_registry()
