@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from hiera_video import __version__
-from hiera_video.cli import benchmark, models
+from hiera_video.cli import benchmark, eval, models, predict
 from hiera_video.errors import HieraVideoError
 
 err = Console(stderr=True)
@@ -41,12 +41,14 @@ def root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    level = logging.DEBUG if debug else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False, show_time=False)], force=True
-    )
+    log = logging.getLogger("hiera_video")
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
+    log.handlers[:] = [RichHandler(console=err, show_path=False, show_time=False)]
+    log.propagate = False
 
 
+app.command("predict")(predict.predict)
+app.command("eval")(eval.eval_command)
 app.command("models")(models.models)
 app.command("benchmark")(benchmark.benchmark)
 

@@ -34,6 +34,8 @@ MAX_INDEX = (1 << INDEX_BITS) - 1
 FORMATS = {
     "h264": ("mp4", "libx264", "yuv420p", {"crf": "12", "preset": "ultrafast", "bf": "2", "g": "15"}),
     "h264_bframes": ("mp4", "libx264", "yuv420p", {"crf": "12", "preset": "veryfast", "bf": "3", "g": "12"}),
+    "h264_gop20": ("mp4", "libx264", "yuv420p", {"crf": "12", "preset": "ultrafast", "bf": "2", "g": "20"}),
+    "h264_raw": ("h264", "libx264", "yuv420p", {"crf": "12", "preset": "ultrafast", "bf": "2", "g": "10"}),  # no timestamps
     "vp9": ("webm", "libvpx-vp9", "yuv420p", {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8", "g": "10"}),
     "mjpeg": ("avi", "mjpeg", "yuvj420p", {"q:v": "2"}),
     "hevc": ("mkv", "libx265", "yuv420p", {"crf": "12", "preset": "ultrafast", "x265-params": "log-level=none:keyint=15"}),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import multiprocessing
 import os
+import warnings
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -59,6 +60,11 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def _short(text: object, limit: int = 160) -> str:
+    line = _one_line(text)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def _fail(path: Path | str, what: str) -> HieraVideoError:
     return HieraVideoError(f"cannot decode video '{path}': {what}")
 
@@ -79,11 +85,14 @@ class _Probe:
         self.width = int(stream.codec_context.width or 0)
         self.time_base = stream.time_base or Fraction(1, 1)
         stamps, keyflags = [], []
+        self.pts_at_pos = {}  # byte position -> timestamp, to check timestamps after a seek
         for packet in container.demux(stream):
-            if packet.size == 0:  # the flush packet PyAV yields at the end
+            if packet.size == 0 or packet.is_discard:  # end-of-stream flush / cut by an edit list
                 continue
             stamps.append(packet.pts if packet.pts is not None else packet.dts)
             keyflags.append(bool(packet.is_keyframe))
+            if packet.pos is not None and packet.pos >= 0:
+                self.pts_at_pos[packet.pos] = stamps[-1]
         if not stamps:
             raise _fail(path, "the video stream has no frames; the file is empty or truncated")
         self.num_frames = len(stamps)
@@ -138,12 +147,13 @@ def _open_container(path: Path):
     except PermissionError:
         raise HieraVideoError(f"cannot open video '{path}': permission denied") from None
     except (av.error.InvalidDataError, av.error.EOFError):
-        raise _fail(path, "not a readable video file (corrupt, truncated or not a video); check or re-download it") from None
+        what = "not a readable video file (corrupt, truncated or not a video); check or re-download it"
+        raise _fail(path, what) from None
     except Exception as e:  # any other FFmpeg or OS error
-        raise _fail(path, f"{_one_line(e)}; check or re-download the file") from None
+        raise _fail(path, f"{_short(e)}; check or re-download the file") from None
     if not container.streams.video:
-        container.close()
         what = "no video stream (audio only?)" if container.streams.audio else "no video stream"
+        container.close()
         raise _fail(path, what + "; pass a video file")
     return container
 
@@ -160,11 +170,15 @@ def _probe_open(path: Path):
         raise
     except Exception as e:
         container.close()
-        raise _fail(path, f"corrupt video data ({_one_line(e)}); check or re-download the file") from None
+        raise _fail(path, f"corrupt video data ({_short(e)}); check or re-download the file") from None
     if probe.height <= 0 or probe.width <= 0:
         container.close()
         raise _fail(path, "the video stream has no frame size (corrupt header?)")
     return container, stream, probe
+
+
+class _TimestampMismatch(Exception):
+    """Decoded timestamps disagree with the probe: frames must be numbered by decode order."""
 
 
 class VideoReader:
@@ -254,7 +268,9 @@ class PyAVReader(VideoReader):
         self._pts = probe.pts
         self._keys = probe.keys
         self._index_of_pts = None if probe.pts is None else {p: i for i, p in enumerate(probe.pts)}
+        self._pts_at_pos = probe.pts_at_pos
         stream.codec_context.thread_type = "AUTO"
+        self._reformatter = av.video.reformatter.VideoReformatter()
 
     def close(self) -> None:
         if not self._closed:
@@ -268,13 +284,24 @@ class PyAVReader(VideoReader):
 
     def _frame_rgb(self, frame) -> np.ndarray:
         if frame.width != self.width or frame.height != self.height or frame.format.name != "rgb24":
-            frame = frame.reformat(width=self.width, height=self.height, format="rgb24")
+            # one reformatter per reader keeps the swscale context between frames
+            frame = self._reformatter.reformat(frame, width=self.width, height=self.height, format="rgb24")
         return frame.to_ndarray()
 
     def _seek(self, index: int):
-        """Position the demuxer at the keyframe of frame ``index``; returns a frame iterator."""
+        """Seek to the keyframe of frame ``index`` and yield decoded frames from there.
+
+        Every packet's timestamp is checked against the probe (by byte position): some
+        demuxers (AVI with dropped-frame chunks) shift timestamps after a seek, which would
+        silently give the wrong frames. A disagreement raises ``_TimestampMismatch``.
+        """
         self._container.seek(self._pts[index], backward=True, any_frame=False, stream=self._stream)
-        return self._container.decode(self._stream)
+        for packet in self._container.demux(self._stream):
+            expected = self._pts_at_pos.get(packet.pos) if packet.size else None
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if expected is not None and stamp != expected:
+                raise _TimestampMismatch
+            yield from packet.decode()
 
     def _decode_sorted(self, unique: list[int]) -> np.ndarray:
         try:
@@ -282,7 +309,7 @@ class PyAVReader(VideoReader):
         except HieraVideoError:
             raise
         except Exception as e:
-            raise _fail(self.path, f"decoding failed ({_one_line(e)}); the file may be corrupt") from None
+            raise _fail(self.path, f"decoding failed ({_short(e)}); the file may be corrupt") from None
         return self._assemble(unique, got)
 
     def _decode_runs(self, unique: list[int]) -> dict[int, np.ndarray]:
@@ -299,6 +326,7 @@ class PyAVReader(VideoReader):
             else:
                 status = "mismatch"
             if status == "mismatch":  # timestamps unusable: number frames by decode order
+                self._pts = None  # from now on, for this reader
                 return self._decode_sequential(unique)
             if status == "eof":
                 break
@@ -315,15 +343,12 @@ class PyAVReader(VideoReader):
         frames carry no timestamps the probe knows). Frames passed over without being
         decoded stay missing and are substituted by :meth:`_assemble`.
         """
-        first, unknown = True, 0
+        first = True
         try:
             for frame in self._seek(start):
                 idx = self._index_of_pts.get(frame.pts)
-                if idx is None:
-                    unknown += 1  # e.g. a leading frame of an open GOP before the seek point
-                    if frame.pts is None or (first and unknown > 8):
-                        return "mismatch", j
-                    continue
+                if idx is None:  # e.g. AVI after a seek: frame timestamps shifted
+                    return "mismatch", j
                 if first:
                     first = False
                     if idx > unique[j] and start > 0:
@@ -337,6 +362,8 @@ class PyAVReader(VideoReader):
                     return "done", j
                 if idx >= start and self._keyframe_before(unique[j]) > idx + 1:
                     return "seek", j  # (only once past ``start``: progress even if a seek undershoots)
+        except _TimestampMismatch:
+            return "mismatch", j
         except av.error.FFmpegError:
             return "error", j
         return "eof", j
@@ -379,37 +406,56 @@ class DecordReader(VideoReader):
     """decord backend; metadata and the frame count come from the PyAV probe.
 
     Frames are always requested sorted and unique (decord is more reliable going forward)
-    and never beyond the verified frame count.
+    and never beyond the verified frame count. With ``fallback=True`` (backend "auto") any
+    decord failure switches this reader to PyAV instead of raising.
     """
 
     backend = "decord"
 
-    def __init__(self, path: Path, probe: _Probe):
+    def __init__(self, path: Path, probe: _Probe, fallback: bool = False):
         super().__init__(path, probe)
         import decord
 
+        decord.logging.set_level(decord.logging.QUIET)
+        self._fallback = fallback
+        self._pyav: PyAVReader | None = None
         try:
             self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
             reported = len(self._vr)
         except Exception as e:
-            raise _fail(path, f"decord could not open it ({_one_line(e)}); try backend='pyav'") from None
-        if reported <= 0:
-            raise _fail(path, "decord found no frames; try backend='pyav'")
+            self._vr = None
+            if not fallback:
+                raise _fail(path, f"decord could not open it ({_short(e)}); try backend='pyav'") from None
+            reported = self.num_frames
+            self._switch_to_pyav()
         # Trust the smaller count: frames past the real end are what makes decord hang.
-        self.num_frames = min(self.num_frames, reported)
+        self.num_frames = max(1, min(self.num_frames, reported))
+
+    def _switch_to_pyav(self) -> None:
+        container, stream, probe = _probe_open(self.path)
+        self._pyav = PyAVReader(self.path, container, stream, probe)
+        self._vr = None
+        self.backend = "pyav"
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._vr = None
+            if self._pyav is not None:
+                self._pyav.close()
 
     def _decode_sorted(self, unique: list[int]) -> np.ndarray:
+        if self._pyav is not None:
+            return self._pyav._decode_sorted(unique)
         try:
             frames = self._vr.get_batch(unique).asnumpy()
+            if frames.shape != (len(unique), self.height, self.width, 3):
+                raise RuntimeError(f"decord returned frames of shape {frames.shape}")
         except Exception as e:
-            raise _fail(self.path, f"decord failed ({_one_line(e)}); try backend='pyav'") from None
-        if frames.shape[1:] != (self.height, self.width, 3):
-            raise _fail(self.path, f"decord returned frames of shape {frames.shape[1:]}; try backend='pyav'")
+            if not self._fallback:
+                raise _fail(self.path, f"decord failed ({_short(e)}); try backend='pyav'") from None
+            self._switch_to_pyav()
+            return self._pyav._decode_sorted(unique)
         return frames
 
 
@@ -432,7 +478,12 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
     if not use_decord:
         return PyAVReader(path, container, stream, probe)
     container.close()
-    return DecordReader(path, probe)
+    if backend == "decord" and probe.codec not in DECORD_SAFE_CODECS:
+        warnings.warn(
+            f"decord 0.6.0 may return wrong frames for {probe.codec} video ('{path}'); prefer backend='pyav'",
+            stacklevel=2,
+        )
+    return DecordReader(path, probe, fallback=backend == "auto")
 
 
 def _read_numpy(path: str, indices: list[int], backend: str) -> np.ndarray:

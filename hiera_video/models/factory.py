@@ -72,16 +72,40 @@ def create_model(name: str, weights: str | None = None, num_classes: int | None 
         from hiera_video.models import checkpoints
 
         ckpt = checkpoints.read_checkpoint(checkpoints.resolve_source(spec, weights))
+    return _build_with_checkpoint(spec, ckpt, weights, num_classes, overrides)
+
+
+def load_model(weights: str, name: str | None = None, num_classes: int | None = None, **overrides) -> nn.Module:
+    """Like :func:`create_model`, but the model name may come from the checkpoint itself
+    (this project's checkpoints record it, with the architecture they were trained with)."""
+    from hiera_video.models import checkpoints
+
+    if name is not None:
+        return create_model(name, weights, num_classes, **overrides)
+    ckpt = checkpoints.read_checkpoint(weights)
+    name = ckpt.meta.get("model")
+    if not name:
+        raise HieraVideoError(f"checkpoint {weights} does not say which model it belongs to; pass --model NAME")
+    return _build_with_checkpoint(get_spec(name), ckpt, weights, num_classes, overrides)
+
+
+def _build_with_checkpoint(spec: ModelSpec, ckpt, weights, num_classes, overrides) -> nn.Module:
+    from hiera_video.models import checkpoints
+
+    if ckpt is not None and ckpt.layout == "hiera-video" and ckpt.config:
+        # Our own checkpoints: rebuild the exact architecture they were trained with.
+        trained = {k: v for k, v in ckpt.config.items() if k != "num_classes"}
+        overrides = {**trained, **overrides}
     if num_classes is None and not spec.mae:
         num_classes = ckpt.num_classes if ckpt is not None and ckpt.num_classes else spec.kwargs.get("num_classes")
     if not spec.mae:
         overrides["num_classes"] = num_classes
     model = build_model(spec, **overrides)
-    model.weights_source = None
+    model.weights_source = weights if ckpt is not None else None
+    model.checkpoint_meta = dict(ckpt.meta) if ckpt is not None else {}
     if ckpt is not None:
         report = checkpoints.apply_checkpoint(model, ckpt)
         model.load_report = report
-        model.weights_source = weights
         for line in report.messages():
             log.warning(line)
     return model

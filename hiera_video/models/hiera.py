@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from hiera_video.errors import HieraVideoError
-from hiera_video.models import layout
+from hiera_video.models import fused, layout
 from hiera_video.models.posembed import resample_grid
 
 
@@ -82,9 +82,14 @@ class MaskUnitAttention(nn.Module):
         self.proj = nn.Linear(dim_out, dim_out)
 
     def forward(self, x: torch.Tensor, num_units: int) -> torch.Tensor:
+        return self.proj(self.attend(x, num_units))
+
+    def attend(self, x: torch.Tensor, num_units: int) -> torch.Tensor:
+        """Attention output before the output projection, ``[B, N', dim_out]``."""
         B, N, _ = x.shape
         h, d = self.heads, self.head_dim
-        q, k, v = self.qkv(x).view(B, N, 3, h, d).unbind(2)  # each [B, N, h, d]
+        qkv = fused.linear(x, self.qkv) if fused.usable(x) else self.qkv(x)
+        q, k, v = qkv.view(B, N, 3, h, d).unbind(2)  # each [B, N, h, d]
         if self.q_stride > 1:
             # Max over the finest stride digit of each unit (see layout.pool_tokens).
             q = q.reshape(B, num_units, self.q_stride, -1, h, d).amax(dim=2)
@@ -94,8 +99,7 @@ class MaskUnitAttention(nn.Module):
         k = k.reshape(groups, -1, h, d).transpose(1, 2)
         v = v.reshape(groups, -1, h, d).transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k, v)
-        out = out.transpose(1, 2).reshape(B, -1, self.dim_out)
-        return self.proj(out)
+        return out.transpose(1, 2).reshape(B, -1, self.dim_out)
 
 
 class HieraBlock(nn.Module):
@@ -121,11 +125,17 @@ class HieraBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         if dim != dim_out:
             self.proj = nn.Linear(dim, dim_out)
+        # The fused inference path implements exactly LayerNorm + exact GELU blocks.
+        self.fusable = act_layer is nn.GELU
 
     def forward(self, x: torch.Tensor, num_units: int = 1) -> torch.Tensor:
         x_norm = self.norm1(x)
         if self.dim != self.dim_out:
             x = layout.pool_tokens(self.proj(x_norm), num_units, self.attn.q_stride)
+        if self.fusable and fused.usable(x):
+            # Same maths, with bias, GELU and residual adds inside the GEMMs (inference only).
+            x = fused.linear_add(self.attn.attend(x_norm, num_units), x, self.attn.proj)
+            return fused.linear_add(fused.linear_gelu(self.norm2(x), self.mlp.fc1), x, self.mlp.fc2)
         x = x + self.drop_path(self.attn(x_norm, num_units))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 

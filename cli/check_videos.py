@@ -1,0 +1,91 @@
+"""``hiera-video check-videos``: find missing, empty, corrupt and hanging videos of a dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from hiera_video.data.check import CATEGORIES, FileResult, check_dataset, write_bad_list
+from hiera_video.data.datasets import DATASET_KINDS, build_dataset
+from hiera_video.errors import HieraVideoError
+from hiera_video.report import console
+
+
+def check_videos(
+    dataset: str = typer.Option(..., "--dataset", help=f"Dataset kind: {', '.join(DATASET_KINDS)}."),
+    root: Path = typer.Option(..., "--root", help="Dataset folder (annotation paths are relative to it)."),
+    annotations: Path = typer.Option(None, "--annotations", help="Annotation file (default: looked for under --root)."),
+    split: str = typer.Option("val", "--split", help="Split to check: train, val or test."),
+    labels: str = typer.Option(None, "--labels", help="Class names file or built-in set (list/folder datasets)."),
+    workers: int = typer.Option(0, "--workers", help="Parallel checker processes (0 = one per CPU core)."),
+    backend: str = typer.Option("auto", "--backend", help="Decoder: auto, decord or pyav."),
+    output: Path = typer.Option(None, "--output", help="Write the bad files here: path<TAB>reason per line."),
+    decode: bool = typer.Option(True, "--decode/--no-decode", help="Decode the first and last frame (else only open)."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds one file may take before it counts as hanging."),
+    limit: int = typer.Option(None, "--limit", help="Check only the first N videos."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of tables."),
+) -> None:
+    """Open every video of a dataset (in parallel) and list the ones that cannot be used. Exits 1 if any is bad."""
+    if backend not in ("auto", "decord", "pyav"):
+        raise HieraVideoError(f"unknown --backend '{backend}'; use auto, decord or pyav")
+    if timeout <= 0:
+        raise HieraVideoError(f"--timeout must be > 0 seconds, got {timeout:g}")
+    ds = build_dataset(dataset, root, annotations=annotations, split=split, labels=labels, limit=limit)
+    out = console()
+    err = console(stderr=True)
+    n_workers = workers if workers > 0 else (os.cpu_count() or 1)
+    total = len(ds.items)
+    with Progress(
+        TextColumn("[bold]checking videos"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TextColumn("bad: {task.fields[bad]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False, disable=as_json or total == 0,
+    ) as progress:
+        task = progress.add_task("check", total=total, bad=0, rate="")
+        state = {"bad": 0, "n": 0}
+        t0 = time.monotonic()
+
+        def tick(result: FileResult) -> None:
+            state["n"] += 1
+            state["bad"] += not result.ok
+            dt = max(time.monotonic() - t0, 1e-6)
+            progress.update(task, advance=1, bad=state["bad"], rate=f"{state['n'] / dt:.1f} videos/s")
+
+        report = check_dataset(ds, workers=n_workers, backend=backend, decode=decode, timeout=timeout, progress=tick)
+    bad = report.bad
+    if output is not None:
+        write_bad_list(output, bad)
+    summary = {**report.summary(), "dataset": ds.summary(), "bad_list": str(output) if output else None}
+    if as_json:
+        summary["bad_files"] = [{"path": r.path, "status": r.status, "reason": r.reason} for r in bad]
+        print(json.dumps(summary, indent=2))
+    else:
+        counts = report.counts()
+        table = Table(title=f"check-videos: {ds.name} {ds.split or ''} ({ds.root})")
+        table.add_column("result")
+        table.add_column("videos", justify="right")
+        table.add_row("[green]ok[/]", str(counts.get("ok", 0)))
+        for cat in CATEGORIES:
+            if counts.get(cat):
+                table.add_row(f"[red]{cat}[/]", str(counts[cat]))
+        table.add_row("[bold]total[/]", str(len(report.results)))
+        out.print(table)
+        if bad:
+            examples = Table(title=f"Bad files (first {min(10, len(bad))} of {len(bad)})")
+            examples.add_column("file", overflow="fold")
+            examples.add_column("reason", overflow="fold")
+            for r in bad[:10]:
+                examples.add_row(r.path, r.reason)
+            out.print(examples)
+        for note in ds.warnings:
+            err.print(f"[yellow]note:[/] {note}", highlight=False)
+        if output is not None:
+            out.print(f"bad files written to {output}" if bad else f"no bad files; wrote an empty list to {output}")
+        out.print(f"checked {len(report.results)} videos in {report.seconds:.1f} s with {n_workers} worker(s)")
+    if bad:
+        raise typer.Exit(1)

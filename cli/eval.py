@@ -1,0 +1,107 @@
+"""``hiera-video eval``: a held-out split with the paper's multi-view protocol and per-class metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from hiera_video.data.datasets import build_dataset, check_missing
+from hiera_video.engine import distributed
+from hiera_video.engine.evaluate import PRESETS, evaluate, write_outputs
+from hiera_video.engine.inference import load_classifier, parse_views
+from hiera_video.errors import HieraVideoError
+from hiera_video.metrics.classification import render_metrics
+from hiera_video.report import console
+
+
+def eval_command(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="k400 | k600 | k700 | ssv2 | list | folder"),
+    root: Path = typer.Option(..., "--root", help="Dataset folder (video paths are relative to it)."),
+    annotations: Optional[Path] = typer.Option(None, help="Annotation file (official CSV/JSON or a 'path label' list) [default: looked up under --root]."),
+    split: str = typer.Option("val", help="Split to evaluate."),
+    labels: Optional[str] = typer.Option(None, help="Class names for list datasets (.txt/.json or a built-in set)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name [default: hiera_base_16x224 or the one a checkpoint names]."),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Zoo tag, URL or checkpoint path [default: the model's official weights]."),
+    views: Optional[str] = typer.Option(None, help="Temporal x spatial views [default: the dataset preset: K400 5x3, SSv2 1x3]."),
+    sampling: Optional[str] = typer.Option(None, help="dense | segment [default: the dataset preset]."),
+    stride: Optional[int] = typer.Option(None, help="Dense sampling: frame stride at 30 fps [default: 4]."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Views per forward pass."),
+    workers: int = typer.Option(2, min=0, help="DataLoader worker processes decoding videos."),
+    limit: Optional[int] = typer.Option(None, min=0, help="Only the first N videos."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for metrics.json, per-class/confusion files, predictions."),
+    strict: bool = typer.Option(False, help="Missing or unreadable videos are an error instead of being skipped."),
+    save_views: bool = typer.Option(False, help="Also save every view's logits in the predictions file."),
+    all_classes: bool = typer.Option(False, help="Show every class, not only the worst and best."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    dtype: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16"),
+    backend: str = typer.Option("auto", help="Video decoder: auto | decord | pyav"),
+    allow_random_weights: bool = typer.Option(False, help="Allow --weights none (random init)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary metrics as JSON to stdout."),
+) -> int:
+    """Evaluate a classifier on a dataset split (works under torchrun: one shard per process)."""
+    if dataset not in PRESETS:
+        raise HieraVideoError(f"unknown dataset '{dataset}'; use one of {', '.join(PRESETS)}")
+    preset = PRESETS[dataset]
+    clf = load_classifier(model, weights, labels if dataset in ("k400", "k600", "k700", "ssv2") else None, device, dtype, allow_random_weights)
+    world = distributed.init(clf.device.type)
+    out = console(stderr=as_json)
+    try:
+        ds = build_dataset(dataset, root, annotations, split, labels, limit)
+        if dataset == "list" and labels is None and clf.meta.get("labels") and len(clf.labels) >= ds.num_classes:
+            ds.classes = list(clf.labels)  # a list without a labels file: the checkpoint's class names
+        missing = check_missing(ds, strict)
+        protocol = clf.protocol(
+            parse_views(views) if views else preset["views"], sampling=sampling or preset["sampling"],
+            stride=stride or preset["stride"], backend=backend,
+        )
+        if world.is_main:
+            out.print(
+                f"eval {ds.name} {split}: {len(ds)} videos ({missing} missing), model {clf.name}, "
+                f"{protocol.temporal_views}x{protocol.spatial_views} views, {protocol.sampling} sampling, "
+                f"{world.world_size} process(es)", highlight=False,
+            )
+        progress = Progress(
+            TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=out, transient=True, disable=not world.is_main,
+        )
+        with progress:
+            task = progress.add_task("eval", total=len(distributed.shard(len(ds), world)), rate="", failed=0)
+
+            def tick(done, total, failed):
+                elapsed = progress.tasks[0].elapsed or 1e-9
+                progress.update(task, completed=done, failed=failed, rate=f"{done / elapsed:.2f} videos/s")
+
+            result = evaluate(clf, protocol, ds, batch_size, workers, strict, save_views, world, tick)
+        if not world.is_main:
+            return 0
+        for path, reason in result.failed:
+            out.print(f"[yellow]skipped[/] {reason}", highlight=False, soft_wrap=True)
+        if result.failed or missing:
+            out.print(
+                f"[yellow]warning:[/] {len(result.failed)} unreadable and {missing} missing videos are excluded from the metrics",
+                highlight=False,
+            )
+        extra = dict(world_size=world.world_size, split=split)
+        if output is not None:
+            files = write_outputs(output, result, ds, clf, protocol, extra)
+            out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
+        if result.metrics is None:
+            out.print("no labelled videos: predictions only (no metrics)")
+        elif not as_json:
+            render_metrics(result.metrics, out, all_classes=all_classes)
+        if as_json:
+            m = result.metrics or {}
+            print(json.dumps(dict(
+                top1=m.get("top1"), top5=m.get("top5"), mean_class_accuracy=m.get("mean_class_accuracy"),
+                num_videos=len(result.indices), num_failed=len(result.failed), num_missing=missing,
+                seconds=round(result.seconds, 3),
+            )))
+        return 0
+    finally:
+        distributed.cleanup(world)

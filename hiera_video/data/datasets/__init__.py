@@ -1,0 +1,87 @@
+"""Video classification datasets: Kinetics, Something-Something v2, list files, folders.
+
+``build_dataset(kind, root, ...)`` returns a :class:`VideoDataset`: the videos found on disk
+(in annotation order), the class names in index order, and the annotation entries whose
+file is missing (reported, not an error; see :func:`check_missing`).
+
+========  ==========================================================================
+kind      annotations
+========  ==========================================================================
+k400      official CSV (``label,youtube_id,time_start,time_end,split``) or a
+k600      "path label" list; classes = built-in kinetics400/600/700 (alphabetical)
+k700
+ssv2      ``something-something-v2-{labels,train,validation,test}.json``
+list      "path label" list + ``labels`` file (else classes ``class_N``)
+folder    none: ``root/<class>/<video>``, classes sorted alphabetically
+========  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hiera_video.data.datasets.base import (
+    VIDEO_EXTENSIONS,
+    FileIndex,
+    VideoDataset,
+    VideoItem,
+    check_missing,
+)
+from hiera_video.data.datasets.kinetics import KINETICS, build_kinetics
+from hiera_video.data.datasets.lists import build_folder, build_list, read_list_file
+from hiera_video.data.datasets.ssv2 import build_ssv2
+from hiera_video.data.labels import load_labels
+from hiera_video.errors import HieraVideoError
+
+DATASET_KINDS = ("k400", "k600", "k700", "ssv2", "list", "folder")
+_ALIASES = {
+    "kinetics400": "k400", "kinetics-400": "k400", "kinetics600": "k600", "kinetics-600": "k600",
+    "kinetics700": "k700", "kinetics-700": "k700", "something-something-v2": "ssv2", "sthv2": "ssv2",
+}
+
+
+def build_dataset(
+    kind: str,
+    root: str | Path,
+    annotations: str | Path | None = None,
+    split: str = "val",
+    labels: str | Path | None = None,
+    limit: int | None = None,
+) -> VideoDataset:
+    """Read annotations and find the videos on disk.
+
+    kind: one of ``DATASET_KINDS``. root: dataset folder (paths in annotations are relative
+    to it). annotations: annotation file; ``None`` looks for the usual file names under
+    ``root`` for ``split``. labels: class names (built-in name such as ``kinetics400`` or a
+    .txt/.json file) overriding the dataset's own. limit: keep the first N videos found.
+    """
+    key = str(kind).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in DATASET_KINDS:
+        raise HieraVideoError(f"unknown dataset '{kind}'; use one of {', '.join(DATASET_KINDS)}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise HieraVideoError(f"dataset root '{root}' is not a folder; check --root")
+    if annotations is not None:
+        annotations = Path(annotations).expanduser()
+        if not annotations.is_file():
+            raise HieraVideoError(f"annotations file '{annotations}' not found; check --annotations")
+    if limit is not None and int(limit) < 0:
+        raise HieraVideoError(f"--limit must be >= 0, got {limit}")
+    limit = None if limit is None else int(limit)
+    split = split or "val"
+    if key == "ssv2":
+        return build_ssv2(root, annotations, split, None if labels is None else str(labels), limit)
+    classes = load_labels(labels) if labels is not None else None
+    if key in KINETICS:
+        return build_kinetics(key, root, annotations, split, classes, limit,
+                              labels_source=None if labels is None else str(labels))
+    if key == "list":
+        return build_list(root, annotations, split, classes, limit)
+    return build_folder(root, split, classes, limit)
+
+
+__all__ = [
+    "DATASET_KINDS", "VIDEO_EXTENSIONS", "FileIndex", "VideoDataset", "VideoItem", "build_dataset",
+    "check_missing", "read_list_file",
+]

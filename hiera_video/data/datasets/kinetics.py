@@ -1,0 +1,198 @@
+"""Kinetics-400/600/700: the official CSVs or "path label" lists.
+
+Official CSV header: ``label,youtube_id,time_start,time_end,split`` (K400 adds ``is_cc``; the
+test CSV has no ``label`` column or leaves it empty). Columns are read by header name, so
+their order does not matter. A clip is stored as ``{youtube_id}_{start:06d}_{end:06d}.mp4``
+(or .mkv/.webm/.avi), in some copies as ``{youtube_id}.mp4``; flat under the root, under
+``root/<split>/<class>/`` or ``root/<class>/``. All layouts are served by one
+:class:`~hiera_video.data.datasets.base.FileIndex` walk.
+
+Class index = alphabetical order of the class names = the built-in label files
+``kinetics400/600/700`` (the order every public Kinetics checkpoint uses).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+from hiera_video.data.datasets.base import (
+    ClassLookup,
+    FileIndex,
+    VideoDataset,
+    VideoItem,
+    normalize_name,
+    warn,
+)
+from hiera_video.data.datasets.lists import dataset_from_list, find_list_file, split_aliases
+from hiera_video.data.labels import load_labels
+from hiera_video.errors import HieraVideoError
+
+KINETICS = {"k400": 400, "k600": 600, "k700": 700}
+REQUIRED = ("youtube_id", "time_start", "time_end")
+
+
+def annotation_candidates(split: str, num: int) -> list[str]:
+    """Relative paths tried (in order) when no annotations file is given."""
+    names: list[str] = []
+    for s in split_aliases(split):
+        for folder in ("annotations/", ""):
+            names += [
+                f"{folder}{s}.csv",
+                f"{folder}kinetics{num}_{s}.csv",
+                f"{folder}kinetics_{num}_{s}.csv",
+                f"{folder}kinetics-{num}_{s}.csv",
+                f"{folder}kinetics{num}_{s}_list_videos.txt",
+                f"{folder}{s}_list_videos.txt",
+                f"{folder}{s}.txt",
+            ]
+    seen: set[str] = set()
+    return [n for n in names if not (n in seen or seen.add(n))]
+
+
+def is_official_csv(path: Path) -> bool:
+    """True when the first line is the official header (has a ``youtube_id`` column)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            first = f.readline()
+    except OSError as e:
+        raise HieraVideoError(f"cannot read annotations file '{path}' ({e.strerror})") from None
+    return "youtube_id" in first.lower().replace(" ", "")
+
+
+def _time(value: str, path: Path, line: int, column: str) -> int:
+    try:
+        return int(float(value))
+    except ValueError:
+        raise HieraVideoError(f"{path}, line {line}: {column} '{value}' is not a number; fix or remove the line") from None
+
+
+def read_kinetics_csv(path: Path) -> list[tuple[int, str | None, str, int, int, str | None]]:
+    """``[(line, label name or None, youtube_id, start, end, split or None)]``."""
+    rows = []
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = [h.strip().lower() for h in next(reader)]
+        except StopIteration:
+            raise HieraVideoError(f"{path}: empty annotations file") from None
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise HieraVideoError(
+                f"{path}, line 1: header lacks column(s) {', '.join(missing)}; "
+                "expected label,youtube_id,time_start,time_end,split"
+            )
+        col = {name: i for i, name in enumerate(header)}
+        c_label, c_split = col.get("label"), col.get("split")
+        c_id, c_start, c_end = col["youtube_id"], col["time_start"], col["time_end"]
+        for row in reader:
+            n = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise HieraVideoError(
+                    f"{path}, line {n}: expected {len(header)} columns ({','.join(header)}), found {len(row)}; "
+                    "fix or remove the line"
+                )
+            label = row[c_label].strip() if c_label is not None else ""
+            yid = row[c_id].strip()
+            if not yid:
+                raise HieraVideoError(f"{path}, line {n}: empty youtube_id; fix or remove the line")
+            start = _time(row[c_start].strip(), path, n, "time_start")
+            end = _time(row[c_end].strip(), path, n, "time_end")
+            split = row[c_split].strip() if c_split is not None else None
+            rows.append((n, label or None, yid, start, end, split or None))
+    return rows
+
+
+def _select_split(rows, split: str, path: Path, ds: VideoDataset):
+    counts = Counter(r[5] for r in rows if r[5] is not None)
+    ds.splits = dict(counts)
+    if not counts:
+        return rows
+    wanted = set(split_aliases(split))
+    chosen = [r for r in rows if r[5] in wanted or r[5] is None]
+    if any(r[5] in wanted for r in rows):
+        return chosen
+    if len(counts) == 1:
+        only = next(iter(counts))
+        warn(ds, f"{path.name} holds split '{only}' only, not '{split}'; using all its rows")
+        ds.split = only
+        return rows
+    raise HieraVideoError(
+        f"{path} has no rows of split '{split}' (it has {', '.join(sorted(counts))}); pass --split with one of those"
+    )
+
+
+def dataset_from_csv(kind: str, root: Path, path: Path, classes: list[str], split: str, limit: int | None,
+                     class_source: str) -> VideoDataset:
+    ds = VideoDataset(name=kind, items=[], classes=classes, root=root, annotations=path, split=split, limit=limit)
+    rows = _select_split(read_kinetics_csv(path), split, path, ds)
+    ds.annotated = len(rows)
+    lookup = ClassLookup(classes)
+    labelled: list[int | None] = []
+    for n, label, *_ in rows:
+        if label is None:
+            labelled.append(None)
+            continue
+        i = lookup.get(label)
+        if i is None:
+            raise HieraVideoError(
+                f"{path}, line {n}: class '{label}' is not one of the {len(classes)} classes of {class_source}; "
+                "pass --labels with this dataset's class list"
+            )
+        labelled.append(i)
+    index = FileIndex(root)
+    prefer_split = split_aliases(ds.split or split)
+    found_layout: Counter = Counter()
+    pending_missing: list[tuple[str, str | None, str]] = []
+    for (n, label, yid, start, end, _), cls in zip(rows, labelled):
+        if limit is not None and len(ds.items) >= limit:
+            break
+        clip = f"{yid}_{start:06d}_{end:06d}"
+        prefer = prefer_split + ((label, label.replace(" ", "_")) if label else ())
+        path_found = index.lookup(clip, prefer) or index.lookup(yid, prefer)
+        if path_found is None:
+            pending_missing.append((clip, label, f"no {clip}.* or {yid}.* under the root ({path.name}, line {n})"))
+            continue
+        ds.items.append(VideoItem(path=path_found, label=cls, id=clip))
+        parent = path_found.parent
+        if label and normalize_name(parent.name) == normalize_name(label):
+            found_layout[("class", parent.parent)] += 1
+        else:
+            found_layout[("flat", parent)] += 1
+    ds.missing = [(str(_expected(root, found_layout, clip, label)), reason) for clip, label, reason in pending_missing]
+    return ds
+
+
+def _expected(root: Path, layout: Counter, clip: str, label: str | None) -> Path:
+    """Where the layout of the found clips says a missing clip should be."""
+    if layout:
+        (kind, folder), _ = layout.most_common(1)[0]
+        if kind == "class" and label:
+            return folder / label / f"{clip}.mp4"
+        if kind == "flat":
+            return folder / f"{clip}.mp4"
+    return root / f"{clip}.mp4"
+
+
+def build_kinetics(kind: str, root: Path, annotations: Path | None, split: str, classes: list[str] | None,
+                   limit: int | None, labels_source: str | None = None) -> VideoDataset:
+    num = KINETICS[kind]
+    class_source = labels_source or f"kinetics{num}"
+    if classes is None:
+        classes = load_labels(f"kinetics{num}")
+    if annotations is None:
+        annotations, tried = find_list_file(root, split, annotation_candidates(split, num))
+        if annotations is None:
+            shown = ", ".join(str(p.relative_to(root)) for p in tried[:5])
+            raise HieraVideoError(
+                f"no Kinetics annotations for split '{split}' under '{root}' (tried {shown} and {len(tried) - 5} more "
+                f"similar names); pass --annotations FILE (official CSV or 'path label' list), or use --dataset folder"
+            )
+    annotations = Path(annotations)
+    if is_official_csv(annotations):
+        return dataset_from_csv(kind, root, annotations, classes, split, limit, class_source)
+    ds = dataset_from_list(kind, root, annotations, classes, split, limit)
+    return ds

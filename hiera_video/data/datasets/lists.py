@@ -1,0 +1,255 @@
+"""Generic datasets: "path label" list files and class-per-folder trees.
+
+List files are the format of SlowFast, VideoMAE and mmaction2 (``train.csv``, ``val.csv``,
+``*_list_videos.txt``): one video per line, a path relative to the dataset root (or
+absolute) and an integer class index, separated by whitespace or by one comma. Paths may
+contain spaces (Kinetics class folders do): the label is the last field. Blank lines and
+``#`` comments are skipped, as is a first line that is a header (``path,label``).
+
+A folder dataset is ``root/<class name>/<video>`` (videos may sit deeper inside the class
+folder); classes are the folder names sorted alphabetically unless a labels file fixes the
+order.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hiera_video.data.datasets.base import (
+    VIDEO_EXTENSIONS,
+    ClassLookup,
+    FileIndex,
+    VideoDataset,
+    VideoItem,
+    is_video_name,
+    warn,
+)
+from hiera_video.errors import HieraVideoError
+
+_HEADER_WORDS = {"label", "labels", "class", "class_id", "label_id", "target", "category"}
+
+
+def _is_int(text: str) -> bool:
+    t = text.strip()
+    return t.lstrip("-").isdigit() and t not in ("-", "")
+
+
+def read_list_file(path: Path) -> list[tuple[int, str, int]]:
+    """``[(line number, video path, label)]`` from a "path label" list file.
+
+    Raises HieraVideoError naming the file and line for any malformed line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HieraVideoError(f"annotations file '{path}' not found; check --annotations")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise HieraVideoError(f"{path}: not a text file ({e.reason} at byte {e.start}); pass a 'path label' list") from None
+    rows: list[tuple[int, str, int]] = []
+    comma: bool | None = None  # separator, decided by the first data line
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if comma is None:
+            parts = line.split(",")
+            comma = len(parts) >= 2 and (_is_int(parts[-1]) or parts[-1].strip().lower() in _HEADER_WORDS)
+        if comma:
+            fields = [f.strip() for f in line.split(",")]
+            if len(fields) != 2:
+                raise HieraVideoError(
+                    f"{path}, line {n}: expected 2 comma-separated columns (path,label), found {len(fields)}; fix or remove the line"
+                )
+        else:
+            tokens = line.split()
+            if len(tokens) < 2:
+                raise HieraVideoError(
+                    f"{path}, line {n}: expected 2 columns (path label), found 1; fix or remove the line"
+                )
+            if len(tokens) > 2 and _is_int(tokens[-2]) and _is_int(tokens[-1]):
+                raise HieraVideoError(
+                    f"{path}, line {n}: expected 2 columns (path label), found {len(tokens)} "
+                    "(a rawframes list 'path num_frames label'?); pass a list of video files"
+                )
+            fields = [line[: line.rstrip().rfind(tokens[-1])].strip(), tokens[-1]]
+        video, label = fields
+        if not _is_int(label):
+            if not rows and label.lower() in _HEADER_WORDS:
+                continue  # header line
+            raise HieraVideoError(f"{path}, line {n}: label '{label}' is not an integer class index; fix or remove the line")
+        if not video:
+            raise HieraVideoError(f"{path}, line {n}: empty video path; fix or remove the line")
+        value = int(label)
+        if value < 0:
+            raise HieraVideoError(f"{path}, line {n}: negative label {value}; class indices start at 0")
+        rows.append((n, video, value))
+    return rows
+
+
+def _resolve_listed(video: str, root: Path, index_holder: list, prefer: tuple[str, ...]) -> tuple[Path | None, str]:
+    """The file for a listed path: as written (relative to ``root``), else by file stem
+    anywhere under root (lists written for another folder layout). ``index_holder`` caches
+    the lazily built FileIndex."""
+    p = Path(video)
+    full = p if p.is_absolute() else root / p
+    if full.is_file():
+        return full, ""
+    if not index_holder:
+        index_holder.append(FileIndex(root))
+    index: FileIndex = index_holder[0]
+    stem = p.stem if p.suffix.lower() in VIDEO_EXTENSIONS else p.name
+    candidates = index.by_stem.get(stem, [])
+    if len(candidates) == 1:
+        return Path(candidates[0]), ""
+    if len(candidates) > 1:
+        # Several files with that stem: take the one whose folders end like the listed path.
+        want = p.parent.parts
+        best = [c for c in candidates if want and Path(c).parent.parts[-len(want):] == want]
+        if len(best) == 1:
+            return Path(best[0]), ""
+        found = index.lookup(stem, prefer) if not want else None
+        if found is not None:
+            return found, ""
+        return None, f"{len(candidates)} files named {stem}.* under {root} and none at the listed path"
+    return None, "file not found"
+
+
+def dataset_from_list(
+    name: str,
+    root: Path,
+    annotations: Path,
+    classes: list[str] | None,
+    split: str | None,
+    limit: int | None,
+) -> VideoDataset:
+    """Items from a "path label" list; ``classes=None`` names them ``class_N``."""
+    rows = read_list_file(annotations)
+    if classes is None:
+        top = max((label for _, _, label in rows), default=-1)
+        classes = [f"class_{i}" for i in range(top + 1)]
+        generated = True
+    else:
+        generated = False
+        for n, _, label in rows:
+            if label >= len(classes):
+                raise HieraVideoError(
+                    f"{annotations}, line {n}: label {label} is out of range for {len(classes)} classes; "
+                    "pass the matching --labels file"
+                )
+    ds = VideoDataset(name=name, items=[], classes=classes, root=root, annotations=annotations, split=split,
+                      annotated=len(rows), limit=limit)
+    if split:
+        ds.splits = {split: len(rows)}
+    if generated and rows:
+        warn(ds, f"no --labels given: classes are named class_0..class_{len(classes) - 1}")
+    index_holder: list = []
+    prefer = (split,) if split else ()
+    for n, video, label in rows:
+        if limit is not None and len(ds.items) >= limit:
+            break
+        path, reason = _resolve_listed(video, root, index_holder, prefer)
+        item_id = Path(video).with_suffix("").as_posix() if Path(video).suffix.lower() in VIDEO_EXTENSIONS else video
+        if path is None:
+            expected = Path(video) if Path(video).is_absolute() else root / video
+            ds.missing.append((str(expected), f"{reason} ({annotations.name}, line {n})"))
+        else:
+            ds.items.append(VideoItem(path=path, label=label, id=item_id))
+    return ds
+
+
+def find_list_file(root: Path, split: str, names: list[str]) -> tuple[Path | None, list[Path]]:
+    """The first existing candidate file; returns ``(found, tried)``."""
+    tried = []
+    for name in names:
+        p = root / name
+        tried.append(p)
+        if p.is_file():
+            return p, tried
+    return None, tried
+
+
+def split_aliases(split: str) -> tuple[str, ...]:
+    s = split.lower()
+    groups = [("val", "validate", "validation", "valid"), ("train", "training"), ("test", "testing")]
+    for g in groups:
+        if s in g:
+            return (split,) + tuple(a for a in g if a != split)
+    return (split,)
+
+
+def build_list(root: Path, annotations: Path | None, split: str, classes: list[str] | None, limit: int | None) -> VideoDataset:
+    if annotations is None:
+        names = []
+        for s in split_aliases(split):
+            names += [f"{s}.txt", f"{s}.csv", f"{s}_list.txt", f"{s}_list_videos.txt",
+                      f"annotations/{s}.txt", f"annotations/{s}.csv"]
+        annotations, tried = find_list_file(root, split, names)
+        if annotations is None:
+            shown = ", ".join(str(p.relative_to(root)) for p in tried[:6])
+            raise HieraVideoError(
+                f"no list file for split '{split}' under '{root}' (tried {shown}, ...); pass --annotations FILE"
+            )
+    return dataset_from_list("list", root, Path(annotations), classes, split, limit)
+
+
+def build_folder(root: Path, split: str | None, classes: list[str] | None, limit: int | None) -> VideoDataset:
+    """``root/<class>/<video>``; uses ``root/<split>/`` when that folder exists."""
+    base = root
+    if split and (root / split).is_dir():
+        base = root / split
+    try:
+        subdirs = sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
+        loose = sum(1 for e in os.scandir(base) if e.is_file() and is_video_name(e.name))
+    except OSError as e:
+        raise HieraVideoError(f"cannot read dataset folder '{base}' ({e.strerror}); check --root") from None
+    per_class: dict[str, list[Path]] = {}
+    empty_dirs = []
+    for d in subdirs:
+        videos = []
+        for folder, dirnames, filenames in os.walk(base / d, followlinks=True):
+            dirnames[:] = sorted(x for x in dirnames if not x.startswith("."))
+            videos += [Path(folder) / f for f in filenames if is_video_name(f) and not f.startswith(".")]
+        if videos:
+            per_class[d] = sorted(videos)
+        else:
+            empty_dirs.append(d)
+    if not per_class:
+        raise HieraVideoError(
+            f"no class folders with videos under '{base}' (expected <class>/<video> with extensions "
+            f"{', '.join(VIDEO_EXTENSIONS)}); check --root"
+        )
+    if classes is None:
+        classes = sorted(per_class)
+        index_of = {name: i for i, name in enumerate(classes)}
+    else:
+        lookup = ClassLookup(classes)
+        index_of = {}
+        for d in per_class:
+            i = lookup.get(d)
+            if i is None:
+                raise HieraVideoError(
+                    f"folder '{base / d}' is not a class of the given labels ({len(classes)} classes); "
+                    "rename the folder or pass matching --labels"
+                )
+            index_of[d] = i
+    ds = VideoDataset(name="folder", items=[], classes=classes, root=root, annotations=None, split=split if base != root else None,
+                      limit=limit)
+    order = sorted(per_class, key=lambda d: (index_of[d], d))
+    for d in order:
+        for p in per_class[d]:
+            ds.items.append(VideoItem(path=p, label=index_of[d], id=p.relative_to(base).with_suffix("").as_posix()))
+    ds.annotated = len(ds.items)
+    if limit is not None:
+        ds.items = ds.items[:limit]
+    if empty_dirs:
+        warn(ds, f"{len(empty_dirs)} folder(s) under '{base}' hold no videos and are not classes (e.g. '{empty_dirs[0]}')")
+    if loose:
+        warn(ds, f"{loose} video(s) directly in '{base}' are outside any class folder and are skipped")
+    if ds.split:
+        ds.splits = {ds.split: ds.annotated}
+    return ds
+
+
+__all__ = ["read_list_file", "dataset_from_list", "build_list", "build_folder", "split_aliases"]

@@ -1,0 +1,392 @@
+"""A procedurally generated video classification dataset that needs temporal order.
+
+Six classes in three pairs; the second class of each pair is the first one played
+backwards, so a single frame, or the unordered set of a clip's frames, carries no
+information about which of the two a video is; only the order of the frames does:
+
+====  ===================  ====================================================
+ id    name                 what happens
+====  ===================  ====================================================
+ 0     moving up            one textured object travels upwards
+ 1     moving down          ... downwards (class 0 reversed)
+ 2     approaching          one object grows (comes towards the camera)
+ 3     receding             ... shrinks (class 2 reversed)
+ 4     splitting apart      two objects start overlapping and fly apart
+ 5     coming together      ... converge until they overlap (class 4 reversed)
+====  ===================  ====================================================
+
+All six are invariant under a horizontal flip, so the usual random-flip augmentation keeps
+labels valid (unlike left/right or clockwise/anticlockwise pairs, which a flip swaps).
+
+Randomised per video: object shape (disk, square, diamond, triangle, ring, cross), two
+colours and texture (solid, stripes, checker, dots; the texture moves with the object),
+a slow spin in a random direction, size, start position, distance and speed, sideways drift,
+split axis, background (gradient + static low-frequency pattern + static clutter shapes),
+per-frame brightness flicker and pixel noise.
+
+Videos are H.264 (yuv420p) mp4 files written with PyAV. Lists ``train.txt`` / ``val.txt``
+hold ``"<path relative to the folder> <label>"`` lines, ``labels.txt`` one class name a
+line. Everything is deterministic for a seed; video ``i`` of a class and split depends only
+on ``(seed, split, label, i)``, so asking for more videos keeps the existing ones.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from hiera_video.errors import HieraVideoError
+from hiera_video.report import atomic_write_text
+
+CLASSES: list[tuple[str, str]] = [
+    ("moving up", "one textured object travels upwards"),
+    ("moving down", "one textured object travels downwards (class 0 played backwards)"),
+    ("approaching", "one textured object grows as if coming towards the camera"),
+    ("receding", "one textured object shrinks as if moving away (class 2 played backwards)"),
+    ("splitting apart", "two objects start overlapping and fly apart along a random axis"),
+    ("coming together", "two objects converge until they overlap (class 4 played backwards)"),
+]
+CLASS_NAMES = [name for name, _ in CLASSES]
+NUM_CLASSES = len(CLASSES)
+SHAPES = ("disk", "square", "diamond", "triangle", "ring", "cross")
+TEXTURES = ("solid", "stripes", "checker", "dots")
+SPLITS = {"train": 1, "val": 2}
+# libx264 settings: near-lossless for such small frames, fast, keyframe every 16 frames
+# so clip sampling can seek.
+X264_OPTIONS = {"crf": "18", "preset": "ultrafast", "g": "16", "threads": "1"}
+
+
+def twin(label: int) -> int:
+    """The class that is ``label`` played backwards (0<->1, 2<->3, 4<->5)."""
+    return int(label) ^ 1
+
+
+def is_reversed(label: int) -> bool:
+    """True for the backwards member of a pair (1, 3, 5)."""
+    return bool(int(label) & 1)
+
+
+def _slug(name: str) -> str:
+    return name.replace(" ", "_")
+
+
+# ---------------------------------------------------------------------------- rendering
+def _random_colour(rng: np.random.Generator, avoid: np.ndarray | None = None, min_dist: float = 90.0) -> np.ndarray:
+    """An RGB colour (float, 0-255), at least ``min_dist`` away from ``avoid`` when possible."""
+    best, best_d = None, -1.0
+    for _ in range(16):
+        c = rng.uniform(0, 255, 3)
+        d = float(np.linalg.norm(c - avoid)) if avoid is not None else math.inf
+        if d >= min_dist:
+            return c
+        if d > best_d:
+            best, best_d = c, d
+    return best
+
+
+def _shape_sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Approximate signed distance (in object radii; < 0 inside) of a unit-size shape."""
+    if shape == "disk":
+        return np.sqrt(u * u + v * v) - 1.0
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) - 0.8
+    if shape == "diamond":
+        return (np.abs(u) + np.abs(v) - 1.0) / math.sqrt(2.0)
+    if shape == "triangle":  # upward-pointing equilateral, circumradius 1
+        k = math.sqrt(3.0)
+        return np.maximum.reduce([-v - 0.5, (k * u + v - 1.0) / 2.0, (-k * u + v - 1.0) / 2.0])
+    if shape == "ring":
+        return np.abs(np.sqrt(u * u + v * v) - 0.7) - 0.3
+    if shape == "cross":
+        au, av_ = np.abs(u), np.abs(v)
+        return np.minimum(np.maximum(au - 1.0, av_ - 0.35), np.maximum(au - 0.35, av_ - 1.0))
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _texture(kind: str, u: np.ndarray, v: np.ndarray, freq: float, phase: float) -> np.ndarray:
+    """Weight in [0, 1] of the second colour at object coordinates ``(u, v)``."""
+    if kind == "solid":
+        return np.zeros_like(u)
+    if kind == "stripes":
+        return 0.5 + 0.5 * np.sin(freq * u * math.pi + phase)
+    if kind == "checker":
+        return (np.sin(freq * u * math.pi + phase) * np.sin(freq * v * math.pi) > 0).astype(np.float32)
+    if kind == "dots":
+        return ((np.cos(freq * u * math.pi + phase) * np.cos(freq * v * math.pi)) > 0.5).astype(np.float32)
+    raise ValueError(f"unknown texture {kind!r}")
+
+
+def _sample_object(rng: np.random.Generator, bg_mean: np.ndarray) -> dict:
+    c1 = _random_colour(rng, bg_mean)
+    return dict(
+        shape=SHAPES[rng.integers(len(SHAPES))],
+        texture=TEXTURES[rng.integers(len(TEXTURES))],
+        c1=c1,
+        c2=_random_colour(rng, c1, 60.0),
+        freq=float(rng.uniform(1.5, 4.0)),
+        phase=float(rng.uniform(0, 2 * math.pi)),
+        angle0=float(rng.uniform(0, 2 * math.pi)),
+        # A slow spin either way: its direction is random in both classes of a pair.
+        spin=float(rng.uniform(-1.5, 1.5)),
+    )
+
+
+def _draw_object(frames: np.ndarray, obj: dict, cx, cy, radius, t01: np.ndarray, yy, xx) -> None:
+    """Alpha-composite one object onto ``frames: float32 [T, H, W, 3]`` in place.
+
+    ``cx, cy, radius``: per-frame ``[T]`` centre and size in pixels. Only the box that the
+    object covers in some frame is computed (every shape fits in 1.2 radii of its centre).
+    """
+    H, W = frames.shape[1:3]
+    cx, cy, radius = (np.broadcast_to(np.asarray(a, np.float32), t01.shape) for a in (cx, cy, radius))
+    reach = 1.2 * radius + 1.0
+    y0, y1 = int(max(np.floor((cy - reach).min()), 0)), int(min(np.ceil((cy + reach).max()), H))
+    x0, x1 = int(max(np.floor((cx - reach).min()), 0)), int(min(np.ceil((cx + reach).max()), W))
+    if y0 >= y1 or x0 >= x1:
+        return
+    angle = (obj["angle0"] + obj["spin"] * t01).astype(np.float32)
+    ca, sa = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    r = radius[:, None, None]
+    dx = xx[None, y0:y1, x0:x1] - cx[:, None, None]
+    dy = yy[None, y0:y1, x0:x1] - cy[:, None, None]
+    u = (ca * dx + sa * dy) / r
+    v = (ca * dy - sa * dx) / r
+    sdf = _shape_sdf(obj["shape"], u, v)
+    alpha = np.clip(0.5 - sdf * r, 0.0, 1.0)[..., None]  # one-pixel soft edge (anti-aliasing)
+    c1 = obj["c1"].astype(np.float32)
+    c2 = obj["c2"].astype(np.float32)
+    if obj["texture"] == "solid":
+        colour = c1
+    else:
+        colour = c1 + _texture(obj["texture"], u, v, obj["freq"], obj["phase"]).astype(np.float32)[..., None] * (c2 - c1)
+    region = frames[:, y0:y1, x0:x1]
+    region += alpha * (colour - region)
+
+
+def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """Static background ``float32 [H, W, 3]``: gradient, low-frequency pattern, clutter."""
+    a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    theta = rng.uniform(0, 2 * math.pi)
+    g = ((xx * math.cos(theta) + yy * math.sin(theta)) / size + 1.0) / 2.0
+    bg = a + np.clip(g, 0, 1)[..., None] * (b - a)
+    pattern = np.zeros_like(xx)
+    for _ in range(3):
+        fx, fy = rng.uniform(-6, 6, 2) * 2 * math.pi / size
+        pattern += np.sin(fx * xx + fy * yy + rng.uniform(0, 2 * math.pi))
+    bg += (pattern / 3.0)[..., None] * rng.uniform(5, 35) * rng.choice([-1.0, 1.0], 3)
+    bg = bg[None].astype(np.float32)
+    # Static clutter: small faint shapes that never move.
+    for _ in range(int(rng.integers(0, 4))):
+        obj = _sample_object(rng, bg.mean(axis=(0, 1, 2)))
+        obj["spin"] = 0.0
+        obj["c1"] = 0.6 * obj["c1"] + 0.4 * bg.mean(axis=(0, 1, 2))
+        obj["c2"] = 0.6 * obj["c2"] + 0.4 * bg.mean(axis=(0, 1, 2))
+        one = np.zeros(1)
+        _draw_object(
+            bg, obj, one + rng.uniform(0, size), one + rng.uniform(0, size),
+            one + rng.uniform(0.04, 0.08) * size, one, yy, xx,
+        )
+    return bg[0]
+
+
+def render_video(
+    label: int, rng: np.random.Generator | int, frames: int = 48, size: int = 96, noise: bool = True
+) -> np.ndarray:
+    """Render one video of class ``label``: ``uint8 [T, H, W, 3]`` RGB, ``H = W = size``.
+
+    The forward member of a pair (0, 2, 4) is drawn directly; the backward member (1, 3, 5)
+    draws the same kind of scene and reverses the frame order before the per-frame flicker
+    and pixel noise are added. Hence ``render_video(l, seed)[::-1]`` and
+    ``render_video(twin(l), seed)`` differ only in that noise (and are equal with
+    ``noise=False``).
+    """
+    if not 0 <= int(label) < NUM_CLASSES:
+        raise ValueError(f"label must be in 0..{NUM_CLASSES - 1}, got {label}")
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    T, S = int(frames), int(size)
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) + 0.5
+    t01 = np.linspace(0.0, 1.0, T, dtype=np.float32)
+    bg = _background(rng, S, yy, xx)
+    bg_mean = bg.mean(axis=(0, 1))
+    video = np.broadcast_to(bg, (T, S, S, 3)).astype(np.float32)
+
+    # Motion profile: linear with a random mild ease in/out, same law in every family.
+    gamma = rng.uniform(0.8, 1.25)
+    p = (t01**gamma).astype(np.float32)
+    family = int(label) // 2
+    if family == 0:  # moving up
+        obj = _sample_object(rng, bg_mean)
+        radius = np.full(T, rng.uniform(0.10, 0.18) * S)
+        dist = rng.uniform(0.35, 0.6) * S
+        y_start = rng.uniform(0.5 * S + dist / 2 - 0.1 * S, 0.5 * S + dist / 2 + 0.1 * S)
+        x_start = rng.uniform(0.25, 0.75) * S
+        drift = rng.uniform(-0.15, 0.15) * S
+        _draw_object(video, obj, x_start + drift * p, y_start - dist * p, radius, t01, yy, xx)
+    elif family == 1:  # approaching
+        obj = _sample_object(rng, bg_mean)
+        r0 = rng.uniform(0.05, 0.09) * S
+        r1 = r0 * rng.uniform(2.3, 3.5)
+        radius = r0 * (r1 / r0) ** p
+        c = rng.uniform(0.35, 0.65, 2) * S
+        drift = rng.uniform(-0.08, 0.08, 2) * S
+        _draw_object(video, obj, c[0] + drift[0] * p, c[1] + drift[1] * p, radius, t01, yy, xx)
+    else:  # splitting apart
+        c = rng.uniform(0.4, 0.6, 2) * S
+        axis = rng.uniform(0, math.pi)
+        d0, d1 = rng.uniform(0.0, 0.08) * S, rng.uniform(0.28, 0.36) * S  # half separations
+        half = d0 + (d1 - d0) * p
+        radius = np.full(T, rng.uniform(0.08, 0.13) * S)
+        first = _sample_object(rng, bg_mean)
+        second = dict(first) if rng.random() < 0.5 else _sample_object(rng, bg_mean)
+        second["spin"] = rng.uniform(-1.5, 1.5)
+        for sign, obj in ((1.0, first), (-1.0, second)):
+            _draw_object(
+                video, obj, c[0] + sign * half * math.cos(axis), c[1] + sign * half * math.sin(axis),
+                radius, t01, yy, xx,
+            )
+    if is_reversed(label):
+        video = video[::-1]
+    if not noise:
+        return np.clip(video, 0, 255).round().astype(np.uint8)
+    flicker = (1.0 + rng.normal(0.0, 0.02, (T, 1, 1, 1))).astype(np.float32)
+    noise = rng.standard_normal(video.shape, dtype=np.float32)
+    noise *= np.float32(rng.uniform(2.0, 8.0))
+    video *= flicker
+    video += noise
+    return np.clip(video, 0, 255, out=video).round(out=video).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------- encoding
+def write_mp4(path: str | Path, video: np.ndarray, fps: int = 30, options: dict | None = None) -> Path:
+    """Encode ``uint8 [T, H, W, 3]`` RGB (even H and W) as H.264 mp4, atomically."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.mp4")
+    try:
+        with av.open(str(tmp), "w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps, options=dict(options or X264_OPTIONS))
+            stream.height, stream.width = int(video.shape[1]), int(video.shape[2])
+            stream.pix_fmt = "yuv420p"
+            for i, img in enumerate(video):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, fps)
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------- dataset
+def _readme(seed: int, n_train: int, n_val: int, frames: int, size: int, fps: int) -> str:
+    rows = "\n".join(f"  {i}  {name:<16} {desc}" for i, (name, desc) in enumerate(CLASSES))
+    return f"""Synthetic temporal-order video dataset (generated by hiera-video synth)
+
+Every class pairs with its time-reversed twin (0<->1, 2<->3, 4<->5): a video of class 1 is
+a class-0 scene played backwards, and so on. A single frame, or the unordered set of a
+clip's frames, cannot tell the twins apart; only the order of the frames can. A model that
+ignores frame order can find the pair but not the twin: at most 50 % top-1 overall.
+
+Classes (id, name, what happens):
+{rows}
+
+All classes are unchanged by a horizontal flip, so random-flip augmentation is safe.
+Randomised per video: object shape, colours and texture, spin direction, size, start
+position, distance and speed, drift, split axis, background pattern and clutter,
+brightness flicker and pixel noise.
+
+Files:
+  train.txt, val.txt   "<path relative to this folder> <label>" per line
+  labels.txt           class names, line i = label i
+  train/<class>/*.mp4, val/<class>/*.mp4   H.264 (yuv420p), {size}x{size}, {frames} frames at {fps} fps
+
+Generated with seed {seed}: {n_train} train and {n_val} val videos per class.
+"""
+
+
+def make_synthetic_dataset(
+    out_dir: str | Path,
+    seed: int = 0,
+    num_train_per_class: int = 40,
+    num_val_per_class: int = 10,
+    frames: int = 48,
+    size: int = 96,
+    fps: int = 30,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Write the dataset (see the module docstring) into ``out_dir``.
+
+    ``progress(done, total)`` is called after every video. Returns a summary dict with the
+    paths of the lists, the class names, counts, and the seconds taken. Raises
+    :class:`HieraVideoError` for bad arguments or when ``out_dir`` already holds a dataset
+    and ``overwrite`` is False.
+    """
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    if num_train_per_class < 0 or num_val_per_class < 0 or num_train_per_class + num_val_per_class == 0:
+        raise HieraVideoError("ask for at least one video (train and val counts per class must be >= 0, not both 0)")
+    if size < 32 or size % 2:
+        raise HieraVideoError(f"size must be an even number >= 32 (H.264 needs even sizes), got {size}")
+    if frames < 4:
+        raise HieraVideoError(f"a video needs at least 4 frames, got {frames}")
+    if fps <= 0:
+        raise HieraVideoError(f"fps must be positive, got {fps}")
+    if out.exists() and not out.is_dir():
+        raise HieraVideoError(f"'{out}' exists and is not a folder")
+    if not overwrite and any((out / f).exists() for f in ("train.txt", "val.txt", "labels.txt")):
+        raise HieraVideoError(f"'{out}' already holds a dataset; pass --overwrite or choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+    counts = {"train": num_train_per_class, "val": num_val_per_class}
+    total = NUM_CLASSES * (num_train_per_class + num_val_per_class)
+    done = 0
+    lists: dict[str, list[str]] = {}
+    for split, n in counts.items():
+        for label, name in enumerate(CLASS_NAMES):
+            folder = out / split / _slug(name)
+            if folder.is_dir():  # stale videos of an earlier, larger dataset
+                for old in folder.glob("*.mp4"):
+                    old.unlink()
+        lines = []
+        for i in range(n):
+            for label, name in enumerate(CLASS_NAMES):  # interleaved: the list is class-balanced at any prefix
+                rel = f"{split}/{_slug(name)}/{_slug(name)}_{i:04d}.mp4"
+                rng = np.random.default_rng([int(seed), SPLITS[split], label, i])
+                write_mp4(out / rel, render_video(label, rng, frames, size), fps)
+                lines.append(f"{rel} {label}")
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        lists[split] = lines
+        atomic_write_text(out / f"{split}.txt", "".join(line + "\n" for line in lines))
+    atomic_write_text(out / "labels.txt", "".join(name + "\n" for name in CLASS_NAMES))
+    atomic_write_text(out / "README.txt", _readme(seed, num_train_per_class, num_val_per_class, frames, size, fps))
+    return {
+        "root": str(out),
+        "train": str(out / "train.txt"),
+        "val": str(out / "val.txt"),
+        "labels": str(out / "labels.txt"),
+        "readme": str(out / "README.txt"),
+        "classes": list(CLASS_NAMES),
+        "num_classes": NUM_CLASSES,
+        "num_train": len(lists["train"]),
+        "num_val": len(lists["val"]),
+        "frames": frames,
+        "size": size,
+        "fps": fps,
+        "seed": seed,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }

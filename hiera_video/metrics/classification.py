@@ -1,0 +1,477 @@
+"""Classification metrics, view aggregation, reports and the predictions file.
+
+Definitions (percentages, 0..100):
+
+* top-k: a video counts when its true class ranks among the first ``k`` classes. The rank
+  of the true class is the number of classes with a higher score plus the number of
+  classes with an equal score and a lower index, so ties are broken exactly like
+  ``argmax`` (lowest index first) and top-1 always equals ``argmax == label``.
+  Top-5 uses ``k = min(5, C)``.
+* mean class accuracy: per-class top-1 averaged over the classes that have at least one
+  video. Classes with no support are left out (mmaction2 counts them as 0, which biases
+  the mean downwards on subsets).
+* confusion: ``[C, C]`` counts, rows = true class, columns = predicted (argmax) class.
+
+Videos whose label is ``-1`` (unknown, e.g. a test split) are not scored.
+
+Predictions file: a ``torch.save`` dict holding only tensors, strings, numbers, lists and
+dicts, so it loads with ``torch.load(weights_only=True)`` (nothing is unpickled):
+``format``, ``version``, ``paths`` (list[str]), ``labels`` (int64 [N], -1 = unknown),
+``probs`` (float32 [N, C]), ``classes`` (list[str]), ``view_logits`` (float [N, V, C],
+optional) and ``meta`` (dict of plain values: model, agg, views, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hiera_video.errors import HieraVideoError
+from hiera_video.report import write_csv, write_json
+
+AGGREGATIONS = ("prob", "logit")
+PREDICTIONS_FORMAT = "hiera-video-predictions"
+PREDICTIONS_VERSION = 1
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def aggregate_views(view_logits: torch.Tensor, agg: str = "prob") -> torch.Tensor:
+    """Per-view logits ``[N, V, C]`` (or one video's ``[V, C]``) -> probabilities ``[N, C]`` (``[C]``).
+
+    ``prob``: mean over views of the softmax (the official Hiera / SlowFast evaluation);
+    ``logit``: softmax of the mean logits.
+    """
+    if agg not in AGGREGATIONS:
+        raise HieraVideoError(f"unknown view aggregation '{agg}'; use one of {', '.join(AGGREGATIONS)}")
+    x = torch.as_tensor(view_logits)
+    if x.dim() not in (2, 3):
+        raise HieraVideoError(f"view logits must be [N, V, C] or [V, C], got shape {list(x.shape)}")
+    x = x.double() if x.dtype == torch.float64 else x.float()
+    if agg == "prob":
+        return x.softmax(dim=-1).mean(dim=-2)
+    return x.mean(dim=-2).softmax(dim=-1)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _ranks(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Rank (0 = first) of each true class, ties broken by lower class index first."""
+    true = probs.gather(1, labels[:, None])
+    idx = torch.arange(probs.shape[1])[None, :]
+    ahead = (probs > true) | ((probs == true) & (idx < labels[:, None]))
+    return ahead.sum(dim=1)
+
+
+def _pct(num: float, den: float) -> float | None:
+    return None if den == 0 else 100.0 * float(num) / float(den)
+
+
+def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
+    """Top-1/top-5, mean class accuracy, per-class results and the confusion matrix.
+
+    probs: ``[N, C]`` scores (probabilities or logits: only their order matters).
+    labels: ``[N]`` class indices; ``-1`` = unknown (not scored).
+    Returns a dict: ``top1``, ``top5``, ``top5_k``, ``mean_class_accuracy``, ``num_videos``
+    (scored), ``num_unlabelled``, ``num_classes``, ``classes_with_support``, ``per_class``
+    (list of {index, name, support, correct, accuracy, top5, predicted}) and ``confusion``
+    (int64 ``[C, C]``, rows true, columns predicted).
+    """
+    probs = torch.as_tensor(probs).detach().cpu()
+    labels = torch.as_tensor(labels).detach().cpu().long()
+    if probs.dim() != 2:
+        raise HieraVideoError(f"scores must be [N, C], got shape {list(probs.shape)}")
+    n, c = probs.shape
+    if labels.shape != (n,):
+        raise HieraVideoError(f"labels must be [N] = [{n}], got shape {list(labels.shape)}")
+    if len(class_names) != c:
+        raise HieraVideoError(f"{len(class_names)} class names for {c} score columns; pass the matching labels")
+    if c == 0:
+        raise HieraVideoError("scores have 0 classes")
+    if labels.numel() and (labels.max() >= c or labels.min() < -1):
+        bad = labels[(labels >= c) | (labels < -1)][0].item()
+        raise HieraVideoError(f"label {bad} is out of range for {c} classes (use -1 for unknown)")
+    known = labels >= 0
+    p = probs[known] if probs.dtype in (torch.float32, torch.float64) else probs[known].float()
+    y = labels[known]
+    k = min(5, c)
+    pred = p.argmax(dim=1) if len(y) else torch.zeros(0, dtype=torch.long)
+    ranks = _ranks(p, y) if len(y) else torch.zeros(0, dtype=torch.long)
+    hit1, hitk = ranks == 0, ranks < k
+    support = torch.bincount(y, minlength=c)
+    correct = torch.bincount(y[hit1], minlength=c)
+    correct_k = torch.bincount(y[hitk], minlength=c)
+    predicted = torch.bincount(pred, minlength=c)
+    confusion = torch.bincount(y * c + pred, minlength=c * c).reshape(c, c)
+    per_class = []
+    for i in range(c):
+        s = int(support[i])
+        per_class.append(dict(
+            index=i, name=class_names[i], support=s, correct=int(correct[i]),
+            accuracy=_pct(correct[i], s), top5=_pct(correct_k[i], s), predicted=int(predicted[i]),
+        ))
+    accs = [pc["accuracy"] for pc in per_class if pc["accuracy"] is not None]
+    return dict(
+        top1=_pct(hit1.sum(), len(y)),
+        top5=_pct(hitk.sum(), len(y)),
+        top5_k=k,
+        mean_class_accuracy=sum(accs) / len(accs) if accs else None,
+        num_videos=int(len(y)),
+        num_unlabelled=int(n - len(y)),
+        num_classes=c,
+        classes_with_support=len(accs),
+        per_class=per_class,
+        confusion=confusion,
+    )
+
+
+def metrics_summary(metrics: dict) -> dict:
+    """The JSON-ready part of :func:`classification_metrics` (no confusion tensor)."""
+    return {key: value for key, value in metrics.items() if key != "confusion"}
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_per_class_csv(path: str | Path, metrics: dict) -> Path:
+    rows = [
+        [pc["index"], pc["name"], pc["support"], pc["correct"], _fmt(pc["accuracy"]), _fmt(pc["top5"]), pc["predicted"]]
+        for pc in metrics["per_class"]
+    ]
+    write_csv(path, ["index", "name", "support", "correct", "accuracy", "top5", "predicted"], rows)
+    return Path(path)
+
+
+def write_confusion_csv(path: str | Path, confusion: torch.Tensor, class_names: list[str]) -> Path:
+    """Rows = true class, columns = predicted class; first column and header hold the names."""
+    conf = torch.as_tensor(confusion).tolist()
+    write_csv(path, ["true \\ predicted", *class_names], ([name, *row] for name, row in zip(class_names, conf)))
+    return Path(path)
+
+
+def plot_confusion(path: str | Path, confusion: torch.Tensor, class_names: list[str], title: str | None = None,
+                   max_labelled: int = 40) -> Path:
+    """PNG heatmap of the row-normalised confusion matrix (each row = fraction of that true class).
+
+    Up to ``max_labelled`` classes get named ticks and counts; more give a compact heatmap
+    without tick labels.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    conf = torch.as_tensor(confusion).double()
+    c = conf.shape[0]
+    rows = conf.sum(dim=1, keepdim=True)
+    norm = torch.where(rows > 0, conf / rows.clamp(min=1), torch.zeros_like(conf)).numpy()
+    labelled = c <= max_labelled
+    side = min(max(4.0, 0.32 * c + 2.5), 14.0) if labelled else 9.0
+    fig = Figure(figsize=(side + 1.2, side), dpi=120 if labelled else 150)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(norm, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    if labelled:
+        ax.set_xticks(range(c))
+        ax.set_yticks(range(c))
+        ax.set_xticklabels([_short(n) for n in class_names], rotation=90, fontsize=7)
+        ax.set_yticklabels([_short(n) for n in class_names], fontsize=7)
+        if c <= 20:
+            counts = torch.as_tensor(confusion).long()
+            for i in range(c):
+                for j in range(c):
+                    if counts[i, j]:
+                        ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=6,
+                                color="black" if norm[i, j] > 0.5 else "white")
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or f"Confusion matrix ({c} classes)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def write_metrics(output: str | Path, metrics: dict, class_names: list[str], extra: dict | None = None,
+                  plot: bool = True) -> dict[str, Path]:
+    """``metrics.json``, ``per_class.csv``, ``confusion.csv`` and ``confusion.png`` in ``output``."""
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "metrics": out / "metrics.json",
+        "per_class": out / "per_class.csv",
+        "confusion_csv": out / "confusion.csv",
+    }
+    write_json(files["metrics"], to_jsonable({**(extra or {}), **metrics_summary(metrics)}))
+    write_per_class_csv(files["per_class"], metrics)
+    write_confusion_csv(files["confusion_csv"], metrics["confusion"], class_names)
+    if plot:
+        files["confusion_png"] = plot_confusion(out / "confusion.png", metrics["confusion"], class_names)
+    return files
+
+
+def to_jsonable(obj):
+    """Tensors -> lists, paths -> str, tuples -> lists, recursively (for JSON output)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _short(name: str, limit: int = 32) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------- console
+
+
+def _most_confused(metrics: dict, index: int) -> str:
+    conf = metrics.get("confusion")
+    if conf is None:
+        return ""
+    row = torch.as_tensor(conf)[index].clone()
+    row[index] = 0
+    if int(row.sum()) == 0:
+        return "-"
+    j = int(row.argmax())
+    return f"{metrics['per_class'][j]['name']} ({int(row[j])})"
+
+
+def render_metrics(metrics: dict, console, all_classes: bool = False, k: int = 10, title: str = "Classification results") -> None:
+    """Summary table, then the ``k`` worst and ``k`` best classes (or every class)."""
+    from rich.table import Table
+
+    summary = Table(title=title, show_header=False)
+    summary.add_column("metric", style="bold")
+    summary.add_column("value", justify="right")
+    summary.add_row("videos scored", str(metrics["num_videos"]))
+    if metrics.get("num_unlabelled"):
+        summary.add_row("videos without label", str(metrics["num_unlabelled"]))
+    summary.add_row("top-1 %", _fmt(metrics["top1"]) or "-")
+    summary.add_row(f"top-{metrics['top5_k']} %", _fmt(metrics["top5"]) or "-")
+    summary.add_row("mean class accuracy %", _fmt(metrics["mean_class_accuracy"]) or "-")
+    summary.add_row("classes with videos", f"{metrics['classes_with_support']} / {metrics['num_classes']}")
+    console.print(summary)
+
+    supported = [pc for pc in metrics["per_class"] if pc["support"] > 0]
+    if not supported:
+        return
+
+    def table(rows: list[dict], name: str):
+        t = Table(title=name)
+        t.add_column("#", justify="right")
+        t.add_column("class")
+        t.add_column("videos", justify="right")
+        t.add_column("top-1 %", justify="right")
+        t.add_column(f"top-{metrics['top5_k']} %", justify="right")
+        t.add_column("most often predicted instead")
+        for pc in rows:
+            t.add_row(str(pc["index"]), pc["name"], str(pc["support"]), _fmt(pc["accuracy"], 1) or "-",
+                      _fmt(pc["top5"], 1) or "-", _most_confused(metrics, pc["index"]) if pc["support"] else "")
+        console.print(t)
+
+    if all_classes:
+        table(metrics["per_class"], "Per-class results")
+        return
+    order = sorted(supported, key=lambda pc: (pc["accuracy"], -pc["support"], pc["index"]))
+    if len(order) <= 2 * k:
+        table(order, "Per-class results (worst first)")
+        return
+    table(order[:k], f"Worst {k} classes")
+    best = sorted(supported, key=lambda pc: (-pc["accuracy"], -pc["support"], pc["index"]))[:k]
+    table(best, f"Best {k} classes")
+
+
+# --------------------------------------------------------------------------- predictions file
+
+
+@dataclass
+class Predictions:
+    """Contents of a predictions file (see the module docstring)."""
+
+    paths: list[str]
+    labels: torch.Tensor  # int64 [N], -1 = unknown
+    probs: torch.Tensor  # float [N, C]
+    classes: list[str]
+    view_logits: torch.Tensor | None = None  # float [N, V, C]
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _plain(value, where: str):
+    """Meta values restricted to types ``torch.load(weights_only=True)`` accepts."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalars
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for key, v in value.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"predictions meta key {key!r} at {where} must be a str")
+            out[key] = _plain(v, f"{where}.{key}")
+        return out
+    raise TypeError(f"predictions meta value at {where} has type {type(value).__name__}; use plain values")
+
+
+def save_predictions(
+    path: str | Path,
+    paths: list[str],
+    labels: torch.Tensor,
+    probs: torch.Tensor,
+    classes: list[str],
+    view_logits: torch.Tensor | None = None,
+    meta: dict | None = None,
+) -> Path:
+    """Write a predictions file atomically (temp file + rename). Shapes are checked."""
+    path = Path(path)
+    labels = torch.as_tensor(labels).detach().cpu().long()
+    probs = torch.as_tensor(probs).detach().cpu().float()
+    data = {
+        "format": PREDICTIONS_FORMAT,
+        "version": PREDICTIONS_VERSION,
+        "paths": [os.fspath(p) for p in paths],
+        "labels": labels,
+        "probs": probs,
+        "classes": [str(c) for c in classes],
+        "meta": _plain(dict(meta or {}), "meta"),
+    }
+    if view_logits is not None:
+        data["view_logits"] = torch.as_tensor(view_logits).detach().cpu()
+        if not data["view_logits"].is_floating_point():
+            data["view_logits"] = data["view_logits"].float()
+    _validate(data, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _validate(data, path: Path) -> Predictions:
+    def bad(what: str) -> HieraVideoError:
+        return HieraVideoError(f"'{path}' is not a valid predictions file: {what}; re-run hiera-video eval to write it")
+
+    if not isinstance(data, dict) or data.get("format") != PREDICTIONS_FORMAT:
+        raise HieraVideoError(f"'{path}' is not a hiera-video predictions file; pass the file written by hiera-video eval")
+    version = data.get("version")
+    if not isinstance(version, int) or version > PREDICTIONS_VERSION:
+        raise HieraVideoError(f"'{path}' has predictions format version {version!r}; this hiera-video reads up to "
+                              f"{PREDICTIONS_VERSION}, upgrade it")
+    paths, labels, probs, classes = data.get("paths"), data.get("labels"), data.get("probs"), data.get("classes")
+    view_logits, meta = data.get("view_logits"), data.get("meta", {})
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise bad("'paths' must be a list of strings")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise bad("'classes' must be a list of strings")
+    if not isinstance(probs, torch.Tensor) or probs.dim() != 2 or not probs.is_floating_point():
+        raise bad("'probs' must be a float tensor [N, C]")
+    n, c = probs.shape
+    if len(paths) != n:
+        raise bad(f"{len(paths)} paths for {n} rows of probs")
+    if len(classes) != c:
+        raise bad(f"{len(classes)} class names for {c} columns of probs")
+    if not isinstance(labels, torch.Tensor) or labels.shape != (n,) or labels.is_floating_point() or labels.is_complex():
+        raise bad(f"'labels' must be an integer tensor [{n}]")
+    if n and (labels.min() < -1 or labels.max() >= c):
+        raise bad(f"labels must be in -1..{c - 1}")
+    if view_logits is not None:
+        if not isinstance(view_logits, torch.Tensor) or view_logits.dim() != 3 or view_logits.shape[0] != n \
+                or view_logits.shape[2] != c or not view_logits.is_floating_point():
+            raise bad(f"'view_logits' must be a float tensor [{n}, V, {c}]")
+    if not isinstance(meta, dict):
+        raise bad("'meta' must be a dict")
+    if torch.isnan(probs).any():
+        raise bad("'probs' contains NaN")
+    return Predictions(paths=paths, labels=labels.long(), probs=probs, classes=classes, view_logits=view_logits, meta=meta)
+
+
+def load_predictions(path: str | Path) -> Predictions:
+    """Read and check a predictions file (``weights_only=True``: nothing is unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HieraVideoError(f"predictions file '{path}' not found; pass the file written by hiera-video eval")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a torch file, a pickle with arbitrary objects, truncated zip...
+        msg = " ".join(str(e).split())
+        msg = msg if len(msg) <= 120 else msg[:117] + "..."
+        raise HieraVideoError(
+            f"'{path}' is not a hiera-video predictions file (cannot load it safely: {msg or type(e).__name__}); "
+            "pass the file written by hiera-video eval"
+        ) from None
+    return _validate(data, path)
+
+
+def predictions_probs(preds: Predictions, agg: str | None = None) -> tuple[torch.Tensor, str]:
+    """Scores to evaluate: the stored probabilities, or re-aggregated per-view logits.
+
+    ``agg=None`` keeps the stored probabilities. Asking for an aggregation needs per-view
+    logits unless it is the one the stored probabilities were made with.
+    """
+    stored = str(preds.meta.get("agg", "prob"))
+    if agg is None:
+        return preds.probs, stored
+    if agg not in AGGREGATIONS:
+        raise HieraVideoError(f"unknown --agg '{agg}'; use one of {', '.join(AGGREGATIONS)}")
+    if preds.view_logits is not None:
+        return aggregate_views(preds.view_logits, agg), agg
+    if agg == stored:
+        return preds.probs, agg
+    raise HieraVideoError(
+        f"this predictions file has no per-view logits, so --agg {agg} cannot be computed (its probabilities were "
+        f"aggregated with '{stored}'); drop --agg or re-run hiera-video eval with per-view logits saved"
+    )
+
+
+__all__ = [
+    "AGGREGATIONS", "Predictions", "aggregate_views", "classification_metrics", "load_predictions",
+    "metrics_summary", "plot_confusion", "predictions_probs", "render_metrics", "save_predictions", "to_jsonable",
+    "write_confusion_csv", "write_metrics", "write_per_class_csv",
+]
