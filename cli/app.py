@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from hiera_video import __version__
-from hiera_video.cli import benchmark, eval, models, predict
-from hiera_video.errors import HieraVideoError
+from hiera_video.cli import benchmark, check_videos, doctor, eval, export, extract, finetune, models, predict, score, synth
+from hiera_video.errors import HieraVideoError, Interrupted
 
 err = Console(stderr=True)
 
@@ -49,6 +49,13 @@ def root(
 
 app.command("predict")(predict.predict)
 app.command("eval")(eval.eval_command)
+app.command("finetune")(finetune.finetune)
+app.command("score")(score.score)
+app.command("check-videos")(check_videos.check_videos)
+app.command("synth")(synth.synth)
+app.command("extract")(extract.extract)
+app.command("export")(export.export)
+app.command("doctor")(doctor.doctor)
 app.command("models")(models.models)
 app.command("benchmark")(benchmark.benchmark)
 
@@ -61,9 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("interrupted")
         sys.exit(130)
+    except Interrupted as e:
+        err.print(f"interrupted: {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
     except HieraVideoError as e:
         if "--debug" in args:
             raise

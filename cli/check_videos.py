@@ -66,7 +66,7 @@ def check_videos(
         print(json.dumps(summary, indent=2))
     else:
         counts = report.counts()
-        table = Table(title=f"check-videos: {ds.name} {ds.split or ''} ({ds.root})")
+        table = Table(title=f"check-videos: {ds.name}" + (f" ({ds.split})" if ds.split else ""))
         table.add_column("result")
         table.add_column("videos", justify="right")
         table.add_row("[green]ok[/]", str(counts.get("ok", 0)))
@@ -86,6 +86,7 @@ def check_videos(
             err.print(f"[yellow]note:[/] {note}", highlight=False)
         if output is not None:
             out.print(f"bad files written to {output}" if bad else f"no bad files; wrote an empty list to {output}")
-        out.print(f"checked {len(report.results)} videos in {report.seconds:.1f} s with {n_workers} worker(s)")
+        out.print(f"checked {len(report.results)} videos under {ds.root} in {report.seconds:.1f} s "
+                  f"with {min(n_workers, max(total, 1))} worker(s)", highlight=False)
     if bad:
         raise typer.Exit(1)

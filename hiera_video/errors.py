@@ -8,3 +8,9 @@ what to do about it.
 
 class HieraVideoError(Exception):
     """A user-facing error: bad path, corrupt video, wrong checkpoint, bad config."""
+
+
+class Interrupted(HieraVideoError):
+    """A long command stopped by SIGINT/SIGTERM after saving its state; exit code 130."""
+
+    exit_code = 130

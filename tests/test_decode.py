@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 import torch
-import videogen as vg  # first: puts the source tree on sys.path
+import videogen as vg
 
 from hiera_video.data import decode
 from hiera_video.data.decode import PyAVReader, decord_available, open_video, read_clip

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import videogen  # noqa: F401  (puts the source tree on sys.path)
 
 from hiera_video.data.sampling import (
     ava_keyframe_index,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import videogen as vg  # first: puts the source tree on sys.path
+import videogen as vg
 
 from hiera_video.data.decode import VideoReader, decord_available, open_video
 from hiera_video.data.sampling import dense_indices, segment_indices

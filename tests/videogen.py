@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-# Tests import ``hiera_video`` from the source tree; make that work without installing it.
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 GRID = 4
 INDEX_BITS = 12

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -68,6 +69,15 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+_PATH_PREFIX = re.compile(r"^cannot (?:decode|open) video '.*?': ")
+
+
+def _reason(error: object) -> str:
+    """The error's message without the "cannot decode video 'PATH': " prefix (the path is
+    already the first column of every report)."""
+    return _PATH_PREFIX.sub("", _one_line(error), count=1)
+
+
 def _category(message: str) -> str:
     m = message.lower()
     if "file not found" in m:
@@ -100,7 +110,7 @@ def check_file(path: str, backend: str = "auto", decode: bool = True) -> FileRes
     try:
         reader = open_video(path, backend)
     except HieraVideoError as e:
-        return FileResult(path, _category(str(e)), _one_line(e))
+        return FileResult(path, _category(str(e)), _reason(e))
     except Exception as e:  # decode.py promises HieraVideoError; be safe anyway
         return FileResult(path, "unreadable", _one_line(f"{type(e).__name__}: {e}"))
     try:
@@ -109,7 +119,7 @@ def check_file(path: str, backend: str = "auto", decode: bool = True) -> FileRes
             try:
                 reader.get_frames([0, frames - 1])
             except HieraVideoError as e:
-                return FileResult(path, "decode failed", _one_line(e), frames)
+                return FileResult(path, "decode failed", _reason(e), frames)
             except Exception as e:
                 return FileResult(path, "decode failed", _one_line(f"{type(e).__name__}: {e}"), frames)
         return FileResult(path, "ok", "", frames)
@@ -144,7 +154,8 @@ def _context():
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
-        # Import the decoders once in the server, not in every worker.
+        # Import the decoders once in the server, not in every worker. (Not "__main__": a script
+        # without an `if __name__ == "__main__"` guard would then run inside the server.)
         ctx.set_forkserver_preload(["hiera_video.data.check", "hiera_video.data.decode"])
         return ctx
     return multiprocessing.get_context("spawn")
@@ -166,15 +177,10 @@ class _Worker:
         self.conn.send(self.task)
 
     def stop(self, kill: bool = False) -> None:
-        if kill:
-            if self.proc.is_alive():
-                self.proc.kill()
-        else:
-            try:
-                self.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-        self.proc.join(2 if not kill else None)
+        """Kill now, or wait briefly for a worker that was sent ``None`` (then kill)."""
+        if kill and self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(None if kill else 2)
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join()
@@ -222,6 +228,7 @@ def check_videos(
         w.stop(kill=True)
 
     startup_failures = 0
+    finished = False
     try:
         while done < len(paths):
             for w in pool:
@@ -258,11 +265,22 @@ def check_videos(
                 survivors.append(_Worker(ctx, check_fn, backend, decode))
             pool = survivors
             if startup_failures > 2 * n_workers + 2:
-                raise HieraVideoError("the video checker processes keep dying before checking any file; try --workers 1")
+                raise HieraVideoError(
+                    "the video checker processes exit right after starting (a script calling check_videos needs an "
+                    "`if __name__ == '__main__':` guard); try --workers 1 or --debug"
+                )
+        finished = True
     finally:
+        # Ask idle workers to exit all at once, then wait; kill everything on errors/Ctrl-C.
+        for w in pool:
+            if finished and w.task is None:
+                try:
+                    w.conn.send(None)
+                except (BrokenPipeError, OSError):
+                    pass
         for w in pool:
             try:
-                w.stop(kill=w.task is not None)
+                w.stop(kill=not finished or w.task is not None)
             except Exception:
                 pass
     return CheckReport([r for r in results if r is not None], time.monotonic() - t0)

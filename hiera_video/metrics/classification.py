@@ -24,7 +24,9 @@ optional) and ``meta`` (dict of plain values: model, agg, views, ...).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,10 +164,8 @@ def plot_confusion(path: str | Path, confusion: torch.Tensor, class_names: list[
     Up to ``max_labelled`` classes get named ticks and counts; more give a compact heatmap
     without tick labels.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # An Agg canvas on a bare Figure: no pyplot, no global backend switch, safe in threads.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     conf = torch.as_tensor(confusion).double()
@@ -175,6 +175,7 @@ def plot_confusion(path: str | Path, confusion: torch.Tensor, class_names: list[
     labelled = c <= max_labelled
     side = min(max(4.0, 0.32 * c + 2.5), 14.0) if labelled else 9.0
     fig = Figure(figsize=(side + 1.2, side), dpi=120 if labelled else 150)
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(norm, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
@@ -203,12 +204,11 @@ def plot_confusion(path: str | Path, confusion: torch.Tensor, class_names: list[
     os.close(fd)
     try:
         fig.savefig(tmp, format="png")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    finally:
-        plt.close(fig)
     return path
 
 
@@ -268,11 +268,13 @@ def _most_confused(metrics: dict, index: int) -> str:
     return f"{metrics['per_class'][j]['name']} ({int(row[j])})"
 
 
-def render_metrics(metrics: dict, console, all_classes: bool = False, k: int = 10, title: str = "Classification results") -> None:
+def render_metrics(metrics: dict, console, all_classes: bool = False, k: int = 10, title: str | None = None) -> None:
     """Summary table, then the ``k`` worst and ``k`` best classes (or every class)."""
     from rich.table import Table
 
-    summary = Table(title=title, show_header=False)
+    if title:
+        console.print(f"[bold]{title}[/]", highlight=False)
+    summary = Table(show_header=False)
     summary.add_column("metric", style="bold")
     summary.add_column("value", justify="right")
     summary.add_row("videos scored", str(metrics["num_videos"]))
@@ -387,6 +389,7 @@ def save_predictions(
     os.close(fd)
     try:
         torch.save(data, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -432,19 +435,29 @@ def _validate(data, path: Path) -> Predictions:
     return Predictions(paths=paths, labels=labels.long(), probs=probs, classes=classes, view_logits=view_logits, meta=meta)
 
 
+def _load_failure(e: Exception) -> str:
+    """A short reason for a failed ``torch.load(weights_only=True)``."""
+    text = str(e)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds a Python object ({found.group(1)}) and such files are never unpickled"
+    if isinstance(e, OSError) and e.strerror:
+        return f"cannot read it: {e.strerror}"
+    return "not a torch.save file, or truncated/corrupt"
+
+
 def load_predictions(path: str | Path) -> Predictions:
     """Read and check a predictions file (``weights_only=True``: nothing is unpickled)."""
     path = Path(path)
     if not path.is_file():
         raise HieraVideoError(f"predictions file '{path}' not found; pass the file written by hiera-video eval")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "pickle protocol 4" notes on plain pickles
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, a pickle with arbitrary objects, truncated zip...
-        msg = " ".join(str(e).split())
-        msg = msg if len(msg) <= 120 else msg[:117] + "..."
         raise HieraVideoError(
-            f"'{path}' is not a hiera-video predictions file (cannot load it safely: {msg or type(e).__name__}); "
-            "pass the file written by hiera-video eval"
+            f"'{path}' is not a hiera-video predictions file ({_load_failure(e)}); pass the file written by hiera-video eval"
         ) from None
     return _validate(data, path)
 

@@ -92,8 +92,9 @@ def load_model(weights: str, name: str | None = None, num_classes: int | None = 
 def _build_with_checkpoint(spec: ModelSpec, ckpt, weights, num_classes, overrides) -> nn.Module:
     from hiera_video.models import checkpoints
 
-    if ckpt is not None and ckpt.layout == "hiera-video" and ckpt.config:
-        # Our own checkpoints: rebuild the exact architecture they were trained with.
+    if ckpt is not None and ckpt.layout == "hiera-video" and ckpt.config and ckpt.meta.get("model") == spec.name:
+        # Our own checkpoint of this very model: rebuild the exact architecture it was
+        # trained with (an MAE checkpoint loaded into a classifier keeps the classifier's).
         trained = {k: v for k, v in ckpt.config.items() if k != "num_classes"}
         overrides = {**trained, **overrides}
     if num_classes is None and not spec.mae:

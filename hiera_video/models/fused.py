@@ -6,17 +6,41 @@ apply the bias, the exact (erf) GELU and the residual add inside the GEMM epilog
 exposes this as ``torch.ops.mkldnn._linear_pointwise`` (the op ``torch.compile`` uses on
 CPU). We use it only where it cannot change training: no autograd, CPU tensors, fp32 or
 bf16. It is checked against the plain ops once per process and switched off if it is missing
-or disagrees; ``HIERA_VIDEO_NO_FUSED=1`` switches it off by hand.
+or disagrees; ``HIERA_VIDEO_NO_FUSED=1`` switches it off by hand, and :func:`disabled`
+switches it off for a block of code (tracing and export: the oneDNN op is inference-only and
+has no ONNX / ``torch.export`` lowering, so exported graphs must hold the plain ops).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
+from typing import Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+_off = threading.local()
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Use the plain PyTorch ops inside this block (this thread only; nests)."""
+    depth = getattr(_off, "depth", 0)
+    _off.depth = depth + 1
+    try:
+        yield
+    finally:
+        _off.depth = depth
+
+
+def is_disabled() -> bool:
+    """True inside :func:`disabled`."""
+    return getattr(_off, "depth", 0) > 0
 
 
 @functools.lru_cache(maxsize=None)
@@ -47,6 +71,7 @@ def usable(x: torch.Tensor) -> bool:
         and x.dtype in (torch.float32, torch.bfloat16)
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
+        and not getattr(_off, "depth", 0)
         and _supported()
     )
 

@@ -26,6 +26,7 @@ from hiera_video.data.datasets.base import (
     VideoDataset,
     VideoItem,
     check_missing,
+    warn,
 )
 from hiera_video.data.datasets.kinetics import KINETICS, build_kinetics
 from hiera_video.data.datasets.lists import build_folder, build_list, read_list_file
@@ -78,7 +79,10 @@ def build_dataset(
                               labels_source=None if labels is None else str(labels))
     if key == "list":
         return build_list(root, annotations, split, classes, limit)
-    return build_folder(root, split, classes, limit)
+    ds = build_folder(root, split, classes, limit)
+    if annotations is not None:
+        warn(ds, f"--annotations {annotations} is ignored: a folder dataset takes its classes from root/<class>/ folders")
+    return ds
 
 
 __all__ = [

@@ -208,10 +208,6 @@ class FileIndex:
 
         return Path(min(paths, key=rank))
 
-    def folders(self) -> Counter:
-        """How many indexed videos each folder holds."""
-        return Counter(os.path.dirname(p) for paths in self.by_stem.values() for p in paths)
-
 
 def expected_folder(found: list[Path], root: Path, candidates: tuple[str, ...] = ()) -> Path:
     """Where a missing video would most likely be: the folder holding most found videos,
@@ -243,15 +239,3 @@ class ClassLookup:
         if i is None:
             i = self.loose.get(normalize_name(name))
         return i
-
-
-def parse_limit(limit: int | None) -> int | None:
-    if limit is None:
-        return None
-    if int(limit) < 0:
-        raise HieraVideoError(f"--limit must be >= 0, got {limit}")
-    return int(limit)
-
-
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())

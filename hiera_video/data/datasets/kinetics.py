@@ -186,10 +186,14 @@ def build_kinetics(kind: str, root: Path, annotations: Path | None, split: str, 
     if annotations is None:
         annotations, tried = find_list_file(root, split, annotation_candidates(split, num))
         if annotations is None:
-            shown = ", ".join(str(p.relative_to(root)) for p in tried[:5])
+            aliases = split_aliases(split)
+            names = [n for n in annotation_candidates(split, num) if n.startswith("annotations/") and f"{split}" in n
+                     and not any(a != split and a in n for a in aliases)]
+            shown = ", ".join(n.removeprefix("annotations/") for n in names)
+            also = f" (and the same names with {'/'.join(aliases[1:])})" if len(aliases) > 1 else ""
             raise HieraVideoError(
-                f"no Kinetics annotations for split '{split}' under '{root}' (tried {shown} and {len(tried) - 5} more "
-                f"similar names); pass --annotations FILE (official CSV or 'path label' list), or use --dataset folder"
+                f"no Kinetics annotations for split '{split}' under '{root}' (tried {shown}{also}, in the root and in "
+                f"annotations/); pass --annotations FILE (official CSV or 'path label' list), or use --dataset folder"
             )
     annotations = Path(annotations)
     if is_official_csv(annotations):

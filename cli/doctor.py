@@ -1,0 +1,30 @@
+"""``hiera-video doctor``: versions, GPUs, decoders, caches and limits of this machine, with fixes."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from hiera_video.doctor import healthy, report, run_checks
+from hiera_video.report import console
+
+_STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]"}
+
+
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON to stdout.")) -> int:
+    """Check this machine: versions, CUDA/bf16, video decoders, disk, /dev/shm, threads, cached weights."""
+    rows = run_checks()
+    if as_json:
+        print(json.dumps(report(rows), indent=2))
+    else:
+        t = Table(title="hiera-video doctor", title_justify="left")
+        t.add_column("check", no_wrap=True)
+        t.add_column("value", overflow="fold")
+        t.add_column("status", no_wrap=True)
+        t.add_column("fix", overflow="fold")
+        for r in rows:
+            t.add_row(r.name, r.value, _STYLE.get(r.status, r.status), r.fix)
+        console().print(t)
+    return 0 if healthy(rows) else 1

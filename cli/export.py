@@ -1,0 +1,66 @@
+"""``hiera-video export``: a deployable classifier (ONNX or torch.export), checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from hiera_video.errors import HieraVideoError
+from hiera_video.export import DEFAULT_OPSET, FORMATS, export as export_model, load_for_export
+from hiera_video.report import console
+
+
+def export(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name [default: hiera_base_16x224, or the one a checkpoint names]."),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Zoo tag, URL or checkpoint path [default: the model's official weights]."),
+    labels: Optional[str] = typer.Option(None, help="Class-name file written into the sidecar [default: the labels of the weights]."),
+    fmt: str = typer.Option(..., "--format", "-f", help="onnx | torch-export (.pt2, saved with torch.export.save)."),
+    output: Path = typer.Option(..., "--output", "-o", help="File to write (e.g. model.onnx / model.pt2); the sidecar is FILE.json."),
+    frames: Optional[int] = typer.Option(None, help="Clip length T of the exported input [default: the model's]."),
+    size: Optional[int] = typer.Option(None, help="Crop size S of the exported input [default: the model's]."),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Make the batch dimension dynamic (checked at batch 1 and 3)."),
+    opset: Optional[int] = typer.Option(None, min=14, help=f"ONNX opset [default: {DEFAULT_OPSET}]."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Compare the exported model with PyTorch on a test clip."),
+    rtol: float = typer.Option(1e-4, help="Check tolerance, relative to the largest |logit|."),
+    allow_random_weights: bool = typer.Option(False, help="Allow --weights none (random init; for testing pipelines)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON to stdout."),
+) -> int:
+    """Export a classifier taking a normalised clip [B, 3, T, S, S] and returning logits (fp32)."""
+    if fmt not in FORMATS:
+        raise HieraVideoError(f"unknown --format '{fmt}'; use onnx or torch-export")
+    if opset is not None and fmt != "onnx":
+        raise HieraVideoError("--opset applies to --format onnx only")
+    out = console(stderr=as_json)
+    err = console(stderr=True)
+    clf = load_for_export(model, weights, labels, allow_random_weights)
+    err.print(f"exporting {clf.name} ({fmt}, fp32) to {output} ...", highlight=False, soft_wrap=True)
+    result = export_model(clf, fmt, output, frames, size, dynamic_batch, opset, check, rtol)
+    c = result.check
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        t = Table(title=f"export {result.path}", title_justify="left", show_header=False)
+        t.add_column("key")
+        t.add_column("value")
+        t.add_row("format", result.format + (f" (opset {result.opset})" if result.opset else ""))
+        t.add_row("model", f"{result.model} ({result.weights or 'random weights'})")
+        t.add_row("input", f"clips float32 {result.input_shape} (normalised, [B, 3, T, H, W])")
+        t.add_row("output", f"logits float32 [B, {result.num_classes}]")
+        t.add_row("sidecar", result.sidecar)
+        if c.ran:
+            t.add_row("check", f"{c.runtime}, batch {', '.join(map(str, c.batch_sizes))}: max abs diff {c.max_abs_diff:.3g} "
+                               f"(tolerance {c.tolerance:.3g}, max |logit| {c.logit_scale:.3g})")
+        else:
+            t.add_row("check", c.note or "not checked")
+        out.print(t)
+    if c.ran and c.max_abs_diff is not None:
+        status = "PASS" if c.ok else "FAIL"
+        err.print(f"{status}: max abs diff {c.max_abs_diff:.3g} vs tolerance {c.tolerance:.3g}", highlight=False)
+    if not c.ok:
+        err.print(f"[red]error:[/] the exported model does not match PyTorch{': ' + c.note if c.note else ''}", highlight=False, soft_wrap=True)
+        return 1
+    return 0

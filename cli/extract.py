@@ -1,0 +1,148 @@
+"""``hiera-video extract PATH... --output DIR``: embeddings or stage feature maps of videos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from hiera_video.engine import distributed
+from hiera_video.engine.extract import (
+    INDEX,
+    LEVELS,
+    Extracted,
+    Extractor,
+    jobs_for_dataset,
+    jobs_for_paths,
+    level_stride,
+    load_feature_model,
+)
+from hiera_video.engine.inference import parse_views
+from hiera_video.engine.predict import expand_inputs
+from hiera_video.errors import HieraVideoError
+from hiera_video.report import console
+
+
+def extract(
+    paths: Optional[List[str]] = typer.Argument(None, help="Video files, directories or glob patterns (or use --dataset)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the feature files, index.jsonl and extract.json."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (hiera_* or mae_hiera_*) [default: hiera_base_16x224, or the one a checkpoint names]."),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Zoo tag (incl. MAE tags such as mae_k400), URL or checkpoint path (MAE checkpoints give the encoder) [default: the model's official weights]."),
+    level: str = typer.Option("pooled", help="pooled ([C] pre-logits embedding) | stage1..stage4 ([T', H', W', C] map; strides (frames, pixels): 2,4 | 2,8 | 2,16 | 2,32)."),
+    window: Optional[float] = typer.Option(None, help="Long videos: one clip per window of this many seconds (instead of --views)."),
+    stride: Optional[float] = typer.Option(None, help="Seconds between window starts [default: --window]."),
+    views: Optional[str] = typer.Option(None, help="Temporal x spatial views of the whole video, e.g. 5x3 [default: 1x1]; one item per view."),
+    fmt: str = typer.Option("npy", "--format", help="npy (array [N, ...]) | safetensors ('features' [N, ...] + metadata)."),
+    store_dtype: str = typer.Option("float32", "--store-dtype", help="Storage dtype of the features: float32 | float16."),
+    dtype: str = typer.Option("auto", help="Compute precision: auto (bf16 where the hardware has it) | fp32 | bf16 | fp16."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Clips per forward pass."),
+    backend: str = typer.Option("auto", help="Video decoder: auto | decord | pyav"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Extract a dataset split instead of PATHs: k400 | k600 | k700 | ssv2 | list | folder."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (with --dataset); output names are relative to it."),
+    annotations: Optional[Path] = typer.Option(None, help="Dataset annotation file [default: looked up under --root]."),
+    split: str = typer.Option("val", help="Dataset split."),
+    limit: Optional[int] = typer.Option(None, min=0, help="Dataset: only the first N videos."),
+    overwrite: bool = typer.Option(False, help="Redo every video (default: skip videos whose complete file exists)."),
+    allow_random_weights: bool = typer.Option(False, help="Allow --weights none (random init; for testing pipelines)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array of per-video results to stdout."),
+) -> int:
+    """Extract pooled embeddings or stage feature maps, one file per video (resumable; works under torchrun)."""
+    if level not in LEVELS:
+        raise HieraVideoError(f"unknown --level '{level}'; use one of {', '.join(LEVELS)}")
+    if window is not None and views is not None:
+        raise HieraVideoError("use either --window (clips over time) or --views (views of the whole video), not both")
+    if stride is not None and window is None:
+        raise HieraVideoError("--stride needs --window (the window length in seconds)")
+    if dataset is not None and paths:
+        raise HieraVideoError("give either PATHs or --dataset/--root, not both")
+    if dataset is None and not paths:
+        raise HieraVideoError("nothing to extract: give video PATHs, or --dataset KIND --root DIR")
+    if dataset is not None and root is None:
+        raise HieraVideoError("--dataset needs --root (the dataset folder)")
+    view_counts = parse_views(views) if views else (1, 1)
+
+    out = console(stderr=as_json)
+    err = console(stderr=True)
+    failures: list[Extracted] = []
+    if dataset is not None:
+        from hiera_video.data.datasets import build_dataset
+
+        ds = build_dataset(dataset, root, annotations, split, None, limit)
+        if ds.missing:
+            err.print(f"[yellow]warning:[/] {len(ds.missing)} annotated videos are not under {root} and are skipped (first: {ds.missing[0][0]})",
+                      highlight=False, soft_wrap=True)
+        jobs = jobs_for_dataset(ds, fmt)
+    else:
+        video_paths, bad = expand_inputs(paths)
+        failures = [Extracted(b.path, error=b.error) for b in bad]
+        jobs = jobs_for_paths(video_paths, fmt)
+
+    clf = load_feature_model(model, weights, device, dtype, allow_random_weights) if jobs else None
+    world = distributed.init(clf.device.type) if clf is not None else distributed.World()
+    try:
+        if world.is_main:
+            for f in failures:
+                err.print(f"[red]error:[/] {f.error}", highlight=False, soft_wrap=True)
+        results: list[Extracted] = []
+        if jobs:
+            ex = Extractor(clf, output, level, fmt, view_counts, window, stride, batch_size, store_dtype, backend, overwrite, world)
+            if world.is_main:
+                what = f"windows of {window:g} s every {ex.stride:g} s" if window else f"{view_counts[0]}x{view_counts[1]} views"
+                st = level_stride(clf.model, level)
+                err.print(
+                    f"extract {level}{'' if st is None else f' (stride {st[0]} frames, {st[1]} px)'} of {len(jobs)} videos, "
+                    f"{what}, model {clf.name}, {world.world_size} process(es) -> {output}", highlight=False, soft_wrap=True,
+                )
+            progress = Progress(
+                TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                TextColumn("skipped {task.fields[skipped]} failed {task.fields[failed]}"), TextColumn("{task.fields[name]}"),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=err if as_json else out, transient=True,
+                disable=not world.is_main,
+            )
+            counts = dict(skipped=0, failed=0)
+            with progress:
+                task = progress.add_task("extract", total=len(distributed.shard(len(jobs), world)), rate="", name="", **counts)
+
+                def tick(r: Extracted) -> None:
+                    counts["skipped"] += r.skipped
+                    counts["failed"] += not r.ok
+                    if not r.ok:
+                        err.print(f"[red]error:[/] {r.error}", highlight=False, soft_wrap=True)
+                    elapsed = progress.tasks[0].elapsed or 1e-9
+                    done = progress.tasks[0].completed + 1
+                    progress.update(task, advance=1, name=Path(r.path).name, rate=f"{done / elapsed:.2f} videos/s", **counts)
+
+                results = ex.run(jobs, tick)
+            if not world.is_main:
+                return 1 if any(not r.ok for r in results) else 0
+        results = failures + results
+        if as_json:
+            print(json.dumps([r.to_json() for r in results], indent=2))
+        else:
+            out.print(_table(results, output))
+        n_bad = sum(not r.ok for r in results)
+        n_skip = sum(r.skipped for r in results)
+        err.print(
+            f"{len(results) - n_bad} of {len(results)} videos ok ({n_skip} already done), {n_bad} failed"
+            + (f"; index: {output / INDEX}" if jobs else ""), highlight=False, soft_wrap=True,
+        )
+        return 1 if n_bad else 0
+    finally:
+        distributed.cleanup(world)
+
+
+def _table(results: list[Extracted], output: Path) -> Table:
+    t = Table(title=f"features in {output}", title_justify="left")
+    t.add_column("video")
+    t.add_column("file")
+    t.add_column("shape", justify="right")
+    t.add_column("status")
+    for r in results:
+        status = "[red]failed[/]" if not r.ok else ("skipped (done)" if r.skipped else "written")
+        t.add_row(r.path, r.output or "", "x".join(str(d) for d in r.shape) if r.shape else "", status)
+    return t

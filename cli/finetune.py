@@ -1,0 +1,57 @@
+"""``hiera-video finetune``: the paper's recipes on Kinetics / SSv2, or your own videos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from hiera_video.config import describe, list_presets, load_config
+from hiera_video.report import console
+
+
+def finetune(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="k400 | k600 | k700 | ssv2 | list | folder  (data.dataset)"),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder  (data.root)"),
+    annotations: Optional[Path] = typer.Option(None, help="Training annotations  (data.annotations)"),
+    val_annotations: Optional[Path] = typer.Option(None, help="Validation annotations  (data.val_annotations)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name  (model.name)"),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Initial weights: zoo tag, URL or path  (model.weights)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder  (run.output)"),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML file or bundled preset name (see --list-configs)."),
+    set_: List[str] = typer.Option([], "--set", help="Override any config key: section.key=value (repeatable)."),
+    resume: Optional[str] = typer.Option(None, help="auto (RUN_DIR/last.pt if present) or a checkpoint path."),
+    list_configs: bool = typer.Option(False, "--list-configs", help="List the bundled presets and exit."),
+    show_config: bool = typer.Option(False, "--show-config", help="Print every config key with its value and meaning, then exit."),
+) -> int:
+    """Finetune a Hiera classifier (AdamW/SGD, layer decay, mixup/cutmix, exact resume, torchrun DDP)."""
+    if list_configs:
+        print("\n".join(list_presets()))
+        return 0
+    overrides: dict = {}
+    for section, key, value in (("data", "dataset", dataset), ("data", "root", root), ("data", "annotations", annotations),
+                                ("data", "val_annotations", val_annotations), ("model", "name", model),
+                                ("model", "weights", weights), ("run", "output", output)):
+        if value is not None:
+            overrides.setdefault(section, {})[key] = str(value)
+    cfg = load_config(config, set_, overrides)
+    out = console()
+    table = Table(title="configuration" + (f" ({config})" if config else ""), show_lines=False)
+    table.add_column("key", no_wrap=True)
+    table.add_column("value")
+    table.add_column("meaning", style="dim")
+    for key, value, meaning in describe(cfg):
+        table.add_row(key, value, meaning)
+    if show_config or os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 prints it
+        out.print(table)
+    if show_config:
+        return 0
+    from hiera_video.engine.finetune import finetune as run
+
+    final = run(cfg, resume=resume, console=out)
+    if final.get("top1") is not None:
+        out.print(f"final {final['views']} top-1: {final['top1']:.2f}%  (run folder: {cfg.run.output})", highlight=False)
+    return 0

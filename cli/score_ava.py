@@ -1,0 +1,48 @@
+"""``hiera-video score-ava``: AVA v2.2 frame-mAP@0.5 of a detections CSV (official protocol)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from hiera_video.engine.ava import render_ava_metrics, write_ava_outputs
+from hiera_video.metrics.ava import evaluate_ava, metrics_to_json, read_ava_csv, read_exclusions, resolve_label_map
+from hiera_video.report import console
+
+
+def score_ava(
+    groundtruth: Path = typer.Option(..., "--groundtruth", "-g", help="GT CSV, e.g. ava_val_v2.2.csv."),
+    detections: Path = typer.Option(..., "--detections", "-d",
+                                    help="Detections CSV: video_id,timestamp,x1,y1,x2,y2,action_id,score."),
+    label_map: Path = typer.Option(None, "--label-map", "-l",
+                                   help="Label map .pbtxt (ava_action_list_v2.2_for_activitynet_2019.pbtxt). "
+                                        "Default: the built-in 60 evaluated classes."),
+    exclusions: Path = typer.Option(None, "--exclusions", "-e",
+                                    help="Excluded timestamps CSV, e.g. ava_val_excluded_timestamps_v2.2.csv."),
+    output: Path = typer.Option(None, "--output", help="Folder for metrics.json and per_class.csv."),
+    all_classes: bool = typer.Option(False, "--all-classes", help="List classes without GT too."),
+    as_json: bool = typer.Option(False, "--json", help="Print {mAP, per_class, groups} as JSON instead of tables."),
+) -> None:
+    """Score AVA detections: per-class AP, pose/object/interaction means and frame-mAP@0.5."""
+    classes = resolve_label_map(label_map)
+    gt = read_ava_csv(groundtruth, kind="gt")
+    dets = read_ava_csv(detections, kind="detections")
+    excluded = read_exclusions(exclusions)
+    metrics = evaluate_ava(gt, dets, classes, excluded)
+    extra = {"groundtruth": str(groundtruth), "detections": str(detections),
+             "label_map": str(label_map) if label_map else "built-in ava_v2.2_60",
+             "exclusions": str(exclusions) if exclusions else None}
+    if output is not None:
+        write_ava_outputs(output, None, metrics, extra)
+    if as_json:
+        m = metrics_to_json(metrics)
+        keys = ("mAP", "per_class", "groups", "num_classes_with_gt", "num_gt_keyframes", "num_excluded_keyframes",
+                "num_detections")
+        print(json.dumps({k: m[k] for k in keys} | {"inputs": extra}, indent=2))
+        return
+    out = console()
+    render_ava_metrics(metrics, out, title=f"AVA frame-mAP@0.5 of {Path(detections).name}", all_classes=all_classes)
+    if output is not None:
+        out.print(f"wrote {Path(output) / 'metrics.json'}, {Path(output) / 'per_class.csv'}")

@@ -1,0 +1,214 @@
+"""AVA action detection: the loss, evaluation of a detector over a dataset, and the outputs.
+
+* :func:`ava_loss`: binary cross-entropy with logits over the 80 AVA ids (mean over boxes
+  and classes, as SlowFast's ``BCELoss`` on sigmoid outputs).
+* :func:`evaluate_ava_model`: run an :class:`~hiera_video.models.heads.AvaDetector` over an
+  :class:`~hiera_video.data.datasets.ava.AvaDataset` (mode "val"), turn the sigmoid score of
+  every box and every label-map class into an official detection row
+  ``video_id,timestamp,x1,y1,x2,y2,action_id,score`` (boxes = the dataset's original
+  normalised boxes), and score them with :func:`hiera_video.metrics.ava.evaluate_ava`.
+  Items whose video cannot be decoded are skipped and listed. Under ``torchrun`` each rank
+  takes every world_size-th keyframe and rank 0 gathers (no keyframe twice, none dropped).
+* :func:`write_ava_outputs` and :func:`render_ava_metrics`: ``detections.csv``,
+  ``metrics.json``, ``per_class.csv`` and a Rich table.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from hiera_video.data.datasets.ava import ava_collate
+from hiera_video.errors import HieraVideoError
+from hiera_video.metrics.ava import AvaRow, evaluate_ava, metrics_to_json, resolve_label_map, write_detections_csv
+from hiera_video.report import write_csv, write_json
+
+log = logging.getLogger("hiera_video")
+
+
+def ava_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean BCE-with-logits of ``logits [K, 80]`` against multi-hot ``labels [K, 80]``."""
+    if logits.shape != labels.shape:
+        raise HieraVideoError(f"AVA logits {tuple(logits.shape)} and labels {tuple(labels.shape)} differ in shape")
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.to(logits.device, torch.float32))
+
+
+class _Guarded(Dataset):
+    """Item ``j`` -> ``(dataset index, item or None, error or None)``; never raises for a bad video."""
+
+    def __init__(self, dataset, indices: list[int]):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int):
+        i = self.indices[j]
+        try:
+            return i, self.dataset[i], None
+        except HieraVideoError as e:
+            return i, None, str(e)
+
+
+def _collate(batch, pad_multiple: int = 32):
+    good = [b for b in batch if b[1] is not None]
+    failed = [(b[0], b[2]) for b in batch if b[1] is None]
+    return (ava_collate([b[1] for b in good], pad_multiple) if good else None), failed
+
+
+def detection_rows(metas: list[dict], probs: torch.Tensor, classes: list[int]) -> list[AvaRow]:
+    """Official rows for every box of ``metas`` (in order) and every class id in ``classes``;
+    ``probs [K, 80]`` are per-box sigmoid scores (column ``id - 1``)."""
+    rows = []
+    cols = torch.tensor([c - 1 for c in classes], dtype=torch.long)
+    p = probs.detach().float().cpu()[:, cols].tolist()
+    k = 0
+    for meta in metas:
+        boxes = meta["boxes"].tolist()
+        for x1, y1, x2, y2 in boxes:
+            for c, s in zip(classes, p[k]):
+                rows.append(AvaRow(meta["video_id"], int(meta["timestamp"]), x1, y1, x2, y2, c, float(s)))
+            k += 1
+    if k != len(p):
+        raise HieraVideoError(f"got scores for {len(p)} boxes but the batch has {k}")
+    return rows
+
+
+@torch.no_grad()
+def evaluate_ava_model(
+    model: torch.nn.Module,
+    dataset,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    label_map=None,
+    gt_rows=None,
+    exclusions=None,
+    amp_dtype: torch.dtype | None = None,
+    pad_multiple: int = 32,
+    world=None,
+    progress=None,
+) -> tuple[list[AvaRow], dict | None]:
+    """Detections of ``model`` on ``dataset`` and their AVA metrics.
+
+    ``label_map`` (default: the dataset's) picks the classes written as rows; ``gt_rows`` and
+    ``exclusions`` default to the dataset's GT rows and excluded keys (``metrics`` is None
+    when there is no GT). ``amp_dtype`` (e.g. ``torch.bfloat16``) runs the model under
+    autocast. ``progress``: an optional callable ``progress(done, total)``.
+    Returns ``(rows, metrics)``; ``metrics`` also holds ``num_keyframes``, ``skipped``
+    (``[(video_id, timestamp, reason)]``) and ``seconds``. On ranks other than 0 of a
+    distributed run, returns ``([], None)``.
+    """
+    from hiera_video.engine import distributed
+
+    world = world or distributed.World()
+    device = torch.device(device)
+    classes = sorted(resolve_label_map(label_map if label_map is not None else getattr(dataset, "label_map", None)))
+    indices = distributed.shard(len(dataset), world)
+    loader = DataLoader(
+        _Guarded(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        collate_fn=partial(_collate, pad_multiple=pad_multiple),
+    )
+    was_training = model.training
+    model.eval()
+    rows: list[AvaRow] = []
+    failed: list[tuple[int, str]] = []
+    done, start = 0, time.perf_counter()
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext())
+    try:
+        for batch, bad in loader:
+            failed += bad
+            if batch is not None:
+                clips, boxes, _, metas = batch
+                with autocast:
+                    logits = model(clips.to(device, non_blocking=True), [b.to(device) for b in boxes])
+                rows += detection_rows(metas, torch.sigmoid(logits.float()), classes)
+                done += len(metas)
+            if progress is not None:
+                progress(done + len(failed), len(indices))
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    gathered = distributed.gather_to_main((rows, failed, done), world)
+    if not world.is_main:
+        return [], None
+    rows = [r for part in gathered for r in part[0]]
+    failed = sorted(f for part in gathered for f in part[1])
+    done = sum(part[2] for part in gathered)
+    items = getattr(dataset, "items", None)
+    skipped = [(*(items[i] if items is not None else (str(i), -1)), reason) for i, reason in failed]
+    for vid, ts, reason in skipped[:5]:
+        log.warning("skipped AVA keyframe %s,%04d: %s", vid, ts, reason)
+    if gt_rows is None:
+        gt_rows = getattr(dataset, "gt_rows", None)
+    if exclusions is None:
+        exclusions = getattr(dataset, "exclusions", None)
+    metrics = None
+    if gt_rows:
+        lm = resolve_label_map(label_map if label_map is not None else getattr(dataset, "label_map", None))
+        metrics = evaluate_ava(gt_rows, rows, lm, exclusions)
+        metrics.update(num_keyframes=done, skipped=skipped, seconds=round(seconds, 3))
+    return rows, metrics
+
+
+def write_ava_outputs(output_dir: str | Path, detections, metrics: dict | None, extra: dict | None = None) -> dict[str, Path]:
+    """``detections.csv`` (official format, no header; skipped when ``detections`` is None), ``metrics.json`` (mAP, groups,
+    per-class AP with GT counts, plus ``extra``) and ``per_class.csv``; returns the paths."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    if detections is not None:
+        files["detections"] = write_detections_csv(out / "detections.csv", detections)
+    if metrics is not None:
+        files["metrics"] = out / "metrics.json"
+        write_json(files["metrics"], metrics_to_json({**metrics, **(extra or {})}))
+        files["per_class"] = out / "per_class.csv"
+        write_csv(files["per_class"], ["action_id", "name", "group", "ap", "num_gt", "num_detections"], [
+            (c, v["name"], v["group"], "" if math.isnan(v["ap"]) else f"{v['ap']:.6f}", v["num_gt"], v["num_detections"])
+            for c, v in sorted(metrics["per_class"].items())
+        ])
+    return files
+
+
+def _pct(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def render_ava_metrics(metrics: dict, console, title: str | None = None, all_classes: bool = False) -> None:
+    """Rich tables: per-class AP (%) with GT counts (classes with GT; every class with
+    ``all_classes``), then the group means and the mAP."""
+    from rich.table import Table
+
+    t = Table(title=title or "AVA frame-mAP@0.5 per class")
+    t.add_column("id", justify="right")
+    t.add_column("action")
+    t.add_column("group")
+    t.add_column("GT boxes", justify="right")
+    t.add_column("detections", justify="right")
+    t.add_column("AP %", justify="right")
+    for c, v in sorted(metrics["per_class"].items(), key=lambda kv: int(kv[0])):
+        if v["num_gt"] == 0 and not all_classes:
+            continue
+        t.add_row(str(c), v["name"], v["group"], str(v["num_gt"]), str(v.get("num_detections", "")), _pct(v["ap"]))
+    console.print(t)
+    s = Table(show_header=False, title="Summary")
+    s.add_column("metric", style="bold")
+    s.add_column("value", justify="right")
+    for g in ("pose", "object", "interaction"):
+        s.add_row(f"{g} mAP %", _pct(metrics["groups"].get(g)))
+    s.add_row("mAP %", _pct(metrics["mAP"]))
+    s.add_row("classes with GT", f"{metrics.get('num_classes_with_gt', '-')} / {metrics.get('num_classes', '-')}")
+    s.add_row("GT keyframes", str(metrics.get("num_gt_keyframes", "-")))
+    s.add_row("excluded keyframes", str(metrics.get("num_excluded_keyframes", "-")))
+    s.add_row("detections scored", str(metrics.get("num_detections", "-")))
+    if metrics.get("skipped"):
+        s.add_row("skipped keyframes (unreadable video)", str(len(metrics["skipped"])))
+    console.print(s)

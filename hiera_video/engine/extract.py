@@ -1,0 +1,697 @@
+"""``extract``: embeddings or stage feature maps of videos, one file per video, resumable.
+
+video --decode--> clips [N, 3, T, S, S] (N = views of the whole video, or one clip per window
+      of a long video) --batches--> features [N, ...] --> OUT/<relative path>.<ext>.{npy,safetensors}
+
+Levels (``feature_info`` of the model gives the strides; Hiera video models use patch stride
+(2, 4, 4) and q-stride (1, 2, 2), so for a ``T x S x S`` clip):
+
+=========  ========================================  ==========================================
+level      per item                                  stride (frames, pixels)
+=========  ========================================  ==========================================
+pooled     ``[C]`` normed mean of the last stage     -- (``forward_head(..., pre_logits=True)``)
+stage1     ``[T/2, S/4, S/4, C1]``                   2, 4
+stage2     ``[T/2, S/8, S/8, C2]``                   2, 8
+stage3     ``[T/2, S/16, S/16, C3]``                 2, 16
+stage4     ``[T/2, S/32, S/32, C4]``                 2, 32
+=========  ========================================  ==========================================
+
+Stage maps are spatially ordered, channels last (the layout of
+``Hiera.forward_intermediates(x, channels_last=True)``); only the blocks up to the chosen
+stage run.
+
+Files and resuming
+------------------
+Each video's file is written to a temporary ``.NAME.*.tmp`` in the destination folder and
+renamed into place when complete, so a killed run never leaves a half file under the final
+name. Before the rename, the video's index rows are appended (and fsynced) to the journal
+``index.rank{R}.jsonl``; so a final file always has its rows somewhere. A rerun skips every
+video whose file exists, reads back, and has index rows; everything else is redone. At the
+end the journals and the previous ``index.jsonl`` are merged into ``index.jsonl`` (under
+torchrun by rank 0 after a barrier) and the journals are removed. ``extract.json`` records the
+settings; a rerun into the same folder with other settings is refused (``overwrite`` starts
+over).
+
+Output names mirror the inputs relative to their common folder (the dataset root in dataset
+mode) and keep the video's extension (``a/clip.mp4`` -> ``a/clip.mp4.npy``), so files with
+the same name in different folders, or with the same stem and another container, never
+collide.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from hiera_video.data import open_video, window_starts
+from hiera_video.engine import distributed
+from hiera_video.engine.inference import DEFAULT_MODEL, Classifier, Protocol, load_classifier, prepare_inference
+from hiera_video.engine.predict import FrameRange
+from hiera_video.errors import HieraVideoError
+from hiera_video.report import atomic_write_text
+from hiera_video.runtime import pick_device, resolve_dtype
+
+log = logging.getLogger("hiera_video")
+
+LEVELS = ("pooled", "stage1", "stage2", "stage3", "stage4")
+FORMATS = ("npy", "safetensors")
+STORE_DTYPES = {"float32": np.float32, "float16": np.float16}
+INDEX = "index.jsonl"
+SETTINGS = "extract.json"
+JOURNAL = "index.rank{rank}.jsonl"
+_SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64"}
+# Settings that change what the files hold: a rerun with other values is refused.
+_SETTING_KEYS = ("model", "weights", "level", "format", "store_dtype", "mode", "views", "window", "stride", "protocol")
+
+
+# ====================================================================== model
+def load_feature_model(
+    model: str | None = None,
+    weights: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    allow_random_weights: bool = False,
+) -> Classifier:
+    """A video classifier ready for feature extraction (like :func:`load_classifier`), that
+    also accepts MAE weights: an MAE model name (``mae_hiera_*``), an MAE zoo tag
+    (``mae_k400``) or an MAE checkpoint file loads the encoder into the matching classifier
+    architecture (``hiera_*``). Its decoder is dropped; the final ``norm`` is not in an MAE
+    checkpoint and is set to the identity affine map, so ``pooled`` is the plain LayerNorm
+    of the mean last-stage token.
+    """
+    from hiera_video.models import get_spec
+    from hiera_video.models.checkpoints import read_checkpoint, resolve_source
+
+    mae_name = model if model is not None and get_spec(model).mae else None
+    cls_name = mae_name.removeprefix("mae_") if mae_name else model
+    if weights is not None and str(weights).lower() == "none":
+        return load_classifier(cls_name, "none", None, device, dtype, allow_random_weights)
+    is_path = weights is not None and os.path.exists(os.path.expanduser(str(weights)))
+    spec = get_spec(mae_name or cls_name or DEFAULT_MODEL)  # the model whose tags name the weights
+    w = weights if weights is not None else spec.default_weights
+    if w is None:
+        return load_classifier(cls_name, None, None, device, dtype, allow_random_weights)  # says what to pass
+    # Read the weights once to see whether they are MAE weights (zoo tags download them first).
+    ckpt = read_checkpoint(w if is_path else resolve_source(spec, w))
+    if ckpt.is_mae:
+        saved = ckpt.meta.get("model") if isinstance(ckpt.meta.get("model"), str) else None
+        name = cls_name or (saved.removeprefix("mae_") if saved else DEFAULT_MODEL)
+        return _mae_into_classifier(ckpt, name, str(w), device, dtype)
+    return load_classifier(cls_name, w, None, device, dtype, allow_random_weights)
+
+
+def _mae_into_classifier(ckpt, cls_name: str, weights: str, device: str, dtype: str) -> Classifier:
+    from hiera_video.models import get_spec
+    from hiera_video.models.checkpoints import apply_checkpoint
+    from hiera_video.models.factory import _valid_kwargs, build_model
+    from hiera_video.models.hiera import Hiera
+
+    spec = get_spec(cls_name)
+    if spec.mae or spec.kind != "video":
+        raise HieraVideoError(f"{cls_name} is not a video classifier; pass --model hiera_*_16x224 (or its mae_ name)")
+    overrides = {}
+    if ckpt.layout == "hiera-video" and ckpt.config:
+        # The architecture it was pretrained with, minus what is MAE-only (decoder, q_pool,
+        # mask ratio): the classifier pools as its own spec says, as in finetuning.
+        keep = _valid_kwargs(Hiera) - {"q_pool", "num_classes", "head_dropout", "drop_path_rate", "head_init_scale"}
+        overrides = {k: v for k, v in ckpt.config.items() if k in keep}
+    net = build_model(spec, **overrides)
+    net.weights_source = weights
+    net.checkpoint_meta = {}
+    report = apply_checkpoint(net, ckpt)
+    for line in report.messages():
+        log.debug(line)
+    with torch.no_grad():  # not in an MAE checkpoint: make it a plain LayerNorm
+        net.norm.weight.fill_(1.0)
+        net.norm.bias.zero_()
+    log.info("MAE encoder weights %s loaded into %s (decoder dropped); features only, no classifier", weights, cls_name)
+    dev = pick_device(device)
+    low = resolve_dtype(dtype, dev)
+    net = prepare_inference(net, dev, low)
+    pre = ckpt.meta.get("preprocessing") if isinstance(ckpt.meta.get("preprocessing"), dict) else {}
+    mean, std = tuple(pre.get("mean", spec.mean)), tuple(pre.get("std", spec.std))
+    labels = [f"class {i}" for i in range(net.num_classes)]
+    return Classifier(net, cls_name, weights, labels, dev, low, mean, std, dict(mae=True))
+
+
+def stage_map(model, x: torch.Tensor, stage: int) -> torch.Tensor:
+    """Spatially ordered map of stage ``stage`` (1-based), ``[B, T', H', W', C]``.
+
+    Equals ``model.forward_intermediates(x)[stage - 1]`` but runs only the blocks up to the
+    end of that stage.
+    """
+    ends = model.stage_ends
+    if not 1 <= stage <= len(ends):
+        raise HieraVideoError(f"the model has stages 1..{len(ends)}, not {stage}")
+    end = ends[stage - 1]
+    mask_grid = model.mask_grid(x)
+    tokens, n_units = model._embed(x, None)
+    for blk in model.blocks[: end + 1]:
+        tokens = blk(tokens, n_units)
+    return model.reroll(tokens, end, n_units, mask_grid)
+
+
+def features(model, x: torch.Tensor, level: str) -> torch.Tensor:
+    """``x: [B, 3, T, H, W]`` -> ``[B, C]`` (pooled) or ``[B, T', H', W', C]`` (stageK)."""
+    if level == "pooled":
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+    if level not in LEVELS:
+        raise HieraVideoError(f"unknown level '{level}'; use one of {', '.join(LEVELS)}")
+    return stage_map(model, x, int(level[len("stage"):]))
+
+
+def level_stride(model, level: str) -> list[int] | None:
+    """``[temporal, spatial, spatial]`` stride of a stage map in input frames/pixels (None for pooled)."""
+    if level == "pooled":
+        return None
+    info = model.feature_info[int(level[len("stage"):]) - 1]
+    return [info["temporal_stride"], info["spatial_stride"], info["spatial_stride"]]
+
+
+# ====================================================================== inputs and names
+@dataclass
+class Job:
+    """One video to extract: its path, its output path relative to the output folder, and
+    extra index fields (dataset id and label)."""
+
+    path: str
+    output: str
+    extra: dict = field(default_factory=dict)
+
+
+def common_base(paths: Sequence[str]) -> str:
+    """The deepest folder holding every path (the folder of the file for a single path)."""
+    parents = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    if not parents:
+        return os.getcwd()
+    try:
+        return os.path.commonpath(parents)
+    except ValueError:  # different drives (Windows)
+        return ""
+
+
+def output_name(path: str, base: str, fmt: str) -> str:
+    """``path`` relative to ``base`` with ``.<fmt>`` appended, as a safe relative POSIX path
+    (no absolute parts, no ``..``; a path outside ``base`` keeps its absolute folders below
+    the output folder instead)."""
+    ap = os.path.abspath(path)
+    rel = os.path.relpath(ap, base) if base else ap
+    parts = [p for p in Path(rel).parts if p not in ("", ".", "..", "/", "\\") and not p.endswith(":\\")]
+    if rel.startswith("..") or os.path.isabs(rel):
+        parts = ["_abs"] + [p for p in Path(ap).parts[1:] if p not in ("", ".", "..")]
+    if not parts:
+        parts = [os.path.basename(ap) or "video"]
+    parts[-1] = parts[-1] + "." + fmt
+    return "/".join(parts)
+
+
+def jobs_for_paths(paths: Sequence[str], fmt: str, base: str | None = None) -> list[Job]:
+    """One job per distinct file (a file named twice, e.g. by itself and through its folder, once)."""
+    unique = list(dict.fromkeys(os.path.abspath(p) for p in paths))
+    first = {}
+    for p in paths:
+        first.setdefault(os.path.abspath(p), p)
+    paths = [first[a] for a in unique]
+    base = common_base(paths) if base is None else base
+    return [Job(p, output_name(p, base, fmt)) for p in paths]
+
+
+def jobs_for_dataset(ds, fmt: str) -> list[Job]:
+    """Jobs for a :class:`~hiera_video.data.datasets.VideoDataset` (names relative to its root)."""
+    paths = [str(item.path) for item in ds.items]
+    root = os.path.abspath(str(ds.root))
+    inside = all(not os.path.relpath(os.path.abspath(p), root).startswith("..") for p in paths)
+    base = root if inside else common_base(paths)
+    jobs = []
+    for item, p in zip(ds.items, paths):
+        label = item.label
+        extra = dict(id=item.id, label=label, label_name=ds.classes[label] if label is not None and label < len(ds.classes) else None)
+        jobs.append(Job(p, output_name(p, base, fmt), extra))
+    return jobs
+
+
+# ====================================================================== files
+def _tmp_path(final: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def remove_stale_temps(final: Path) -> None:
+    """Delete temporaries of ``final`` left by a killed run."""
+    for p in glob.glob(os.path.join(glob.escape(str(final.parent)), glob.escape(f".{final.name}.") + "*.tmp")):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+
+
+class FeatureWriter:
+    """Write ``[N, *item]`` features item batch by item batch into a temporary file, then
+    rename it into place (:meth:`commit`). Memory stays bounded by one batch."""
+
+    def __init__(self, final: Path, fmt: str, n: int, dtype, metadata: dict | None = None, extra: dict | None = None):
+        self.final, self.fmt, self.n, self.dtype = Path(final), fmt, n, np.dtype(dtype)
+        self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
+        self.extra = {k: np.ascontiguousarray(v) for k, v in (extra or {}).items()}  # small tensors (safetensors)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.final)
+        self.tmp = _tmp_path(self.final)
+        self.shape: tuple[int, ...] | None = None
+        self.done = 0
+        self._f = None
+        self._mm = None
+
+    def write(self, batch: np.ndarray) -> None:
+        batch = np.ascontiguousarray(batch, dtype=self.dtype)
+        if self.shape is None:
+            self.shape = (self.n, *batch.shape[1:])
+            self._open()
+        if batch.shape[1:] != self.shape[1:] or self.done + len(batch) > self.n:
+            raise HieraVideoError(f"internal: feature batch {batch.shape} does not fit file shape {self.shape}")
+        if self._mm is not None:
+            self._mm[self.done : self.done + len(batch)] = batch
+        else:
+            self._f.write(batch.tobytes())
+        self.done += len(batch)
+
+    def _open(self) -> None:
+        if self.fmt == "npy":
+            self._mm = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=self.dtype, shape=self.shape)
+            return
+        # safetensors: 8-byte little-endian header length, JSON header (padded to 8 bytes),
+        # then the raw tensors back to back in header order.
+        header: dict = {}
+        offset = 0
+        nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+        header["features"] = dict(dtype=_SAFETENSORS_DTYPES[self.dtype], shape=list(self.shape), data_offsets=[0, nbytes])
+        offset = nbytes
+        for name, arr in self.extra.items():
+            header[name] = dict(dtype=_SAFETENSORS_DTYPES[arr.dtype], shape=list(arr.shape), data_offsets=[offset, offset + arr.nbytes])
+            offset += arr.nbytes
+        header["__metadata__"] = self.metadata
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        self._f = open(self.tmp, "wb")
+        self._f.write(struct.pack("<Q", len(raw)))
+        self._f.write(raw)
+
+    def commit(self, before_rename: Callable[[], None] | None = None) -> None:
+        if self.shape is None or self.done != self.n:
+            raise HieraVideoError(f"internal: wrote {self.done} of {self.n} feature items for {self.final}")
+        if self._mm is not None:
+            self._mm.flush()
+            del self._mm
+            self._mm = None
+            with open(self.tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        else:
+            for arr in self.extra.values():
+                self._f.write(arr.tobytes())
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self._f = None
+        if before_rename is not None:
+            before_rename()
+        os.chmod(self.tmp, 0o644)
+        os.replace(self.tmp, self.final)
+
+    def abort(self) -> None:
+        if self._mm is not None:
+            del self._mm
+            self._mm = None
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        Path(self.tmp).unlink(missing_ok=True)
+
+
+def read_features(path: str | Path) -> tuple[np.ndarray, dict]:
+    """``(features [N, ...], metadata)`` of a file written by ``extract``. ``metadata`` is
+    empty for ``.npy`` (see ``index.jsonl``); for ``.safetensors`` it holds the settings and
+    ``index`` (the file's index rows), plus ``windows`` ``[N, 2]`` seconds in windows mode."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        return np.load(path), {}
+    from safetensors.numpy import load_file
+    from safetensors import safe_open
+
+    tensors = load_file(str(path))
+    with safe_open(str(path), "np") as f:
+        meta = dict(f.metadata() or {})
+    for k in ("index", "views", "protocol", "feature_stride", "item_shape"):
+        if k in meta:
+            try:
+                meta[k] = json.loads(meta[k])
+            except ValueError:
+                pass
+    if "windows" in tensors:
+        meta["windows"] = tensors["windows"]
+    return tensors["features"], meta
+
+
+def stored_shape(path: Path) -> tuple[int, ...] | None:
+    """Shape of a complete features file, or None when it is missing or does not read back."""
+    try:
+        if not path.is_file():
+            return None
+        if path.suffix == ".npy":
+            arr = np.load(path, mmap_mode="r")  # checks the header and that the data is all there
+            return tuple(arr.shape)
+        from safetensors import safe_open
+
+        with safe_open(str(path), "np") as f:
+            if "features" not in f.keys():
+                return None
+            shape = tuple(f.get_slice("features").get_shape())
+        size = path.stat().st_size
+        (hlen,) = struct.unpack("<Q", path.open("rb").read(8))
+        header = json.loads(path.open("rb").read(8 + hlen)[8:])
+        end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
+        return shape if size >= 8 + hlen + end else None
+    except Exception:  # truncated, foreign or unreadable: redo it
+        return None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    try:
+        text = path.read_text()
+    except OSError:
+        return rows
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut by a killed run
+            continue
+        if isinstance(row, dict) and isinstance(row.get("output"), str):
+            rows.append(row)
+    return rows
+
+
+def read_index_rows(out_dir: Path) -> dict[str, list[dict]]:
+    """Rows per output file from ``index.jsonl`` and any journals a killed run left."""
+    by_output: dict[str, list[dict]] = {}
+    sources = [out_dir / INDEX] + sorted(Path(p) for p in glob.glob(os.path.join(glob.escape(str(out_dir)), "index.rank*.jsonl")))
+    for src in sources:
+        fresh: dict[str, list[dict]] = {}
+        for row in _read_jsonl(src):
+            fresh.setdefault(row["output"], []).append(row)
+        by_output.update(fresh)  # later sources win, as a whole per file
+    return by_output
+
+
+# ====================================================================== extraction
+@dataclass
+class Extracted:
+    """One video's outcome."""
+
+    path: str
+    ok: bool = False
+    error: str | None = None
+    output: str | None = None
+    skipped: bool = False
+    shape: list[int] | None = None
+    rows: list[dict] = field(default_factory=list)
+    order: int = 0
+
+    def to_json(self) -> dict:
+        return dict(path=self.path, ok=self.ok, error=self.error, output=self.output, skipped=self.skipped,
+                    shape=self.shape, items=len(self.rows))
+
+
+@dataclass
+class Extractor:
+    """Extract ``level`` features of videos into ``out_dir``.
+
+    Modes: views (``views=(T, S)``: T temporal x S spatial views of the whole video, decoded
+    once) or windows (``window`` seconds every ``stride`` seconds over the whole video, one
+    centre clip per window, each window decoded on its own).
+    """
+
+    clf: Classifier
+    out_dir: Path
+    level: str = "pooled"
+    fmt: str = "npy"
+    views: tuple[int, int] = (1, 1)
+    window: float | None = None
+    stride: float | None = None
+    batch_size: int = 8
+    store_dtype: str = "float32"
+    backend: str = "auto"
+    overwrite: bool = False
+    world: distributed.World = field(default_factory=distributed.World)
+
+    def __post_init__(self):
+        if self.level not in LEVELS:
+            raise HieraVideoError(f"unknown --level '{self.level}'; use one of {', '.join(LEVELS)}")
+        if self.fmt not in FORMATS:
+            raise HieraVideoError(f"unknown --format '{self.fmt}'; use npy or safetensors")
+        if self.store_dtype not in STORE_DTYPES:
+            raise HieraVideoError(f"unknown storage dtype '{self.store_dtype}'; use {' or '.join(STORE_DTYPES)}")
+        if self.window is not None:
+            if self.window <= 0 or (self.stride is not None and self.stride <= 0):
+                raise HieraVideoError("--window and --stride must be positive numbers of seconds")
+            self.stride = self.stride or self.window
+            self.views = (1, 1)
+        elif self.stride is not None:
+            raise HieraVideoError("--stride needs --window (the window length in seconds)")
+        self.out_dir = Path(self.out_dir)
+        self.protocol: Protocol = self.clf.protocol(self.views, backend=self.backend)
+        self.prev: dict[str, list[dict]] = {}
+        self._journal = None
+
+    # ------------------------------------------------------------------ settings
+    def settings(self) -> dict:
+        w = self.clf.weights
+        if isinstance(w, str) and os.path.exists(os.path.expanduser(w)):
+            w = os.path.abspath(os.path.expanduser(w))
+        proto = self.protocol.to_dict()
+        proto.pop("backend", None)
+        proto.pop("temporal_views", None)
+        proto.pop("spatial_views", None)
+        return dict(
+            model=self.clf.name, weights=w, level=self.level, format=self.fmt, store_dtype=self.store_dtype,
+            mode="windows" if self.window else "views", views=list(self.views) if not self.window else None,
+            window=self.window, stride=self.stride, protocol=proto,
+            feature_stride=level_stride(self.clf.model, self.level), feature_info=self.clf.model.feature_info,
+            compute_dtype=self.clf.describe()["dtype"], device=str(self.clf.device),
+        )
+
+    def prepare(self) -> None:
+        """Check the output folder against earlier runs and read what they left (every rank),
+        then record the settings (rank 0). Ends with a barrier."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        mine = self.settings()
+        path = self.out_dir / SETTINGS
+        if path.is_file() and not self.overwrite:
+            try:
+                old = json.loads(path.read_text())
+            except ValueError:
+                old = None
+            if isinstance(old, dict):
+                diff = [k for k in _SETTING_KEYS if _norm(old.get(k)) != _norm(mine.get(k))]
+                if diff:
+                    shown = "; ".join(f"{k}: {old.get(k)!r} -> {mine.get(k)!r}" for k in diff[:3])
+                    raise HieraVideoError(
+                        f"{self.out_dir} holds features made with other settings ({shown}); use another --output, "
+                        "or --overwrite to redo every video"
+                    )
+        self.prev = {} if self.overwrite else read_index_rows(self.out_dir)
+        distributed.barrier(self.world)
+        if self.world.is_main:
+            atomic_write_text(path, json.dumps(mine, indent=2) + "\n")
+        self._journal = open(self.out_dir / JOURNAL.format(rank=self.world.rank), "a")
+        distributed.barrier(self.world)
+
+    # ------------------------------------------------------------------ one video
+    def done_already(self, job: Job) -> Extracted | None:
+        if self.overwrite:
+            return None
+        final = self.out_dir / job.output
+        rows = self.prev.get(job.output)
+        if not rows:
+            return None
+        shape = stored_shape(final)
+        if shape is None or shape[0] != len(rows) or not all(_same_file(r.get("path"), job.path) for r in rows):
+            return None
+        return Extracted(job.path, ok=True, output=job.output, skipped=True, shape=list(shape), rows=rows)
+
+    def process(self, job: Job) -> Extracted:
+        """Extract one video (or skip it when its complete file is there); never raises
+        for a bad video: the error is in the result."""
+        try:
+            done = self.done_already(job)
+            if done is not None:
+                self._log(done.rows)
+                return done
+            return self._extract(job)
+        except HieraVideoError as e:
+            return Extracted(job.path, error=str(e))
+        except OSError as e:
+            return Extracted(job.path, error=f"cannot write features for '{job.path}': {e.strerror or e}")
+
+    def _clips(self, reader) -> tuple[list[dict], Iterator[torch.Tensor]]:
+        """Item descriptions and a generator of clip tensors ``[k, 3, T, S, S]`` (all items in order)."""
+        fps = reader.fps or 0.0
+        if self.window:
+            duration = reader.num_frames / fps if fps else 0.0
+            if duration <= 0:
+                raise HieraVideoError(f"cannot cut windows from '{reader.path}': unknown frame rate or duration")
+            spans = window_starts(duration, self.window, self.stride)
+            items = [dict(window=i, start=round(s, 3), end=round(e, 3)) for i, (s, e) in enumerate(spans)]
+
+            def gen():
+                for s, e in spans:
+                    f0 = min(int(round(s * fps)), reader.num_frames - 1)
+                    f1 = min(max(f0 + 1, int(round(e * fps))), reader.num_frames)
+                    views, _ = self.protocol.views(FrameRange(reader, f0, f1))
+                    yield views
+
+            return items, gen()
+        views, infos = self.protocol.views(reader)
+        items = []
+        for n, info in enumerate(infos):
+            fr = info.frame_indices
+            start = round(fr[0] / fps, 3) if fps else None
+            end = round((fr[-1] + 1) / fps, 3) if fps else None
+            items.append(dict(view=n, temporal_view=info.temporal_index, spatial_view=info.spatial_index, start=start, end=end))
+        return items, iter([views])
+
+    def _batches(self, clips: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        pending: list[torch.Tensor] = []
+        count = 0
+        for c in clips:
+            for part in c.split(self.batch_size):
+                pending.append(part)
+                count += len(part)
+                while count >= self.batch_size:
+                    cat = torch.cat(pending)
+                    yield cat[: self.batch_size]
+                    rest = cat[self.batch_size :]
+                    pending, count = ([rest] if len(rest) else []), len(rest)
+        if count:
+            yield torch.cat(pending)
+
+    @torch.inference_mode()
+    def _run(self, x: torch.Tensor) -> np.ndarray:
+        x = x.to(self.clf.device, non_blocking=True)
+        if self.clf.dtype is not None:
+            x = x.to(self.clf.dtype)
+        return features(self.clf.model, x, self.level).float().cpu().numpy()
+
+    def _extract(self, job: Job) -> Extracted:
+        final = self.out_dir / job.output
+        if not final.resolve().is_relative_to(self.out_dir.resolve()):
+            raise HieraVideoError(f"refusing to write '{final}' outside --output {self.out_dir}")
+        with open_video(job.path, self.backend) as reader:
+            items, clips = self._clips(reader)
+            base = dict(
+                path=job.path, output=job.output, model=self.clf.name, weights=self.clf.weights, level=self.level,
+                dtype=self.store_dtype, feature_stride=level_stride(self.clf.model, self.level), **job.extra,
+            )
+            rows = [dict(base, item=i, **it) for i, it in enumerate(items)]
+            extra = {}
+            if self.window:
+                extra["windows"] = np.array([[r["start"], r["end"]] for r in rows], dtype=np.float64)
+            meta = dict(path=job.path, model=self.clf.name, weights=self.clf.weights, level=self.level,
+                        mode="windows" if self.window else "views", views=json.dumps(list(self.views)),
+                        feature_stride=json.dumps(base["feature_stride"]), protocol=json.dumps(self.protocol.to_dict()))
+            writer = FeatureWriter(final, self.fmt, len(rows), STORE_DTYPES[self.store_dtype], meta, extra)
+            try:
+                for k, batch in enumerate(self._batches(clips)):
+                    feats = self._run(batch)
+                    if k == 0:  # the item shape is known now: complete the rows (and the file header)
+                        for r in rows:
+                            r["shape"] = list(feats.shape[1:])
+                        writer.metadata["index"] = json.dumps(rows)
+                        writer.metadata["item_shape"] = json.dumps(list(feats.shape[1:]))
+                    writer.write(feats)
+                writer.commit(before_rename=lambda: self._log(rows, sync=True))
+            except BaseException:
+                writer.abort()
+                raise
+        return Extracted(job.path, ok=True, output=job.output, shape=list(writer.shape), rows=rows)
+
+    def _log(self, rows: list[dict], sync: bool = False) -> None:
+        if self._journal is None:
+            return
+        self._journal.write("".join(json.dumps(r) + "\n" for r in rows))
+        self._journal.flush()
+        if sync:
+            os.fsync(self._journal.fileno())
+
+    # ------------------------------------------------------------------ all videos
+    def run(self, jobs: Sequence[Job], on_result: Callable[[Extracted], None] | None = None) -> list[Extracted]:
+        """Extract this rank's shard of ``jobs`` (all of them in a single process), then merge
+        the index. Returns every rank's results on rank 0, this rank's elsewhere."""
+        self._check_unique(jobs)
+        self.prepare()
+        results = []
+        try:
+            for i in distributed.shard(len(jobs), self.world):
+                r = self.process(jobs[i])
+                r.order = i
+                results.append(r)
+                if on_result is not None:
+                    on_result(r)
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+        gathered = distributed.gather_to_main(results, self.world)
+        distributed.barrier(self.world)
+        if not self.world.is_main:
+            return results
+        everything = sorted((r for part in gathered for r in part), key=lambda r: r.order)
+        self.write_index(everything)
+        return everything
+
+    def write_index(self, results: Sequence[Extracted]) -> Path:
+        """``index.jsonl`` = earlier rows of files not touched now (if still there) + this
+        run's rows in input order; the journals are removed."""
+        old = read_index_rows(self.out_dir) if not self.overwrite else {}
+        now = {r.output: r.rows for r in results if r.ok}
+        rows = []
+        for out, rs in old.items():
+            if out not in now and (self.out_dir / out).is_file():
+                rows += rs
+        for r in results:
+            if r.ok:
+                rows += r.rows
+        path = self.out_dir / INDEX
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+        for j in glob.glob(os.path.join(glob.escape(str(self.out_dir)), "index.rank*.jsonl")):
+            Path(j).unlink(missing_ok=True)
+        return path
+
+    @staticmethod
+    def _check_unique(jobs: Sequence[Job]) -> None:
+        seen: dict[str, str] = {}
+        for j in jobs:
+            if j.output in seen and seen[j.output] != j.path:
+                raise HieraVideoError(f"'{j.path}' and '{seen[j.output]}' would both be written to {j.output}")
+            seen[j.output] = j.path
+
+
+def _same_file(a, b) -> bool:
+    return isinstance(a, str) and os.path.abspath(a) == os.path.abspath(b)
+
+
+def _norm(v):
+    """Settings compared through JSON (tuples vs lists, int vs float)."""
+    return json.loads(json.dumps(v))

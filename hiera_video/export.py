@@ -1,0 +1,287 @@
+"""Export a video classifier for deployment: ONNX or ``torch.export`` (.pt2), checked.
+
+The exported program takes a normalised clip tensor ``clips: float32 [B, 3, T, S, S]`` (RGB
+in [0, 1], minus ``mean``, divided by ``std``: see the JSON sidecar) and returns
+``logits: float32 [B, num_classes]`` (softmax is the caller's job).
+
+How it is made:
+
+* fp32 on CPU, eval mode, autograd off, and the fused oneDNN inference kernels of
+  :mod:`hiera_video.models.fused` switched off (:func:`fused.disabled`): they are
+  inference-only ops with no ONNX or ``torch.export`` lowering, so the graph holds the
+  plain ``linear`` / ``gelu`` / ``add`` ops;
+* position embeddings are resampled once, before export, to the exported ``T x S x S``
+  grid (no interpolation inside the graph);
+* the output is compared with the PyTorch model on a test clip (onnxruntime for ONNX,
+  ``ExportedProgram.module()`` for .pt2): max abs difference against a tolerance of
+  ``rtol x max|logit|`` (plus 1e-6); with ``dynamic_batch`` at two batch sizes.
+
+Loading the files::
+
+    # ONNX (onnxruntime)
+    import onnxruntime as ort
+    sess = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+    logits = sess.run(["logits"], {"clips": clips.numpy()})[0]
+
+    # torch.export
+    import torch
+    program = torch.export.load("model.pt2")
+    logits = program.module()(clips)
+
+Both read ``model.onnx.json`` / ``model.pt2.json`` (the sidecar) for the preprocessing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from hiera_video.engine.inference import Classifier, load_classifier
+from hiera_video.errors import HieraVideoError
+from hiera_video.models import fused
+from hiera_video.models.posembed import resample_grid
+from hiera_video.report import write_json
+
+log = logging.getLogger("hiera_video")
+
+FORMATS = ("onnx", "torch-export")
+DEFAULT_OPSET = 17  # LayerNormalization is a native op from opset 17
+INPUT_NAME, OUTPUT_NAME = "clips", "logits"
+
+
+@dataclass
+class ExportCheck:
+    """The comparison of the exported program with PyTorch."""
+
+    ran: bool = False
+    ok: bool = True
+    batch_sizes: list[int] = field(default_factory=list)
+    max_abs_diff: float | None = None
+    logit_scale: float | None = None
+    tolerance: float | None = None
+    runtime: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class ExportResult:
+    path: str
+    sidecar: str
+    format: str
+    model: str
+    weights: str | None
+    input_shape: list
+    num_classes: int
+    opset: int | None
+    check: ExportCheck
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def with_input_size(model: nn.Module, frames: int, size: int) -> nn.Module:
+    """A copy of ``model`` built for ``frames x size x size`` clips, position embeddings
+    resampled to that grid once (the same values the model computes on the fly)."""
+    from hiera_video.models.factory import build_model
+
+    size_now = tuple(model.input_size)
+    want = (frames, size, size)
+    if size_now == want:
+        return model
+    cfg = {k: v for k, v in model.config.items()}
+    cfg["input_size"] = want
+    new = build_model(model.spec, **cfg)
+    sd = model.state_dict()
+    grid = [i // s for i, s in zip(want, model.patch_stride)]
+    if model.sep_pos_embed:
+        sd["pos_embed_spatial"] = resample_grid(sd["pos_embed_spatial"], model.tokens_spatial_shape[1:], grid[1:])
+        sd["pos_embed_temporal"] = resample_grid(sd["pos_embed_temporal"], model.tokens_spatial_shape[:1], grid[:1])
+    else:
+        sd["pos_embed"] = resample_grid(sd["pos_embed"], model.tokens_spatial_shape, grid)
+    new.load_state_dict(sd)
+    return new.eval()
+
+
+def _check_size(model: nn.Module, frames: int, size: int) -> None:
+    t_unit = model.patch_stride[0] * model.mask_unit_size[0]
+    s_unit = model.patch_stride[-1] * model.mask_unit_size[-1]
+    if frames < 1 or frames % t_unit or size < 1 or size % s_unit:
+        raise HieraVideoError(f"--frames must be a multiple of {t_unit} and --size a multiple of {s_unit}; got {frames} and {size}")
+
+
+def sample_clip(batch: int, frames: int, size: int, seed: int = 0) -> torch.Tensor:
+    """A reproducible normalised clip ``[B, 3, T, S, S]`` (roughly the statistics of real input)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, frames, size, size, generator=g)
+
+
+def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, dynamic_batch: bool, opset: int) -> None:
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    with torch.no_grad(), fused.disabled(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic
+        try:
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, do_constant_folding=True,
+            )
+        except TypeError:  # older torch: no ``dynamo`` argument (the TorchScript exporter is the default)
+            torch.onnx.export(
+                model, (example,), str(path), opset_version=opset, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, do_constant_folding=True,
+            )
+    try:
+        import onnx
+
+        onnx.checker.check_model(str(path))
+    except ImportError:
+        pass
+    except Exception as e:  # pragma: no cover - exporter bug
+        raise HieraVideoError(f"the exported ONNX model does not pass onnx.checker: {' '.join(str(e).split())[:300]}") from None
+
+
+def export_program(model: nn.Module, path: Path, example: torch.Tensor, dynamic_batch: bool) -> None:
+    dynamic_shapes = None
+    if dynamic_batch:
+        dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    with torch.no_grad(), fused.disabled():
+        program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
+    torch.export.save(program, str(path))
+
+
+def exported_runner(fmt: str, path: str | os.PathLike):
+    """A function ``clips [B, 3, T, S, S] -> logits`` running the exported file."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda x: torch.from_numpy(sess.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
+    program = torch.export.load(str(path)).module()
+
+    def run(x):
+        with torch.no_grad():
+            return program(x)
+
+    return run
+
+
+def check_export(model: nn.Module, fmt: str, path: Path, frames: int, size: int, batch_sizes: list[int], rtol: float) -> ExportCheck:
+    """Compare the exported file with ``model`` (fused kernels off: the same ops) on test clips."""
+    if fmt == "onnx":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return ExportCheck(ran=False, ok=True, note="onnxruntime is not installed: not checked (pip install onnxruntime)")
+    worst, scale = 0.0, 0.0
+    run = exported_runner(fmt, path)
+    for i, b in enumerate(batch_sizes):
+        x = sample_clip(b, frames, size, seed=i)
+        with torch.no_grad(), fused.disabled():
+            ref = model(x)
+        got = run(x)
+        if tuple(got.shape) != tuple(ref.shape):
+            return ExportCheck(True, False, batch_sizes, None, None, None, fmt, f"batch {b}: output shape {tuple(got.shape)}, expected {tuple(ref.shape)}")
+        worst = max(worst, float((got.float() - ref).abs().max()))
+        scale = max(scale, float(ref.abs().max()))
+    tol = rtol * scale + 1e-6
+    runtime = "onnxruntime" if fmt == "onnx" else "torch.export.load(...).module()"
+    return ExportCheck(True, worst <= tol, list(batch_sizes), worst, scale, tol, runtime)
+
+
+def sidecar(clf: Classifier, fmt: str, frames: int, size: int, dynamic_batch: bool, batch: int, opset: int | None, check: ExportCheck) -> dict:
+    proto = clf.protocol().to_dict()
+    proto.update(num_frames=frames, crop_size=size)
+    proto.pop("temporal_views", None)
+    proto.pop("spatial_views", None)
+    proto.pop("backend", None)
+    if fmt == "onnx":
+        how = ("import onnxruntime as ort; sess = ort.InferenceSession(PATH, providers=['CPUExecutionProvider']); "
+               "logits = sess.run(['logits'], {'clips': clips_numpy_float32})[0]")
+    else:
+        how = "import torch; program = torch.export.load(PATH); logits = program.module()(clips)"
+    return dict(
+        format=fmt,
+        model=clf.name,
+        weights=clf.weights,
+        input=dict(name=INPUT_NAME, layout="[B, 3, T, H, W]", dtype="float32",
+                   shape=["batch" if dynamic_batch else batch, 3, frames, size, size], dynamic_batch=dynamic_batch),
+        output=dict(name=OUTPUT_NAME, layout="[B, num_classes]", dtype="float32", meaning="logits (apply softmax for probabilities)"),
+        preprocessing=dict(
+            proto,
+            pixel_range="RGB uint8 / 255 -> [0, 1], then (x - mean) / std per channel",
+            resize="short side to crop_size (bilinear, antialiased), centre crop crop_size x crop_size",
+            frame_sampling=("dense: num_frames frames, one every `stride` frames at target_fps, centred in the video"
+                            if proto.get("sampling") == "dense" else "segment: the middle frame of each of num_frames equal segments"),
+        ),
+        labels=list(clf.labels),
+        num_classes=len(clf.labels),
+        opset=opset,
+        torch_version=torch.__version__,
+        check=asdict(check),
+        load=how,
+    )
+
+
+def export(
+    clf: Classifier,
+    fmt: str,
+    output: str | os.PathLike,
+    frames: int | None = None,
+    size: int | None = None,
+    dynamic_batch: bool = False,
+    opset: int | None = None,
+    check: bool = True,
+    rtol: float = 1e-4,
+) -> ExportResult:
+    """Export ``clf`` (loaded in fp32 on the CPU) to ``output`` and write ``output + '.json'``.
+
+    Raises :class:`HieraVideoError` when the exported model disagrees with PyTorch (the
+    files stay, for inspection; the sidecar records the check).
+    """
+    if fmt not in FORMATS:
+        raise HieraVideoError(f"unknown --format '{fmt}'; use onnx or torch-export")
+    if clf.device.type != "cpu" or clf.dtype is not None:
+        raise HieraVideoError("export needs the model in fp32 on the CPU (load it with device='cpu', dtype='fp32')")
+    output = Path(output)
+    model = clf.model.eval()
+    frames = frames or clf.num_frames
+    size = size or clf.crop_size
+    _check_size(model, frames, size)
+    model = with_input_size(model, frames, size).float().eval()
+    opset = (opset or DEFAULT_OPSET) if fmt == "onnx" else None
+    batch = 2 if dynamic_batch else 1  # torch.export specialises a size-1 dimension
+    example = sample_clip(batch, frames, size, seed=123)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=f".tmp{output.suffix}")
+    os.close(fd)
+    try:
+        if fmt == "onnx":
+            export_onnx(model, Path(tmp), example, dynamic_batch, opset)
+        else:
+            export_program(model, Path(tmp), example, dynamic_batch)
+        os.replace(tmp, output)
+    except HieraVideoError:
+        raise
+    except Exception as e:
+        raise HieraVideoError(f"{fmt} export of {clf.name} failed: {' '.join(str(e).split())[:300]} (run with --debug for the traceback)") from e
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    result_check = ExportCheck(ran=False, ok=True, note="not checked (--no-check)")
+    if check:
+        sizes = [1, 3] if dynamic_batch else [batch]
+        result_check = check_export(model, fmt, output, frames, size, sizes, rtol)
+    side = Path(str(output) + ".json")
+    write_json(side, sidecar(clf, fmt, frames, size, dynamic_batch, batch, opset, result_check))
+    return ExportResult(str(output), str(side), fmt, clf.name, clf.weights, [("batch" if dynamic_batch else batch), 3, frames, size, size],
+                        len(clf.labels), opset, result_check)
+
+
+def load_for_export(model: str | None, weights: str | None, labels: str | None = None, allow_random_weights: bool = False) -> Classifier:
+    """The classifier in fp32 on the CPU (what :func:`export` needs)."""
+    return load_classifier(model, weights, labels, device="cpu", dtype="fp32", allow_random_weights=allow_random_weights)

@@ -1,0 +1,158 @@
+"""`hiera-video eval`: metrics against an independent computation, bad videos, torchrun, score."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import hiera_video
+from hiera_video.cli.app import main
+from hiera_video.data import make_views
+from hiera_video.data.labels import load_labels
+from hiera_video.models.checkpoints import save_checkpoint
+
+from videogen import write_video
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A 3-class folder dataset (two good videos per class, one corrupt), a K400-format copy, and
+    a classifier checkpoint whose predictions are not uniform."""
+    d = tmp_path_factory.mktemp("eval")
+    torch.manual_seed(0)
+    model = hiera_video.create_model("hiera_nano_8x64", num_classes=3)
+    with torch.no_grad():
+        model.head.projection.weight.normal_(0, 2.0)
+    ckpt = save_checkpoint(d / "nano3.pt", model, meta=dict(labels=["left", "right", "up"]))
+    root = d / "folder"
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
+    for c, cls in enumerate(["left", "right", "up"]):
+        (root / cls).mkdir(parents=True)
+        for k in range(2):
+            write_video(root / cls / f"{cls}{k}.mp4", num_frames=24 + 8 * k, height=48, width=64, color=colours[2 * c + k])
+    (root / "up" / "broken.mp4").write_bytes(os.urandom(3000))
+    return dict(dir=d, root=root, ckpt=str(ckpt), model=model.eval())
+
+
+def expected_metrics(setup, views=(2, 3)):
+    """Probabilities and metrics computed here with plain loops."""
+    classes = ["left", "right", "up"]
+    rows = []
+    for c, cls in enumerate(classes):
+        for path in sorted((setup["root"] / cls).glob("*.mp4")):
+            if path.name == "broken.mp4":
+                continue
+            v, _ = make_views(str(path), views[0], views[1], crop_size=64, num_sample_frames=8)
+            with torch.no_grad():
+                probs = setup["model"](v).softmax(-1).mean(0)
+            rows.append((str(path), c, probs))
+    correct1 = sum(int(p.argmax()) == y for _, y, p in rows)
+    per_class = []
+    for c in range(3):
+        mine = [(y, p) for _, y, p in rows if y == c]
+        per_class.append(100.0 * sum(int(p.argmax()) == y for y, p in mine) / len(mine))
+    return rows, 100.0 * correct1 / len(rows), sum(per_class) / 3
+
+
+def test_eval_metrics_match_independent_computation(setup, capsys, tmp_path):
+    out_dir = tmp_path / "out"
+    code, out, err = run(["eval", "--dataset", "folder", "--root", str(setup["root"]), "--weights", setup["ckpt"],
+                          "--views", "2x3", "--workers", "1", "--dtype", "fp32", "-o", str(out_dir), "--save-views"], capsys)
+    assert code == 0, err
+    rows, top1, mca = expected_metrics(setup)
+    m = json.loads((out_dir / "metrics.json").read_text())
+    assert m["num_videos"] == 6 and m["num_failed"] == 1
+    assert m["top1"] == pytest.approx(top1) and m["mean_class_accuracy"] == pytest.approx(mca)
+    assert m["top5"] == pytest.approx(100.0)  # 3 classes: top-3 always hits
+    assert m["protocol"]["temporal_views"] == 2 and m["protocol"]["spatial_views"] == 3
+    assert m["protocol"]["model"] == "hiera_nano_8x64" and "pyav" in m["protocol"]["decoder"]
+    preds = torch.load(out_dir / "predictions.pt", weights_only=True)
+    by_path = dict(zip(preds["paths"], preds["probs"]))
+    for path, _, probs in rows:
+        torch.testing.assert_close(by_path[path], probs, atol=1e-5, rtol=1e-4)
+    assert preds["view_logits"].shape == (6, 6, 3)
+    failed = list(csv.reader((out_dir / "failed.csv").open()))
+    assert failed[0] == ["path", "reason"] and failed[1][0].endswith("broken.mp4")
+    per_class = list(csv.DictReader((out_dir / "per_class.csv").open()))
+    assert [r["name"] for r in per_class] == ["left", "right", "up"]
+    assert (out_dir / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    conf = list(csv.reader((out_dir / "confusion.csv").open()))
+    assert sum(int(x) for row in conf[1:] for x in row[1:]) == 6
+    assert "unreadable" in out and "broken.mp4" in out
+    # score recomputes the same metrics offline, and a logit aggregation from the saved views.
+    code, out, err = run(["score", str(out_dir / "predictions.pt"), "--json"], capsys)
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["top1"] == pytest.approx(m["top1"]) and s["mean_class_accuracy"] == pytest.approx(m["mean_class_accuracy"])
+    code, out, err = run(["score", str(out_dir / "predictions.pt"), "--agg", "logit", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["num_videos"] == 6
+
+
+def test_strict_and_random_weights(setup, capsys):
+    code, _, err = run(["eval", "--dataset", "folder", "--root", str(setup["root"]), "--weights", setup["ckpt"],
+                        "--views", "1x1", "--workers", "0", "--strict"], capsys)
+    assert code == 2 and "broken.mp4" in err and "--strict" in err
+    code, _, err = run(["eval", "--dataset", "folder", "--root", str(setup["root"]), "--model", "hiera_nano_8x64",
+                        "--weights", "none"], capsys)
+    assert code == 2 and "allow-random-weights" in err
+
+
+def test_kinetics_csv_with_missing_videos(setup, capsys, tmp_path):
+    """Official K400 CSV layout; two annotated clips are not on disk."""
+    k400 = load_labels("kinetics400")
+    root = tmp_path / "k400"
+    (root / "val").mkdir(parents=True)
+    rows = [("abseiling", "vid00000001", 0, 10), ("zumba", "vid00000002", 5, 15), ("abseiling", "vid00000003", 1, 11), ("zumba", "gone0000004", 2, 12)]
+    with open(root / "val.csv", "w") as f:
+        f.write("label,youtube_id,time_start,time_end,split,is_cc\n")
+        for label, yid, a, b in rows:
+            f.write(f"{label},{yid},{a},{b},val,0\n")
+    for label, yid, a, b in rows[:3]:
+        shutil.copy(setup["root"] / "left" / "left0.mp4", root / "val" / f"{yid}_{a:06d}_{b:06d}.mp4")
+    model = hiera_video.create_model("hiera_nano_8x64", num_classes=400)
+    ckpt = save_checkpoint(tmp_path / "k.pt", model, meta=dict(labels=k400))
+    code, out, err = run(["eval", "--dataset", "k400", "--root", str(root), "--annotations", str(root / "val.csv"),
+                          "--weights", str(ckpt), "--views", "1x1", "--workers", "0", "--json"], capsys)
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["num_videos"] == 3 and m["num_missing"] == 1
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(), reason="torchrun not installed")
+def test_distributed_eval_equals_single_process(setup, tmp_path):
+    """torchrun with 2 CPU processes (gloo): the same per-video results and metrics."""
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    args = ["eval", "--dataset", "folder", "--root", str(setup["root"]), "--weights", setup["ckpt"], "--views", "1x3",
+            "--workers", "0", "--dtype", "fp32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "hiera_video.cli.app", *args, "-o", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert single.returncode == 0, single.stderr
+    multi = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "hiera_video.cli.app", *args,
+                            "-o", str(tmp_path / "two")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert multi.returncode == 0, multi.stderr
+    a = torch.load(tmp_path / "one" / "predictions.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "predictions.pt", weights_only=True)
+    assert a["paths"] == b["paths"] and len(a["paths"]) == 6 and len(set(b["paths"])) == 6
+    torch.testing.assert_close(a["probs"], b["probs"])
+    ma = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    for key in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed"):
+        assert ma[key] == mb[key]
+    assert mb["world_size"] == 2
