@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from hiera_video import __version__
-from hiera_video.cli import benchmark, check_videos, doctor, eval, export, extract, finetune, models, predict, score, synth
+from hiera_video.cli import benchmark, check_videos, demo, doctor, eval, export, extract, finetune, models, predict, score, synth
 from hiera_video.errors import HieraVideoError, Interrupted
 
 err = Console(stderr=True)
@@ -47,6 +47,7 @@ def root(
     log.propagate = False
 
 
+app.command("demo")(demo.demo)
 app.command("predict")(predict.predict)
 app.command("eval")(eval.eval_command)
 app.command("finetune")(finetune.finetune)

@@ -61,7 +61,7 @@ def predict(
                 if not r.ok:
                     err.print(f"[red]error:[/] {r.error}", highlight=False, soft_wrap=True)
                 elif not as_json:
-                    out.print(_table(r))
+                    out.print(result_table(r))
                     if r.timeline:
                         out.print(_timeline_table(r))
                 if r.ok and plot is not None and r.timeline:
@@ -78,7 +78,7 @@ def predict(
     return 1 if n_bad else 0
 
 
-def _table(r: Result) -> Table:
+def result_table(r: Result) -> Table:
     t = Table(title=r.path, title_justify="left")
     t.add_column("rank", justify="right")
     t.add_column("label")

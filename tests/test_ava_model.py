@@ -18,6 +18,16 @@ from hiera_video.metrics.ava import evaluate_ava, read_ava_csv
 from hiera_video.models.heads import AvaDetector, AvaRoIHead, build_ava_model
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run as fast on one thread, and a busy machine (other test processes on the
+    2 cores) slows multi-threaded OpenMP regions down by 5x or more; restore afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_roi_head_shapes_and_box_formats():
     torch.manual_seed(0)
     head = AvaRoIHead(16, num_classes=80, dropout=0.0).eval()

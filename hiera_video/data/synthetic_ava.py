@@ -106,7 +106,7 @@ def _person(rng, lane: tuple[float, float], H: int, W: int) -> dict:
         "pose": pose, "extras": extras, "w": w, "h": h, "y0": y0, "lane": lane,
         "x_center": (lane[0] + lane[1]) / 2 + rng.uniform(-0.1, 0.1) * lane_w,
         "phase": rng.uniform(0, 2 * np.pi), "speed": rng.uniform(0.6, 1.0) * rng.choice([-1, 1]),
-        "colour": colour, "blink": int(rng.integers(4, 7)),
+        "colour": colour, "blink": int(rng.choice([3, 5])),  # odd half-periods: no aliasing with strides 4 and 8
     }
 
 
