@@ -101,8 +101,24 @@ def test_detector_features_forward_backward():
         ava_loss(logits, labels[:2])
 
 
+def test_build_from_a_kinetics_checkpoint(tmp_path):
+    """Kinetics weights initialise the backbone; their classifier is reported as dropped."""
+    from hiera_video import create_model
+
+    k400 = create_model("hiera_nano_8x64")
+    torch.save({"model_state": k400.state_dict()}, tmp_path / "nano_k400.pth")  # official layout
+    m = build_ava_model("hiera_nano_8x64", weights=str(tmp_path / "nano_k400.pth"))
+    assert torch.equal(m.backbone.blocks[0].attn.qkv.weight, k400.blocks[0].attn.qkv.weight)
+    assert any("400-class classifier" in n and "unused for AVA" in n for n in m.notes)
+    assert not any(k.startswith("backbone.head.") for k in m.state_dict())
+    with pytest.raises(HieraVideoError, match="not an encoder"):
+        build_ava_model("mae_hiera_nano_8x64")
+    with pytest.raises(HieraVideoError, match="video backbone"):
+        build_ava_model("hiera_tiny_224")
+
+
 def test_short_training_beats_chance(tmp_path):
-    """A few dozen CPU steps of a tiny Hiera detector on the synthetic AVA set: its frame-mAP
+    """50 CPU steps of a tiny Hiera detector on the synthetic AVA set: its frame-mAP
     on the val proposals must beat the mAP of random scores for the same boxes."""
     torch.manual_seed(0)
     data = make_synthetic_ava(tmp_path / "ava", seed=0, num_videos=12, val_videos=3, seconds=8)
@@ -113,11 +129,11 @@ def test_short_training_beats_chance(tmp_path):
                      exclusions=data.val_exclusions, **common)
     # 4-frame clips and a stride-16 last stage (q_pool=2: 4x4 cells on a 64 px crop) keep it fast and sharp
     model = build_ava_model("hiera_nano_8x64", input_size=(4, 64, 64), q_pool=2, drop_path_rate=0.0, dropout=0.0)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.01)
     loader = DataLoader(train, batch_size=8, shuffle=True, drop_last=True, collate_fn=ava_collate,
                         generator=torch.Generator().manual_seed(0))
     losses, step = [], 0
-    while step < 30:
+    while step < 50:
         for clips, boxes, labels, _ in loader:
             loss = ava_loss(model(clips, boxes), labels)
             opt.zero_grad()
@@ -125,7 +141,7 @@ def test_short_training_beats_chance(tmp_path):
             opt.step()
             losses.append(loss.item())
             step += 1
-            if step == 30:
+            if step == 50:
                 break
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
 
@@ -136,7 +152,8 @@ def test_short_training_beats_chance(tmp_path):
     rng = np.random.default_rng(0)
     chance = [evaluate_ava(val.gt_rows, [r._replace(score=float(rng.random())) for r in rows], val.label_map,
                            val.exclusions)["mAP"] for _ in range(20)]
-    # (in calibration runs over 6 seeds: mAP 0.47-0.75, chance 0.12-0.18 on average, at most 0.37)
+    # (calibration, data/model seeds 0, 3, 8, 9, 10, 15: mAP 0.44-0.71; random scores 0.12-0.19 on
+    # average, at most 0.37)
     assert metrics["mAP"] > max(chance) and metrics["mAP"] > np.mean(chance) + 0.15, (metrics["mAP"], chance)
 
     # outputs: the written detections score the same with the official-format reader and the CLI

@@ -88,8 +88,10 @@ class AvaRoIHead(nn.Module):
             raise HieraVideoError(f"AVA head expects a feature map [B, C, T, H, W], got shape {tuple(features.shape)}")
         if features.shape[1] != self.in_channels:
             raise HieraVideoError(f"AVA head built for {self.in_channels} channels, feature map has {features.shape[1]}")
-        x = features.mean(dim=2)  # temporal average: [B, C, H', W']
-        rois = _check_boxes(boxes, x.shape[0], x.dtype, x.device)
+        # temporal average: [B, C, H', W']; RoIAlign in float32 so that box coordinates keep
+        # sub-pixel precision under bf16/fp16 autocast (the map is small at stride 32)
+        x = features.float().mean(dim=2)
+        rois = _check_boxes(boxes, x.shape[0], torch.float32, x.device)
         out = roi_align(x, rois, output_size=self.resolution, spatial_scale=self.spatial_scale,
                         sampling_ratio=self.sampling_ratio, aligned=self.aligned)  # [K, C, r, r]
         return out.amax(dim=(2, 3))
