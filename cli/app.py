@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from hiera_video import __version__
-from hiera_video.cli import benchmark, check_videos, demo, doctor, eval, export, extract, finetune, models, predict, score, synth
+from hiera_video.cli import benchmark, check_videos, demo, doctor, eval, export, extract, finetune, models, predict, score, score_ava, synth
 from hiera_video.errors import HieraVideoError, Interrupted
 
 err = Console(stderr=True)
@@ -52,6 +52,7 @@ app.command("predict")(predict.predict)
 app.command("eval")(eval.eval_command)
 app.command("finetune")(finetune.finetune)
 app.command("score")(score.score)
+app.command("score-ava")(score_ava.score_ava)
 app.command("check-videos")(check_videos.check_videos)
 app.command("synth")(synth.synth)
 app.command("extract")(extract.extract)

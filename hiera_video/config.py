@@ -196,8 +196,8 @@ def _coerce(value: Any, typ, key: str):
     return value
 
 
-def _apply(cfg: TrainConfig, data: dict, where: str) -> None:
-    sections = {f.name: f for f in dataclasses.fields(TrainConfig)}
+def _apply(cfg, data: dict, where: str) -> None:
+    sections = {f.name: f for f in dataclasses.fields(cfg)}
     for sec, values in data.items():
         if sec not in sections:
             raise HieraVideoError(f"{where}: unknown config section '{sec}'; valid sections: {', '.join(sections)}")
@@ -225,9 +225,13 @@ def parse_set(item: str) -> dict:
     return {sec: {k: value}}
 
 
-def load_config(source: str | None = None, sets: list[str] | tuple = (), overrides: dict | None = None) -> TrainConfig:
-    """Defaults <- preset/YAML ``source`` <- ``overrides`` (command-line options) <- ``--set`` items."""
-    cfg = TrainConfig()
+def load_config(source: str | None = None, sets: list[str] | tuple = (), overrides: dict | None = None,
+                cls: type = TrainConfig):
+    """Defaults <- preset/YAML ``source`` <- ``overrides`` (command-line options) <- ``--set`` items.
+
+    ``cls``: the config dataclass (``TrainConfig``; pretraining passes its own, with the same
+    ``data``/``model``/``optim``/``augment``/``run`` sections)."""
+    cfg = cls()
     if source:
         _apply(cfg, _read_yaml(source), str(source))
     if overrides:

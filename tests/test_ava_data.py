@@ -29,7 +29,7 @@ from hiera_video.data.datasets.ava import (
 from hiera_video.data.sampling import keyframe_indices
 from hiera_video.data.synthetic_ava import ACTIONS, TIMECODE_BLOCK, make_synthetic_ava, timecode_position
 from hiera_video.errors import HieraVideoError
-from hiera_video.metrics.ava import read_ava_csv, read_exclusions, read_label_map
+from hiera_video.metrics.ava import box_iou, read_ava_csv, read_exclusions, read_label_map
 
 T, STRIDE, S = 8, 4, 64
 
@@ -112,6 +112,23 @@ def test_val_items_use_proposals_above_threshold_and_skip_excluded(ava):
     assert all(len(strict.entries[k].boxes) < len(ds.entries[k].boxes) for k in strict.items)
     gt_boxes = _val(ava, proposals=None)  # evaluation on GT boxes
     assert gt_boxes.entries[gt_boxes.items[0]].is_gt.all()
+
+
+def test_train_proposals_add_boxes_labelled_by_their_gt_match(ava):
+    plain, with_props = _train(ava), _train(ava, proposals=ava.train_proposals)
+    props = read_proposals_csv(ava.train_proposals)
+    assert plain.items == with_props.items
+    for key in with_props.items:
+        gt, e = plain.entries[key], with_props.entries[key]
+        above = [(b, s) for b, s in props[key] if s >= 0.8]
+        assert len(e.boxes) == len(gt.boxes) + len(above) and e.is_gt.sum() == len(gt.boxes)
+        extra = e.boxes[~e.is_gt]
+        iou = box_iou(extra, gt.boxes)
+        for j in range(len(extra)):
+            best = iou[j].argmax()
+            expect = gt.labels[best] if iou[j, best] >= 0.5 else np.zeros(NUM_ACTIONS)
+            assert np.array_equal(e.labels[~e.is_gt][j], expect)
+        assert (e.labels[~e.is_gt].sum(1) == 0).sum() >= 1  # the false positive is a negative
 
 
 def test_clip_indices_centred_on_keyframe_and_clamped(ava):

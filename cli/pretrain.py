@@ -1,0 +1,68 @@
+"""``hiera-video pretrain``: sparse MAE pretraining on video (no labels needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from hiera_video.config import describe, list_presets
+from hiera_video.report import console
+
+DEFAULT_CONFIG = "pretrain_video"
+
+
+def pretrain(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="k400 | k600 | k700 | ssv2 | list | folder  (data.dataset)"),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder  (data.root)"),
+    annotations: Optional[Path] = typer.Option(None, help="Annotation or list file  (data.annotations)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="MAE model name, e.g. mae_hiera_base_16x224  (model.name)"),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Initial weights: zoo tag, URL or path  (model.weights)"),
+    mask_ratio: Optional[float] = typer.Option(None, "--mask-ratio", help="Fraction of mask units hidden  (model.mask_ratio)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder  (run.output)"),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help=f"YAML file or bundled preset [default: {DEFAULT_CONFIG}]."),
+    set_: List[str] = typer.Option([], "--set", help="Override any config key: section.key=value (repeatable)."),
+    resume: Optional[str] = typer.Option(None, help="auto (RUN_DIR/last.pt if present) or a checkpoint path."),
+    list_configs: bool = typer.Option(False, "--list-configs", help="List the bundled pretraining presets and exit."),
+    show_config: bool = typer.Option(False, "--show-config", help="Print every config key with its value and meaning, then exit."),
+) -> int:
+    """MAE-pretrain a Hiera on videos (sparse encoder, repeated sampling, exact resume, torchrun DDP).
+    Finetune the result with: hiera-video finetune --weights RUN_DIR/last.pt --model hiera_*"""
+    if list_configs:
+        print("\n".join(p for p in list_presets() if p.startswith("pretrain")))
+        return 0
+    from hiera_video.engine.pretrain import load_pretrain_config
+
+    overrides: dict = {}
+    for section, key, value in (("data", "dataset", dataset), ("data", "root", root), ("data", "annotations", annotations),
+                                ("model", "name", model), ("model", "weights", weights), ("run", "output", output)):
+        if value is not None:
+            overrides.setdefault(section, {})[key] = str(value)
+    if mask_ratio is not None:
+        overrides.setdefault("model", {})["mask_ratio"] = mask_ratio
+    source = config or DEFAULT_CONFIG
+    cfg = load_pretrain_config(source, set_, overrides)
+    out = console()
+    table = Table(title=f"configuration ({source})", show_lines=False)
+    table.add_column("key", no_wrap=True)
+    table.add_column("value")
+    table.add_column("meaning", style="dim")
+    for key, value, meaning in describe(cfg):
+        table.add_row(key, value, meaning)
+    if show_config or os.environ.get("RANK", "0") == "0":
+        out.print(table)
+    if show_config:
+        return 0
+    from hiera_video.engine.pretrain import pretrain as run
+
+    summary = run(cfg, resume=resume, console=out)
+    if summary.get("final_loss") is not None:
+        out.print(
+            f"final epoch loss {summary['final_loss']:.4f} after {summary['steps']} steps; weights: {summary['checkpoint']} "
+            f"(finetune with --weights {summary['checkpoint']} --model {cfg.model.name.removeprefix('mae_')})",
+            highlight=False, soft_wrap=True,
+        )
+    return 0

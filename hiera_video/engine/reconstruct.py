@@ -1,0 +1,324 @@
+"""MAE reconstructions you can look at: original | masked input | reconstruction.
+
+The MAE predicts *normalised* pixels: every target patch is standardised by its own mean and
+variance (:meth:`MaskedAutoencoderHiera.pixel_targets`), so a raw prediction is not an image.
+:func:`denormalize_patches` puts the ground-truth statistics of each patch back
+(``pred * sqrt(var + 1e-6) + mean``, the exact inverse of the target normalisation),
+:func:`patches_to_pixels` undoes the patch flattening, and the input normalisation
+(``* std + mean``) gives RGB in [0, 1]. Visible (kept) patches are pasted back from the
+original, as in the MAE papers' figures.
+
+Video targets are time-strided: a token covers 2 frames but only its first frame is predicted.
+By default the figure shows those frames (clip frames 0, 2, 4, ...); ``all_frames=True`` shows
+every frame, repeating each prediction for both frames of its token (visible patches still
+come from the true frame).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from hiera_video.errors import HieraVideoError
+
+PATCH_EPS = 1.0e-6  # the epsilon of the target normalisation (pixel_targets)
+GREY = 0.5
+
+
+# ---------------------------------------------------------------------------- patch maths
+
+
+def patch_stats(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-patch mean and (unbiased) variance over the last axis, as ``pixel_targets`` uses."""
+    return patches.mean(dim=-1, keepdim=True), patches.var(dim=-1, keepdim=True)
+
+
+def normalize_patches(patches: torch.Tensor) -> torch.Tensor:
+    """``(p - mean) / sqrt(var + 1e-6)`` per patch: the MAE training target."""
+    mean, var = patch_stats(patches)
+    return (patches - mean) / (var + PATCH_EPS) ** 0.5
+
+
+def denormalize_patches(pred: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    """Map normalised-pixel predictions back to pixel space with the statistics of the
+    ground-truth ``patches`` (same shape ``[..., N, P]``): the inverse of
+    :func:`normalize_patches`, so ``denormalize_patches(normalize_patches(p), p) == p``."""
+    mean, var = patch_stats(patches)
+    return pred * (var + PATCH_EPS) ** 0.5 + mean
+
+
+def patches_to_pixels(model, patches: torch.Tensor, size) -> torch.Tensor:
+    """Inverse of ``model.pixel_targets(x, norm=False)``.
+
+    ``patches: [B, N, P]`` in spatial token order; ``size``: the input's spatial size (``(T,
+    H, W)`` or ``(H, W)``). Returns ``[B, C, T', H, W]`` for video (``T' = T /
+    patch_stride[0]``: the predicted first frame of each temporal token) or ``[B, C, H, W]``.
+    """
+    p = model.pred_stride
+    B = patches.shape[0]
+    C = model.in_chans
+    if len(size) == 2:
+        H, W = size
+        t = patches.reshape(B, H // p, W // p, C, p, p)  # (channel, y, x) per patch
+        return t.permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
+    T, H, W = size
+    Tp = T // model.patch_stride[0]
+    t = patches.reshape(B, Tp, H // p, W // p, p, p, C)  # (y, x, channel) per patch: official video order
+    return t.permute(0, 6, 1, 2, 4, 3, 5).reshape(B, C, Tp, H, W)
+
+
+def seeded_mask(model, x: torch.Tensor, mask_ratio: float, seed: int) -> torch.Tensor:
+    """``model.get_random_mask`` drawn from ``seed`` (the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mask = model.get_random_mask(x.new_empty(x.shape, device="cpu"), mask_ratio)
+    return mask.to(x.device)
+
+
+# ---------------------------------------------------------------------------- reconstruction
+
+
+@dataclass
+class Reconstruction:
+    """Frames to show, each ``uint8 [F, H, W, 3]``, and what they came from."""
+
+    original: torch.Tensor
+    masked: torch.Tensor
+    reconstruction: torch.Tensor
+    mask: torch.Tensor  # bool [num_mask_units], True = kept (visible to the encoder)
+    frames: list[int]  # clip frame index of every shown frame
+    mask_ratio: float
+    loss: float  # the training loss: MSE of normalised pixels over masked patches
+    masked_psnr: float  # PSNR (dB) of the reconstruction over masked pixels of the predicted frames
+    info: dict = field(default_factory=dict)
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """``[C, F, H, W]`` in [0, 1] -> ``uint8 [F, H, W, C]``."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 3, 0).cpu()
+
+
+@torch.no_grad()
+def reconstruct_clip(
+    model,
+    clip: torch.Tensor,
+    mask_ratio: float | None = None,
+    seed: int = 0,
+    mean=(0.45, 0.45, 0.45),
+    std=(0.225, 0.225, 0.225),
+    all_frames: bool = False,
+    mask: torch.Tensor | None = None,
+) -> Reconstruction:
+    """Run the MAE on one normalised clip ``[3, T, H, W]`` (or ``[1, 3, T, H, W]``) with a
+    seeded random mask (or ``mask``, ``[1, num_units]`` True = keep) and build the figure's
+    frames. ``mean``/``std``: the input normalisation to undo."""
+    if clip.dim() == 4:
+        clip = clip[None]
+    if clip.dim() != 5 or clip.shape[0] != 1:
+        raise HieraVideoError(f"reconstruct takes one video clip [3, T, H, W], got {tuple(clip.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        dev = next(model.parameters()).device
+        x = clip.to(dev, torch.float32)
+        ratio = model.default_mask_ratio if mask_ratio is None else float(mask_ratio)
+        if not 0.0 <= ratio < 1.0:
+            raise HieraVideoError(f"mask ratio must be in [0, 1), got {ratio}")
+        if mask is None:
+            mask = seeded_mask(model, x, ratio, seed)
+        mask = mask.to(dev).bool()
+        if int(mask.sum()) == 0:
+            raise HieraVideoError(f"mask ratio {ratio} keeps no mask unit of this clip; lower --mask-ratio")
+        grid = model.mask_grid(x)
+        latent, mask = model.forward_encoder(x, ratio, mask)
+        pred, token_keep = model.forward_decoder(latent, mask, grid)  # [1, N, P], [1, N]
+        raw = model.pixel_targets(x, norm=False)  # ground-truth patches, normalised-input space
+        target = normalize_patches(raw)
+        masked_tok = ~token_keep
+        loss = float(((pred[masked_tok].float() - target[masked_tok]) ** 2).mean()) if masked_tok.any() else 0.0
+        pixels = denormalize_patches(pred.float(), raw)
+        pixels = torch.where(token_keep[..., None], raw, pixels)  # visible patches from the original
+        m = torch.as_tensor(mean, dtype=torch.float32, device=dev).view(3, 1, 1, 1)
+        s = torch.as_tensor(std, dtype=torch.float32, device=dev).view(3, 1, 1, 1)
+        recon = patches_to_pixels(model, pixels, x.shape[2:])[0] * s + m  # [3, T', H, W]
+        original = x[0] * s + m  # [3, T, H, W]
+        keep_px = F.interpolate(mask.view(1, 1, *grid).float(), size=x.shape[2:])[0]  # [1, T, H, W]
+        ts = model.patch_stride[0]
+        T = x.shape[2]
+        if all_frames:
+            frames = list(range(T))
+            recon = torch.where(keep_px > 0, original, recon.repeat_interleave(ts, dim=1)[:, :T])
+        else:
+            frames = list(range(0, T, ts))
+            original, keep_px = original[:, ::ts], keep_px[:, ::ts]
+        masked_in = original * keep_px + GREY * (1 - keep_px)
+        # PSNR over masked pixels of the predicted frames, in [0, 1] RGB.
+        pred_frames = recon[:, :: (ts if all_frames else 1)].clamp(0, 1)
+        orig_frames = original[:, :: (ts if all_frames else 1)].clamp(0, 1)
+        hole = (keep_px[:, :: (ts if all_frames else 1)] == 0).expand_as(pred_frames)
+        mse = float(((pred_frames - orig_frames)[hole] ** 2).mean()) if hole.any() else 0.0
+        psnr = float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+        return Reconstruction(
+            original=_to_uint8(original), masked=_to_uint8(masked_in), reconstruction=_to_uint8(recon),
+            mask=mask[0].cpu(), frames=frames, mask_ratio=ratio, loss=loss, masked_psnr=psnr,
+            info=dict(kept_units=int(mask.sum()), num_units=int(mask.shape[1]), mask_grid=list(grid)),
+        )
+    finally:
+        model.train(was_training)
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _panel_rows(rec: Reconstruction, scale: int, gap: int) -> list:
+    """One PIL image per shown frame: original | masked | reconstruction."""
+    from PIL import Image
+
+    rows = []
+    for i in range(len(rec.frames)):
+        panels = [rec.original[i], rec.masked[i], rec.reconstruction[i]]
+        h, w = panels[0].shape[:2]
+        row = Image.new("RGB", (3 * w * scale + 2 * gap, h * scale), (255, 255, 255))
+        for k, p in enumerate(panels):
+            img = Image.fromarray(p.numpy(), "RGB")
+            if scale != 1:
+                img = img.resize((w * scale, h * scale), Image.NEAREST)
+            row.paste(img, (k * (w * scale + gap), 0))
+        rows.append(row)
+    return rows
+
+
+def _header(width: int, panel_w: int, gap: int, rec: Reconstruction, height: int = 18):
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    titles = ["original", f"masked {rec.mask_ratio:.0%}", "reconstruction"]
+    for k, t in enumerate(titles):
+        d.text((k * (panel_w + gap) + 2, 3), t, fill=(0, 0, 0))
+    return img
+
+
+def auto_scale(width: int, target: int = 160) -> int:
+    """Nearest-neighbour upscale so that small models' frames are big enough to look at."""
+    return max(1, math.ceil(target / max(width, 1)))
+
+
+def save_png(rec: Reconstruction, path, scale: int | None = None, gap: int = 4) -> Path:
+    """One row per shown frame (time goes down), three panels per row, with a header."""
+    from PIL import Image, ImageDraw
+
+    scale = scale or auto_scale(rec.original.shape[2])
+    rows = _panel_rows(rec, scale, gap)
+    panel_w = rec.original.shape[2] * scale
+    head = _header(rows[0].width, panel_w, gap, rec)
+    label_w = 34
+    total_h = head.height + sum(r.height for r in rows) + gap * (len(rows) - 1)
+    canvas = Image.new("RGB", (label_w + rows[0].width, total_h), (255, 255, 255))
+    canvas.paste(head, (label_w, 0))
+    d = ImageDraw.Draw(canvas)
+    y = head.height
+    for f, r in zip(rec.frames, rows):
+        canvas.paste(r, (label_w, y))
+        d.text((2, y + r.height // 2 - 5), f"t={f}", fill=(0, 0, 0))
+        y += r.height + gap
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path, format="PNG")
+    return path
+
+
+def save_gif(rec: Reconstruction, path, scale: int | None = None, frame_ms: int = 250, gap: int = 4) -> Path:
+    """An animated GIF: the three panels side by side, one GIF frame per shown clip frame."""
+    from PIL import Image
+
+    scale = scale or auto_scale(rec.original.shape[2])
+    rows = _panel_rows(rec, scale, gap)
+    panel_w = rec.original.shape[2] * scale
+    frames = []
+    for r in rows:
+        head = _header(r.width, panel_w, gap, rec)
+        img = Image.new("RGB", (r.width, head.height + r.height), (255, 255, 255))
+        img.paste(head, (0, 0))
+        img.paste(r, (0, head.height))
+        frames.append(img)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=max(20, int(frame_ms)), loop=0)
+    return path
+
+
+def save_figure(rec: Reconstruction, path, scale: int | None = None, frame_ms: int = 250) -> Path:
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png":
+        return save_png(rec, path, scale)
+    if suffix == ".gif":
+        return save_gif(rec, path, scale, frame_ms)
+    raise HieraVideoError(f"--output must end in .png or .gif, got '{path}'")
+
+
+# ---------------------------------------------------------------------------- from a video file
+
+
+def load_mae(model: str | None = None, weights: str | None = None, allow_random_weights: bool = False):
+    """An MAE model with weights: a pretraining checkpoint names its model; ``weights=None``
+    takes the model's official MAE weights (``mae_k400``); ``"none"`` needs ``allow_random_weights``."""
+    import os
+
+    from hiera_video.models.factory import create_model, get_spec, load_model
+
+    default = "mae_hiera_base_16x224"
+    if weights is not None and str(weights).lower() == "none":
+        if not allow_random_weights:
+            raise HieraVideoError("refusing to reconstruct with random weights; pass trained --weights, or --allow-random-weights")
+        net = create_model(model or default)
+    else:
+        if model is None and (weights is None or not os.path.exists(os.path.expanduser(weights))):
+            model = default
+        if weights is None:
+            weights = get_spec(model).default_weights
+            if weights is None:
+                raise HieraVideoError(f"{model} has no official weights; pass --weights (e.g. RUN_DIR/last.pt of hiera-video pretrain)")
+        net = load_model(weights, name=model)
+    if not net.spec.mae:
+        raise HieraVideoError(
+            f"{net.spec.name} is a classifier (no decoder); reconstructions need an MAE model (mae_hiera_*) and MAE weights"
+        )
+    if net.spec.kind != "video":
+        raise HieraVideoError(f"{net.spec.name} is an image model; reconstruct takes video MAE models (mae_hiera_*_16x224)")
+    return net
+
+
+def reconstruct_video(
+    video,
+    net,
+    mask_ratio: float | None = None,
+    seed: int = 0,
+    all_frames: bool = False,
+    stride: int | None = None,
+    backend: str = "auto",
+    device: str = "auto",
+) -> tuple[Reconstruction, dict]:
+    """Decode the centre dense clip of ``video`` at the model's input size and reconstruct it.
+    Sampling and normalisation come from the checkpoint (a pretraining run records them)."""
+    from hiera_video.data.transforms import make_views
+    from hiera_video.runtime import pick_device
+
+    meta = getattr(net, "checkpoint_meta", {}) or {}
+    pre = meta.get("preprocessing") if isinstance(meta.get("preprocessing"), dict) else {}
+    T, S = net.input_size[0], net.input_size[-1]
+    sampling = pre.get("sampling", "dense")
+    stride = int(stride or pre.get("stride", 4))
+    target_fps = float(pre.get("target_fps", 30.0))
+    mean, std = tuple(pre.get("mean", net.spec.mean)), tuple(pre.get("std", net.spec.std))
+    views, infos = make_views(str(video), 1, 1, sampling, S, T, stride, target_fps, mean=mean, std=std, backend=backend)
+    net = net.to(pick_device(device))
+    rec = reconstruct_clip(net, views[0], mask_ratio, seed, mean, std, all_frames)
+    protocol = dict(video=str(video), model=net.spec.name, weights=getattr(net, "weights_source", None), frames=T, size=S,
+                    sampling=sampling, stride=stride, target_fps=target_fps, seed=seed,
+                    clip_frames=infos[0].frame_indices)
+    return rec, protocol
