@@ -71,6 +71,7 @@ def usable(x: torch.Tensor) -> bool:
         and x.dtype in (torch.float32, torch.bfloat16)
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()  # inductor fuses on its own (and needs constant weights)
         and not getattr(_off, "depth", 0)
         and _supported()
     )
