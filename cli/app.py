@@ -15,7 +15,10 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from hiera_video import __version__
-from hiera_video.cli import benchmark, check_videos, demo, doctor, eval, export, extract, finetune, models, predict, score, score_ava, synth
+from hiera_video.cli import (
+    benchmark, check_videos, demo, doctor, eval, export, extract, finetune, models, predict, pretrain, reconstruct, score,
+    score_ava, synth,
+)
 from hiera_video.errors import HieraVideoError, Interrupted
 
 err = Console(stderr=True)
@@ -51,6 +54,8 @@ app.command("demo")(demo.demo)
 app.command("predict")(predict.predict)
 app.command("eval")(eval.eval_command)
 app.command("finetune")(finetune.finetune)
+app.command("pretrain")(pretrain.pretrain)
+app.command("reconstruct")(reconstruct.reconstruct)
 app.command("score")(score.score)
 app.command("score-ava")(score_ava.score_ava)
 app.command("check-videos")(check_videos.check_videos)

@@ -20,7 +20,7 @@ from hiera_video.report import console
 
 
 def eval_command(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="k400 | k600 | k700 | ssv2 | list | folder"),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="k400 | k600 | k700 | ssv2 | list | folder | ava"),
     root: Path = typer.Option(..., "--root", help="Dataset folder (video paths are relative to it)."),
     annotations: Optional[Path] = typer.Option(None, help="Annotation file (official CSV/JSON or a 'path label' list) [default: looked up under --root]."),
     split: str = typer.Option("val", help="Split to evaluate."),
@@ -42,8 +42,15 @@ def eval_command(
     backend: str = typer.Option("auto", help="Video decoder: auto | decord | pyav"),
     allow_random_weights: bool = typer.Option(False, help="Allow --weights none (random init)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary metrics as JSON to stdout."),
+    proposals: Optional[Path] = typer.Option(None, help="AVA: person boxes to detect on [default: ava_<split>_predicted_boxes.csv if present, else GT boxes]."),
+    exclusions: Optional[Path] = typer.Option(None, help="AVA: excluded timestamps [default: ava_<split>_excluded_timestamps_v2.2.csv if present]."),
+    proposal_threshold: float = typer.Option(0.8, help="AVA: keep proposals with at least this score."),
+    frames: bool = typer.Option(False, "--frames", help="AVA: media are frame folders <vid>/<vid>_%06d.jpg (root/frames), not videos."),
 ) -> int:
-    """Evaluate a classifier on a dataset split (works under torchrun: one shard per process)."""
+    """Evaluate a classifier (or an AVA detector: --dataset ava) on a dataset split (works under torchrun: one shard per process)."""
+    if dataset == "ava":
+        return eval_ava(root, split, annotations, labels, weights, proposals, exclusions, proposal_threshold, frames,
+                        batch_size, workers, limit, output, all_classes, device, dtype, backend, as_json)
     if dataset not in PRESETS:
         raise HieraVideoError(f"unknown dataset '{dataset}'; use one of {', '.join(PRESETS)}")
     preset = PRESETS[dataset]
@@ -102,6 +109,53 @@ def eval_command(
                 num_videos=len(result.indices), num_failed=len(result.failed), num_missing=missing,
                 seconds=round(result.seconds, 3),
             )))
+        return 0
+    finally:
+        distributed.cleanup(world)
+
+
+def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions, threshold, frames, batch_size, workers,
+             limit, output, all_classes, device, dtype, backend, as_json) -> int:
+    """Frame-mAP@0.5 of a detector saved by ``finetune --dataset ava`` (official protocol)."""
+    from hiera_video.data.datasets.ava import open_ava_split
+    from hiera_video.engine.ava import evaluate_ava_model, render_ava_metrics, write_ava_outputs
+    from hiera_video.engine.ava_finetune import load_ava_detector
+    from hiera_video.runtime import pick_device, resolve_dtype
+
+    if not weights:
+        raise HieraVideoError("AVA evaluation needs --weights RUN_DIR/best.pt (a detector saved by finetune --dataset ava)")
+    dev = pick_device(device)
+    model, meta = load_ava_detector(weights, dev)
+    amp = resolve_dtype(dtype, dev)
+    world = distributed.init(dev.type)
+    out = console(stderr=as_json)
+    try:
+        pre = meta["preprocessing"]
+        ds = open_ava_split(root, split, "val", annotations, exclusions, proposals, label_map or meta.get("label_map"),
+                            default_proposals=True, num_frames=pre["num_frames"], stride=pre["stride"], crop_size=pre["crop_size"],
+                            mean=pre["mean"], std=pre["std"], proposal_threshold=threshold, backend=backend,
+                            frames_layout="frames" if frames else "video")
+        if limit is not None:
+            ds.items = ds.items[:limit]
+        if world.is_main:
+            boxes = "proposals" if ds.proposals is not None else "ground-truth boxes"
+            out.print(f"eval ava {split}: {len(ds)} keyframes on {boxes}, model {meta['model']}, {world.world_size} process(es)",
+                      highlight=False)
+        rows, metrics = evaluate_ava_model(model, ds, batch_size, dev, workers, amp_dtype=amp,
+                                           world=world)
+        if not world.is_main:
+            return 0
+        if output is not None:
+            files = write_ava_outputs(output, rows, metrics, dict(split=split, weights=str(weights)))
+            out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
+        if metrics is None:
+            out.print("no ground truth for this split: detections only (no metrics)")
+        elif not as_json:
+            render_ava_metrics(metrics, out, all_classes=all_classes)
+        if as_json:
+            m = metrics or {}
+            print(json.dumps(dict(mAP=m.get("mAP"), groups=m.get("groups"), num_keyframes=m.get("num_keyframes"),
+                                  skipped=len(m.get("skipped", [])), num_detections=len(rows))))
         return 0
     finally:
         distributed.cleanup(world)

@@ -10,11 +10,12 @@ import typer
 from rich.table import Table
 
 from hiera_video.config import describe, list_presets, load_config
+from hiera_video.errors import HieraVideoError
 from hiera_video.report import console
 
 
 def finetune(
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="k400 | k600 | k700 | ssv2 | list | folder  (data.dataset)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="k400 | k600 | k700 | ssv2 | list | folder | ava  (data.dataset)"),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder  (data.root)"),
     annotations: Optional[Path] = typer.Option(None, help="Training annotations  (data.annotations)"),
     val_annotations: Optional[Path] = typer.Option(None, help="Validation annotations  (data.val_annotations)"),
@@ -27,10 +28,13 @@ def finetune(
     list_configs: bool = typer.Option(False, "--list-configs", help="List the bundled presets and exit."),
     show_config: bool = typer.Option(False, "--show-config", help="Print every config key with its value and meaning, then exit."),
 ) -> int:
-    """Finetune a Hiera classifier (AdamW/SGD, layer decay, mixup/cutmix, exact resume, torchrun DDP)."""
+    """Finetune a Hiera classifier, or an AVA action detector with --dataset ava (AdamW/SGD, layer decay,
+    mixup/cutmix, exact resume, torchrun DDP)."""
     if list_configs:
-        print("\n".join(list_presets()))
+        print("\n".join(p for p in list_presets() if not p.startswith("pretrain")))
         return 0
+    if config and config.removesuffix(".yaml").startswith("pretrain") and "/" not in config:
+        raise HieraVideoError(f"'{config}' is an MAE pretraining preset: run it with hiera-video pretrain --config {config}")
     overrides: dict = {}
     for section, key, value in (("data", "dataset", dataset), ("data", "root", root), ("data", "annotations", annotations),
                                 ("data", "val_annotations", val_annotations), ("model", "name", model),
@@ -54,4 +58,6 @@ def finetune(
     final = run(cfg, resume=resume, console=out)
     if final.get("top1") is not None:
         out.print(f"final {final['views']} top-1: {final['top1']:.2f}%  (run folder: {cfg.run.output})", highlight=False)
+    if final.get("mAP") is not None:
+        out.print(f"final frame-mAP@0.5: {final['mAP']:.2f}%  (run folder: {cfg.run.output})", highlight=False)
     return 0

@@ -42,6 +42,14 @@ class DataConfig:
     backend: str = _f("auto", "video decoder: auto | decord | pyav")
     limit_train: int | None = _f(None, "use only the first N training videos")
     limit_val: int | None = _f(None, "use only the first N validation videos")
+    # AVA only (data.dataset: ava); file names are looked up under root and root/annotations.
+    exclusions: str | None = _f(None, "AVA: excluded timestamps of the training split [default: ava_train_excluded_timestamps_v2.2.csv]")
+    val_exclusions: str | None = _f(None, "AVA: excluded timestamps of the validation split [default: ava_val_excluded_timestamps_v2.2.csv]")
+    proposals: str | None = _f(None, "AVA: person boxes added to the GT training boxes (SlowFast CSV); null = GT boxes only")
+    val_proposals: str | None = _f(None, "AVA: person boxes to detect actions on [default: ava_val_predicted_boxes.csv if present, else GT boxes]")
+    proposal_threshold: float = _f(0.8, "AVA: keep proposals with at least this score")
+    frames_layout: str = _f("video", "AVA: video (15-minute clips under root or root/videos) | frames (<vid>/<vid>_%06d.jpg)")
+    allow_pickle: bool = _f(False, "AVA: allow reading an mmaction2 proposals .pkl (pickle can run code: trusted files only)")
 
 
 @dataclass
@@ -49,6 +57,7 @@ class ModelConfig:
     name: str = _f("hiera_base_16x224", "model name (hiera-video models)")
     weights: str | None = _f(None, "initial weights: zoo tag, URL or path (MAE or Kinetics checkpoints); null = random")
     input_size: list | None = _f(None, "override the input size, e.g. [8, 224, 224]")
+    arch: dict = _f({}, "other architecture arguments for the model constructor, e.g. {q_pool: 2}")
     drop_path: float = _f(0.2, "stochastic depth rate (linear over blocks)")
     head_dropout: float = _f(0.3, "dropout before the classifier")
     grad_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
@@ -193,6 +202,10 @@ def _coerce(value: Any, typ, key: str):
         if isinstance(value, (list, tuple)):
             return list(value)
         raise HieraVideoError(f"config key '{key}' must be a list, got {value!r}")
+    if base is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise HieraVideoError(f"config key '{key}' must be a mapping such as {{q_pool: 2}}, got {value!r}")
     return value
 
 

@@ -64,7 +64,7 @@ def test_loop_learns_and_records_everything(colour_data, tmp_path):
     bad_rows = (out / "bad_videos.csv").read_text().splitlines()[1:]
     assert len(bad_rows) == 1 and bad_rows[0].startswith(str(colour_data / "broken.mp4"))
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {r["kind"] for r in rows} == {"train", "val"}
+    assert {r["kind"] for r in rows} == {"train", "epoch", "val"}
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "config.yaml").is_file() and json.loads((out / "config.json").read_text())["optim"]["epochs"] == 6
     assert (out / "eval" / "metrics.json").is_file() and (out / "eval" / "per_class.csv").is_file()
@@ -151,3 +151,22 @@ def test_ddp_two_cpu_processes(colour_data, tmp_path):
     assert m["num_val_videos"] == 9 and m["top1"] is not None
     state = torch.load(out / "last.pt", weights_only=True)
     assert len(state["rng"]) == 2 and state["world_size"] == 2
+
+
+def test_ema_checkpointing_and_tensorboard_in_the_loop(colour_data, tmp_path):
+    """The optional parts inside a real run: EMA weights are what best.pt publishes,
+    gradient checkpointing trains to the same weights, and TensorBoard gets the scalars."""
+    sets = ("run.val_every_epochs=1", "run.final_views=1x1", "optim.epochs=1", "model.drop_path=0.0",
+            "model.head_dropout=0.0", "augment.mixup=0.0", "augment.cutmix=0.0")
+    finetune(tiny_config(colour_data, tmp_path / "ema", *sets, "run.ema=true", "run.ema_decay=0.5",
+                         "model.grad_checkpointing=true", "run.tensorboard=true"))
+    last = torch.load(tmp_path / "ema" / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "ema" / "best.pt", weights_only=True)
+    key = "head.projection.weight"
+    assert torch.equal(best["model"][key], last["ema"]["module"][key]) and not torch.equal(best["model"][key], last["model"][key])
+    assert list((tmp_path / "ema" / "tensorboard").glob("events.out.tfevents.*"))
+
+    finetune(tiny_config(colour_data, tmp_path / "plain", *sets, "run.ema=true", "run.ema_decay=0.5"))
+    plain = torch.load(tmp_path / "plain" / "last.pt", weights_only=True)
+    for k in plain["model"]:
+        torch.testing.assert_close(plain["model"][k], last["model"][k], rtol=1e-4, atol=1e-5, msg=k)

@@ -103,3 +103,25 @@ def test_bad_arguments_and_existing_dataset(dataset, tmp_path):
         make_synthetic_dataset(tmp_path / "c", size=33)
     with pytest.raises(HieraVideoError, match="at least one video"):
         make_synthetic_dataset(tmp_path / "d", num_train_per_class=0, num_val_per_class=0)
+
+
+def test_objects_are_brighter_than_the_background_in_every_channel():
+    # The property that makes the set learnable from scratch in minutes (see the module
+    # docstring): wherever something moves, the object is bright and the background dark
+    # in all three channels, not just different in hue.
+    from hiera_video.data.synthetic import BG_RANGE, OBJECT_RANGE
+
+    for label in range(len(CLASS_NAMES)):
+        video = render_video(label, 5 + label, FRAMES, SIZE, noise=False).astype(np.float32)
+        lo, hi = video.min(0), video.max(0)  # [H, W, 3]: background and object at that pixel
+        changes = hi - lo
+        moving = changes.max(-1) > 1.0  # [H, W]
+        assert moving.mean() > 0.02, label
+        # Every channel of a moving pixel changes (none is left flat by a hue-only contrast) ...
+        assert (changes[moving].min(-1) > 0.0).all(), label
+        # ... and where an object fully covers a pixel, it is bright in all channels over a
+        # background that is dark in all channels (but for pixels an object already
+        # partly covered in the first frame).
+        covered = moving & (hi.min(-1) >= OBJECT_RANGE[0] - 1)
+        assert covered.sum() > 0.3 * moving.sum(), label
+        assert (lo[covered].max(-1) <= BG_RANGE[1] + 1).mean() > 0.9, label

@@ -18,43 +18,20 @@ effective.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import signal
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
 
-from hiera_video import errors
 from hiera_video.config import _f, load_config
 from hiera_video.data import TrainTransform
-from hiera_video.data.datasets import VIDEO_EXTENSIONS, VideoDataset, VideoItem, build_dataset
-from hiera_video.engine import distributed
-from hiera_video.engine.finetune import (
-    Interrupted,
-    MetricsLog,
-    RunState,
-    _finish_logs,
-    _Progress,
-    _restore,
-    _save,
-    _yaml,
-    precision,
-)
-from hiera_video.engine.optim import build_optimizer, scaled_lr
-from hiera_video.engine.schedule import Scheduler
-from hiera_video.engine.train_data import EpochSampler, TrainClips, collate_clips
+from hiera_video.data.datasets import VIDEO_EXTENSIONS, FileIndex, VideoDataset, VideoItem, build_dataset
+from hiera_video.engine.train_data import TrainClips, collate_clips
+from hiera_video.engine.trainer import Trainer, read_rows
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.factory import create_model
-from hiera_video.report import write_json
-from hiera_video.runtime import pick_device
 
 log = logging.getLogger("hiera_video")
 
@@ -84,6 +61,7 @@ class PretrainModelConfig:
     name: str = _f("mae_hiera_base_16x224", "MAE model name (hiera-video models --mae)")
     weights: str | None = _f(None, "initial weights (e.g. mae_k400 to continue the official MAE); null = random")
     input_size: list | None = _f(None, "override the input size, e.g. [8, 224, 224]")
+    arch: dict = _f({}, "other architecture arguments for the model constructor, e.g. {q_pool: 2}")
     mask_ratio: float = _f(0.9, "fraction of mask units hidden from the encoder (video 0.9, image 0.6)")
     drop_path: float | None = _f(None, "stochastic depth rate; null = by size (0.1 B, 0.2 B+/L, 0.3 H, 0 nano/micro)")
     grad_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
@@ -167,31 +145,7 @@ def default_drop_path(name: str) -> float:
 def _walk_videos(root: Path) -> list[Path]:
     """Every video file under ``root`` (recursive, symlinks followed with loop protection,
     hidden entries skipped), sorted by path."""
-    found, seen, stack = [], set(), [str(root)]
-    while stack:
-        folder = stack.pop()
-        try:
-            st = os.stat(folder)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            try:
-                if e.is_dir():
-                    stack.append(e.path)
-                elif os.path.splitext(e.name)[1].lower() in VIDEO_EXTENSIONS:
-                    found.append(Path(e.path))
-            except OSError:
-                continue
-    return sorted(found)
+    return sorted(Path(p) for paths in FileIndex(root).by_stem.values() for p in paths)
 
 
 def _is_int(text: str) -> bool:
@@ -306,6 +260,7 @@ def create_pretrain_model(cfg: PretrainConfig) -> nn.Module:
     overrides = dict(drop_path_rate=drop, mask_ratio=cfg.model.mask_ratio)
     if cfg.model.input_size:
         overrides["input_size"] = tuple(cfg.model.input_size)
+    overrides.update(cfg.model.arch)
     model = create_model(cfg.model.name, weights=cfg.model.weights, **overrides)
     if not model.spec.mae:
         raise HieraVideoError(
@@ -329,200 +284,41 @@ def preprocessing(cfg: PretrainConfig, model: nn.Module) -> dict:
 
 def pretrain(cfg: PretrainConfig, resume: str | None = None, console=None) -> dict:
     """Pretrain per ``cfg``; returns the summary (rank 0) or {} (other ranks)."""
-    if not cfg.run.output:
-        raise HieraVideoError("no run folder: pass --output RUN_DIR")
     if not cfg.data.root:
         raise HieraVideoError("no dataset root: pass --root DIR (or data.root in the config)")
-    out = Path(cfg.run.output)
-    device = pick_device(cfg.run.device)
-    world = distributed.init(device.type)
-    if device.type == "cuda" and world.distributed:
-        device = torch.device("cuda", world.local_rank)
-    torch.manual_seed(cfg.run.seed + world.rank)
-    amp = precision(cfg.run.precision, device)
-
+    trainer = Trainer(cfg, console)
     train_set = build_unlabeled(cfg.data.dataset, cfg.data.root, cfg.data.annotations, cfg.data.train_split, cfg.data.limit_train)
     if len(train_set) == 0:
         raise HieraVideoError(f"no videos found for {cfg.data.dataset} under {cfg.data.root}")
     model = create_pretrain_model(cfg)
-    model.to(device)
+    model.to(trainer.device)
     num_frames, crop = model.input_size[0], model.input_size[-1]
     mask_ratio = cfg.model.mask_ratio
 
-    per_step = cfg.run.batch_size * world.world_size
-    accum = 1
-    if cfg.run.global_batch:
-        if cfg.run.global_batch % per_step:
-            raise HieraVideoError(f"run.global_batch ({cfg.run.global_batch}) must be a multiple of batch_size x processes ({per_step})")
-        accum = cfg.run.global_batch // per_step
-    global_batch = per_step * accum
-    lr = scaled_lr(cfg.optim.lr, cfg.optim.base_batch, global_batch)
-    min_lr = scaled_lr(cfg.optim.min_lr, cfg.optim.base_batch, global_batch) if cfg.optim.min_lr > 0 else 0.0
-
+    trainer.plan(len(train_set), cfg.data.repeated_aug)
+    trainer.info.update(effective_epochs=cfg.optim.epochs * cfg.data.repeated_aug,
+                        mask_ratio=mask_ratio, missing_videos=len(train_set.missing))
     transform = TrainTransform(crop_size=crop, scale=tuple(cfg.augment.scale), flip=cfg.augment.flip, randaug=False,
                                erase_p=0.0, mean=model.spec.mean, std=model.spec.std, seed=cfg.run.seed)
-    clips_ds = TrainClips(train_set, num_frames, crop, cfg.data.repeated_aug, cfg.data.sampling, cfg.data.stride,
-                          cfg.data.target_fps, transform, cfg.run.seed, cfg.data.backend)
-    sampler = EpochSampler(len(train_set), world.rank, world.world_size, cfg.run.seed, cfg.run.batch_size // cfg.data.repeated_aug)
-    steps_per_epoch = sampler.batches_per_epoch() // accum
-    if steps_per_epoch < 1:
-        raise HieraVideoError(
-            f"{len(train_set)} videos are too few for one step of {global_batch} clips "
-            f"({cfg.data.repeated_aug} per video); lower run.batch_size or run.global_batch"
-        )
-    total_steps = steps_per_epoch * cfg.optim.epochs
-
-    optimizer = build_optimizer(model, cfg.optim.name, lr, cfg.optim.weight_decay, tuple(cfg.optim.betas),
-                                cfg.optim.momentum, cfg.optim.layer_decay)
-    scheduler = Scheduler(optimizer, total_steps, round(cfg.optim.warmup_epochs * steps_per_epoch), lr, min_lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    spare_gen = torch.Generator()  # the shared checkpoint helpers also save a named generator
-    state = RunState()
+    clips = TrainClips(train_set, num_frames, crop, cfg.data.repeated_aug, cfg.data.sampling, cfg.data.stride,
+                       cfg.data.target_fps, transform, cfg.run.seed, cfg.data.backend)
     meta = dict(task="mae_pretraining", preprocessing=preprocessing(cfg, model), mask_ratio=mask_ratio, train_config=cfg.to_dict())
+    # The random masks come from torch's global RNG, which every checkpoint saves per rank.
+    trainer.prepare(model, meta, compile=cfg.model.compile, resume=resume)
 
-    ckpt_path = out / "last.pt"
-    if resume:
-        path = ckpt_path if resume == "auto" else Path(resume)
-        if path.is_file():
-            _restore(path, model, optimizer, scheduler, scaler, None, state, spare_gen, world)
-            log.info("resumed from %s at epoch %d, step %d", path, state.epoch, state.step)
-        elif resume != "auto":
-            raise HieraVideoError(f"--resume {resume}: checkpoint not found")
-    train_model: nn.Module = model
-    if world.distributed:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.model.compile:
-        train_model = torch.compile(train_model)
+    def loss_fn(net, batch):
+        x = batch[0].to(trainer.device, non_blocking=True)
+        return net(x, mask_ratio=mask_ratio)[0], x.shape[0]
 
-    if world.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", cfg.to_dict())
-        (out / "config.yaml").write_text(_yaml(cfg.to_dict()))
-    logger = MetricsLog(out, cfg.run.tensorboard) if world.is_main else None
-    loader = DataLoader(clips_ds, batch_size=sampler.videos_per_batch, sampler=sampler, num_workers=cfg.data.workers,
-                        collate_fn=collate_clips, drop_last=False, persistent_workers=False,
-                        generator=torch.Generator().manual_seed(cfg.run.seed))
-
-    stop = {"signum": None}
-    handlers = {s: signal.signal(s, lambda signum, _f: stop.__setitem__("signum", signum)) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def save_last():
-        _save(ckpt_path, model, meta, optimizer, scheduler, scaler, None, state, spare_gen, world)
-
-    info = dict(global_batch=global_batch, accum_steps=accum, lr=lr, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                epochs=cfg.optim.epochs, effective_epochs=cfg.optim.epochs * cfg.data.repeated_aug, mask_ratio=mask_ratio,
-                train_videos=len(train_set), missing_videos=len(train_set.missing), processes=world.world_size)
-    if world.is_main:
-        log.info("pretraining: %s", ", ".join(f"{k} {v}" for k, v in info.items()))
-    bad_list: list[tuple[str, str]] = []
-    epoch_losses: list[float] = []
-    last_epoch_loss = None
-    progress = None
-    try:
-        t_start = time.perf_counter()
-        progress = _Progress(console, total_steps, state.step) if world.is_main else None
-        while state.epoch < cfg.optim.epochs:
-            clips_ds.epoch = state.epoch
-            sampler.set_epoch(state.epoch, state.batch)
-            train_model.train()
-            micro, acc_loss = 0, 0.0
-            t_clips, t0 = 0, time.perf_counter()
-            for clips, _labels, bad in loader:
-                state.batch += 1
-                for idx, reason in bad:
-                    state.bad_videos += 1
-                    path = str(train_set.items[idx].path)
-                    if all(path != p for p, _ in bad_list):
-                        log.warning("skipped training video (and will skip it again): %s", reason)
-                    bad_list.append((path, reason))
-                if clips is None:
-                    continue
-                clips = clips.to(device, non_blocking=True)
-                sync = (micro + 1) % accum == 0
-                with train_model.no_sync() if world.distributed and not sync else nullcontext():
-                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                        loss = train_model(clips, mask_ratio=mask_ratio)[0]
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        raise HieraVideoError(
-                            f"loss is {value} at epoch {state.epoch}, step {state.step}: training diverged. The last "
-                            f"good checkpoint is {ckpt_path}; lower optim.lr or check the data, then --resume auto"
-                        )
-                    scaler.scale(loss / accum).backward()
-                micro += 1
-                acc_loss += value / accum
-                t_clips += clips.shape[0] * world.world_size
-                if not sync:
-                    continue
-                lr_now = scheduler.step()
-                if cfg.optim.clip_grad:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-                step_loss, acc_loss = acc_loss, 0.0
-                epoch_losses.append(step_loss)
-                rate = t_clips / max(time.perf_counter() - t0, 1e-9)
-                if progress is not None:
-                    progress.update(state, step_loss, lr_now, rate)
-                if logger is not None and state.step % cfg.run.log_every == 0:
-                    logger.write(dict(kind="train", step=state.step, epoch=state.epoch, loss=step_loss, lr=lr_now, clips_per_s=rate))
-                if cfg.run.ckpt_every_steps and state.step % cfg.run.ckpt_every_steps == 0:
-                    save_last()
-                if stop["signum"] is not None:
-                    save_last()
-                    raise Interrupted(stop["signum"])
-                if cfg.run.halt_after_steps and state.step >= cfg.run.halt_after_steps:
-                    save_last()
-                    raise Interrupted(0)
-            state.epoch += 1
-            state.batch = 0
-            if logger is not None and epoch_losses:
-                logger.write(dict(kind="epoch", step=state.step, epoch=state.epoch, loss=sum(epoch_losses) / len(epoch_losses),
-                                  steps=len(epoch_losses)))
-            last_epoch_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else None
-            epoch_losses = []
-            save_last()
-        if progress is not None:
-            progress.close()
-        train_seconds = time.perf_counter() - t_start
-    except Interrupted as e:
-        if progress is not None:
-            progress.close()
-        _finish_logs(world, out, logger, bad_list)
-        for s, h in handlers.items():
-            signal.signal(s, h)
-        distributed.cleanup(world)
-        if e.signum:
-            raise errors.Interrupted(f"{signal.Signals(e.signum).name}: checkpoint saved to {ckpt_path}; continue with --resume auto")
-        return dict(halted_at_step=state.step)
-    except BaseException:
-        if progress is not None:
-            progress.close()
-        for s, h in handlers.items():
-            signal.signal(s, h)
-        raise
-    for s, h in handlers.items():
-        signal.signal(s, h)
-
+    if not trainer.fit(clips, collate_clips, loss_fn, lambda i: str(train_set.items[i].path)):
+        return dict(halted_at_step=trainer.state.step)
     summary = {}
-    if world.is_main:
-        preview = None
-        if cfg.run.preview:
-            preview = _write_preview(cfg, model, train_set, out / "reconstruction.png")
-        rows = _read_rows(out / "metrics.jsonl")
-        epochs_rows = [r for r in rows if r.get("kind") == "epoch"]
-        summary = dict(final_loss=epochs_rows[-1]["loss"] if epochs_rows else last_epoch_loss,
-                       first_epoch_loss=epochs_rows[0]["loss"] if epochs_rows else None,
-                       steps=state.step, epochs_done=state.epoch, train_seconds=round(train_seconds, 1),
-                       bad_training_videos=state.bad_videos, checkpoint=str(ckpt_path), preview=preview, **info)
-        write_json(out / "metrics.json", summary)
-        _finish_logs(world, out, logger, bad_list)
-        plot_pretrain_curves(out / "metrics.jsonl", out / "curves.png")
-    distributed.cleanup(world)
-    return summary
+    if trainer.world.is_main:
+        epochs = [r for r in read_rows(trainer.out / "metrics.jsonl") if r.get("kind") == "epoch"]
+        preview = _write_preview(cfg, model, train_set, trainer.out / "reconstruction.png") if cfg.run.preview else None
+        summary = dict(final_loss=epochs[-1]["loss"] if epochs else None, first_epoch_loss=epochs[0]["loss"] if epochs else None,
+                       checkpoint=str(trainer.ckpt_path), preview=preview)
+    return trainer.finish(summary)
 
 
 def _write_preview(cfg: PretrainConfig, model, train_set: VideoDataset, png: Path) -> str | None:
@@ -545,36 +341,3 @@ def _write_preview(cfg: PretrainConfig, model, train_set: VideoDataset, png: Pat
             return None
         return str(png)
     return None
-
-
-def _read_rows(jsonl: Path) -> list[dict]:
-    if not jsonl.is_file():
-        return []
-    return [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-
-
-def plot_pretrain_curves(jsonl: Path, png: Path) -> None:
-    """Reconstruction loss per step (and per-epoch mean) and the learning rate."""
-    rows = _read_rows(jsonl)
-    train = [r for r in rows if r.get("kind") == "train"]
-    epochs = [r for r in rows if r.get("kind") == "epoch"]
-    if not train and not epochs:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], alpha=0.6, label="step")
-    if epochs:
-        axes[0].plot([r["step"] for r in epochs], [r["loss"] for r in epochs], marker="o", label="epoch mean")
-    axes[0].set_title("MAE loss (normalised pixels, masked patches)")
-    axes[0].set_xlabel("step")
-    axes[0].legend()
-    axes[1].plot([r["step"] for r in train], [r["lr"] for r in train])
-    axes[1].set_title("learning rate")
-    axes[1].set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)

@@ -61,12 +61,13 @@ class TrainClips(Dataset):
 
 
 def collate_clips(items):
-    """Stack the good items' clips; report the bad ones: ``(clips, labels, bad)``."""
+    """Stack the good items' clips; report the bad ones: ``((clips, labels) or None, bad)``
+    with ``bad = [(index, reason)]``."""
     good = [it for it in items if it[0] is not None]
     bad = [(it[2], it[3]) for it in items if it[0] is None]
     if not good:
-        return None, None, bad
-    return torch.cat([it[0] for it in good]), torch.cat([it[1] for it in good]), bad
+        return None, bad
+    return (torch.cat([it[0] for it in good]), torch.cat([it[1] for it in good])), bad
 
 
 class EpochSampler(Sampler):

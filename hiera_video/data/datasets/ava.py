@@ -696,3 +696,72 @@ def ava_collate(batch: list, pad_multiple: int = 32):
         meta["padded_size"] = (H, W)
         metas.append(meta)
     return out, boxes, labels, metas
+
+
+# --------------------------------------------------------------------------- a split from a dataset folder
+
+LABEL_MAP_NAME = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
+
+
+def _default_names(split: str) -> dict[str, str]:
+    return {
+        "annotations": f"ava_{split}_v2.2.csv",
+        "exclusions": f"ava_{split}_excluded_timestamps_v2.2.csv",
+        "proposals": f"ava_{split}_predicted_boxes.csv",  # SlowFast's name for detector boxes
+    }
+
+
+def find_ava_file(root: Path, given: str | Path | None, default_name: str | None) -> Path | None:
+    """``given`` (as is, or relative to ``root``), else ``default_name`` under ``root/annotations``
+    or ``root``; None when nothing is there. A ``given`` file that does not exist is an error."""
+    if given:
+        p = Path(given).expanduser()
+        for candidate in (p, root / p):
+            if candidate.is_file():
+                return candidate
+        raise HieraVideoError(f"AVA file '{given}' not found (also looked under '{root}'); check the path")
+    if default_name:
+        for folder in (root / "annotations", root):
+            if (folder / default_name).is_file():
+                return folder / default_name
+    return None
+
+
+def media_folder(root: Path, frames_layout: str) -> Path:
+    """Where the videos (``root/videos``, ``root/videos_15min``) or frame folders
+    (``root/frames``) are; ``root`` itself otherwise."""
+    names = ("frames",) if frames_layout == "frames" else ("videos", "videos_15min")
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    return root
+
+
+def open_ava_split(root: str | Path, split: str, mode: str, annotations=None, exclusions=None, proposals=None,
+                   label_map=None, default_proposals: bool = False, **kwargs) -> "AvaDataset":
+    """:class:`AvaDataset` of ``split`` from an AVA folder laid out as published (files in
+    ``root`` or ``root/annotations``, media in ``root/videos`` / ``root/frames`` / ``root``).
+
+    Each file argument overrides the official name looked up there: ``ava_{split}_v2.2.csv``,
+    ``ava_{split}_excluded_timestamps_v2.2.csv``, the 2019 label map, and, with
+    ``default_proposals``, ``ava_{split}_predicted_boxes.csv``. ``kwargs`` go to AvaDataset."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise HieraVideoError(f"AVA root '{root}' is not a folder; check --root")
+    names = _default_names(split)
+    gt = find_ava_file(root, annotations, names["annotations"])
+    props = find_ava_file(root, proposals, names["proposals"] if default_proposals else None)
+    if gt is None and (mode == "train" or props is None):
+        raise HieraVideoError(
+            f"no AVA annotations for split '{split}': expected {names['annotations']} in '{root}/annotations' or '{root}'; "
+            "pass the file with --annotations"
+        )
+    if isinstance(label_map, (str, Path)) and str(label_map) != "ava":
+        label_map = find_ava_file(root, label_map, None)
+    elif label_map is None:
+        label_map = find_ava_file(root, None, LABEL_MAP_NAME)  # else the built-in 60 classes
+    layout = kwargs.get("frames_layout", "video")
+    if layout not in ("video", "frames"):
+        raise HieraVideoError(f"config key 'data.frames_layout' must be video or frames, got '{layout}'")
+    return AvaDataset(media_folder(root, layout), gt, label_map, split=split, mode=mode, proposals=props,
+                      exclusions=find_ava_file(root, exclusions, names["exclusions"]), **kwargs)
