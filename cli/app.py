@@ -16,7 +16,7 @@ from rich.logging import RichHandler
 
 from hiera_video import __version__
 from hiera_video.cli import (
-    benchmark, check_videos, demo, doctor, eval, export, extract, finetune, models, predict, pretrain, reconstruct, score,
+    ava_proposals, benchmark, check_videos, demo, doctor, eval, export, extract, finetune, models, predict, pretrain, reconstruct, score,
     score_ava, synth,
 )
 from hiera_video.errors import HieraVideoError, Interrupted
@@ -58,6 +58,7 @@ app.command("pretrain")(pretrain.pretrain)
 app.command("reconstruct")(reconstruct.reconstruct)
 app.command("score")(score.score)
 app.command("score-ava")(score_ava.score_ava)
+app.command("ava-proposals")(ava_proposals.ava_proposals)
 app.command("check-videos")(check_videos.check_videos)
 app.command("synth")(synth.synth)
 app.command("extract")(extract.extract)

@@ -7,8 +7,10 @@ individual commands run.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
+from typing import List
 
 import typer
 
@@ -19,6 +21,9 @@ def demo(
     output: Path = typer.Option(Path("hiera-video-demo"), "--output", "-o", help="Folder for the data, the run and the results."),
     seed: int = typer.Option(0, help="Seed of the synthetic data and of training."),
     views: str = typer.Option("2x3", help="Views of the final evaluation."),
+    train_per_class: int = typer.Option(40, "--train-per-class", min=1, help="Generated training videos per class."),
+    val_per_class: int = typer.Option(10, "--val-per-class", min=1, help="Generated validation videos per class."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key of configs/demo.yaml: section.key=value (repeatable)."),
 ) -> int:
     """Generate a dataset, finetune a small Hiera on it, evaluate it and predict a clip (offline)."""
     from hiera_video.config import load_config
@@ -40,15 +45,19 @@ def demo(
     if (data / "train.txt").is_file():
         out.print(f"reusing {data}")
     else:
-        info = make_synthetic_dataset(data, seed=seed)
+        info = make_synthetic_dataset(data, seed=seed, num_train_per_class=train_per_class, num_val_per_class=val_per_class)
         out.print(f"{info['num_train']} training + {info['num_val']} validation videos in {data} "
                   f"({time.perf_counter() - t:.0f} s)", highlight=False)
 
     out.rule("2/4 finetune: configs/demo.yaml")
     t = time.perf_counter()
-    cfg = load_config("demo", [f"run.seed={seed}"], dict(data=dict(root=str(data)), run=dict(output=str(run))))
+    if (run / "last.pt").is_file():  # the demo's own folder from an earlier demo: start afresh
+        shutil.rmtree(run)
+        out.print(f"removed the previous demo run in {run}", highlight=False)
+    cfg = load_config("demo", [f"run.seed={seed}", *set_], dict(data=dict(root=str(data)), run=dict(output=str(run))))
     final = finetune(cfg, console=out)
-    out.print(f"trained in {time.perf_counter() - t:.0f} s; final top-1 {final.get('top1')}", highlight=False)
+    top1 = final.get("top1")
+    out.print(f"trained in {time.perf_counter() - t:.0f} s; final top-1 " + (f"{top1:.2f}%" if top1 is not None else "-"), highlight=False)
 
     out.rule(f"3/4 eval: {views} views, per-class results")
     clf = load_classifier(weights=str(run / "best.pt"), dtype="fp32")

@@ -8,7 +8,6 @@ from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from hiera_video.data.datasets import build_dataset, check_missing
 from hiera_video.engine import distributed
@@ -46,11 +45,13 @@ def eval_command(
     exclusions: Optional[Path] = typer.Option(None, help="AVA: excluded timestamps [default: ava_<split>_excluded_timestamps_v2.2.csv if present]."),
     proposal_threshold: float = typer.Option(0.8, help="AVA: keep proposals with at least this score."),
     frames: bool = typer.Option(False, "--frames", help="AVA: media are frame folders <vid>/<vid>_%06d.jpg (root/frames), not videos."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="AVA: read an mmaction2 proposals .pkl (pickle can run code: trusted files only)."),
+    view: Optional[str] = typer.Option(None, "--view", help="AVA: full (whole frame) | center (centre square) [default: the detector's training config, else full]."),
 ) -> int:
     """Evaluate a classifier (or an AVA detector: --dataset ava) on a dataset split (works under torchrun: one shard per process)."""
     if dataset == "ava":
-        return eval_ava(root, split, annotations, labels, weights, proposals, exclusions, proposal_threshold, frames,
-                        batch_size, workers, limit, output, all_classes, device, dtype, backend, as_json)
+        return eval_ava(root, split, annotations, labels, weights, proposals, exclusions, proposal_threshold, frames, view,
+                        allow_pickle, batch_size, workers, limit, output, all_classes, device, dtype, backend, as_json)
     if dataset not in PRESETS:
         raise HieraVideoError(f"unknown dataset '{dataset}'; use one of {', '.join(PRESETS)}")
     preset = PRESETS[dataset]
@@ -114,7 +115,7 @@ def eval_command(
         distributed.cleanup(world)
 
 
-def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions, threshold, frames, batch_size, workers,
+def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions, threshold, frames, view, allow_pickle, batch_size, workers,
              limit, output, all_classes, device, dtype, backend, as_json) -> int:
     """Frame-mAP@0.5 of a detector saved by ``finetune --dataset ava`` (official protocol)."""
     from hiera_video.data.datasets.ava import open_ava_split
@@ -134,7 +135,8 @@ def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions
         ds = open_ava_split(root, split, "val", annotations, exclusions, proposals, label_map or meta.get("label_map"),
                             default_proposals=True, num_frames=pre["num_frames"], stride=pre["stride"], crop_size=pre["crop_size"],
                             mean=pre["mean"], std=pre["std"], proposal_threshold=threshold, backend=backend,
-                            frames_layout="frames" if frames else "video")
+                            frames_layout="frames" if frames else "video", test_view=view or pre.get("test_view", "full"),
+                            allow_pickle=allow_pickle)
         if limit is not None:
             ds.items = ds.items[:limit]
         if world.is_main:

@@ -59,5 +59,5 @@ def finetune(
     if final.get("top1") is not None:
         out.print(f"final {final['views']} top-1: {final['top1']:.2f}%  (run folder: {cfg.run.output})", highlight=False)
     if final.get("mAP") is not None:
-        out.print(f"final frame-mAP@0.5: {final['mAP']:.2f}%  (run folder: {cfg.run.output})", highlight=False)
+        out.print(f"final frame-mAP@0.5: {100 * final['mAP']:.2f}%  (run folder: {cfg.run.output})", highlight=False)
     return 0

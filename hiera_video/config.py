@@ -48,6 +48,7 @@ class DataConfig:
     proposals: str | None = _f(None, "AVA: person boxes added to the GT training boxes (SlowFast CSV); null = GT boxes only")
     val_proposals: str | None = _f(None, "AVA: person boxes to detect actions on [default: ava_val_predicted_boxes.csv if present, else GT boxes]")
     proposal_threshold: float = _f(0.8, "AVA: keep proposals with at least this score")
+    test_view: str = _f("full", "AVA evaluation view: full (whole frame, short side = crop size, as SlowFast tests) | center (centre square)")
     frames_layout: str = _f("video", "AVA: video (15-minute clips under root or root/videos) | frames (<vid>/<vid>_%06d.jpg)")
     allow_pickle: bool = _f(False, "AVA: allow reading an mmaction2 proposals .pkl (pickle can run code: trusted files only)")
 

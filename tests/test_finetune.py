@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -90,6 +91,9 @@ def test_exact_resume(colour_data, tmp_path):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    # A fresh run never mixes into an earlier one's folder.
+    with pytest.raises(HieraVideoError, match="already holds a training run"):
+        finetune(tiny_config(colour_data, tmp_path / "a", *sets))
 
 
 def test_nan_loss_stops_cleanly(colour_data, tmp_path):
@@ -170,3 +174,13 @@ def test_ema_checkpointing_and_tensorboard_in_the_loop(colour_data, tmp_path):
     plain = torch.load(tmp_path / "plain" / "last.pt", weights_only=True)
     for k in plain["model"]:
         torch.testing.assert_close(plain["model"][k], last["model"][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_compiled_model_trains(colour_data, tmp_path):
+    """model.compile wraps the training model in torch.compile (inductor, here on the CPU)."""
+    cfg = tiny_config(colour_data, tmp_path / "compiled", "model.compile=true", "optim.epochs=1", "run.val_every_epochs=0",
+                      "run.final_views=1x1", "augment.mixup=0.0", "augment.cutmix=0.0", "augment.randaug=false")
+    final = finetune(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "compiled" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert len(losses) == 6 and all(math.isfinite(v) for v in losses) and final["top1"] is not None

@@ -5,6 +5,7 @@ backbone, e.g. from Kinetics-finetuned weights, + RoI head: :func:`build_ava_mod
 the shared :class:`~hiera_video.engine.trainer.Trainer` with per-box BCE over the 80 action
 ids -> frame-mAP@0.5 on the validation proposals every ``run.val_every_epochs`` (best.pt)
 and at the end (``eval/``: detections.csv in the official format, metrics.json, per_class.csv).
+mAP values are fractions in [0, 1] in every file, as the official scorer reports them.
 
 A saved detector records ``task: ava``, the backbone name and architecture arguments, the
 head settings, the label map and the clip preprocessing, so ``hiera-video eval --dataset ava
@@ -76,7 +77,7 @@ def open_ava_data(cfg: TrainConfig, num_frames: int, crop: int, mean, std):
     val = None
     if d.val_annotations or find_ava_file(Path(d.root), None, f"ava_{d.val_split}_v2.2.csv"):
         val = open_ava_split(d.root, d.val_split, "val", d.val_annotations, d.val_exclusions, d.val_proposals, d.labels,
-                             default_proposals=True, **common)
+                             default_proposals=True, test_view=d.test_view, **common)
         if d.limit_val is not None:
             val.items = val.items[: d.limit_val]
     else:
@@ -108,7 +109,8 @@ def finetune_ava(cfg: TrainConfig, resume: str | None = None, console=None) -> d
     meta = dict(
         task="ava", model=cfg.model.name, arch={k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}, head=head,
         label_map={str(k): v for k, v in train_set.label_map.items()}, train_config=cfg.to_dict(),
-        preprocessing=dict(num_frames=num_frames, stride=cfg.data.stride, crop_size=crop, mean=list(spec.mean), std=list(spec.std)),
+        preprocessing=dict(num_frames=num_frames, stride=cfg.data.stride, crop_size=crop, mean=list(spec.mean), std=list(spec.std),
+                           test_view=cfg.data.test_view),
     )
     trainer.prepare(model, meta, ema=cfg.run.ema, ema_decay=cfg.run.ema_decay, compile=cfg.model.compile, resume=resume)
 
@@ -126,7 +128,7 @@ def finetune_ava(cfg: TrainConfig, resume: str | None = None, console=None) -> d
             return
         _, metrics = evaluate(trainer.eval_model)
         if world.is_main and metrics is not None:
-            val = dict(mAP=100 * metrics["mAP"], num_keyframes=metrics["num_keyframes"])
+            val = dict(mAP=metrics["mAP"], num_keyframes=metrics["num_keyframes"])
             if trainer.log_val(val, "mAP"):
                 trainer.save_published(out / "best.pt", dict(val=val))
 
@@ -142,8 +144,7 @@ def finetune_ava(cfg: TrainConfig, resume: str | None = None, console=None) -> d
             write_ava_outputs(out / "eval", rows, metrics, dict(split=cfg.data.val_split))
             if console is not None:
                 render_ava_metrics(metrics, console)
-            final = dict(mAP=100 * metrics["mAP"], groups={k: None if v is None or math.isnan(v) else 100 * v
-                                                           for k, v in metrics["groups"].items()},
+            final = dict(mAP=metrics["mAP"], groups={k: None if v is None or math.isnan(v) else v for k, v in metrics["groups"].items()},
                          num_val_keyframes=metrics["num_keyframes"], eval_dir=str(out / "eval"))
     best = trainer.state.best_val
     trainer.finish(dict(**final, best_val_mAP=best if math.isfinite(best) else None), val_key="mAP")

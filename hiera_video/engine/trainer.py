@@ -152,6 +152,11 @@ class Trainer:
         self.scheduler = Scheduler(self.optimizer, self.total_steps, round(o.warmup_epochs * self.steps_per_epoch), self.lr, self.min_lr)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.ema = ModelEMA(model, ema_decay) if ema else None
+        if not resume and self.ckpt_path.is_file():
+            raise HieraVideoError(
+                f"{self.out} already holds a training run ({self.ckpt_path.name}); continue it with --resume auto "
+                "or choose another --output"
+            )
         if resume:
             path = self.ckpt_path if resume == "auto" else Path(resume)
             if path.is_file():
@@ -300,7 +305,7 @@ class Trainer:
         if self.logger is not None:
             self.logger.write(dict(kind="val", step=state.step, epoch=state.epoch, **metrics))
         if self.progress is not None:
-            self.progress.note(f"epoch {state.epoch}: val {key} {metrics[key]:.2f}")
+            self.progress.note(f"epoch {state.epoch}: val {key} {metrics[key]:.4g}")
         if metrics.get(key) is None or metrics[key] <= state.best_val:
             return False
         state.best_val = metrics[key]
@@ -451,7 +456,8 @@ class _Progress:
         self.task = self.p.add_task("train", total=total, completed=done, epoch=0, loss="-", lr="-", rate="-")
 
     def update(self, state: RunState, loss: float, lr: float, rate: float) -> None:
-        self.p.update(self.task, completed=state.step, epoch=state.epoch, loss=f"{loss:.4f}", lr=f"{lr:.2e}", rate=f"{rate:.1f}")
+        # epochs are shown counted from 1, like the validation notes ("epoch 4: ..." after the 4th)
+        self.p.update(self.task, completed=state.step, epoch=state.epoch + 1, loss=f"{loss:.4f}", lr=f"{lr:.2e}", rate=f"{rate:.1f}")
 
     def note(self, text: str) -> None:
         self.p.console.print(text, highlight=False)
