@@ -113,3 +113,28 @@ def test_ava_proposals_command_converts_a_pickle_only_on_request(tmp_path, capsy
     with pytest.warns(UserWarning, match="arbitrary code"):
         assert run(["ava-proposals", str(pkl), str(out), "--allow-pickle"]) == 0
     assert out.read_text() == "vidA,0902,0.100000,0.200000,0.500000,0.900000,,0.950000\n"
+
+
+def test_ddp_two_cpu_processes(ava, tmp_path):
+    """AVA finetuning under torchrun: 2 gloo processes, each with its shard of every epoch, and
+    the validation keyframes split between them and gathered once."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    out = tmp_path / "ddp"
+    args = tiny(ava, out, "optim.epochs=2", "run.batch_size=4", "run.global_batch=8", "run.val_every_epochs=1")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "hiera_video.cli.app", *args],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["processes"] == 2 and m["global_batch"] == 8 and m["accum_steps"] == 1 and m["mAP"] is not None
+    # every validation keyframe scored exactly once across the two processes
+    from hiera_video.data.datasets.ava import open_ava_split
+
+    val = open_ava_split(ava.root, "val", "val", default_proposals=True, num_frames=4, stride=8, crop_size=64)
+    assert m["num_val_keyframes"] == len(val) > 0
