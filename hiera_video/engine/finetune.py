@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from hiera_video.config import TrainConfig
 from hiera_video.data import TrainTransform
@@ -22,7 +21,7 @@ from hiera_video.data.datasets import VideoDataset, build_dataset
 from hiera_video.engine.evaluate import PRESETS, evaluate, write_outputs
 from hiera_video.engine.inference import Classifier, parse_views
 from hiera_video.engine.mixup import Mixup, MixupConfig, SoftTargetCrossEntropy
-from hiera_video.engine.train_data import TrainClips, collate_clips
+from hiera_video.engine.train_data import TrainClips, clip_preprocessing, collate_clips
 from hiera_video.engine.trainer import Trainer
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.factory import create_model
@@ -49,15 +48,6 @@ def build_data(cfg: TrainConfig) -> tuple[VideoDataset, VideoDataset | None]:
     if val is not None and val.classes != train.classes:
         raise HieraVideoError("the training and validation splits have different class lists")
     return train, val
-
-
-def preprocessing(cfg: TrainConfig, model: nn.Module) -> dict:
-    """What predict/eval need to feed this model exactly as it was trained."""
-    spec = model.spec
-    return dict(
-        sampling=cfg.data.sampling, stride=cfg.data.stride, target_fps=cfg.data.target_fps,
-        num_frames=model.input_size[0], crop_size=model.input_size[-1], mean=list(spec.mean), std=list(spec.std),
-    )
 
 
 def finetune(cfg: TrainConfig, resume: str | None = None, console=None) -> dict:
@@ -97,7 +87,7 @@ def finetune(cfg: TrainConfig, resume: str | None = None, console=None) -> dict:
     mix_gen = torch.Generator().manual_seed(cfg.run.seed * 31 + world.rank)
     mixup = Mixup.from_config(MixupConfig(a.mixup, a.cutmix, a.mixup_prob, a.switch_prob, a.label_smoothing), len(classes), mix_gen)
     criterion = SoftTargetCrossEntropy()
-    meta = dict(labels=list(classes), preprocessing=preprocessing(cfg, model), train_config=cfg.to_dict())
+    meta = dict(labels=list(classes), preprocessing=clip_preprocessing(cfg.data, model), train_config=cfg.to_dict())
     trainer.prepare(model, meta, {"mixup": mix_gen}, ema=cfg.run.ema, ema_decay=cfg.run.ema_decay,
                     compile=cfg.model.compile, resume=resume)
 

@@ -28,7 +28,7 @@ import torch.nn as nn
 from hiera_video.config import _f, load_config
 from hiera_video.data import TrainTransform
 from hiera_video.data.datasets import VIDEO_EXTENSIONS, FileIndex, VideoDataset, VideoItem, build_dataset
-from hiera_video.engine.train_data import TrainClips, collate_clips
+from hiera_video.engine.train_data import TrainClips, clip_preprocessing, collate_clips
 from hiera_video.engine.trainer import Trainer, read_rows
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.factory import create_model
@@ -273,12 +273,6 @@ def create_pretrain_model(cfg: PretrainConfig) -> nn.Module:
     return model
 
 
-def preprocessing(cfg: PretrainConfig, model: nn.Module) -> dict:
-    spec = model.spec
-    return dict(sampling=cfg.data.sampling, stride=cfg.data.stride, target_fps=cfg.data.target_fps,
-                num_frames=model.input_size[0], crop_size=model.input_size[-1], mean=list(spec.mean), std=list(spec.std))
-
-
 # ---------------------------------------------------------------------------- the loop
 
 
@@ -302,7 +296,7 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None, console=None) -> di
                                erase_p=0.0, mean=model.spec.mean, std=model.spec.std, seed=cfg.run.seed)
     clips = TrainClips(train_set, num_frames, crop, cfg.data.repeated_aug, cfg.data.sampling, cfg.data.stride,
                        cfg.data.target_fps, transform, cfg.run.seed, cfg.data.backend)
-    meta = dict(task="mae_pretraining", preprocessing=preprocessing(cfg, model), mask_ratio=mask_ratio, train_config=cfg.to_dict())
+    meta = dict(task="mae_pretraining", preprocessing=clip_preprocessing(cfg.data, model), mask_ratio=mask_ratio, train_config=cfg.to_dict())
     # The random masks come from torch's global RNG, which every checkpoint saves per rank.
     trainer.prepare(model, meta, compile=cfg.model.compile, resume=resume)
 

@@ -60,6 +60,13 @@ class TrainClips(Dataset):
         return dense_indices(reader.num_frames, reader.fps, self.num_frames, self.stride, self.target_fps, mode="train", generator=g)
 
 
+def clip_preprocessing(data_cfg, model) -> dict:
+    """What predict/eval need to feed ``model`` clips exactly as training did (saved in checkpoints)."""
+    spec = model.spec
+    return dict(sampling=data_cfg.sampling, stride=data_cfg.stride, target_fps=data_cfg.target_fps,
+                num_frames=model.input_size[0], crop_size=model.input_size[-1], mean=list(spec.mean), std=list(spec.std))
+
+
 def collate_clips(items):
     """Stack the good items' clips; report the bad ones: ``((clips, labels) or None, bad)``
     with ``bad = [(index, reason)]``."""
