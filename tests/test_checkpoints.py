@@ -578,3 +578,51 @@ def test_weights_dataclass_is_what_the_zoo_uses():
     # Guard for the monkeypatching above: tags map to Weights records with a url.
     w = MODELS["hiera_base_16x224"].weights["mae_k400_ft_k400"]
     assert isinstance(w, Weights) and w.url.endswith("/hiera_base_16x224.pth")
+
+
+def test_real_hf_transformers_checkpoints(tmp_path):
+    """Folders written by HF transformers' own save_pretrained load unchanged and give HF's
+    outputs: HieraForImageClassification logits, HieraModel pooled features, and the
+    HieraForPreTraining (MAE) loss for the same mask."""
+    from transformers import HieraConfig, HieraForImageClassification, HieraForPreTraining, HieraModel
+
+    torch.manual_seed(0)
+    common = dict(embed_dim=96, depths=[1, 2, 7, 2], num_heads=[1, 2, 4, 8], image_size=[224, 224])
+    x = torch.randn(2, 3, 224, 224)
+
+    hf = HieraForImageClassification(HieraConfig(**common, num_labels=10, id2label={i: f"c{i}" for i in range(10)},
+                                                 label2id={f"c{i}": i for i in range(10)})).eval()
+    with torch.no_grad():  # non-trivial norms and biases
+        for n, p in hf.named_parameters():
+            if n.endswith("bias") or "norm" in n:
+                p.add_(torch.randn_like(p) * 0.02)
+    hf.save_pretrained(tmp_path / "cls")
+    ours = create_model("hiera_tiny_224", weights=str(tmp_path / "cls")).eval()
+    assert ours.load_report.layout == "hf-transformers" and ours.num_classes == 10
+    assert ck.read_checkpoint(tmp_path / "cls").meta["labels"][3] == "c3"
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), hf(pixel_values=x).logits, atol=1e-5, rtol=1e-5)
+
+    backbone = HieraModel(HieraConfig(**common)).eval()
+    backbone.save_pretrained(tmp_path / "base")
+    ours = create_model("hiera_tiny_224", weights=str(tmp_path / "base")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours.forward_head(ours.forward_features(x), pre_logits=True),
+                                   backbone(pixel_values=x).pooler_output, atol=1e-5, rtol=1e-5)
+
+    mae = HieraForPreTraining(HieraConfig(**common, num_query_pool=2, decoder_hidden_size=512, decoder_depth=8,
+                                          decoder_num_heads=16, mask_ratio=0.6)).eval()
+    mae.save_pretrained(tmp_path / "mae")
+    ours = create_model("mae_hiera_tiny_224", weights=str(tmp_path / "mae")).eval()
+    assert not ours.load_report.messages()  # strict: nothing missing, nothing left over
+    noise = torch.rand(2, 49)  # HF keeps the units with the smallest noise (7x7 units, 40% kept)
+    keep = torch.zeros(2, 49, dtype=torch.bool).scatter_(1, noise.argsort(dim=1)[:, :19], True)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, mask=keep)[0], mae(pixel_values=x, noise=noise).loss, atol=1e-6, rtol=1e-5)
+
+    # Pooling has no parameters, so only the config shows another q_pool: refused, not loaded wrong.
+    HieraModel(HieraConfig(**common, num_query_pool=2)).save_pretrained(tmp_path / "q2")
+    with pytest.raises(HieraVideoError, match="q_pool=2"):
+        create_model("hiera_tiny_224", weights=str(tmp_path / "q2"))
+    # ... while MAE weights (q_pool 2) go into the classifier (q_pool 3) as the official recipe does.
+    assert create_model("hiera_tiny_224", weights=str(tmp_path / "mae")).load_report.layout == "hf-transformers"

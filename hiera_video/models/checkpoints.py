@@ -809,10 +809,10 @@ def apply_checkpoint(model: nn.Module, ckpt: Checkpoint, strict: bool = True) ->
     report = LoadReport(layout=ckpt.layout, source=ckpt.path)
     target = model.state_dict()
     sd = dict(ckpt.state_dict)
-    model_is_mae = isinstance(model, MaskedAutoencoderHiera)
     expected_missing: set[str] = set()
     problems: list[str] = []
 
+    model_is_mae = isinstance(model, MaskedAutoencoderHiera)
     saved_name = ckpt.meta.get("model") if isinstance(ckpt.meta.get("model"), str) else None
     if saved_name and getattr(getattr(model, "spec", None), "name", None) not in (None, saved_name):
         report.notes.append(f"checkpoint was saved from {saved_name}; loading it into {name}")
@@ -821,8 +821,11 @@ def apply_checkpoint(model: nn.Module, ckpt: Checkpoint, strict: bool = True) ->
     cfg = ckpt.config
     model_cfg = getattr(model, "config", None)
     if cfg and isinstance(model_cfg, Mapping):
+        # q_pool too, unless MAE weights go into a classifier (the official MAE pretrains with
+        # fewer q-pools than its classifiers use; pooling has no parameters).
+        keys = SEMANTIC_KEYS + (("q_pool",) if ckpt.is_mae == model_is_mae else ())
         diffs = [
-            f"{k}={cfg[k]} (model {model_cfg[k]})" for k in SEMANTIC_KEYS
+            f"{k}={cfg[k]} (model {model_cfg[k]})" for k in keys
             if k in cfg and k in model_cfg and _as_list(cfg[k]) != _as_list(model_cfg[k])
         ]
         if diffs:
