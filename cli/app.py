@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -20,6 +19,12 @@ from hiera_video.cli import (
     score_ava, synth,
 )
 from hiera_video.errors import HieraVideoError, Interrupted
+
+try:  # typer >= 0.2x carries its own copy of click and no longer installs click
+    from typer import Abort
+    from typer._click.exceptions import ClickException
+except ImportError:  # older typer runs on click
+    from click.exceptions import Abort, ClickException
 
 err = Console(stderr=True)
 
@@ -73,10 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="hiera-video", standalone_mode=False)
-    except click.exceptions.ClickException as e:
+    except ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (Abort, KeyboardInterrupt):
         err.print("interrupted")
         sys.exit(130)
     except Interrupted as e:

@@ -123,6 +123,13 @@ def sample_clip(batch: int, frames: int, size: int, seed: int = 0) -> torch.Tens
 
 
 def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, dynamic_batch: bool, opset: int) -> None:
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        raise HieraVideoError(
+            "ONNX export needs the onnx package: pip install 'hiera-video[onnx]' (onnx + onnxruntime for the check), "
+            "or use --format torch-export (nothing to install)"
+        ) from None
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     with torch.no_grad(), fused.disabled(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic

@@ -34,3 +34,55 @@ def test_installed_package_has_cli_configs_and_labels():
     assert {"demo.yaml", "k400_base.yaml", "ssv2_large.yaml"} <= presets
     labels = {p.name for p in resources.files("hiera_video.data.labels").iterdir()}
     assert {"kinetics400.txt", "kinetics600.txt", "kinetics700.txt", "ssv2.txt", "ava_v2.2_60.txt"} <= labels
+
+
+def _imports(tree):
+    """(top-level module, line, guarded, in a function) for every absolute import of ``tree``;
+    guarded = inside a try (or its except branch) that handles ImportError."""
+    import ast
+
+    def visit(node, guarded, in_function):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name.split(".")[0], node.lineno, guarded, in_function
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module.split(".")[0], node.lineno, guarded, in_function
+        handles_import_error = isinstance(node, ast.Try) and any(
+            h.type is not None and any(n in ast.unparse(h.type) for n in ("ImportError", "ModuleNotFoundError"))
+            for h in node.handlers
+        )
+        for child in ast.iter_child_nodes(node):
+            yield from visit(child, guarded or handles_import_error,
+                             in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    yield from visit(tree, False, False)
+
+
+@pytest.mark.skipif(not (ROOT / "pyproject.toml").is_file(), reason="needs the source tree")
+def test_runtime_code_imports_only_declared_dependencies():
+    """`pip install .` must be enough for every command: a package imported by hiera_video/ or
+    cli/ is a runtime dependency, or an optional extra imported inside a function, or guarded by
+    an ImportError fallback. (Typer >= 0.2x stopped installing click, which the CLI imported.)"""
+    import ast
+    import re
+    import sys
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def name(req: str) -> str:
+        return re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].strip().lower()
+
+    runtime = {name(r) for r in project["dependencies"]}
+    optional = {name(r) for extra, reqs in project["optional-dependencies"].items() if extra != "test" for r in reqs}
+    distribution = {"yaml": "pyyaml", "PIL": "pillow"}
+    bad = []
+    for path in sorted([*(ROOT / "hiera_video").rglob("*.py"), *(ROOT / "cli").rglob("*.py")]):
+        for top, line, guarded, in_function in _imports(ast.parse(path.read_text())):
+            if top in sys.stdlib_module_names or top == "hiera_video" or guarded:
+                continue
+            dist = distribution.get(top, top).lower()
+            if dist in runtime or (dist in optional and in_function):
+                continue
+            bad.append(f"{path.relative_to(ROOT)}:{line} imports {top}")
+    assert not bad, "undeclared or eagerly imported optional packages:\n" + "\n".join(bad)
