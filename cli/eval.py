@@ -34,6 +34,8 @@ def eval_command(
     limit: Optional[int] = typer.Option(None, min=0, help="Only the first N videos."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for metrics.json, per-class/confusion files, predictions."),
     strict: bool = typer.Option(False, help="Missing or unreadable videos are an error instead of being skipped."),
+    decode_timeout: float = typer.Option(300.0, "--decode-timeout", min=0,
+                                         help="Seconds one video may take to decode (with --workers >= 1) before it is stopped and reported as failed; 0 = no limit."),
     save_views: bool = typer.Option(False, help="Also save every view's logits in the predictions file."),
     all_classes: bool = typer.Option(False, help="Show every class, not only the worst and best."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -85,7 +87,7 @@ def eval_command(
                 elapsed = progress.tasks[0].elapsed or 1e-9
                 progress.update(task, completed=done, failed=failed, rate=f"{done / elapsed:.2f} videos/s")
 
-            result = evaluate(clf, protocol, ds, batch_size, workers, strict, save_views, world, tick)
+            result = evaluate(clf, protocol, ds, batch_size, workers, strict, save_views, world, tick, decode_timeout)
         if not world.is_main:
             return 0
         for path, reason in result.failed:

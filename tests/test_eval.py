@@ -156,3 +156,32 @@ def test_distributed_eval_equals_single_process(setup, tmp_path):
     for key in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed"):
         assert ma[key] == mb[key]
     assert mb["world_size"] == 2
+
+
+def test_a_hanging_decode_is_stopped_and_reported(setup):
+    """A decoder stuck in one video (simulated: the views of 'right0' never come back) costs
+    that video only: it is listed as failed after the timeout, and the others are scored."""
+    import time as _time
+
+    from hiera_video.data.datasets import build_dataset
+    from hiera_video.engine.evaluate import evaluate
+    from hiera_video.engine.inference import load_classifier
+
+    clf = load_classifier(weights=setup["ckpt"], dtype="fp32")
+    protocol = clf.protocol((1, 1))
+    real_views = protocol.views
+
+    def views(path):
+        if path.endswith("right0.mp4"):
+            _time.sleep(600)  # inside the forked worker, which the timeout terminates
+        return real_views(path)
+
+    protocol.views = views
+    ds = build_dataset("folder", setup["root"], None, "val", None, None)
+    t0 = _time.perf_counter()
+    result = evaluate(clf, protocol, ds, batch_size=4, workers=1, decode_timeout=5)
+    assert _time.perf_counter() - t0 < 120
+    reasons = dict(result.failed)
+    hung = str(setup["root"] / "right" / "right0.mp4")
+    assert "took longer than 5 s" in reasons[hung] and len(result.failed) == 2  # + broken.mp4
+    assert len(result.indices) == 5 and result.metrics["num_videos"] == 5

@@ -54,6 +54,38 @@ class _VideoViews(Dataset):
             return i, None, str(e)
 
 
+def _views_in_order(views: _VideoViews, workers: int, decode_timeout: float | None):
+    """``(index, views or None, error or None)`` for every video of ``views``, in order.
+
+    With worker processes and a ``decode_timeout`` (seconds), a video whose decoding does not
+    finish in time (a decoder stuck in native code cannot be interrupted from Python) is
+    reported as failed: the worker processes are shut down (a stuck one is terminated) and
+    fresh ones continue with the next video. Without workers, decoding runs in this process
+    and cannot be timed out.
+    """
+    start = 0
+    while start < len(views.indices):
+        rest = _VideoViews(views.dataset, views.indices[start:], views.protocol)
+        timeout = decode_timeout if workers > 0 and decode_timeout else 0
+        loader = DataLoader(rest, batch_size=None, shuffle=False, num_workers=workers, timeout=timeout,
+                            prefetch_factor=2 if workers > 0 else None, persistent_workers=False)
+        it = iter(loader)
+        try:
+            for item in it:
+                start += 1
+                yield item
+            return
+        except RuntimeError as e:
+            if not timeout or "timed out" not in str(e):
+                raise
+            i = views.indices[start]
+            start += 1
+            yield i, None, (f"cannot decode video '{views.dataset.items[i].path}': decoding took longer than "
+                            f"{timeout:g} s and was stopped (a hanging decoder?); check the file with hiera-video check-videos")
+        finally:
+            del it  # shuts the workers down, terminating one that is stuck
+
+
 @dataclass
 class EvalResult:
     metrics: dict | None  # None when no video had a label
@@ -75,19 +107,19 @@ def evaluate(
     save_views: bool = False,
     world: distributed.World = distributed.World(),
     progress=None,
+    decode_timeout: float | None = 300.0,
 ) -> EvalResult | None:
     """Evaluate ``dataset``; returns the gathered result on rank 0 (None on other ranks).
 
     ``progress``: optional callable ``(done, total, failed)`` called after each video on this
-    rank. Unreadable videos are skipped and reported (``strict`` turns them into an error).
+    rank. Unreadable videos are skipped and reported (``strict`` turns them into an error), and
+    so are videos whose decoding takes longer than ``decode_timeout`` seconds (with
+    ``workers`` >= 1; None or 0 = no limit).
     """
     if len(dataset) == 0:
         raise HieraVideoError(f"nothing to evaluate: no videos of {dataset.name} were found under {dataset.root}")
     indices = distributed.shard(len(dataset), world)
-    loader = DataLoader(
-        _VideoViews(dataset, indices, protocol), batch_size=None, shuffle=False, num_workers=workers,
-        prefetch_factor=2 if workers > 0 else None, persistent_workers=False,
-    )
+    loader = _views_in_order(_VideoViews(dataset, indices, protocol), workers, decode_timeout)
     done: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     failed: list[tuple[str, str]] = []
     t0 = time.perf_counter()
