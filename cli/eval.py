@@ -138,15 +138,12 @@ def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions
                             default_proposals=True, num_frames=pre["num_frames"], stride=pre["stride"], crop_size=pre["crop_size"],
                             mean=pre["mean"], std=pre["std"], proposal_threshold=threshold, backend=backend,
                             frames_layout="frames" if frames else "video", test_view=view or pre.get("test_view", "full"),
-                            allow_pickle=allow_pickle)
-        if limit is not None:
-            ds.items = ds.items[:limit]
+                            allow_pickle=allow_pickle, limit=limit)
         if world.is_main:
             boxes = "proposals" if ds.proposals is not None else "ground-truth boxes"
             out.print(f"eval ava {split}: {len(ds)} keyframes on {boxes}, model {meta['model']}, {world.world_size} process(es)",
                       highlight=False)
-        rows, metrics = evaluate_ava_model(model, ds, batch_size, dev, workers, amp_dtype=amp,
-                                           world=world)
+        rows, metrics = evaluate_ava_model(model, ds, batch_size, dev, workers, amp_dtype=amp, world=world)
         if not world.is_main:
             return 0
         if output is not None:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from hiera_video.cli.app import main
 from hiera_video.data.synthetic_ava import make_synthetic_ava
 from hiera_video.metrics.ava import evaluate_ava, read_ava_csv, resolve_label_map
+
+from helpers import assert_same_weights, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +46,7 @@ def tiny(ava, out, *extra: str) -> list[str]:
 
 
 def run(args) -> int:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    return e.value.code
+    return run_cli(args)[0]
 
 
 def test_finetune_then_eval_beats_chance(ava, tmp_path, capsys):
@@ -84,11 +83,7 @@ def test_exact_resume(ava, tmp_path):
     assert run(tiny(ava, tmp_path / "a", *extra)) == 0
     assert run(tiny(ava, tmp_path / "b", *extra, "run.halt_after_steps=3")) == 0
     assert run(tiny(ava, tmp_path / "b", *extra) + ["--resume", "auto"]) == 0
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert a["run_state"]["step"] == b["run_state"]["step"] == 10
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert_same_weights(tmp_path / "a", tmp_path / "b", steps=10)
 
 
 def test_bad_input_gives_one_line_errors(ava, tmp_path, capsys):

@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from hiera_video.cli.app import main
 from hiera_video.config import load_config
 from hiera_video.data.synthetic import make_synthetic_dataset
 from hiera_video.engine.finetune import finetune
 
+from helpers import run_cli
+
 
 def test_demo_command_chains_every_step(tmp_path, capsys):
     out = tmp_path / "demo"
-    with pytest.raises(SystemExit) as e:
-        main(["demo", "--output", str(out), "--train-per-class", "3", "--val-per-class", "2", "--views", "1x1",
-              "--set", "optim.epochs=1", "--set", "data.workers=0"])
-    assert e.value.code == 0
-    text = capsys.readouterr().out
+    code, text, _ = run_cli(["demo", "--output", str(out), "--train-per-class", "3", "--val-per-class", "2", "--views", "1x1",
+                             "--set", "optim.epochs=1", "--set", "data.workers=0"], capsys)
+    assert code == 0
     assert "1/4 synth" in text and "4/4 predict" in text and "true class:" in text and "demo finished" in text
     run = json.loads((out / "run" / "metrics.json").read_text())
     assert run["steps"] == 2 and "top1" in run

@@ -6,20 +6,10 @@ import json
 import sys
 
 import torch
-import typer
 
 from hiera_video import doctor as doc
-from hiera_video.cli.doctor import doctor
 
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    """The command in a throwaway Typer app (cli/app.py registers it as `doctor`)."""
-    app = typer.Typer()
-    app.command("doctor")(doctor)
-    app.command("noop")(lambda: None)
-    code = typer.main.get_command(app).main(args=argv, prog_name="hiera-video", standalone_mode=False)
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import run_cli as run
 
 
 EXPECTED = {"hiera-video", "python", "torch", "torchvision", "cuda", "bf16 (CPU)", "PyAV", "decord", "cpu threads",

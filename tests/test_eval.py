@@ -14,19 +14,12 @@ import pytest
 import torch
 
 import hiera_video
-from hiera_video.cli.app import main
 from hiera_video.data import make_views
 from hiera_video.data.labels import load_labels
 from hiera_video.models.checkpoints import save_checkpoint
 
+from helpers import run_cli as run
 from videogen import write_video
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -3,36 +3,20 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
-import typer
 
 import hiera_video
 import hiera_video.export as hexport
-from hiera_video.cli.export import export
-from hiera_video.errors import HieraVideoError
 from hiera_video.models import fused
 from hiera_video.models.checkpoints import save_checkpoint
 
+from helpers import run_cli as run
+
 NANO = "hiera_nano_8x64"
 LABELS = ["a", "b", "c", "d", "e"]
-
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    """The command in a throwaway Typer app (cli/app.py registers it as `export`)."""
-    app = typer.Typer()
-    app.command("export")(export)
-    app.command("noop")(lambda: None)
-    try:
-        code = typer.main.get_command(app).main(args=argv, prog_name="hiera-video", standalone_mode=False)
-    except HieraVideoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 2
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

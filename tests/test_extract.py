@@ -13,33 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import typer
 
 import hiera_video
-from hiera_video.cli.extract import extract
 from hiera_video.data import make_views, open_video
 from hiera_video.engine.extract import load_feature_model, read_features, stage_map
 from hiera_video.engine.predict import FrameRange
-from hiera_video.errors import HieraVideoError
 from hiera_video.models.checkpoints import save_checkpoint
+
+from helpers import run_cli as run
 
 from videogen import write_bad_inputs, write_video
 
 NANO = "hiera_nano_8x64"
-
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    """The command in a throwaway Typer app (cli/app.py registers it as `extract`)."""
-    app = typer.Typer()
-    app.command("extract")(extract)
-    app.command("noop")(lambda: None)  # two commands: a group, so the command name is argv[0]
-    try:
-        code = typer.main.get_command(app).main(args=argv, prog_name="hiera-video", standalone_mode=False)
-    except HieraVideoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 2
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

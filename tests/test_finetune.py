@@ -19,6 +19,7 @@ from hiera_video.config import load_config
 from hiera_video.engine.finetune import finetune
 from hiera_video.errors import HieraVideoError
 
+from helpers import assert_same_weights, run_cli
 from videogen import write_video
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
@@ -70,12 +71,8 @@ def test_loop_learns_and_records_everything(colour_data, tmp_path):
     assert (out / "config.yaml").is_file() and json.loads((out / "config.json").read_text())["optim"]["epochs"] == 6
     assert (out / "eval" / "metrics.json").is_file() and (out / "eval" / "per_class.csv").is_file()
     # The checkpoint carries model name, labels and preprocessing: predict needs nothing else.
-    from hiera_video.cli.app import main
-
     video = colour_data / "green" / "9.mp4"
-    with pytest.raises(SystemExit) as e:
-        main(["predict", str(video), "--weights", str(out / "best.pt"), "--json", "--dtype", "fp32"])
-    assert e.value.code == 0
+    assert run_cli(["predict", str(video), "--weights", str(out / "best.pt"), "--json", "--dtype", "fp32"])[0] == 0
 
 
 def test_exact_resume(colour_data, tmp_path):
@@ -85,11 +82,7 @@ def test_exact_resume(colour_data, tmp_path):
     halted = finetune(tiny_config(colour_data, tmp_path / "b", *sets, "run.halt_after_steps=3"))
     assert halted == {"halted_at_step": 3}
     finetune(tiny_config(colour_data, tmp_path / "b", *sets), resume="auto")
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert a["run_state"]["step"] == b["run_state"]["step"] == 12
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    a, b = assert_same_weights(tmp_path / "a", tmp_path / "b", steps=12)
     assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
     # A fresh run never mixes into an earlier one's folder.
     with pytest.raises(HieraVideoError, match="already holds a training run"):

@@ -8,26 +8,18 @@ import http.server
 import json
 import threading
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
 import hiera_video
-from hiera_video.cli.app import main
 from hiera_video.models import zoo
 from hiera_video.models.checkpoints import save_checkpoint
 
+from helpers import run_cli as run
 from videogen import write_bad_inputs, write_video
 
 LABELS = [f"action {i}" for i in range(6)]
-
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 @pytest.fixture(scope="module")

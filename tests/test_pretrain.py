@@ -37,6 +37,8 @@ from hiera_video.engine.reconstruct import (
 )
 from hiera_video.errors import HieraVideoError
 
+from helpers import assert_same_weights
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
@@ -217,11 +219,7 @@ def test_exact_resume(videos, tmp_path):
     # Halted inside the first epoch; the resumed run crosses the epoch boundary.
     assert pretrain(tiny(videos, tmp_path / "b", *sets, "run.halt_after_steps=2")) == {"halted_at_step": 2}
     pretrain(tiny(videos, tmp_path / "b", *sets), resume="auto")
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert a["run_state"]["step"] == b["run_state"]["step"] == 6
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert_same_weights(tmp_path / "a", tmp_path / "b", steps=6)
     # The logs agree too: every step's loss, and the epoch means across the interruption.
     rows_a = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     rows_b = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]

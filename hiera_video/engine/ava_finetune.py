@@ -71,15 +71,11 @@ def open_ava_data(cfg: TrainConfig, num_frames: int, crop: int, mean, std):
     common = dict(num_frames=num_frames, stride=d.stride, crop_size=crop, frames_layout=d.frames_layout, backend=d.backend,
                   proposal_threshold=d.proposal_threshold, allow_pickle=d.allow_pickle, mean=mean, std=std)
     train = open_ava_split(d.root, d.train_split, "train", d.annotations, d.exclusions, d.proposals, d.labels,
-                           flip_p=0.0 if cfg.augment.flip == "none" else 0.5, **common)
-    if d.limit_train is not None:
-        train.items = train.items[: d.limit_train]
+                           flip_p=0.0 if cfg.augment.flip == "none" else 0.5, limit=d.limit_train, **common)
     val = None
     if d.val_annotations or find_ava_file(Path(d.root), None, f"ava_{d.val_split}_v2.2.csv"):
         val = open_ava_split(d.root, d.val_split, "val", d.val_annotations, d.val_exclusions, d.val_proposals, d.labels,
-                             default_proposals=True, test_view=d.test_view, **common)
-        if d.limit_val is not None:
-            val.items = val.items[: d.limit_val]
+                             default_proposals=True, test_view=d.test_view, limit=d.limit_val, **common)
     else:
         log.warning("no ava_%s_v2.2.csv under %s: training without validation", d.val_split, d.root)
     if len(train) == 0:

@@ -63,10 +63,10 @@ def _views_in_order(views: _VideoViews, workers: int, decode_timeout: float | No
     fresh ones continue with the next video. Without workers, decoding runs in this process
     and cannot be timed out.
     """
+    timeout = decode_timeout if workers > 0 and decode_timeout else 0
     start = 0
     while start < len(views.indices):
         rest = _VideoViews(views.dataset, views.indices[start:], views.protocol)
-        timeout = decode_timeout if workers > 0 and decode_timeout else 0
         loader = DataLoader(rest, batch_size=None, shuffle=False, num_workers=workers, timeout=timeout,
                             prefetch_factor=2 if workers > 0 else None, persistent_workers=False)
         it = iter(loader)

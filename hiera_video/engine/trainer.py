@@ -115,9 +115,7 @@ class Trainer:
         """Batches: ``run.batch_size`` clips per process per forward (``clips_per_video`` from
         each decoded video); gradient accumulation reaches ``run.global_batch``; the
         learning rate scales linearly from ``optim.base_batch`` to the real global batch."""
-        run, world = self.run, self.world
-        if run.batch_size % clips_per_video:
-            raise HieraVideoError(f"run.batch_size ({run.batch_size}) must be a multiple of data.repeated_aug ({clips_per_video})")
+        run, world = self.run, self.world  # load_config checked that batch_size is a multiple of repeated_aug
         per_step = run.batch_size * world.world_size
         accum = 1
         if run.global_batch:

@@ -66,6 +66,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hiera_video.data.datasets.lists import find_list_file
 from hiera_video.data.decode import open_video
 from hiera_video.data.transforms import VIDEO_MEAN, VIDEO_STD, hflip, normalize, resize_short_side, short_side_size
 from hiera_video.errors import HieraVideoError
@@ -721,9 +722,7 @@ def find_ava_file(root: Path, given: str | Path | None, default_name: str | None
                 return candidate
         raise HieraVideoError(f"AVA file '{given}' not found (also looked under '{root}'); check the path")
     if default_name:
-        for folder in (root / "annotations", root):
-            if (folder / default_name).is_file():
-                return folder / default_name
+        return find_list_file(root, "", [f"annotations/{default_name}", default_name])[0]
     return None
 
 
@@ -738,13 +737,14 @@ def media_folder(root: Path, frames_layout: str) -> Path:
 
 
 def open_ava_split(root: str | Path, split: str, mode: str, annotations=None, exclusions=None, proposals=None,
-                   label_map=None, default_proposals: bool = False, **kwargs) -> "AvaDataset":
+                   label_map=None, default_proposals: bool = False, limit: int | None = None, **kwargs) -> "AvaDataset":
     """:class:`AvaDataset` of ``split`` from an AVA folder laid out as published (files in
     ``root`` or ``root/annotations``, media in ``root/videos`` / ``root/frames`` / ``root``).
 
     Each file argument overrides the official name looked up there: ``ava_{split}_v2.2.csv``,
     ``ava_{split}_excluded_timestamps_v2.2.csv``, the 2019 label map, and, with
-    ``default_proposals``, ``ava_{split}_predicted_boxes.csv``. ``kwargs`` go to AvaDataset."""
+    ``default_proposals``, ``ava_{split}_predicted_boxes.csv``. ``limit`` keeps the first N
+    keyframes; ``kwargs`` go to AvaDataset."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise HieraVideoError(f"AVA root '{root}' is not a folder; check --root")
@@ -763,5 +763,8 @@ def open_ava_split(root: str | Path, split: str, mode: str, annotations=None, ex
     layout = kwargs.get("frames_layout", "video")
     if layout not in ("video", "frames"):
         raise HieraVideoError(f"config key 'data.frames_layout' must be video or frames, got '{layout}'")
-    return AvaDataset(media_folder(root, layout), gt, label_map, split=split, mode=mode, proposals=props,
-                      exclusions=find_ava_file(root, exclusions, names["exclusions"]), **kwargs)
+    ds = AvaDataset(media_folder(root, layout), gt, label_map, split=split, mode=mode, proposals=props,
+                    exclusions=find_ava_file(root, exclusions, names["exclusions"]), **kwargs)
+    if limit is not None:
+        ds.items = ds.items[:limit]
+    return ds
