@@ -80,8 +80,8 @@ def benchmark(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     iters: int = typer.Option(5, min=1, help="Timed iterations."),
     warmup: int = typer.Option(1, min=0, help="Untimed warm-up iterations."),
-    frames: int = typer.Option(None, help="Override the number of input frames."),
-    size: int = typer.Option(None, help="Override the input resolution."),
+    frames: int = typer.Option(None, min=1, help="Override the number of input frames."),
+    size: int = typer.Option(None, min=1, help="Override the input resolution."),
     train: bool = typer.Option(False, "--train", help="Time forward + backward instead of inference."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:

@@ -14,7 +14,7 @@ from rich.table import Table
 from hiera_video.data.check import CATEGORIES, FileResult, check_dataset, write_bad_list
 from hiera_video.data.datasets import DATASET_KINDS, build_dataset
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import console
+from hiera_video.report import check_output, console
 
 
 def check_videos(
@@ -23,12 +23,12 @@ def check_videos(
     annotations: Path = typer.Option(None, "--annotations", help="Annotation file (default: looked for under --root)."),
     split: str = typer.Option("val", "--split", help="Split to check: train, val or test."),
     labels: str = typer.Option(None, "--labels", help="Class names file or built-in set (list/folder datasets)."),
-    workers: int = typer.Option(0, "--workers", help="Parallel checker processes (0 = one per CPU core)."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Parallel checker processes (0 = one per CPU core)."),
     backend: str = typer.Option("auto", "--backend", help="Decoder: auto, decord or pyav."),
     output: Path = typer.Option(None, "--output", help="Write the bad files here: path<TAB>reason per line."),
     decode: bool = typer.Option(True, "--decode/--no-decode", help="Decode the first and last frame (else only open)."),
-    timeout: float = typer.Option(60.0, "--timeout", help="Seconds one file may take before it counts as hanging."),
-    limit: int = typer.Option(None, "--limit", help="Check only the first N videos."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds one file may take before it counts as hanging."),
+    limit: int = typer.Option(None, "--limit", min=0, help="Check only the first N videos."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of tables."),
 ) -> None:
     """Open every video of a dataset (in parallel) and list the ones that cannot be used. Exits 1 if any is bad."""
@@ -36,6 +36,7 @@ def check_videos(
         raise HieraVideoError(f"unknown --backend '{backend}'; use auto, decord or pyav")
     if timeout <= 0:
         raise HieraVideoError(f"--timeout must be > 0 seconds, got {timeout:g}")
+    check_output(output, "--output")
     ds = build_dataset(dataset, root, annotations=annotations, split=split, labels=labels, limit=limit)
     out = console()
     err = console(stderr=True)

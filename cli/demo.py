@@ -14,12 +14,12 @@ from typing import List
 
 import typer
 
-from hiera_video.report import console
+from hiera_video.report import check_output, console
 
 
 def demo(
     output: Path = typer.Option(Path("hiera-video-demo"), "--output", "-o", help="Folder for the data, the run and the results."),
-    seed: int = typer.Option(0, help="Seed of the synthetic data and of training."),
+    seed: int = typer.Option(0, min=0, help="Seed of the synthetic data and of training."),
     views: str = typer.Option("2x3", help="Views of the final evaluation."),
     train_per_class: int = typer.Option(40, "--train-per-class", min=1, help="Generated training videos per class."),
     val_per_class: int = typer.Option(10, "--val-per-class", min=1, help="Generated validation videos per class."),
@@ -36,6 +36,7 @@ def demo(
     from hiera_video.metrics.classification import render_metrics
     from hiera_video.cli.predict import result_table
 
+    check_output(output, "--output", "dir")  # before minutes of work
     out = console()
     t_all = time.perf_counter()
     data, run = output / "data", output / "run"

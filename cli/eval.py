@@ -11,11 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hiera_video.data.datasets import build_dataset, check_missing
 from hiera_video.engine import distributed
-from hiera_video.engine.evaluate import PRESETS, evaluate, write_outputs
-from hiera_video.engine.inference import load_classifier, parse_views
-from hiera_video.errors import HieraVideoError
+from hiera_video.engine.evaluate import PRESETS, evaluate, write_failure_lists, write_outputs
+from hiera_video.engine.inference import load_classifier, parse_views, substitution_warning
+from hiera_video.errors import HieraVideoError, Interrupted
 from hiera_video.metrics.classification import render_metrics
-from hiera_video.report import console
+from hiera_video.report import check_output, console
 
 
 def eval_command(
@@ -28,7 +28,7 @@ def eval_command(
     weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Zoo tag, URL or checkpoint path [default: the model's official weights]."),
     views: Optional[str] = typer.Option(None, help="Temporal x spatial views [default: the dataset preset: K400 5x3, SSv2 1x3]."),
     sampling: Optional[str] = typer.Option(None, help="dense | segment [default: the dataset preset]."),
-    stride: Optional[int] = typer.Option(None, help="Dense sampling: frame stride at 30 fps [default: 4]."),
+    stride: Optional[int] = typer.Option(None, min=1, help="Dense sampling: frame stride at 30 fps [default: 4]."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Views per forward pass."),
     workers: int = typer.Option(2, min=0, help="DataLoader worker processes decoding videos."),
     limit: Optional[int] = typer.Option(None, min=0, help="Only the first N videos."),
@@ -45,25 +45,27 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print the summary metrics as JSON to stdout."),
     proposals: Optional[Path] = typer.Option(None, help="AVA: person boxes to detect on [default: ava_<split>_predicted_boxes.csv if present, else GT boxes]."),
     exclusions: Optional[Path] = typer.Option(None, help="AVA: excluded timestamps [default: ava_<split>_excluded_timestamps_v2.2.csv if present]."),
-    proposal_threshold: float = typer.Option(0.8, help="AVA: keep proposals with at least this score."),
+    proposal_threshold: float = typer.Option(0.8, min=0.0, max=1.0, help="AVA: keep proposals with at least this score."),
     frames: bool = typer.Option(False, "--frames", help="AVA: media are frame folders <vid>/<vid>_%06d.jpg (root/frames), not videos."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="AVA: read an mmaction2 proposals .pkl (pickle can run code: trusted files only)."),
     view: Optional[str] = typer.Option(None, "--view", help="AVA: full (whole frame) | center (centre square) [default: the detector's training config, else full]."),
 ) -> int:
     """Evaluate a classifier (or an AVA detector: --dataset ava) on a dataset split (works under torchrun: one shard per process)."""
+    if sampling is not None and sampling not in ("dense", "segment"):  # checked before any work
+        raise HieraVideoError(f"unknown --sampling '{sampling}'; use dense or segment")
     if dataset == "ava":
         return eval_ava(root, split, annotations, labels, weights, proposals, exclusions, proposal_threshold, frames, view,
                         allow_pickle, batch_size, workers, limit, output, all_classes, device, dtype, backend, as_json)
     if dataset not in PRESETS:
         raise HieraVideoError(f"unknown dataset '{dataset}'; use one of {', '.join(PRESETS)}")
     preset = PRESETS[dataset]
-    clf = load_classifier(model, weights, labels if dataset in ("k400", "k600", "k700", "ssv2") else None, device, dtype, allow_random_weights)
-    world = distributed.init(clf.device.type)
-    out = console(stderr=as_json)
-    try:
-        ds = build_dataset(dataset, root, annotations, split, labels, limit)
-        if dataset == "list" and labels is None and clf.meta.get("labels") and len(clf.labels) >= ds.num_classes:
-            ds.classes = list(clf.labels)  # a list without a labels file: the checkpoint's class names
+    # Device and process group first (one device per torchrun process), then the model.
+    with distributed.session(device) as (world, dev):
+        if world.is_main:  # only rank 0 writes; checked before any work
+            check_output(output, "--output", "dir")
+        clf = load_classifier(model, weights, labels if dataset in ("k400", "k600", "k700", "ssv2") else None, dev, dtype, allow_random_weights)
+        out = console(stderr=as_json)
+        ds = build_dataset(dataset, root, annotations, split, labels, limit)  # its class names meet the model's in evaluate
         missing = check_missing(ds, strict)
         protocol = clf.protocol(
             parse_views(views) if views else preset["views"], sampling=sampling or preset["sampling"],
@@ -87,11 +89,28 @@ def eval_command(
                 elapsed = progress.tasks[0].elapsed or 1e-9
                 progress.update(task, completed=done, failed=failed, rate=f"{done / elapsed:.2f} videos/s")
 
-            result = evaluate(clf, protocol, ds, batch_size, workers, strict, save_views, world, tick, decode_timeout)
-        if not world.is_main:
-            return 0
+            result = evaluate(clf, protocol, ds, batch_size, workers, strict, save_views, world, tick, decode_timeout,
+                              partial_on_interrupt=True)
+        if not world.is_main:  # rank 0 reports; every process exits with its code
+            return distributed.from_main(None, world)
         for path, reason in result.failed:
             out.print(f"[yellow]skipped[/] {reason}", highlight=False, soft_wrap=True)
+        stopped = (f"SIGINT after {len(result.indices) + len(result.failed)} of {len(ds)} videos"
+                   if result.interrupted else None)
+        if stopped and not result.indices:
+            raise Interrupted(f"{stopped}, none scored: nothing written")
+        if stopped:
+            out.print(f"[yellow]warning:[/] {stopped}: the metrics cover the {len(result.indices)} videos scored before it "
+                      f"(partial; {result.not_evaluated} not evaluated)", highlight=False)
+        if not result.indices:  # nothing scored: an error that names why, not an empty result
+            lists = write_failure_lists(output, result, ds) if output is not None else []
+            raise HieraVideoError(
+                f"no video of {ds.name} could be evaluated: all {len(result.failed)} failed"
+                + (f" (first: {result.failed[0][1]})" if result.failed else "")
+                + (f"; listed in {lists[0]}" if lists else "") + "; check them with hiera-video check-videos"
+            )
+        for path, n, m in result.substituted:
+            out.print(f"[yellow]warning:[/] {path}: {substitution_warning(n, m)}", highlight=False, soft_wrap=True)
         if result.failed or missing:
             out.print(
                 f"[yellow]warning:[/] {len(result.failed)} unreadable and {missing} missing videos are excluded from the metrics",
@@ -110,11 +129,15 @@ def eval_command(
             print(json.dumps(dict(
                 top1=m.get("top1"), top5=m.get("top5"), mean_class_accuracy=m.get("mean_class_accuracy"),
                 num_videos=len(result.indices), num_failed=len(result.failed), num_missing=missing,
-                seconds=round(result.seconds, 3),
+                num_videos_with_substituted_frames=len(result.substituted), seconds=round(result.seconds, 3),
+                partial=result.interrupted, num_not_evaluated=result.not_evaluated,
             )))
-        return 0
-    finally:
-        distributed.cleanup(world)
+        if stopped:
+            where = ([f"written to {output} (metrics.json: \"partial\": true)"] if output is not None else []) + (
+                ["printed as JSON"] if as_json else [])
+            raise Interrupted(f"{stopped}: partial metrics over the {len(result.indices)} videos scored"
+                              + (f" {' and '.join(where)}" if where else " shown above (--output DIR keeps them)"))
+        return distributed.from_main(1 if result.failed or missing else 0, world)  # 1: written, but not every annotated video
 
 
 def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions, threshold, frames, view, allow_pickle, batch_size, workers,
@@ -123,16 +146,16 @@ def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions
     from hiera_video.data.datasets.ava import open_ava_split
     from hiera_video.engine.ava import evaluate_ava_model, render_ava_metrics, write_ava_outputs
     from hiera_video.engine.ava_finetune import load_ava_detector
-    from hiera_video.runtime import pick_device, resolve_dtype
+    from hiera_video.runtime import resolve_dtype
 
     if not weights:
         raise HieraVideoError("AVA evaluation needs --weights RUN_DIR/best.pt (a detector saved by finetune --dataset ava)")
-    dev = pick_device(device)
-    model, meta = load_ava_detector(weights, dev)
-    amp = resolve_dtype(dtype, dev)
-    world = distributed.init(dev.type)
-    out = console(stderr=as_json)
-    try:
+    with distributed.session(device) as (world, dev):  # device and process group before the model
+        if world.is_main:  # only rank 0 writes; checked before any work
+            check_output(output, "--output", "dir")
+        model, meta = load_ava_detector(weights, dev)
+        amp = resolve_dtype(dtype, dev)
+        out = console(stderr=as_json)
         pre = meta["preprocessing"]
         ds = open_ava_split(root, split, "val", annotations, exclusions, proposals, label_map or meta.get("label_map"),
                             default_proposals=True, num_frames=pre["num_frames"], stride=pre["stride"], crop_size=pre["crop_size"],
@@ -144,8 +167,14 @@ def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions
             out.print(f"eval ava {split}: {len(ds)} keyframes on {boxes}, model {meta['model']}, {world.world_size} process(es)",
                       highlight=False)
         rows, metrics = evaluate_ava_model(model, ds, batch_size, dev, workers, amp_dtype=amp, world=world)
-        if not world.is_main:
-            return 0
+        if not world.is_main:  # rank 0 reports; every process exits with its code
+            return distributed.from_main(None, world)
+        if len(ds) and not rows:
+            skipped = (metrics or {}).get("skipped") or []
+            raise HieraVideoError(
+                f"no AVA keyframe could be evaluated: all {len(ds)} failed"
+                + (f" (first: {skipped[0][2]})" if skipped else "") + "; check the videos with hiera-video check-videos"
+            )
         if output is not None:
             files = write_ava_outputs(output, rows, metrics, dict(split=split, weights=str(weights)))
             out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
@@ -153,10 +182,12 @@ def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions
             out.print("no ground truth for this split: detections only (no metrics)")
         elif not as_json:
             render_ava_metrics(metrics, out, all_classes=all_classes)
+        if metrics is not None and metrics.get("subset"):
+            sub = metrics["subset"]
+            out.print(f"[yellow]note:[/] mAP of a subset: {sub['keyframes']} of {sub['of']} keyframes (--limit), scored against "
+                      "their own ground truth only; not comparable with a full-split mAP", highlight=False)
         if as_json:
             m = metrics or {}
             print(json.dumps(dict(mAP=m.get("mAP"), groups=m.get("groups"), num_keyframes=m.get("num_keyframes"),
-                                  skipped=len(m.get("skipped", [])), num_detections=len(rows))))
-        return 0
-    finally:
-        distributed.cleanup(world)
+                                  skipped=len(m.get("skipped", [])), num_detections=len(rows), subset=m.get("subset"))))
+        return distributed.from_main(1 if (metrics or {}).get("skipped") or ds.missing else 0, world)  # 1: skipped or missing

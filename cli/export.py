@@ -11,7 +11,7 @@ from rich.table import Table
 
 from hiera_video.errors import HieraVideoError
 from hiera_video.export import DEFAULT_OPSET, FORMATS, export as export_model, load_for_export
-from hiera_video.report import console
+from hiera_video.report import check_output, console
 
 
 def export(
@@ -20,12 +20,12 @@ def export(
     labels: Optional[str] = typer.Option(None, help="Class-name file written into the sidecar [default: the labels of the weights]."),
     fmt: str = typer.Option(..., "--format", "-f", help="onnx | torch-export (.pt2, saved with torch.export.save)."),
     output: Path = typer.Option(..., "--output", "-o", help="File to write (e.g. model.onnx / model.pt2); the sidecar is FILE.json."),
-    frames: Optional[int] = typer.Option(None, help="Clip length T of the exported input [default: the model's]."),
-    size: Optional[int] = typer.Option(None, help="Crop size S of the exported input [default: the model's]."),
+    frames: Optional[int] = typer.Option(None, min=1, help="Clip length T of the exported input [default: the model's]."),
+    size: Optional[int] = typer.Option(None, min=1, help="Crop size S of the exported input [default: the model's]."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Make the batch dimension dynamic (checked at batch 1 and 3)."),
     opset: Optional[int] = typer.Option(None, min=14, help=f"ONNX opset [default: {DEFAULT_OPSET}]."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare the exported model with PyTorch on a test clip."),
-    rtol: float = typer.Option(1e-4, help="Check tolerance, relative to the largest |logit|."),
+    rtol: float = typer.Option(1e-4, min=0.0, help="Check tolerance, relative to the largest |logit|."),
     allow_random_weights: bool = typer.Option(False, help="Allow --weights none (random init; for testing pipelines)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON to stdout."),
 ) -> int:
@@ -34,6 +34,8 @@ def export(
         raise HieraVideoError(f"unknown --format '{fmt}'; use onnx or torch-export")
     if opset is not None and fmt != "onnx":
         raise HieraVideoError("--opset applies to --format onnx only")
+    check_output(output, "--output")
+    check_output(Path(str(output) + ".json"), "--output (its sidecar FILE.json)")
     out = console(stderr=as_json)
     err = console(stderr=True)
     clf = load_for_export(model, weights, labels, allow_random_weights)

@@ -21,10 +21,11 @@ from hiera_video.engine.extract import (
     level_stride,
     load_feature_model,
 )
+from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT
 from hiera_video.engine.inference import parse_views
 from hiera_video.engine.predict import expand_inputs
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import console
+from hiera_video.report import check_output, console
 
 
 def extract(
@@ -42,6 +43,9 @@ def extract(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Clips per forward pass."),
     backend: str = typer.Option("auto", help="Video decoder: auto | decord | pyav"),
+    workers: int = typer.Option(2, min=0, help="Worker processes decoding videos (0: decode in this process, without a time limit)."),
+    decode_timeout: float = typer.Option(DEFAULT_DECODE_TIMEOUT, "--decode-timeout", min=0,
+                                         help="Seconds one video may take to decode (with --workers >= 1) before it is stopped and reported as failed; 0 = no limit."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Extract a dataset split instead of PATHs: k400 | k600 | k700 | ssv2 | list | folder."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (with --dataset); output names are relative to it."),
     annotations: Optional[Path] = typer.Option(None, help="Dataset annotation file [default: looked up under --root]."),
@@ -58,6 +62,9 @@ def extract(
         raise HieraVideoError("use either --window (clips over time) or --views (views of the whole video), not both")
     if stride is not None and window is None:
         raise HieraVideoError("--stride needs --window (the window length in seconds)")
+    for name, value in (("--window", window), ("--stride", stride)):
+        if value is not None and not value > 0:  # not: NaN too
+            raise HieraVideoError(f"{name} must be a positive number of seconds, got {value:g}")
     if dataset is not None and paths:
         raise HieraVideoError("give either PATHs or --dataset/--root, not both")
     if dataset is None and not paths:
@@ -82,15 +89,17 @@ def extract(
         failures = [Extracted(b.path, error=b.error) for b in bad]
         jobs = jobs_for_paths(video_paths, fmt)
 
-    clf = load_feature_model(model, weights, device, dtype, allow_random_weights) if jobs else None
-    world = distributed.init(clf.device.type) if clf is not None else distributed.World()
-    try:
+    # Device and process group first (one device per torchrun process), then the model.
+    with distributed.session(device) as (world, dev):
+        check_output(output, "--output", "dir")  # every process writes there; checked before any work
+        clf = load_feature_model(model, weights, dev, dtype, allow_random_weights) if jobs else None
         if world.is_main:
             for f in failures:
                 err.print(f"[red]error:[/] {f.error}", highlight=False, soft_wrap=True)
         results: list[Extracted] = []
         if jobs:
-            ex = Extractor(clf, output, level, fmt, view_counts, window, stride, batch_size, store_dtype, backend, overwrite, world)
+            ex = Extractor(clf, output, level, fmt, view_counts, window, stride, batch_size, store_dtype, backend, overwrite, world,
+                           workers, decode_timeout)
             if world.is_main:
                 what = f"windows of {window:g} s every {ex.stride:g} s" if window else f"{view_counts[0]}x{view_counts[1]} views"
                 st = level_stride(clf.model, level)
@@ -118,8 +127,8 @@ def extract(
                     progress.update(task, advance=1, name=Path(r.path).name, rate=f"{done / elapsed:.2f} videos/s", **counts)
 
                 results = ex.run(jobs, tick)
-            if not world.is_main:
-                return 1 if any(not r.ok for r in results) else 0
+            if not world.is_main:  # rank 0 reports; every process exits with its code
+                return distributed.from_main(None, world)
         results = failures + results
         if as_json:
             print(json.dumps([r.to_json() for r in results], indent=2))
@@ -131,9 +140,7 @@ def extract(
             f"{len(results) - n_bad} of {len(results)} videos ok ({n_skip} already done), {n_bad} failed"
             + (f"; index: {output / INDEX}" if jobs else ""), highlight=False, soft_wrap=True,
         )
-        return 1 if n_bad else 0
-    finally:
-        distributed.cleanup(world)
+        return distributed.from_main(1 if n_bad else 0, world)
 
 
 def _table(results: list[Extracted], output: Path) -> Table:

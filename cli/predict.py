@@ -11,9 +11,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hiera_video.engine.inference import load_classifier, parse_views
-from hiera_video.engine.predict import Result, expand_inputs, plot_timeline, predict_paths
-from hiera_video.errors import HieraVideoError
-from hiera_video.report import console, write_csv, write_json
+from hiera_video.engine.predict import Result, expand_in_order, in_input_order, plot_timeline, predict_paths
+from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT
+from hiera_video.errors import HieraVideoError, Interrupted
+from hiera_video.report import check_output, console, write_csv, write_json
+
+#: The error of the inputs not reached when a run is interrupted (SIGINT).
+NOT_PROCESSED = "not processed: the run was interrupted (SIGINT)"
 
 
 def predict(
@@ -27,6 +31,9 @@ def predict(
     dtype: str = typer.Option("auto", help="auto (bf16 where the hardware has it) | fp32 | bf16 | fp16"),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Views per forward pass."),
     backend: str = typer.Option("auto", help="Video decoder: auto | decord | pyav"),
+    workers: int = typer.Option(2, min=0, help="Worker processes decoding videos (0: decode in this process, without a time limit)."),
+    decode_timeout: float = typer.Option(DEFAULT_DECODE_TIMEOUT, "--decode-timeout", min=0,
+                                         help="Seconds one video may take to decode (with --workers >= 1) before it is stopped and reported as failed; 0 = no limit."),
     window: Optional[float] = typer.Option(None, help="Timeline: window length in seconds (whole video when omitted)."),
     stride: Optional[float] = typer.Option(None, help="Timeline: seconds between window starts [default: --window]."),
     plot: Optional[Path] = typer.Option(None, help="Timeline: PNG plot (one file per video: NAME gets the video's stem appended when several videos)."),
@@ -37,15 +44,23 @@ def predict(
     """Classify videos: multi-view testing decodes each video once; bad files are reported and skipped."""
     if stride is not None and window is None:
         raise HieraVideoError("--stride needs --window (the timeline window length in seconds)")
+    for name, value in (("--window", window), ("--stride", stride)):
+        if value is not None and not value > 0:  # not: NaN too
+            raise HieraVideoError(f"{name} must be a positive number of seconds, got {value:g}")
     if output is not None and output.suffix.lower() not in (".json", ".csv"):
         raise HieraVideoError(f"--output must end in .json or .csv, got '{output}'")
+    check_output(output, "--output")  # before any work: a run never ends in an unwritable path
+    check_output(plot, "--plot")
     t_views, s_views = parse_views(views)
-    video_paths, failures = expand_inputs(paths)
+    entries = expand_in_order(paths)  # video paths, and failed Results for inputs that name no video
+    video_paths = [e for e in entries if isinstance(e, str)]
     out = console(stderr=as_json)
     err = console(stderr=True)
-    for bad in failures:
-        err.print(f"[red]error:[/] {bad.error}", highlight=False, soft_wrap=True)
-    results: list[Result] = list(failures)
+    for bad in entries:
+        if isinstance(bad, Result):
+            err.print(f"[red]error:[/] {bad.error}", highlight=False, soft_wrap=True)
+    done: list[Result] = []
+    interrupted = False
     if video_paths:
         clf = load_classifier(model, weights, labels, device, dtype, allow_random_weights)
         protocol = clf.protocol((t_views, s_views), backend=backend)
@@ -55,23 +70,42 @@ def predict(
         )
         with progress:
             task = progress.add_task("predict", total=len(video_paths), name="")
-            for r in predict_paths(clf, protocol, video_paths, batch_size, top_k, window, stride):
-                progress.update(task, advance=1, name=Path(r.path).name)
-                results.append(r)
-                if not r.ok:
-                    err.print(f"[red]error:[/] {r.error}", highlight=False, soft_wrap=True)
-                elif not as_json:
-                    out.print(result_table(r))
-                    if r.timeline:
-                        out.print(_timeline_table(r))
-                if r.ok and plot is not None and r.timeline:
-                    png = plot if len(video_paths) == 1 else plot.with_name(f"{plot.stem}_{Path(r.path).stem}{plot.suffix or '.png'}")
-                    plot_timeline(r, str(png))
-    payload = [r.to_json() for r in results]
+            stream = predict_paths(clf, protocol, video_paths, batch_size, top_k, window, stride, workers, decode_timeout)
+            try:
+                for r in stream:
+                    progress.update(task, advance=1, name=Path(r.path).name)
+                    done.append(r)
+                    for note in r.warnings:
+                        err.print(f"[yellow]warning:[/] {r.path}: {note}", highlight=False, soft_wrap=True)
+                    if not r.ok:
+                        err.print(f"[red]error:[/] {r.error}", highlight=False, soft_wrap=True)
+                    elif not as_json:
+                        out.print(result_table(r))
+                        if r.timeline:
+                            out.print(_timeline_table(r))
+                    if r.ok and plot is not None and r.timeline:
+                        png = plot if len(video_paths) == 1 else plot.with_name(f"{plot.stem}_{Path(r.path).stem}{plot.suffix or '.png'}")
+                        plot_timeline(r, str(png))
+            except KeyboardInterrupt:  # SIGINT: keep what is finished, marked partial
+                interrupted = True
+            finally:
+                stream.close()  # stops the decoding workers
+    finished = len(done)
+    if interrupted:
+        done += [Result(p, error=NOT_PROCESSED) for p in video_paths[finished:]]
+    results: list[Result] = in_input_order(entries, done)
+    payload = [dict(r.to_json(), partial=True) if interrupted else r.to_json() for r in results]
     if as_json:
         print(json.dumps(payload, indent=2))
     if output is not None:
         _write(output, results, payload)
+    if interrupted:
+        where = " and ".join(([f"written to {output}"] if output is not None else []) + (["printed as JSON"] if as_json else []))
+        raise Interrupted(
+            f"SIGINT after {finished} of {len(video_paths)} videos: "
+            + (f"partial results {where} (marked \"partial\": true; the {len(video_paths) - finished} videos not reached "
+               "are listed as not processed)" if where else "the finished results are shown above (-o FILE keeps them)")
+        )
     n_bad = sum(not r.ok for r in results)
     if n_bad:
         err.print(f"{n_bad} of {len(results)} inputs failed", highlight=False)
@@ -103,12 +137,12 @@ def _write(path: Path, results: list[Result], payload: list[dict]) -> None:
         write_json(path, payload)
         return
     k = max((len(r.top) for r in results), default=0)
-    header = ["path", "ok", "error", "start", "end"] + [f"{c}{i}" for i in range(1, k + 1) for c in ("label", "score")]
+    header = ["path", "ok", "error", "warnings", "start", "end"] + [f"{c}{i}" for i in range(1, k + 1) for c in ("label", "score")]
     rows = []
     for r in results:
         segments = r.timeline if r.timeline else [dict(start="", end="", top=r.top)]
         for seg in segments:
-            cells = [r.path, r.ok, r.error or "", seg["start"], seg["end"]]
+            cells = [r.path, r.ok, r.error or "", "; ".join(r.warnings), seg["start"], seg["end"]]
             for item in seg["top"]:
                 cells += [item["label"], f"{item['score']:.6f}"]
             rows.append(cells)

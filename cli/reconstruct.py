@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import console
+from hiera_video.report import check_output, console
 
 
 def reconstruct(
@@ -17,10 +17,10 @@ def reconstruct(
     output: Path = typer.Option(..., "--output", "-o", help="FILE.png (one row per time step) or FILE.gif (animated)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="MAE model [default: mae_hiera_base_16x224, or the one a checkpoint names]."),
     weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Zoo tag, URL or checkpoint path (e.g. RUN_DIR/last.pt) [default: the model's official MAE weights]."),
-    mask_ratio: Optional[float] = typer.Option(None, "--mask-ratio", help="Fraction of mask units hidden [default: the model's, 0.9 for video]."),
-    seed: int = typer.Option(0, help="Seed of the random mask."),
+    mask_ratio: Optional[float] = typer.Option(None, "--mask-ratio", min=0.0, max=0.99, help="Fraction of mask units hidden [default: the model's, 0.9 for video]."),
+    seed: int = typer.Option(0, min=0, help="Seed of the random mask."),
     all_frames: bool = typer.Option(False, "--all-frames", help="Show every frame (each prediction repeated for both frames of its 2-frame token) instead of the predicted frames only."),
-    stride: Optional[int] = typer.Option(None, help="Frame stride of the clip [default: the checkpoint's, else 4]."),
+    stride: Optional[int] = typer.Option(None, min=1, help="Frame stride of the clip [default: the checkpoint's, else 4]."),
     scale: Optional[int] = typer.Option(None, min=1, help="Pixel upscale of the figure [default: so a panel is >= 160 px]."),
     frame_ms: int = typer.Option(250, "--frame-ms", min=20, help="GIF: milliseconds per frame."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
@@ -34,6 +34,7 @@ def reconstruct(
 
     if output.suffix.lower() not in (".png", ".gif"):
         raise HieraVideoError(f"--output must end in .png or .gif, got '{output}'")
+    check_output(output, "--output")
     if not video.is_file():
         raise HieraVideoError(f"video '{video}' not found")
     net = load_mae(model, weights, allow_random_weights)

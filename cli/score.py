@@ -17,7 +17,7 @@ from hiera_video.metrics.classification import (
     render_metrics,
     write_metrics,
 )
-from hiera_video.report import console
+from hiera_video.report import check_output, console
 
 
 def score(
@@ -26,10 +26,11 @@ def score(
                                                 "(softmax of mean logits). Default: the stored probabilities."),
     output: Path = typer.Option(None, "--output", help="Folder for metrics.json, per_class.csv, confusion.csv/png."),
     all_classes: bool = typer.Option(False, "--all-classes", help="Show every class, not only the worst and best."),
-    top: int = typer.Option(10, "--top", help="How many worst and best classes to show."),
+    top: int = typer.Option(10, "--top", min=0, help="How many worst and best classes to show."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON instead of tables."),
 ) -> None:
     """Score a predictions file offline: top-1/top-5, mean class accuracy, per-class results, confusion matrix."""
+    check_output(output, "--output", "dir")
     preds = load_predictions(predictions)
     probs, used = predictions_probs(preds, agg)
     if int((preds.labels >= 0).sum()) == 0:

@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 
 from hiera_video.engine.ava import render_ava_metrics, write_ava_outputs
+from hiera_video.errors import HieraVideoError
 from hiera_video.metrics.ava import evaluate_ava, metrics_to_json, read_ava_csv, read_exclusions, resolve_label_map
-from hiera_video.report import console
+from hiera_video.report import check_output, console
 
 
 def score_ava(
@@ -26,11 +27,18 @@ def score_ava(
     as_json: bool = typer.Option(False, "--json", help="Print {mAP, per_class, groups} as JSON instead of tables."),
 ) -> None:
     """Score AVA detections: per-class AP, pose/object/interaction means and frame-mAP@0.5."""
+    check_output(output, "--output", "dir")
     classes = resolve_label_map(label_map)
     gt = read_ava_csv(groundtruth, kind="gt")
     dets = read_ava_csv(detections, kind="detections")
     excluded = read_exclusions(exclusions)
     metrics = evaluate_ava(gt, dets, classes, excluded)
+    if not metrics["num_classes_with_gt"]:  # a NaN mAP is no result: exit 2, saying why
+        raise HieraVideoError(
+            f"{groundtruth} has no ground-truth box of the {len(classes)} label-map classes"
+            + (" outside the excluded timestamps" if excluded else "")
+            + ": nothing to score; check --groundtruth (the right split?) and --label-map"
+        )
     extra = {"groundtruth": str(groundtruth), "detections": str(detections),
              "label_map": str(label_map) if label_map else "built-in ava_v2.2_60",
              "exclusions": str(exclusions) if exclusions else None}

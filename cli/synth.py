@@ -10,12 +10,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hiera_video.data.synthetic import CLASSES, make_synthetic_dataset
-from hiera_video.report import console
+from hiera_video.report import check_output, console
 
 
 def synth(
     out_dir: Path = typer.Argument(..., help="Folder to write the dataset into."),
-    seed: int = typer.Option(0, help="Random seed; the same seed gives the same videos."),
+    seed: int = typer.Option(0, min=0, help="Random seed; the same seed gives the same videos."),
     train_per_class: int = typer.Option(40, "--train-per-class", min=0, help="Training videos per class."),
     val_per_class: int = typer.Option(10, "--val-per-class", min=0, help="Validation videos per class."),
     frames: int = typer.Option(48, min=4, help="Frames per video."),
@@ -26,6 +26,7 @@ def synth(
 ) -> None:
     """Generate a 6-class video dataset that only temporal order can solve (twin classes are
     each other played backwards): H.264 mp4s + train.txt / val.txt / labels.txt."""
+    check_output(out_dir, "OUT_DIR", "dir")
     con = console(stderr=as_json)
     with Progress(
         TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),

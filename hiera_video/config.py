@@ -8,6 +8,9 @@ errors that list the valid ones. ``load_config("demo")`` finds a bundled preset
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -103,6 +106,7 @@ class RunConfig:
     global_batch: int | None = _f(None, "clips per optimizer step over all processes (gradient accumulation reaches it)")
     precision: str = _f("auto", "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16")
     device: str = _f("auto", "auto | cpu | cuda")
+    dist_timeout: float | None = _f(None, "torchrun: seconds a process waits for the others before the run stops with an error (null = $HIERA_VIDEO_DIST_TIMEOUT or 1800)")
     seed: int = _f(0, "random seed")
     ckpt_every_steps: int = _f(0, "also checkpoint every N optimizer steps (0 = only each epoch)")
     val_every_epochs: int = _f(1, "fast validation (centre view) every N epochs (0 = off)")
@@ -140,24 +144,104 @@ def list_presets() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("hiera_video.configs").iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_yaml(source: str) -> dict:
+# A config is a few kilobytes and about a hundred values: anything far larger is a mistake or
+# an attack (a "YAML bomb" of nested aliases expands to billions of values from a few lines).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_VALUES = 10_000
+MAX_CONFIG_DEPTH = 32
+MAX_BASE_CHAIN = 16
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A bounded one-line repr for error messages: a value of any size (a YAML bomb, a
+    megabyte string) is never expanded in full."""
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 6, 6, 6, 6
+    r.maxstring, r.maxother, r.maxlong = limit, limit, 40
+    try:
+        text = " ".join(r.repr(value).split())
+    except Exception:  # pragma: no cover - a value whose repr fails
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clip(text: Any, limit: int = 80) -> str:
+    """``str(text)`` on one line, cut to ``limit`` characters (for keys and names in errors)."""
+    line = " ".join(str(text)[: limit * 4].split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _check_size(data: Any, where: str) -> None:
+    """Reject loaded YAML whose expansion is unreasonably large or deep (aliases are shared
+    references after loading, so the walk is stopped as soon as a limit is passed)."""
+    count, stack = 0, [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise HieraVideoError(
+                f"{where}: the config expands to more than {MAX_CONFIG_VALUES} values (nested YAML aliases?); "
+                "a config holds about a hundred"
+            )
+        if depth > MAX_CONFIG_DEPTH:
+            raise HieraVideoError(f"{where}: the config is nested more than {MAX_CONFIG_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for kv in value.items() for v in kv)
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def _load_yaml_text(text: str, where: str) -> Any:
+    """``yaml.safe_load`` with every failure as a one-line HieraVideoError, size-checked."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark else ""
+        raise HieraVideoError(f"{where}{line}: invalid YAML ({_short(getattr(e, 'problem', None) or e, 160)})") from None
+    except RecursionError:
+        raise HieraVideoError(f"{where}: invalid config (nested too deeply)") from None
+    except (ValueError, TypeError, OverflowError) as e:  # e.g. an impossible date such as 2020-13-45
+        raise HieraVideoError(f"{where}: invalid YAML value ({_short(e, 160)})") from None
+    _check_size(data, where)
+    return data
+
+
+def _read_yaml(source: str, chain: tuple[Path, ...] = ()) -> dict:
     path = Path(source)
+    if not path.is_file() and chain and (chain[-1].parent / source).is_file():
+        path = chain[-1].parent / source  # a base named relative to the config that names it
     if not path.is_file():
         bundled = preset_path(source[:-5] if source.endswith(".yaml") else source) if "/" not in source else None
         if bundled is None:
-            raise HieraVideoError(f"config '{source}' not found: pass a YAML file or a bundled preset ({', '.join(list_presets())})")
+            raise HieraVideoError(f"config '{_clip(source, 200)}' not found: pass a YAML file or a bundled preset ({', '.join(list_presets())})")
         path = bundled
+    real = path.resolve()
+    if real in chain:
+        loop = " -> ".join(p.name for p in (*chain[chain.index(real):], real))
+        raise HieraVideoError(f"{path}: the 'base' chain loops ({loop}); a config cannot extend itself")
+    if len(chain) >= MAX_BASE_CHAIN:
+        raise HieraVideoError(f"{path}: more than {MAX_BASE_CHAIN} configs extend each other through 'base'")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark else ""
-        raise HieraVideoError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise HieraVideoError(f"{path}: {size} bytes is too large for a config (at most {MAX_CONFIG_BYTES}); is it the right file?")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise HieraVideoError(f"cannot read config '{path}': {e.strerror or _short(e)}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise HieraVideoError(f"{path}: not a text file (binary data); a config is a YAML text file") from None
+    data = _load_yaml_text(text, str(path))
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise HieraVideoError(f"{path}: a config must be a mapping of sections (data, model, optim, augment, run)")
     base = data.pop("base", None)
-    if base:
-        merged = _read_yaml(str(base) if Path(str(base)).is_file() else str(base))
+    if base is not None:
+        if not isinstance(base, str) or not base.strip():
+            raise HieraVideoError(f"{path}: 'base' must name a bundled preset or a YAML file, got {_short(base)}")
+        merged = _read_yaml(base, (*chain, real))
         _merge(merged, data)
         return merged
     return data
@@ -169,6 +253,12 @@ def _merge(into: dict, new: dict) -> None:
             _merge(into[k], v)
         else:
             into[k] = v
+
+
+def _base_type(typ):
+    """``int | None`` -> int."""
+    args = typing.get_args(typ)
+    return next((a for a in args if a is not type(None)), typ) if args else typ
 
 
 def _coerce(value: Any, typ, key: str):
@@ -183,38 +273,51 @@ def _coerce(value: Any, typ, key: str):
     if base is bool:
         if isinstance(value, bool):
             return value
-        raise HieraVideoError(f"config key '{key}' must be true or false, got {value!r}")
+        raise HieraVideoError(f"config key '{key}' must be true or false, got {_short(value)}")
     if base is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise HieraVideoError(f"config key '{key}' must be an integer, got {value!r}")
+        raise HieraVideoError(f"config key '{key}' must be an integer, got {_short(value)}")
     if base is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 2e-3 (no dot) as a string
+            number = value
+        elif isinstance(value, str):  # YAML 1.1 reads 2e-3 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise HieraVideoError(f"config key '{key}' must be a number, got {value!r}")
+        if number is not None:
+            try:
+                number = float(number)
+            except OverflowError:
+                number = math.inf
+            if math.isfinite(number):
+                return number
+            raise HieraVideoError(f"config key '{key}' must be a finite number, got {_short(value)}")
+        raise HieraVideoError(f"config key '{key}' must be a number, got {_short(value)}")
     if base is str:
+        if isinstance(value, (dict, list, tuple)):
+            raise HieraVideoError(f"config key '{key}' must be a single value, got {_short(value)}")
         return str(value)
     if base is list:
         if isinstance(value, (list, tuple)):
             return list(value)
-        raise HieraVideoError(f"config key '{key}' must be a list, got {value!r}")
+        raise HieraVideoError(f"config key '{key}' must be a list, got {_short(value)}")
     if base is dict:
         if isinstance(value, dict):
             return dict(value)
-        raise HieraVideoError(f"config key '{key}' must be a mapping such as {{q_pool: 2}}, got {value!r}")
+        raise HieraVideoError(f"config key '{key}' must be a mapping such as {{q_pool: 2}}, got {_short(value)}")
     return value
 
 
-def _apply(cfg, data: dict, where: str) -> None:
+def _apply(cfg, data: dict, where: str, raw: str | None = None) -> None:
+    """Set ``data``'s keys on ``cfg``. ``raw``: the text of a --set value, kept as it was typed
+    for text keys (YAML would read ``0x0`` as the number 0 and ``1e3`` differently)."""
     sections = {f.name: f for f in dataclasses.fields(cfg)}
     for sec, values in data.items():
         if sec not in sections:
-            raise HieraVideoError(f"{where}: unknown config section '{sec}'; valid sections: {', '.join(sections)}")
+            raise HieraVideoError(f"{where}: unknown config section '{_clip(sec, 60)}'; valid sections: {', '.join(sections)}")
         if not isinstance(values, dict):
             raise HieraVideoError(f"{where}: section '{sec}' must be a mapping of keys")
         obj = getattr(cfg, sec)
@@ -222,20 +325,25 @@ def _apply(cfg, data: dict, where: str) -> None:
         valid = [f.name for f in dataclasses.fields(obj)]
         for k, v in values.items():
             if k not in valid:
-                raise HieraVideoError(f"{where}: unknown config key '{sec}.{k}'; valid keys in '{sec}': {', '.join(valid)}")
+                raise HieraVideoError(f"{where}: unknown config key '{sec}.{_clip(k, 60)}'; valid keys in '{sec}': {', '.join(valid)}")
+            if raw is not None and isinstance(v, (int, float)) and not isinstance(v, bool) and _base_type(hints[k]) is str:
+                v = raw.strip()
             setattr(obj, k, _coerce(v, hints[k], f"{sec}.{k}"))
 
 
 def parse_set(item: str) -> dict:
     """``"optim.lr=1e-3"`` -> ``{"optim": {"lr": 0.001}}`` (the value is read as YAML)."""
     if "=" not in item or "." not in item.split("=", 1)[0]:
-        raise HieraVideoError(f"--set expects section.key=value (e.g. optim.lr=1e-3), got '{item}'")
+        raise HieraVideoError(f"--set expects section.key=value (e.g. optim.lr=1e-3), got {_short(item)}")
     key, raw = item.split("=", 1)
     sec, k = key.strip().split(".", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    except (RecursionError, ValueError, TypeError, OverflowError):
+        value = raw
+    _check_size(value, f"--set {_clip(key.strip(), 60)}")
     return {sec: {k: value}}
 
 
@@ -244,31 +352,111 @@ def load_config(source: str | None = None, sets: list[str] | tuple = (), overrid
     """Defaults <- preset/YAML ``source`` <- ``overrides`` (command-line options) <- ``--set`` items.
 
     ``cls``: the config dataclass (``TrainConfig``; pretraining passes its own, with the same
-    ``data``/``model``/``optim``/``augment``/``run`` sections)."""
+    ``data``/``model``/``optim``/``augment``/``run`` sections). Every key is checked against
+    its allowed values (:data:`RULES`) here, before any work starts."""
     cfg = cls()
     if source:
         _apply(cfg, _read_yaml(source), str(source))
     if overrides:
         _apply(cfg, overrides, "command line")
     for item in sets:
-        _apply(cfg, parse_set(item), f"--set {item}")
+        _apply(cfg, parse_set(item), f"--set {_clip(item, 120)}", raw=item.split("=", 1)[1])
     _validate(cfg)
     return cfg
 
 
-def _validate(cfg: TrainConfig) -> None:
-    choices = {
-        "data.sampling": (cfg.data.sampling, ("dense", "segment")),
-        "augment.flip": (cfg.augment.flip, ("random", "none", "ssv2")),
-        "optim.name": (cfg.optim.name, ("adamw", "sgd")),
-        "run.precision": (cfg.run.precision, ("auto", "fp32", "bf16", "fp16")),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise HieraVideoError(f"config key '{key}' must be one of {', '.join(allowed)}, got '{value}'")
-    for key, value in (("run.batch_size", cfg.run.batch_size), ("data.repeated_aug", cfg.data.repeated_aug), ("optim.epochs", cfg.optim.epochs)):
-        if value < 1:
-            raise HieraVideoError(f"config key '{key}' must be >= 1, got {value}")
+# ---------------------------------------------------------------------------- allowed values
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _views_ok(text: Any) -> bool:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    return bool(m) and int(m.group(1)) >= 1 and int(m.group(2)) >= 1
+
+
+def _choice(*allowed: str) -> tuple:
+    return (lambda v: v in allowed), "one of " + ", ".join(allowed)
+
+
+#: ``section.key`` -> (check, what is allowed). Applies to every config class with that key
+#: (finetuning and pretraining); a key without a rule takes any value of its type. Numbers
+#: are finite everywhere (``_coerce``); null is checked by the type (``X | None``).
+RULES: dict[str, tuple[Any, str]] = {
+    "data.dataset": _choice("k400", "k600", "k700", "ssv2", "list", "folder", "ava"),
+    "data.sampling": _choice("dense", "segment"),
+    "data.stride": (lambda v: v >= 1, "an integer >= 1"),
+    "data.target_fps": (lambda v: v > 0, "a number > 0"),
+    "data.repeated_aug": (lambda v: v >= 1, "an integer >= 1"),
+    "data.workers": (lambda v: 0 <= v <= 1024, "an integer in [0, 1024] (0 = decode in the main process)"),
+    "data.backend": _choice("auto", "decord", "pyav"),
+    "data.limit_train": (lambda v: v >= 1, "an integer >= 1 or null"),
+    "data.limit_val": (lambda v: v >= 1, "an integer >= 1 or null"),
+    "data.proposal_threshold": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "data.test_view": _choice("full", "center"),
+    "data.frames_layout": _choice("video", "frames"),
+    "model.name": (lambda v: bool(v.strip()), "a model name (hiera-video models)"),
+    "model.input_size": (lambda v: len(v) in (2, 3) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v),
+                         "null or [frames, height, width] (positive integers)"),
+    "model.drop_path": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "model.head_dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "model.mask_ratio": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optim.name": _choice("adamw", "sgd"),
+    "optim.lr": (lambda v: v > 0, "a number > 0"),
+    "optim.base_batch": (lambda v: v >= 1, "an integer >= 1"),
+    "optim.min_lr": (lambda v: v >= 0, "a number >= 0"),
+    "optim.weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "optim.betas": (lambda v: len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1), e.g. [0.9, 0.999]"),
+    "optim.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optim.layer_decay": (lambda v: 0 < v <= 1, "a number in (0, 1] or null"),
+    "optim.clip_grad": (lambda v: v > 0, "a number > 0 or null"),
+    "optim.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "optim.warmup_epochs": (lambda v: v >= 0, "a number >= 0"),
+    "augment.scale": (lambda v: len(v) == 2 and all(_number(x) for x in v) and 0 < v[0] <= v[1] <= 1,
+                      "[min, max] with 0 < min <= max <= 1"),
+    "augment.flip": _choice("random", "none", "ssv2"),
+    "augment.randaug_n": (lambda v: 0 <= v <= 16, "an integer in [0, 16]"),
+    "augment.randaug_m": (lambda v: 0 <= v <= 10, "a number in [0, 10]"),
+    "augment.randaug_std": (lambda v: v >= 0, "a number >= 0"),
+    "augment.erase_p": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "augment.mixup": (lambda v: v >= 0, "a number >= 0 (0 = off)"),
+    "augment.cutmix": (lambda v: v >= 0, "a number >= 0 (0 = off)"),
+    "augment.mixup_prob": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "augment.switch_prob": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "augment.label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "run.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "run.global_batch": (lambda v: v >= 1, "an integer >= 1 or null"),
+    "run.precision": _choice("auto", "fp32", "bf16", "fp16"),
+    "run.device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None, "auto, cpu, mps, cuda or cuda:N"),
+    "run.dist_timeout": (lambda v: v > 0, "a number of seconds > 0 or null"),
+    "run.seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"),
+    "run.ckpt_every_steps": (lambda v: v >= 0, "an integer >= 0 (0 = only each epoch)"),
+    "run.val_every_epochs": (lambda v: v >= 0, "an integer >= 0 (0 = off)"),
+    "run.val_views": (_views_ok, "TxS views with T, S >= 1, e.g. 1x1"),
+    "run.final_views": (_views_ok, "TxS views with T, S >= 1 (e.g. 5x3) or null"),
+    "run.ema_decay": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "run.log_every": (lambda v: v >= 1, "an integer >= 1"),
+    "run.halt_after_steps": (lambda v: v >= 1, "an integer >= 1 or null"),
+}
+
+
+def _validate(cfg) -> None:
+    for sec in dataclasses.fields(cfg):
+        obj = getattr(cfg, sec.name)
+        for f in dataclasses.fields(obj):
+            key, value = f"{sec.name}.{f.name}", getattr(obj, f.name)
+            rule = RULES.get(key)
+            if rule is None or value is None:
+                continue
+            check, allowed = rule
+            try:
+                ok = bool(check(value))
+            except (TypeError, ValueError, AttributeError):
+                ok = False
+            if not ok:
+                raise HieraVideoError(f"config key '{key}' must be {allowed}, got {_short(value)}")
     if cfg.run.batch_size % cfg.data.repeated_aug:
         raise HieraVideoError(
             f"run.batch_size ({cfg.run.batch_size}) must be a multiple of data.repeated_aug ({cfg.data.repeated_aug}): "

@@ -23,6 +23,55 @@ def console(stderr: bool = False) -> Console:
     return c
 
 
+def check_output(path: str | Path | None, option: str = "--output", kind: str = "file") -> Path | None:
+    """Refuse an output path that cannot be written, before any work is done (so a long run
+    never ends with a traceback and its results lost). ``kind``: ``"file"`` or ``"dir"``
+    (a folder the command creates or fills). Checked: an existing path of the wrong kind (a
+    folder where a file is expected or the other way round), a path under a file, a name too
+    long for the file system, and write permission in the folder that will hold it (the
+    nearest existing one when folders are to be created). Returns the path (None stays None);
+    raises :class:`~hiera_video.errors.HieraVideoError` with one line naming ``option``."""
+    from hiera_video.errors import HieraVideoError
+
+    if path is None:
+        return None
+    raw = str(path)
+    p = Path(raw).expanduser()
+
+    def fail(problem: str):
+        raise HieraVideoError(f"cannot write {option} '{raw}': {problem}; pass a path you can write to")
+
+    if not raw.strip():
+        fail("the path is empty")
+    if os.path.exists(p):  # (os.path: False, not an exception, for names too long to look up)
+        if kind == "dir":
+            if not os.path.isdir(p):
+                fail("it is an existing file, not a folder")
+            if not os.access(p, os.W_OK | os.X_OK):
+                fail("no permission to write in this folder")
+            return p
+        if os.path.isdir(p):
+            fail("it is an existing folder, not a file name")
+        if not os.access(p, os.W_OK) or not os.access(p.parent, os.W_OK | os.X_OK):
+            fail("no permission to replace this file")  # replaced by a rename in its folder
+        return p
+    anchor = p.parent if p.parent != p else p  # nearest folder that exists
+    while not os.path.exists(anchor) and anchor.parent != anchor:
+        anchor = anchor.parent
+    if not os.path.isdir(anchor):
+        fail(f"'{anchor}' is a file, not a folder")
+    try:
+        name_max = os.pathconf(anchor, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = 255
+    long = [part for part in p.parts if len(os.fsencode(part)) > name_max]
+    if long:
+        fail(f"the name '{long[0][:40]}...' is longer than the file system allows ({name_max} bytes)")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        fail(f"no permission to create files in '{anchor}'")
+    return p
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder + rename."""
     path = Path(path)

@@ -9,8 +9,10 @@ import torch
 from hiera_video.errors import HieraVideoError
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: "str | torch.device" = "auto") -> torch.device:
     """``auto`` -> cuda when available, else mps, else cpu."""
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -35,10 +37,17 @@ def cpu_has_bf16() -> bool:
     return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
 
 
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """True on GPUs with native bf16 (compute capability >= 8.0: Ampere and later).
+    ``torch.cuda.is_bf16_supported()`` also counts emulation (V100, T4), which is slow."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The default low precision for inference on ``device`` (None = stay in fp32)."""
+    """The default low precision on ``device`` (None = stay in fp32): bf16 on GPUs with
+    native bf16, else fp16 (with a grad scaler when training); bf16 on CPUs that have it."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_bf16() else None
     return None
@@ -56,6 +65,13 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:
     if name == "fp16" and device.type == "cpu":
         raise HieraVideoError("fp16 autocast is not supported on CPU; use --dtype bf16 or fp32")
     return DTYPES[name]
+
+
+def casts_weights(device: torch.device, dtype: torch.dtype | None) -> bool:
+    """Inference in ``dtype`` by casting weights and inputs (CPU bf16: measured faster, no
+    per-layer casts) rather than autocast (GPUs: norms, softmax and reductions stay fp32, so
+    fp16 cannot overflow in large models)."""
+    return dtype is not None and device.type == "cpu"
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

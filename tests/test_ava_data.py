@@ -336,3 +336,36 @@ def test_bad_arguments(ava, tmp_path):
         AvaDataset(tmp_path / "nope", ava.train_csv, ava.label_map, "train", "train")
     with pytest.raises(HieraVideoError, match="ground-truth CSV"):
         AvaDataset(ava.videos, None, ava.label_map, "train", "train")
+
+
+def test_limited_evaluation_scores_only_the_evaluated_keyframes(ava):
+    """With --limit / data.limit_val only the first keyframes are run; their detections are
+    scored against THEIR ground truth (scoring against the whole split's would count every
+    other keyframe's boxes as missed), and the metrics say that the result is on a subset."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from hiera_video.data.datasets.ava import open_ava_split
+    from hiera_video.engine.ava import evaluate_ava_model, render_ava_metrics
+    from hiera_video.metrics.ava import evaluate_ava, resolve_label_map
+
+    class Constant(torch.nn.Module):  # the same score for every box and class
+        def forward(self, clips, boxes):
+            return torch.zeros(sum(len(b) for b in boxes), NUM_ACTIONS)
+
+    kw = dict(default_proposals=True, num_frames=T, stride=STRIDE, crop_size=S)
+    full = open_ava_split(ava.root, "val", "val", **kw)
+    assert len(full) >= 2 and full.subset is None
+    part = open_ava_split(ava.root, "val", "val", limit=1, **kw)
+    rows, metrics = evaluate_ava_model(Constant(), part, batch_size=2)
+    assert metrics["subset"] == dict(keyframes=1, of=len(full)) and metrics["num_keyframes"] == 1
+    gt, lm = read_ava_csv(ava.val_csv), resolve_label_map(ava.label_map)
+    own = [r for r in gt if r.key in set(part.items)]
+    assert metrics["mAP"] == pytest.approx(evaluate_ava(own, rows, lm, ava.val_exclusions)["mAP"])
+    assert metrics["mAP"] > evaluate_ava(gt, rows, lm, ava.val_exclusions)["mAP"]  # what the whole split's GT gave
+    text = StringIO()
+    render_ava_metrics(metrics, Console(file=text, width=200))
+    assert "subset" in text.getvalue() and f"1 of {len(full)}" in text.getvalue()
+    _, metrics = evaluate_ava_model(Constant(), full, batch_size=2)
+    assert metrics["subset"] is None

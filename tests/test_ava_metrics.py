@@ -332,3 +332,8 @@ def test_score_ava_cli(tmp_path):
     d.write_text("v,0902,0.0,0.0,0.5,1.0,11\nv,0902,0.0,0.0,0.5,1.0\n")
     r = runner.invoke(app, ["score-ava", "-g", str(g), "-d", str(d)])
     assert isinstance(r.exception, HieraVideoError) and "det.csv, line 2" in str(r.exception)
+    # Nothing to score (no GT box of the label map's classes): an error (exit 2), not a NaN mAP with exit 0.
+    d.write_text("v,0902,0.0,0.0,0.5,1.0,11,0.9\n")
+    lm.write_text('item {\n  name: "stand"\n  id: 12\n}\n')
+    r = runner.invoke(app, ["score-ava", "-g", str(g), "-d", str(d), "--label-map", str(lm), "--json"])
+    assert isinstance(r.exception, HieraVideoError) and "nothing to score" in str(r.exception)

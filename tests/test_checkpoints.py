@@ -330,10 +330,10 @@ def test_grid_from_checkpoint_config(tmp_path):
 
 def test_other_architecture_strict_and_not(nano_pth):
     with pytest.raises(HieraVideoError) as e:
-        create_model("hiera_micro_16x112", weights=nano_pth)
+        create_model("hiera_micro_16x128", weights=nano_pth)
     msg = one_line_error(e)
     assert "missing" in msg and "another shape" in msg and "fits: hiera_nano_8x64" in msg
-    model = create_model("hiera_micro_16x112")
+    model = create_model("hiera_micro_16x128")
     report = ck.apply_checkpoint(model, ck.read_checkpoint(nano_pth), strict=False)
     assert report.missing and report.unexpected and report.mismatched
     assert len(report.messages()) >= 3
@@ -626,3 +626,50 @@ def test_real_hf_transformers_checkpoints(tmp_path):
         create_model("hiera_tiny_224", weights=str(tmp_path / "q2"))
     # ... while MAE weights (q_pool 2) go into the classifier (q_pool 3) as the official recipe does.
     assert create_model("hiera_tiny_224", weights=str(tmp_path / "mae")).load_report.layout == "hf-transformers"
+
+
+# ---------------------------------------------------------------------- model inferred from shapes
+def test_model_inferred_from_official_files(nano, nano_pth, mae_pth, tmp_path):
+    """An official file says nothing about its variant, but its tensor shapes do: with no
+    model name the one registered variant they fit is used (it used to stop with "does not
+    say which model it belongs to")."""
+    from hiera_video.models.factory import load_model
+
+    model = load_model(nano_pth)
+    assert model.spec.name == NANO
+    assert_same_probs(model, nano, video())
+    assert load_model(mae_pth).spec.name == MAE_NANO
+    tiny_image = official_model(TINY, input_size=SMALL_IMAGE, num_classes=10)  # other size and classes: still tiny
+    torch.save({"model_state": tiny_image.state_dict()}, tmp_path / "tiny.pth")
+    assert load_model(str(tmp_path / "tiny.pth"), input_size=SMALL_IMAGE).spec.name == TINY
+    hub = tmp_path / "hub"
+    nano.save_pretrained(hub)
+    assert load_model(str(hub)).spec.name == NANO
+
+
+def test_model_inference_lists_candidates_or_none(nano_pth, tmp_path, monkeypatch):
+    from hiera_video.models.factory import load_model
+
+    twin = dataclasses.replace(MODELS[NANO], name="hiera_nano_twin_8x64")
+    monkeypatch.setitem(MODELS, twin.name, twin)
+    with pytest.raises(HieraVideoError) as e:
+        load_model(nano_pth)
+    msg = one_line_error(e)
+    assert "fit several" in msg and NANO in msg and twin.name in msg and "--model" in msg
+    monkeypatch.delitem(MODELS, twin.name)
+    odd = official_model(NANO, embed_dim=40)
+    torch.save({"model_state": odd.state_dict()}, tmp_path / "odd.pth")
+    with pytest.raises(HieraVideoError) as e:
+        load_model(str(tmp_path / "odd.pth"))
+    msg = one_line_error(e)
+    assert "fit no registered model" in msg and "embed_dim 40" in msg and "--model" in msg
+
+
+def test_predict_official_file_without_model(nano_pth, tmp_path, capsys):
+    from helpers import run_cli
+    from videogen import write_video
+
+    clip = write_video(tmp_path / "clip.mp4", num_frames=16, height=64, width=64)
+    code, out, err = run_cli(["predict", str(clip), "--weights", nano_pth, "--json", "--dtype", "fp32"], capsys)
+    assert code == 0, err
+    assert json.loads(out)[0]["ok"] is True

@@ -324,3 +324,66 @@ def test_file_index_one_walk_prefers_split_folder(tmp_path):
     assert index.lookup("same", ("val",)) == tmp_path / "val" / "c" / "same.mp4"
     assert index.lookup("same", ("train",)) == tmp_path / "train" / "c" / "same.mp4"
     assert index.lookup("notes") is None and index.lookup("other") is not None
+
+
+BOM = "\ufeff"  # what spreadsheet tools write at the start of a UTF-8 file
+
+
+def test_annotation_files_with_a_byte_order_mark(tmp_path):
+    """Every annotation reader ignores a UTF-8 byte-order mark: the rows, labels and class
+    names read are the same as without it."""
+    from hiera_video.metrics.ava import read_ava_csv, read_exclusions, read_label_map
+
+    def with_bom(path: Path) -> Path:
+        path.write_text(BOM + path.read_text(encoding="utf-8"), encoding="utf-8")
+        return path
+
+    # Kinetics CSV: the first header column is 'label'; with the BOM read as data it was not
+    # found, so every video came out unlabelled.
+    root = make_kinetics(tmp_path / "k400", "flat")
+    plain = build_dataset("k400", root, annotations=write_csv(root / "plain.csv"))
+    bommed = build_dataset("k400", root, annotations=with_bom(write_csv(root / "bom.csv")))
+    assert [(it.id, it.label) for it in bommed] == [(it.id, it.label) for it in plain] and None not in bommed.labels
+    # "path label" lists (the first path) and class-name files (the first name).
+    touch(tmp_path / "l" / "a.mp4")
+    touch(tmp_path / "l" / "b.mp4")
+    (tmp_path / "l" / "val.txt").write_text(BOM + "a.mp4 1\nb.mp4 0\n", encoding="utf-8")
+    (tmp_path / "l" / "names.txt").write_text(BOM + "cat\ndog\n", encoding="utf-8")
+    (tmp_path / "l" / "names.json").write_text(BOM + json.dumps(["cat", "dog"]), encoding="utf-8")
+    for names in ("names.txt", "names.json"):
+        ds = build_dataset("list", tmp_path / "l", labels=tmp_path / "l" / names)
+        assert ds.classes == ["cat", "dog"] and [(it.path.name, it.label) for it in ds] == [("a.mp4", 1), ("b.mp4", 0)]
+        assert not ds.missing
+    # SSv2 JSON files (json.loads refuses a BOM).
+    s = tmp_path / "ssv2"
+    touch(s / "videos" / "1.webm")
+    write_ssv2(s, SSV2, {"validation": [ssv2_entry("1", SSV2[3])]})
+    for f in (s / "annotations").glob("*.json"):
+        with_bom(f)
+    ds = build_dataset("ssv2", s)
+    assert ds.classes == SSV2 and [(it.id, it.label) for it in ds] == [("1", 3)]
+    # AVA: ground truth, exclusions, label map.
+    (tmp_path / "gt.csv").write_text(BOM + "vid_a,0902,0.1,0.2,0.3,0.4,12,0\n", encoding="utf-8")
+    (tmp_path / "ex.csv").write_text(BOM + "vid_a,0903\n", encoding="utf-8")
+    (tmp_path / "map.pbtxt").write_text(BOM + 'item {\n  name: "stand"\n  id: 12\n}\n', encoding="utf-8")
+    assert [(r.video_id, r.timestamp, r.action_id) for r in read_ava_csv(tmp_path / "gt.csv")] == [("vid_a", 902, 12)]
+    assert read_exclusions(tmp_path / "ex.csv") == {("vid_a", 903)}
+    assert read_label_map(tmp_path / "map.pbtxt") == {12: "stand"}
+
+
+def test_duplicate_annotation_rows_count_each_video_once(tmp_path):
+    root = make_kinetics(tmp_path / "k400", "flat")
+    rows = ROWS + [ROWS[0], ROWS[2], ("zumba", *ROWS[1][1:])]  # two repeats, one with another label
+    ds = build_dataset("k400", root, annotations=write_csv(root / "val.csv", rows))
+    unique = build_dataset("k400", root, annotations=write_csv(root / "val1.csv"))
+    assert [(it.path, it.label) for it in ds] == [(it.path, it.label) for it in unique]  # the first row's label wins
+    assert len(ds.duplicates) == 3 and ds.summary()["duplicates"] == 3
+    note = " ".join(ds.warnings)
+    assert "3 annotation row(s)" in note and "counted once" in note
+    assert "1 of them give another label" in note and "'zumba' vs 'air drumming'" in note
+    assert len(ds.missing) == len(unique.missing)
+    # A list naming the same file twice (once by another relative spelling).
+    touch(tmp_path / "l" / "x" / "a.mp4")
+    (tmp_path / "l" / "val.txt").write_text("x/a.mp4 0\nx/../x/a.mp4 0\n")
+    ds = build_dataset("list", tmp_path / "l")
+    assert len(ds) == 1 and len(ds.duplicates) == 1 and "line 2" in ds.warnings[-1]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -365,3 +368,118 @@ def test_read_clip_reports_a_crashing_decoder(videos, monkeypatch):
     monkeypatch.setattr(decode, "_read_numpy", lambda *a: os._exit(3))
     with pytest.raises(HieraVideoError, match="crashed"):
         read_clip(videos["h264"], [0], timeout=10)
+
+
+# ---------------------------------------------------------------- hostile headers, MPEG-TS, odd paths
+
+
+@pytest.mark.parametrize("fmt", ["h264", "mjpeg", "vp9"])
+def test_header_claiming_2_31_frames_costs_nothing(tmp_path, fmt):
+    """A header claiming 2^31 frames (mp4 stts, AVI strh; a webm's duration, from which decord
+    estimates the count) made decord abort the whole process (std::bad_alloc, exit 134). The
+    decode runs in a child (read_clip with a timeout), so a regression shows as a "crashed"
+    error here instead of killing the test session."""
+    good = vg.write_video(tmp_path / "good", num_frames=30, fmt=fmt)
+    huge = vg.patch_claimed_frames(good, tmp_path / f"huge{good.suffix}")
+    with av.open(str(huge)) as c:  # the header lies
+        claimed = c.streams.video[0].frames or float(c.streams.video[0].average_rate) * c.duration / 1e6
+        assert claimed == pytest.approx(0x7FFFFFFF, rel=1e-3)
+    idx = [0, 29, 15]
+    assert vg.read_stamps(read_clip(huge, idx, backend="auto", timeout=60)) == idx
+    assert vg.read_stamps(read_clip(huge, idx, backend="pyav", timeout=60)) == idx
+    if decord_available():
+        with pytest.raises(HieraVideoError, match=r"claims 214748\d{4} frames but the stream holds 30.*backend='pyav'") as info:
+            read_clip(huge, idx, backend="decord", timeout=60)
+        assert "\n" not in str(info.value)
+    with open_video(huge, "auto") as reader:
+        assert reader.num_frames == 30 and reader.backend == "pyav"
+
+
+def test_plausible_header_over_report_keeps_decord(videos):
+    """An AVI with dropped-frame chunks over-reports (about 2x here): still plausible, decord is kept."""
+    if not decord_available():
+        pytest.skip("decord missing")
+    with open_video(videos["vfr_avi"], "decord") as reader:
+        assert reader.backend == "decord"
+
+
+TS_SPECS = {"h264_ts": 90, "h264_ts_gop10": 60}
+
+
+@pytest.fixture(scope="module")
+def ts_videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ts")
+    return {fmt: vg.write_video(root / fmt, num_frames=n, fmt=fmt) for fmt, n in TS_SPECS.items()}
+
+
+def warnings_allowed(expect_warning: bool):
+    return pytest.warns(UserWarning, match="mpegts") if expect_warning else contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("fmt", list(TS_SPECS))
+@pytest.mark.parametrize("backend", ["auto", "pyav", "decord"])
+def test_mpegts_frame_exact(ts_videos, fmt, backend):
+    """H.264 in MPEG-TS (the encoder's default GOP with B-frames, and a short GOP): seeking to a
+    keyframe's pts landed after it, so reads gave other frames or none (rejected as corrupt);
+    decord returned frames from the second keyframe on."""
+    if backend == "decord" and not decord_available():
+        pytest.skip("decord missing")
+    n = TS_SPECS[fmt]
+    with av.open(str(ts_videos[fmt])) as c:
+        assert c.format.name == "mpegts"
+        keys = [i for i, p in enumerate(q for q in c.demux(c.streams.video[0]) if q.size) if p.is_keyframe]
+    assert len(keys) > 1  # really several GOPs
+    with warnings_allowed(backend == "decord"):
+        reader = open_video(ts_videos[fmt], backend)
+    with reader:
+        assert reader.num_frames == n and reader.backend == "pyav"  # decord cannot seek in MPEG-TS
+        for idx in ([0, 5, n // 2, n - 1], [n - 1, 3, keys[-1], keys[-1] - 1], list(range(n))):
+            assert vg.read_stamps(reader.get_frames(idx)) == idx
+        assert reader.substituted_frames == 0
+
+
+def test_mpegts_falls_back_to_sequential_when_a_seek_loses_frames(ts_videos):
+    """Without the dts seek target, seeks into MPEG-TS land on frames that need an earlier keyframe
+    (nothing decodes, or later frames come out): frame access decodes from the start instead."""
+    with open_video(ts_videos["h264_ts"], "pyav") as reader:
+        reader._seek_ts = {}  # seek by pts, as before: lands after the keyframe
+        idx = [0, 5, 45, 89]
+        assert vg.read_stamps(reader.get_frames(idx)) == idx
+        assert reader.substituted_frames == 0 and not reader._seekable
+        assert vg.read_stamps(reader.get_frames([89, 2])) == [89, 2]
+
+
+def test_seek_yielding_nothing_falls_back_to_sequential(videos, monkeypatch):
+    monkeypatch.setattr(PyAVReader, "_seek", lambda self, index: iter(()))
+    with open_video(videos["h264"], "pyav") as reader:
+        assert vg.read_stamps(reader.get_frames([40, 3])) == [40, 3]
+        assert reader.substituted_frames == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_fifo_device_and_symlinks_are_named(tmp_path):
+    """A FIFO was reported as "empty (0 bytes)" (and is never opened: reading it blocks), a
+    symlink loop as "not found"."""
+    from hiera_video.data.check import check_file
+    from hiera_video.engine.predict import expand_inputs
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    broken = tmp_path / "broken.mp4"
+    broken.symlink_to(tmp_path / "gone.mp4")
+    cases = {fifo: ("not a file", "named pipe (FIFO)"), loop: ("not a file", "symbolic link loop"),
+             broken: ("missing", "broken symbolic link")}
+    if os.path.exists("/dev/null"):
+        cases[Path("/dev/null")] = ("not a file", "character device")
+    for path, (category, words) in cases.items():
+        with pytest.raises(HieraVideoError, match=re.escape(words)) as info:
+            open_video(path)
+        assert "empty" not in str(info.value) and "\n" not in str(info.value)
+        result = check_file(str(path))
+        assert (result.status, words in result.reason) == (category, True)
+    paths, bad = expand_inputs([str(loop), str(broken), str(tmp_path / "nothing.mp4")])
+    assert paths == []
+    assert "symbolic link loop" in bad[0].error and "broken symbolic link" in bad[1].error
+    assert "no such file or directory" in bad[2].error

@@ -18,7 +18,7 @@ from hiera_video.data import make_views
 from hiera_video.data.labels import load_labels
 from hiera_video.models.checkpoints import save_checkpoint
 
-from helpers import run_cli as run
+from helpers import damaged_video, run_cli as run
 from videogen import write_video
 
 
@@ -66,10 +66,11 @@ def test_eval_metrics_match_independent_computation(setup, capsys, tmp_path):
     out_dir = tmp_path / "out"
     code, out, err = run(["eval", "--dataset", "folder", "--root", str(setup["root"]), "--weights", setup["ckpt"],
                           "--views", "2x3", "--workers", "1", "--dtype", "fp32", "-o", str(out_dir), "--save-views"], capsys)
-    assert code == 0, err
+    assert code == 1, err  # metrics written, one video (broken.mp4) failed
     rows, top1, mca = expected_metrics(setup)
     m = json.loads((out_dir / "metrics.json").read_text())
     assert m["num_videos"] == 6 and m["num_failed"] == 1
+    assert m["substituted_frames"]["num_videos"] == 0 and m["substituted_frames"]["videos"] == []
     assert m["top1"] == pytest.approx(top1) and m["mean_class_accuracy"] == pytest.approx(mca)
     assert m["top5"] == pytest.approx(100.0)  # 3 classes: top-3 always hits
     assert m["protocol"]["temporal_views"] == 2 and m["protocol"]["spatial_views"] == 3
@@ -106,13 +107,15 @@ def test_strict_and_random_weights(setup, capsys):
     assert code == 2 and "allow-random-weights" in err
 
 
-def test_kinetics_csv_with_missing_videos(setup, capsys, tmp_path):
-    """Official K400 CSV layout; two annotated clips are not on disk."""
+@pytest.mark.parametrize("bom", [False, True])
+def test_kinetics_csv_with_missing_videos(setup, capsys, tmp_path, bom):
+    """Official K400 CSV layout; one annotated clip is not on disk. Saved with a UTF-8
+    byte-order mark (as spreadsheet tools do), the file gives the same labels and metrics."""
     k400 = load_labels("kinetics400")
     root = tmp_path / "k400"
     (root / "val").mkdir(parents=True)
     rows = [("abseiling", "vid00000001", 0, 10), ("zumba", "vid00000002", 5, 15), ("abseiling", "vid00000003", 1, 11), ("zumba", "gone0000004", 2, 12)]
-    with open(root / "val.csv", "w") as f:
+    with open(root / "val.csv", "w", encoding="utf-8-sig" if bom else "utf-8") as f:
         f.write("label,youtube_id,time_start,time_end,split,is_cc\n")
         for label, yid, a, b in rows:
             f.write(f"{label},{yid},{a},{b},val,0\n")
@@ -122,9 +125,10 @@ def test_kinetics_csv_with_missing_videos(setup, capsys, tmp_path):
     ckpt = save_checkpoint(tmp_path / "k.pt", model, meta=dict(labels=k400))
     code, out, err = run(["eval", "--dataset", "k400", "--root", str(root), "--annotations", str(root / "val.csv"),
                           "--weights", str(ckpt), "--views", "1x1", "--workers", "0", "--json"], capsys)
-    assert code == 0, err
+    assert code == 1, err  # metrics written, one annotated video missing
     m = json.loads(out)
     assert m["num_videos"] == 3 and m["num_missing"] == 1
+    assert m["top1"] is not None and "no labelled videos" not in err + out
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(), reason="torchrun not installed")
@@ -136,10 +140,10 @@ def test_distributed_eval_equals_single_process(setup, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "hiera_video.cli.app", *args, "-o", str(tmp_path / "one")],
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
-    assert single.returncode == 0, single.stderr
+    assert single.returncode == 1, single.stderr  # 1: metrics written, broken.mp4 failed
     multi = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "hiera_video.cli.app", *args,
                             "-o", str(tmp_path / "two")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
-    assert multi.returncode == 0, multi.stderr
+    assert multi.returncode == 1, multi.stderr
     a = torch.load(tmp_path / "one" / "predictions.pt", weights_only=True)
     b = torch.load(tmp_path / "two" / "predictions.pt", weights_only=True)
     assert a["paths"] == b["paths"] and len(a["paths"]) == 6 and len(set(b["paths"])) == 6
@@ -178,3 +182,91 @@ def test_a_hanging_decode_is_stopped_and_reported(setup):
     hung = str(setup["root"] / "right" / "right0.mp4")
     assert "took longer than 5 s" in reasons[hung] and len(result.failed) == 2  # + broken.mp4
     assert len(result.indices) == 5 and result.metrics["num_videos"] == 5
+
+
+def _eval(setup, capsys, *args, root=None, weights=None):
+    argv = ["eval", "--dataset", "folder", "--root", str(root or setup["root"]), "--weights", weights or setup["ckpt"],
+            "--views", "1x1", "--workers", "0", "--dtype", "fp32", *args]
+    return run(argv, capsys)
+
+
+def _top1_by_name(setup, model_labels):
+    """Top-1 (%) of the folder set when the model's outputs are named ``model_labels``: a
+    video is right when the NAME of the predicted class is the name of its folder."""
+    right = total = 0
+    for cls in ("left", "right", "up"):
+        for path in sorted((setup["root"] / cls).glob("*.mp4")):
+            if path.name == "broken.mp4":
+                continue
+            v, _ = make_views(str(path), 1, 1, crop_size=64, num_sample_frames=8)
+            with torch.no_grad():
+                right += model_labels[int(setup["model"](v).mean(0).argmax())] == cls
+            total += 1
+    return 100.0 * right / total
+
+
+def test_class_names_are_matched_not_only_counted(setup, capsys, tmp_path):
+    """The weights name the same 3 classes in another order: labels are mapped by name (and
+    that is said); other names stop with the differences; no names: a count check, said."""
+    order = ["up", "left", "right"]
+    perm = save_checkpoint(tmp_path / "perm.pt", setup["model"], meta=dict(labels=order))
+    code, out, err = _eval(setup, capsys, "--json", weights=str(perm))
+    assert code == 1, err
+    assert json.loads(out)["top1"] == pytest.approx(_top1_by_name(setup, order))
+    assert "another order" in err and "mapped" in err
+    other = save_checkpoint(tmp_path / "other.pt", setup["model"], meta=dict(labels=["left", "right", "down"]))
+    code, _, err = _eval(setup, capsys, weights=str(other))
+    line = " ".join(err.split())
+    assert code == 2 and "'up'" in line and "'down'" in line and line.count("error:") == 1
+    nameless = save_checkpoint(tmp_path / "nameless.pt", setup["model"])
+    code, out, err = _eval(setup, capsys, "--json", weights=str(nameless))
+    assert code == 1 and "carry no class names" in " ".join(err.split())
+    assert json.loads(out)["top1"] == pytest.approx(_top1_by_name(setup, ["left", "right", "up"]))  # index order
+
+
+def test_list_without_labels_file_says_where_names_come_from_and_duplicates_count_once(setup, capsys, tmp_path):
+    (setup["root"] / "val.txt").write_text("left/left0.mp4 0\nright/right0.mp4 1\nleft/left0.mp4 0\nup/up1.mp4 2\n")
+    out_dir = tmp_path / "out"
+    try:
+        code, _, err = run(["eval", "--dataset", "list", "--root", str(setup["root"]), "--weights", setup["ckpt"],
+                            "--views", "1x1", "--workers", "0", "--dtype", "fp32", "-o", str(out_dir)], capsys)
+    finally:
+        (setup["root"] / "val.txt").unlink()
+    line = " ".join(err.split())
+    assert code == 0, err
+    assert "no class names" in line and "named from the weights" in line  # the checkpoint's names, said
+    assert "counted once" in line and "line 3" in line
+    m = json.loads((out_dir / "metrics.json").read_text())
+    assert m["num_videos"] == 3 and [r["name"] for r in m["per_class"]] == ["left", "right", "up"]
+
+
+def test_an_evaluation_that_scores_nothing_is_an_error(setup, capsys, tmp_path):
+    root = tmp_path / "all_bad"
+    for cls in ("left", "right", "up"):
+        (root / cls).mkdir(parents=True)
+        (root / cls / "x.mp4").write_bytes(os.urandom(2000))
+    code, out, err = _eval(setup, capsys, "-o", str(tmp_path / "out"), root=root)
+    line = " ".join(err.split())
+    assert code == 2 and "no video of folder could be evaluated: all 3 failed" in line and "x.mp4" in line
+    assert "no labelled videos" not in out and (tmp_path / "out" / "failed.csv").is_file()
+    code, _, err = _eval(setup, capsys, "--backend", "ffmpeg")  # a bad option: one usage error, not N failed videos
+    assert code == 2 and "unknown --backend 'ffmpeg'" in err
+
+
+def test_substituted_frames_are_counted_and_listed(setup, capsys, tmp_path):
+    root = tmp_path / "damaged"
+    for cls in ("left", "right", "up"):
+        (root / cls).mkdir(parents=True)
+    shutil.copy(setup["root"] / "left" / "left0.mp4", root / "left" / "ok.mp4")
+    few, n_few, n_sampled = damaged_video(root / "right" / "few.mkv", lambda s: s[2:3])
+    many, n_many, _ = damaged_video(root / "up" / "many.mkv", lambda s: s[:-1])
+    out_dir = tmp_path / "out"
+    code, out, err = _eval(setup, capsys, "-o", str(out_dir), root=root)
+    assert code == 1, err
+    m = json.loads((out_dir / "metrics.json").read_text())
+    assert m["num_videos"] == 2 and m["num_failed"] == 1
+    assert m["substituted_frames"] == dict(num_videos=1, num_frames=n_few, fail_above_fraction=0.25,
+                                           videos=[dict(path=few, substituted=n_few, sampled=n_sampled)])
+    failed = list(csv.DictReader((out_dir / "failed.csv").open()))
+    assert [r["path"] for r in failed] == [many] and f"{n_many} of the {n_sampled} frames" in failed[0]["reason"]
+    assert "few.mkv" in out and "could not be decoded" in out

@@ -226,6 +226,28 @@ def test_mae_weights_and_random_weights(media, capsys, tmp_path):
     assert code == 0, err
 
 
+
+def test_headless_backbone_gives_features_but_nan_weights_are_refused(media, capsys, tmp_path):
+    """Features need no classifier head (a backbone without one is fine here, unlike in
+    predict/eval), but weights holding NaN would write NaN features: refused."""
+    sd = media["model"].state_dict()
+    torch.save({"model_state": {k: v for k, v in sd.items() if not k.startswith("head.")}}, tmp_path / "backbone.pth")
+    code, _, err = run(["extract", media["videos"][1], "-o", str(tmp_path / "f"), "--model", NANO,
+                        "--weights", str(tmp_path / "backbone.pth"), "--dtype", "fp32"], capsys)
+    assert code == 0, err
+    feats = np.load(tmp_path / "f" / "clip.mp4.npy")
+    views, _ = make_views(media["videos"][1], 1, 1, crop_size=64, num_sample_frames=8)
+    with torch.no_grad():
+        want = media["model"].forward_head(media["model"].forward_features(views), pre_logits=True)
+    np.testing.assert_allclose(feats, want.numpy(), atol=1e-4, rtol=1e-4)
+    bad = {k: v.clone() for k, v in sd.items()}
+    bad["blocks.0.attn.qkv.weight"][0, 0] = float("inf")
+    torch.save({"model_state": bad}, tmp_path / "inf.pth")
+    code, _, err = run(["extract", media["videos"][1], "-o", str(tmp_path / "g"), "--model", NANO,
+                        "--weights", str(tmp_path / "inf.pth")], capsys)
+    assert code == 2 and "NaN or infinite" in " ".join(err.split()) and not (tmp_path / "g" / "clip.mp4.npy").exists()
+
+
 TORCHRUN_SCRIPT = textwrap.dedent("""
     import sys, typer
     from hiera_video.cli.extract import extract

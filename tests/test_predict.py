@@ -16,7 +16,7 @@ import hiera_video
 from hiera_video.models import zoo
 from hiera_video.models.checkpoints import save_checkpoint
 
-from helpers import run_cli as run
+from helpers import damaged_video, run_cli as run
 from videogen import write_bad_inputs, write_video
 
 LABELS = [f"action {i}" for i in range(6)]
@@ -40,7 +40,8 @@ def test_json_schema_and_scores(media, capsys):
     data = json.loads(out)
     assert [d["path"] for d in data] == media["videos"]
     for d in data:
-        assert set(d) == {"path", "ok", "error", "top"} and d["ok"] is True and d["error"] is None
+        assert set(d) == {"path", "ok", "error", "top", "warnings"} and d["ok"] is True and d["error"] is None
+        assert d["warnings"] == []
         assert len(d["top"]) == 3
         assert all(set(t) == {"index", "label", "score"} for t in d["top"])
         scores = [t["score"] for t in d["top"]]
@@ -83,6 +84,8 @@ def test_bad_inputs_are_reported_and_skipped(media, capsys, tmp_path):
     argv = ["predict", media["videos"][0], *[str(bad[k]) for k in kinds], str(empty_dir), "--weights", media["ckpt"], "--json"]
     code, out, err = run(argv, capsys)
     assert code == 1
+    # Results come in input order, failed inputs at their places (not first).
+    assert [d["path"] for d in json.loads(out)] == [media["videos"][0], *[str(bad[k]) for k in kinds], str(empty_dir)]
     data = {d["path"]: d for d in json.loads(out)}
     assert data[media["videos"][0]]["ok"] is True
     for k in kinds:
@@ -112,6 +115,87 @@ def test_timeline(media, capsys, tmp_path):
 def test_stride_without_window_is_an_error(media, capsys):
     code, _, err = run(["predict", media["videos"][0], "--weights", media["ckpt"], "--stride", "1"], capsys)
     assert code == 2 and "--window" in err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--window", "-1"], "--window must be a positive"),
+    (["--window", "1", "--stride", "0"], "--stride must be a positive"),
+    (["--backend", "ffmpeg"], "unknown --backend 'ffmpeg'"),
+])
+def test_usage_errors_exit_2_not_as_failed_inputs(media, capsys, args, words):
+    """A bad option is a usage error (exit 2, one line), not "1 of 1 inputs failed" (exit 1)."""
+    code, out, err = run(["predict", media["videos"][0], "--weights", media["ckpt"], "--json", *args], capsys)
+    assert code == 2 and words in err and "inputs failed" not in err and out == ""
+
+
+def test_input_order_with_globs_and_directories(media, capsys, tmp_path):
+    """Output order = input order; a directory or glob expands sorted at its place."""
+    d = tmp_path / "order"
+    d.mkdir()
+    for name in ("b.mp4", "a.mp4"):
+        (d / name).write_bytes(open(media["videos"][0], "rb").read())
+    missing = str(tmp_path / "gone.mp4")
+    argv = ["predict", media["videos"][1], missing, str(d / "*.mp4"), str(d), "--weights", media["ckpt"], "--json"]
+    csv_out = tmp_path / "res.csv"
+    code, out, _ = run(argv + ["-o", str(csv_out)], capsys)
+    assert code == 1
+    expected = [media["videos"][1], missing, str(d / "a.mp4"), str(d / "b.mp4"), str(d / "a.mp4"), str(d / "b.mp4")]
+    assert [x["path"] for x in json.loads(out)] == expected
+    assert [r["path"] for r in csv.DictReader(csv_out.open())] == expected
+
+
+def test_substituted_frames_are_reported_and_too_many_fail(media, capsys, tmp_path):
+    few, n_few, n_sampled = damaged_video(tmp_path / "few.mkv", lambda s: s[3:4])  # 1 of 8: a warning
+    many, n_many, _ = damaged_video(tmp_path / "many.mkv", lambda s: s[1:])  # 7 of 8: the video fails
+    assert n_few == 1 and n_many > 0.25 * n_sampled
+    code, out, err = run(["predict", media["videos"][0], few, many, "--weights", media["ckpt"], "--json"], capsys)
+    assert code == 1
+    good, warned, failed = json.loads(out)
+    assert good["ok"] and good["warnings"] == []
+    assert warned["ok"] and warned["warnings"] == [
+        f"{n_few} of {n_sampled} sampled frames could not be decoded and were replaced by the nearest decodable frame"]
+    assert not failed["ok"] and f"{n_many} of the {n_sampled} frames" in failed["error"] and "more than 25%" in failed["error"]
+    assert f"warning: {few}" in " ".join(err.split())
+
+
+def test_untrained_or_broken_weights_are_refused(media, capsys, tmp_path):
+    """An MAE checkpoint or a headless backbone has no trained head, NaN weights give NaN
+    scores: predict refuses them (exit 2, one line) instead of printing random numbers."""
+    mae = hiera_video.create_model("mae_hiera_nano_8x64")
+    torch.save({"model_state": mae.state_dict()}, tmp_path / "mae.pth")
+    headless = {k: v for k, v in media["model"].state_dict().items() if not k.startswith("head.")}
+    torch.save({"model_state": headless}, tmp_path / "backbone.pth")
+    broken = hiera_video.create_model("hiera_nano_8x64", num_classes=6)
+    broken.load_state_dict(media["model"].state_dict())
+    with torch.no_grad():
+        broken.blocks[0].mlp.fc1.weight[0, 0] = float("nan")
+    save_checkpoint(tmp_path / "nan.pt", broken, meta=dict(labels=LABELS))
+    cases = [("mae.pth", "MAE checkpoint"), ("backbone.pth", "no trained classifier head"), ("nan.pt", "NaN")]
+    for name, words in cases:
+        argv = ["predict", media["videos"][0], "--model", "hiera_nano_8x64", "--weights", str(tmp_path / name), "--json"]
+        code, out, err = run(argv, capsys)
+        line = " ".join(err.split())
+        assert code == 2 and words in line and out == "", (name, err)
+        assert "Traceback" not in err and line.count("error:") == 1
+        if name != "nan.pt":
+            assert "--allow-random-weights" in line
+            code, out, err = run(argv + ["--allow-random-weights"], capsys)  # the escape hatch
+            assert code == 0 and json.loads(out)[0]["ok"], err
+    code, _, err = run(["predict", media["videos"][0], "--model", "hiera_nano_8x64", "--weights", str(tmp_path / "nan.pt"),
+                        "--allow-random-weights"], capsys)
+    assert code == 2 and "NaN" in err  # never meaningful
+
+
+def test_head_reinitialised_for_another_class_count_is_named():
+    from hiera_video.engine.inference import untrained_head
+    from hiera_video.models.checkpoints import apply_checkpoint, Checkpoint
+
+    src = hiera_video.create_model("hiera_nano_8x64", num_classes=6)
+    net = hiera_video.create_model("hiera_nano_8x64", num_classes=4)
+    net.load_report = apply_checkpoint(net, Checkpoint(state_dict=src.state_dict(), layout="official"))
+    assert untrained_head(net) == "its head has 6 classes, the model 4, so the head was re-initialised"
+    net.load_report = apply_checkpoint(net, Checkpoint(state_dict=net.state_dict(), layout="official"))
+    assert untrained_head(net) is None
 
 
 def test_random_weights_need_opt_in(media, capsys):

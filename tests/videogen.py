@@ -31,6 +31,9 @@ FORMATS = {
     "h264_bframes": ("mp4", "libx264", "yuv420p", {"crf": "12", "preset": "veryfast", "bf": "3", "g": "12"}),
     "h264_gop20": ("mp4", "libx264", "yuv420p", {"crf": "12", "preset": "ultrafast", "bf": "2", "g": "20"}),
     "h264_raw": ("h264", "libx264", "yuv420p", {"crf": "12", "preset": "ultrafast", "bf": "2", "g": "10"}),  # no timestamps
+    # MPEG-TS (no seek index): the encoder's defaults (B-frames, GOP 250 + scene cuts) and a short GOP
+    "h264_ts": ("ts", "libx264", "yuv420p", {"crf": "12"}),
+    "h264_ts_gop10": ("ts", "libx264", "yuv420p", {"crf": "12", "preset": "ultrafast", "bf": "2", "g": "10"}),
     "vp9": ("webm", "libvpx-vp9", "yuv420p", {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8", "g": "10"}),
     "mjpeg": ("avi", "mjpeg", "yuvj420p", {"q:v": "2"}),
     "hevc": ("mkv", "libx265", "yuv420p", {"crf": "12", "preset": "ultrafast", "x265-params": "log-level=none:keyint=15"}),
@@ -170,6 +173,33 @@ def write_video(
     return path
 
 
+def write_damaged_video(path, num_frames: int = 48, damaged=(), height: int = 48, width: int = 64, fps: int = 30) -> Path:
+    """A stamped MJPEG video (``.mkv``) whose frames ``damaged`` hold random bytes instead of
+    an image: they are listed in the container but cannot be decoded (the decoders substitute
+    the nearest decodable frame)."""
+    from fractions import Fraction as _F
+
+    path = Path(path)
+    enc = av.CodecContext.create("mjpeg", "w")
+    enc.width, enc.height, enc.pix_fmt, enc.time_base = width, height, "yuvj420p", _F(1, fps)
+    enc.options = {"q:v": "2"}
+    rng = np.random.default_rng(0)
+    bad = set(damaged)
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("mjpeg", rate=fps)
+        stream.width, stream.height, stream.pix_fmt, stream.time_base = width, height, "yuvj420p", _F(1, fps)
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(make_frame(i, height, width), format="rgb24").reformat(format="yuvj420p")
+            frame.pts, frame.time_base = i, _F(1, fps)
+            for packet in enc.encode(frame):
+                data = rng.integers(0, 256, 300, dtype=np.uint8).tobytes() if i in bad else bytes(packet)
+                out = av.Packet(data)
+                out.pts = out.dts = i
+                out.time_base, out.stream, out.is_keyframe = _F(1, fps), stream, True
+                container.mux(out)
+    return path
+
+
 def _encode_tone(container, astream, seconds: float) -> None:
     rate = astream.codec_context.sample_rate
     frame_size = astream.codec_context.frame_size or 1024
@@ -223,3 +253,32 @@ def write_bad_inputs(directory) -> dict[str, Path]:
     if out["missing"].exists():
         os.remove(out["missing"])
     return out
+
+
+def patch_claimed_frames(src, dst, count: int = 0x7FFFFFFF) -> Path:
+    """Copy of ``src`` whose header claims ``count`` frames (the stream is unchanged): in an
+    mp4 the first ``stts`` entry's sample count, in an AVI the video ``strh`` length (what
+    FFmpeg reports as the stream's frame count) and the ``avih`` total frames, in a webm (no
+    frame count) the segment duration, as ``count`` frames at 30 fps."""
+    import struct
+
+    data = bytearray(Path(src).read_bytes())
+    if data[:4] == b"\x1a\x45\xdf\xa3":  # EBML: Duration (0x4489), a float in milliseconds
+        i = data.index(b"\x44\x89")
+        value = count / 30 * 1000
+        if data[i + 2] == 0x88:
+            data[i + 3 : i + 11] = struct.pack(">d", value)
+        else:
+            data[i + 3 : i + 7] = struct.pack(">f", value)
+    elif data[8:12] == b"AVI ":
+        i = data.index(b"avih")
+        data[i + 24 : i + 28] = struct.pack("<I", count)  # dwTotalFrames
+        j = data.index(b"strh")
+        while data[j + 8 : j + 12] != b"vids":
+            j = data.index(b"strh", j + 4)
+        data[j + 40 : j + 44] = struct.pack("<I", count)  # dwLength
+    else:
+        i = data.index(b"stts")
+        data[i + 12 : i + 16] = struct.pack(">I", count)  # entries[0].sample_count
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)

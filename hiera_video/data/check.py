@@ -93,20 +93,11 @@ def _category(message: str) -> str:
 
 def check_file(path: str, backend: str = "auto", decode: bool = True) -> FileResult:
     """Check one file (runs in a worker; never raises)."""
-    from hiera_video.data.decode import open_video
+    from hiera_video.data.decode import open_video, path_problem
 
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return FileResult(path, "missing", "file not found")
-    except OSError as e:
-        return FileResult(path, "unreadable", _one_line(f"cannot stat: {e.strerror}"))
-    import stat as _stat
-
-    if not _stat.S_ISREG(st.st_mode):
-        return FileResult(path, "not a file", "not a regular file (directory, pipe or device)")
-    if st.st_size == 0:
-        return FileResult(path, "empty", "empty file (0 bytes)")
+    problem = path_problem(path)  # stat only: a FIFO or device is never opened
+    if problem is not None:
+        return FileResult(path, *problem)
     try:
         reader = open_video(path, backend)
     except HieraVideoError as e:

@@ -17,7 +17,15 @@ What is protected against:
   situation in which decord 0.6.0 can hang near the end of a file);
 * "auto" only hands decord the codecs it decodes correctly (H.264, MPEG-4 part 2, MJPEG,
   VP9); decord 0.6.0 returns wrong frames on random access for HEVC and is known to be wrong
-  for some VP8, so those go to PyAV;
+  for some VP8, so those go to PyAV; so do containers without a seek index (MPEG-TS/PS), in
+  which decord returns other frames than asked for;
+* decord is never handed a file whose header claims far more frames than the stream holds
+  (it allocates from that number before reading anything: 2^31 claimed frames abort the
+  whole process), see :meth:`_Probe.header_problem`;
+* a PyAV seek that yields no frame, or lands after its target, falls back to decoding from
+  the start (MPEG-TS seeks by dts: seeks go to the keyframe's dts there);
+* paths are ``stat``-ed before anything opens them: a FIFO, a device or a symlink loop is
+  said as such (a FIFO is never opened: reading it would block);
 * :func:`read_clip` with ``timeout=`` decodes in a child process that is killed when it runs
   past the timeout or crashes (a native hang or segfault in a decoder cannot be interrupted
   inside the calling process).
@@ -26,8 +34,10 @@ What is protected against:
 from __future__ import annotations
 
 import bisect
+import errno
 import multiprocessing
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from fractions import Fraction
@@ -46,6 +56,14 @@ except ImportError:  # pragma: no cover - the package depends on av
 BACKENDS = ("auto", "pyav", "decord")
 # Codec names (FFmpeg spelling) that decord 0.6.0 decodes frame-exactly in our tests.
 DECORD_SAFE_CODECS = frozenset({"h264", "mpeg4", "mjpeg", "vp9"})
+# Containers (FFmpeg demuxer names) with a seek index, which decord's random access needs.
+# In MPEG-TS/PS decord seeks by a timestamp the demuxer cannot find exactly and returns other
+# frames than asked for (e.g. every read of an H.264 .ts with B-frames starts at the second
+# keyframe), so those always go to PyAV.
+DECORD_SAFE_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi"})
+DECORD_WRONG_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo"})
+# Demuxers whose seeks search decoding timestamps (no index; FFmpeg's generic binary search).
+DTS_SEEK_FORMATS = frozenset({"mpegts", "mpeg"})
 
 
 def decord_available() -> bool:
@@ -84,18 +102,33 @@ class _Probe:
         self.height = int(stream.codec_context.height or 0)
         self.width = int(stream.codec_context.width or 0)
         self.time_base = stream.time_base or Fraction(1, 1)
-        stamps, keyflags = [], []
+        # What the header claims (never trusted: a hostile or broken header can claim 2^31
+        # frames, and decord allocates from this number before reading anything). Without a
+        # frame count (webm, mkv) decord estimates it as average rate x container duration.
+        self.claimed_frames = max(int(stream.frames or 0), 0)
+        if self.claimed_frames < 1:
+            try:
+                self.claimed_frames = max(int(float(stream.average_rate or 0) * (container.duration or 0) / 1e6), 0)
+            except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+                self.claimed_frames = 0
+        stamps, keyflags, dts = [], [], []
         self.pts_at_pos = {}  # byte position -> timestamp, to check timestamps after a seek
         for packet in container.demux(stream):
             if packet.size == 0 or packet.is_discard:  # end-of-stream flush / cut by an edit list
                 continue
             stamps.append(packet.pts if packet.pts is not None else packet.dts)
+            dts.append(packet.dts)
             keyflags.append(bool(packet.is_keyframe))
             if packet.pos is not None and packet.pos >= 0:
                 self.pts_at_pos[packet.pos] = stamps[-1]
         if not stamps:
             raise _fail(path, "the video stream has no frames; the file is empty or truncated")
         self.num_frames = len(stamps)
+        # keyframe index -> timestamp to seek to, where it is not the pts: demuxers without an
+        # index (MPEG-TS/PS) seek by dts, so seeking to a keyframe's pts lands after it, on
+        # frames that cannot be decoded without it.
+        self.seek_ts: dict[int, int] = {}
+        by_dts = bool(set(self.format.split(",")) & DTS_SEEK_FORMATS)
         if any(s is None for s in stamps) or len(set(stamps)) != len(stamps):
             self.pts = None
             self.keys = [0]
@@ -105,12 +138,27 @@ class _Probe:
             self.keys = [pos for pos, i in enumerate(order) if keyflags[i]] or [0]
             if self.keys[0] != 0:
                 self.keys.insert(0, 0)
+            for pos, i in enumerate(order):
+                if by_dts and keyflags[i] and dts[i] is not None and dts[i] <= stamps[i]:
+                    self.seek_ts[pos] = dts[i]
         self.fps = self._frame_rate(stream)
         if self.pts is not None and self.num_frames > 1:
             span = float((self.pts[-1] - self.pts[0]) * self.time_base)
             self.duration = span + 1.0 / self.fps
         else:
             self.duration = self.num_frames / self.fps
+
+    def header_problem(self, file_size: int) -> str | None:
+        """Why the header's frame count cannot be handed to a decoder that allocates from it
+        (decord reserves memory per claimed frame before reading anything: a header claiming
+        2^31 frames aborts the whole process with std::bad_alloc). None when it is plausible:
+        at most 8x the frames the stream really holds (+1000, for AVI dropped-frame chunks
+        and the like) and at most one frame per byte of the file."""
+        claimed = self.claimed_frames
+        if claimed <= min(8 * self.num_frames + 1000, max(file_size, 1000)):
+            return None
+        return (f"the header claims {claimed} frames but the stream holds {self.num_frames} "
+                f"(the file has {file_size} bytes)")
 
     def _frame_rate(self, stream) -> float:
         """The stream's nominal rate when it agrees with the timestamps, else the measured one."""
@@ -129,13 +177,39 @@ class _Probe:
         return nominal or measured or 30.0
 
 
+def path_problem(path: str | os.PathLike) -> tuple[str, str] | None:
+    """Why ``path`` cannot be a video file, as ``(category, reason)``; None for a regular,
+    non-empty file. Only ``stat`` is called: a named pipe or a device is never opened
+    (reading a FIFO blocks until someone writes to it). Categories: "missing", "not a file",
+    "empty", "unreadable" (those of :mod:`hiera_video.data.check`)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return "missing", "broken symbolic link: its target file not found; fix or remove the link"
+        return "missing", "file not found; check the path"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "not a file", "symbolic link loop (the link resolves to itself); fix or remove the link"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return "unreadable", "permission denied"
+        if e.errno == errno.ENOTDIR:
+            return "missing", "file not found (a parent of the path is a file, not a folder); check the path"
+        return "unreadable", f"cannot access it ({e.strerror or _short(e)})"
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return ("empty", "the file is empty (0 bytes); re-download or remove it") if st.st_size == 0 else None
+    if stat.S_ISDIR(mode):
+        return "not a file", "it is a directory, not a video file"
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    return "not a file", f"it is {kind}, not a video file; pass a regular file"
+
+
 def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise HieraVideoError(f"cannot open video '{path}': file not found; check the path")
-    if path.is_dir():
-        raise HieraVideoError(f"cannot open video '{path}': it is a directory, not a video file")
-    if path.stat().st_size == 0:
-        raise _fail(path, "the file is empty (0 bytes); re-download or remove it")
+    problem = path_problem(path)
+    if problem is not None:
+        raise HieraVideoError(f"cannot open video '{path}': {problem[1]}")
 
 
 def _open_container(path: Path):
@@ -269,6 +343,8 @@ class PyAVReader(VideoReader):
         self._keys = probe.keys
         self._index_of_pts = None if probe.pts is None else {p: i for i, p in enumerate(probe.pts)}
         self._pts_at_pos = probe.pts_at_pos
+        self._seek_ts = probe.seek_ts
+        self._seekable = True  # False once a seek was seen to lose frames decoding from the start finds
         stream.codec_context.thread_type = "AUTO"
         self._reformatter = av.video.reformatter.VideoReformatter()
 
@@ -295,7 +371,8 @@ class PyAVReader(VideoReader):
         demuxers (AVI with dropped-frame chunks) shift timestamps after a seek, which would
         silently give the wrong frames. A disagreement raises ``_TimestampMismatch``.
         """
-        self._container.seek(self._pts[index], backward=True, any_frame=False, stream=self._stream)
+        target = self._seek_ts.get(index, self._pts[index])  # the keyframe's dts where known
+        self._container.seek(target, backward=True, any_frame=False, stream=self._stream)
         for packet in self._container.demux(self._stream):
             expected = self._pts_at_pos.get(packet.pos) if packet.size else None
             stamp = packet.pts if packet.pts is not None else packet.dts
@@ -313,14 +390,20 @@ class PyAVReader(VideoReader):
         return self._assemble(unique, got)
 
     def _decode_runs(self, unique: list[int]) -> dict[int, np.ndarray]:
-        """Decode ``unique`` (sorted) in runs, one seek per run."""
+        """Decode ``unique`` (sorted) in runs, one seek per run.
+
+        A seek that yields no frame at all, or lands after the target even from the first
+        keyframe (demuxers without an index, e.g. MPEG-TS, can land on a frame that needs an
+        earlier keyframe), falls back to decoding from the start of the file."""
+        if not self._seekable:
+            return self._decode_from_start(unique, {})
         got: dict[int, np.ndarray] = {}
         j = 0
         while j < len(unique):
             start = self._keyframe_before(unique[j])
             for _attempt in range(3):
                 status, j = self._decode_from(start, unique, j, got)
-                if status != "overshoot":
+                if status != "overshoot" or start == 0:
                     break
                 start = self._keyframe_before(start - 1)
             else:
@@ -328,6 +411,8 @@ class PyAVReader(VideoReader):
             if status == "mismatch":  # timestamps unusable: number frames by decode order
                 self._pts = None  # from now on, for this reader
                 return self._decode_sequential(unique)
+            if status in ("overshoot", "empty"):  # the seek lost frames: decode from the start
+                return self._decode_from_start(unique, got)
             if status == "eof":
                 break
             if status == "error":
@@ -339,9 +424,10 @@ class PyAVReader(VideoReader):
 
         Returns ``(status, j)``; status is "done", "seek" (the next needed frame lies past a
         later keyframe, so seeking is cheaper than decoding the gap), "overshoot" (the seek
-        landed after the target), "eof", "error" (FFmpeg error) or "mismatch" (decoded
-        frames carry no timestamps the probe knows). Frames passed over without being
-        decoded stay missing and are substituted by :meth:`_assemble`.
+        landed after the target), "eof", "empty" (the seek yielded no frame at all), "error"
+        (FFmpeg error) or "mismatch" (decoded frames carry no timestamps the probe knows).
+        Frames passed over without being decoded stay missing and are substituted by
+        :meth:`_assemble`.
         """
         first = True
         try:
@@ -351,7 +437,7 @@ class PyAVReader(VideoReader):
                     return "mismatch", j
                 if first:
                     first = False
-                    if idx > unique[j] and start > 0:
+                    if idx > unique[j]:
                         return "overshoot", j
                 while j < len(unique) and unique[j] < idx:
                     j += 1  # passed over: the decoder never produced it
@@ -366,16 +452,44 @@ class PyAVReader(VideoReader):
             return "mismatch", j
         except av.error.FFmpegError:
             return "error", j
-        return "eof", j
+        return ("empty" if first else "eof"), j
+
+    def _decode_from_start(self, unique: list[int], got: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Decode from the start of the file without seeking, frames identified by timestamp,
+        adding ``unique`` frames to ``got``. When this finds frames that seeking did not, the
+        reader stops seeking (every later read decodes from the start)."""
+        before = set(got)
+        self._reopen()
+        last = unique[-1]
+        wanted = set(unique)
+        try:
+            for frame in self._container.decode(self._stream):
+                idx = self._index_of_pts.get(frame.pts)
+                if idx is None:  # timestamps unusable: number frames by decode order
+                    self._pts = None
+                    return self._decode_sequential(unique)
+                if idx in wanted and idx not in got:
+                    got[idx] = self._frame_rgb(frame)
+                if idx >= last:
+                    break
+        except av.error.FFmpegError:
+            pass
+        if set(got) - before:
+            self._seekable = False
+        return got
+
+    def _reopen(self) -> None:
+        """A fresh container positioned at the start (some streams cannot seek back to it)."""
+        self._container.close()
+        self._container = _open_container(self.path)
+        self._stream = self._container.streams.video[0]
+        self._stream.codec_context.thread_type = "AUTO"
 
     def _decode_sequential(self, unique: list[int]) -> dict[int, np.ndarray]:
         """Decode from the start, numbering frames in output order (no usable timestamps)."""
         got: dict[int, np.ndarray] = {}
         wanted, last = set(unique), unique[-1]
-        self._container.close()  # reopen instead of seeking: such streams may not seek
-        self._container = _open_container(self.path)
-        self._stream = self._container.streams.video[0]
-        self._stream.codec_context.thread_type = "AUTO"
+        self._reopen()  # reopen instead of seeking: such streams may not seek
         try:
             for idx, frame in enumerate(self._container.decode(self._stream)):
                 if idx in wanted:
@@ -446,7 +560,7 @@ class DecordReader(VideoReader):
 
     def _decode_sorted(self, unique: list[int]) -> np.ndarray:
         if self._pyav is not None:
-            return self._pyav._decode_sorted(unique)
+            return self._decode_with_pyav(unique)
         try:
             frames = self._vr.get_batch(unique).asnumpy()
             if frames.shape != (len(unique), self.height, self.width, 3):
@@ -455,8 +569,16 @@ class DecordReader(VideoReader):
             if not self._fallback:
                 raise _fail(self.path, f"decord failed ({_short(e)}); try backend='pyav'") from None
             self._switch_to_pyav()
-            return self._pyav._decode_sorted(unique)
+            return self._decode_with_pyav(unique)
         return frames
+
+    def _decode_with_pyav(self, unique: list[int]) -> np.ndarray:
+        """The PyAV fallback's frames; its substituted frames count as this reader's."""
+        before = self._pyav.substituted_frames
+        try:
+            return self._pyav._decode_sorted(unique)
+        finally:
+            self.substituted_frames += self._pyav.substituted_frames - before
 
 
 def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
@@ -469,12 +591,29 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
         raise HieraVideoError(f"unknown video backend '{backend}'; use one of {', '.join(BACKENDS)}")
     path = Path(path)
     container, stream, probe = _probe_open(path)
+    formats = set(probe.format.split(","))
     use_decord = backend == "decord" or (
-        backend == "auto" and probe.codec in DECORD_SAFE_CODECS and decord_available()
+        backend == "auto" and probe.codec in DECORD_SAFE_CODECS and bool(formats & DECORD_SAFE_FORMATS) and decord_available()
     )
     if backend == "decord" and not decord_available():
         container.close()
         raise HieraVideoError("video backend 'decord' is not installed; pip install decord or use backend='pyav'")
+    if use_decord:
+        # decord allocates from the header's frame count before reading anything (2^31
+        # claimed frames = std::bad_alloc = the whole process aborts): check it first.
+        problem = probe.header_problem(path.stat().st_size)
+        if problem is not None:
+            if backend == "decord":
+                container.close()
+                raise _fail(path, f"{problem}; decord would abort the process allocating for them: use backend='pyav' or 'auto'")
+            use_decord = False
+        elif backend == "decord" and formats & DECORD_WRONG_FORMATS:
+            warnings.warn(
+                f"decord 0.6.0 returns wrong frames for {probe.format} files (it cannot seek in them); "
+                f"decoding '{path}' with PyAV",
+                stacklevel=2,
+            )
+            use_decord = False
     if not use_decord:
         return PyAVReader(path, container, stream, probe)
     container.close()

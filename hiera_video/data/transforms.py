@@ -116,6 +116,9 @@ class ViewInfo:
     frame_indices: list[int]
     crop_box: tuple[int, int, int, int]  # top, left, height, width in the resized frame
     resized_size: tuple[int, int]  # (height, width) after the short-side resize
+    # For the whole decode these views came from (the same in every view of a video):
+    sampled: int = 0  # distinct frames decoded for all views
+    substituted: int = 0  # of those, frames that could not be decoded (nearest decodable frame instead)
 
 
 def temporal_view_indices(
@@ -179,7 +182,9 @@ def _make_views(reader, temporal_views, spatial_views, sampling_mode, crop_size,
                                      num_sample_frames, stride, target_fps)
     # union: sorted unique frame indices; where[t, k] = position of view t's k-th frame in it
     union, where = torch.unique(torch.stack(per_view), sorted=True, return_inverse=True)
+    before = reader.substituted_frames
     frames = resize_short_side(reader.get_frames(union.tolist()), short_side or crop_size)
+    substituted = reader.substituted_frames - before
     h, w = frames.shape[1:3]
     boxes = crop_boxes(h, w, crop_size, spatial_views)
     views = torch.empty((temporal_views * spatial_views, 3, where.shape[1], crop_size, crop_size))
@@ -189,7 +194,8 @@ def _make_views(reader, temporal_views, spatial_views, sampling_mode, crop_size,
         for s, (top, left) in enumerate(boxes):
             # normalise each crop straight into its output slot (no float copy of the whole clip)
             normalize(clip[:, top : top + crop_size, left : left + crop_size], mean, std, out=views[len(infos)])
-            infos.append(ViewInfo(t, s, per_view[t].tolist(), (top, left, crop_size, crop_size), (h, w)))
+            infos.append(ViewInfo(t, s, per_view[t].tolist(), (top, left, crop_size, crop_size), (h, w),
+                                  int(union.numel()), substituted))
     return views, infos
 
 

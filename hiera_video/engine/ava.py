@@ -147,15 +147,23 @@ def evaluate_ava_model(
     skipped = [(*(items[i] if items is not None else (str(i), -1)), reason) for i, reason in failed]
     for vid, ts, reason in skipped[:5]:
         log.warning("skipped AVA keyframe %s,%04d: %s", vid, ts, reason)
+    subset = getattr(dataset, "subset", None)
     if gt_rows is None:
         gt_rows = getattr(dataset, "gt_rows", None)
+        if subset and gt_rows and items is not None:
+            # Only the first keyframes were evaluated (--limit, data.limit_val): score them against
+            # their own ground truth, not the whole split's (which would count every other
+            # keyframe's boxes as missed).
+            keys = set(items)
+            gt_rows = [r for r in gt_rows if r.key in keys]
     if exclusions is None:
         exclusions = getattr(dataset, "exclusions", None)
     metrics = None
     if gt_rows:
         lm = resolve_label_map(label_map if label_map is not None else getattr(dataset, "label_map", None))
         metrics = evaluate_ava(gt_rows, rows, lm, exclusions)
-        metrics.update(num_keyframes=done, skipped=skipped, seconds=round(seconds, 3))
+        metrics.update(num_keyframes=done, skipped=skipped, seconds=round(seconds, 3),
+                       subset=dict(keyframes=subset[0], of=subset[1]) if subset else None)
     return rows, metrics
 
 
@@ -211,4 +219,6 @@ def render_ava_metrics(metrics: dict, console, title: str | None = None, all_cla
     s.add_row("detections scored", str(metrics.get("num_detections", "-")))
     if metrics.get("skipped"):
         s.add_row("skipped keyframes (unreadable video)", str(len(metrics["skipped"])))
+    if metrics.get("subset"):
+        s.add_row("subset (first keyframes only)", f"{metrics['subset']['keyframes']} of {metrics['subset']['of']}")
     console.print(s)

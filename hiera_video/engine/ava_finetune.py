@@ -86,6 +86,11 @@ def open_ava_data(cfg: TrainConfig, num_frames: int, crop: int, mean, std):
 def finetune_ava(cfg: TrainConfig, resume: str | None = None, console=None) -> dict:
     """Train an AVA detector per ``cfg``; returns the final metrics (rank 0) or {} (other ranks)."""
     trainer = Trainer(cfg, console)
+    with trainer.running():
+        return _finetune_ava(trainer, cfg, resume, console)
+
+
+def _finetune_ava(trainer: Trainer, cfg: TrainConfig, resume: str | None, console) -> dict:
     device, world, out = trainer.device, trainer.world, trainer.out
     arch = dict(cfg.model.arch)
     if cfg.model.input_size:
@@ -123,16 +128,13 @@ def finetune_ava(cfg: TrainConfig, resume: str | None = None, console=None) -> d
         if val_set is None or not cfg.run.val_every_epochs or trainer.state.epoch % cfg.run.val_every_epochs:
             return
         _, metrics = evaluate(trainer.eval_model)
-        if world.is_main and metrics is not None:
-            val = dict(mAP=metrics["mAP"], num_keyframes=metrics["num_keyframes"])
-            if trainer.log_val(val, "mAP"):
-                trainer.save_published(out / "best.pt", dict(val=val))
+        val = dict(mAP=metrics["mAP"], num_keyframes=metrics["num_keyframes"]) if metrics is not None else None
+        trainer.note_val(val, "mAP", out / "best.pt")
 
     items = AvaTrainItems(train_set, cfg.run.seed)
     if not trainer.fit(items, collate_keyframes, loss_fn, lambda i: "%s,%04d" % train_set.items[i], end_of_epoch):
         return dict(halted_at_step=trainer.state.step)
-    if not (out / "best.pt").exists():
-        trainer.save_published(out / "best.pt")
+    trainer.ensure_published(out / "best.pt")
     final = {}
     if val_set is not None:
         rows, metrics = evaluate(trainer.eval_model)

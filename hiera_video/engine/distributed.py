@@ -1,16 +1,43 @@
-"""torch.distributed under ``torchrun``: setup from the environment, sharding, gathering.
+"""torch.distributed under ``torchrun``: one device per process, and ranks that always agree.
 
 A plain ``hiera-video ...`` run is a world of one process and every helper here is then a
-no-op, so commands need no special cases.
+no-op (errors propagate unchanged), so commands need no special cases.
+
+The rule that keeps a multi-process run from hanging or silently diverging:
+
+    every collective is preceded by an AGREEMENT, and a rank that fails jumps straight to
+    the next agreement.
+
+An agreement (:func:`agree`) is one ``all_gather_object`` of each rank's ``(error, payload)``:
+every rank learns every rank's error and payload, so when any rank failed, every rank raises
+the same :class:`Agreed` error ("rank R: reason") at the same point. :func:`together` wraps a
+stretch of work that has no collective inside it; :func:`session` wraps a whole command.
+Collective waits are bounded by the process-group timeout (:func:`timeout_seconds`), so a
+rank that hangs or dies ends the others with a clear message instead of a silent stall.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from hiera_video.errors import HieraVideoError, Interrupted
+from hiera_video.runtime import pick_device
+
+# Seconds a collective may wait for the other processes. It must exceed the longest wait the
+# tool itself can cause: a hanging decode (eval --decode-timeout, 300 s by default) or rank 0
+# alone computing an AVA mAP or writing a Hiera-H checkpoint (tens of seconds).
+DEFAULT_TIMEOUT_S = 1800.0
+TIMEOUT_ENV = "HIERA_VIDEO_DIST_TIMEOUT"
+# nccl (GPUs) or gloo (CPU) by default; gloo on GPUs lets several processes share one GPU
+# (benchmarks/gpu_check.py on a one-GPU machine), which nccl refuses.
+BACKEND_ENV = "HIERA_VIDEO_DIST_BACKEND"
 
 
 @dataclass(frozen=True)
@@ -28,23 +55,146 @@ class World:
         return self.world_size > 1
 
 
-def init(device_type: str = "cpu") -> World:
-    """Join the process group that ``torchrun`` describes (``WORLD_SIZE``, ``RANK``...).
+class Agreed(HieraVideoError):
+    """An error every rank raises together (already agreed: no further agreement needed)."""
 
-    Backend: nccl for CUDA, gloo otherwise. Returns the single-process world when not launched
-    by torchrun.
+
+class AgreedInterrupt(Agreed, Interrupted):
+    """A stop by SIGINT/SIGTERM that every rank agreed on (exit code 130)."""
+
+
+def timeout_seconds(configured: float | None = None) -> float:
+    """The collective timeout: ``configured`` (``run.dist_timeout``) if given, else the
+    ``HIERA_VIDEO_DIST_TIMEOUT`` environment variable, else :data:`DEFAULT_TIMEOUT_S`."""
+    value = configured if configured is not None else os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise HieraVideoError(f"{TIMEOUT_ENV}={value!r} is not a number of seconds") from None
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise HieraVideoError(f"the collective timeout must be a finite number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def world_from_env() -> World:
+    """Rank, world size and local rank as ``torchrun`` sets them (one process without)."""
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return World()
+        return World(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    except (KeyError, ValueError) as e:
+        raise HieraVideoError(f"bad torchrun environment (WORLD_SIZE/RANK/LOCAL_RANK): {e}; launch with torchrun") from None
+
+
+def start(device: str | torch.device = "auto", timeout: float | None = None) -> tuple[World, torch.device]:
+    """The one place that decides this process's device and joins the process group.
+
+    Under ``torchrun`` with CUDA, the device is ``cuda:LOCAL_RANK`` (``cuda`` / ``auto``) and
+    is made current before anything touches CUDA; then the process group is initialised (nccl
+    bound to that device, gloo on CPU) with the collective timeout. Call it before any model
+    or tensor is placed. Returns ``(world, device)``.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return World()
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" and torch.cuda.is_available() else "gloo"
+    world = world_from_env()
+    dev = pick_device(device)
+    backend = os.environ.get(BACKEND_ENV) or ("nccl" if dev.type == "cuda" else "gloo")
+    if backend not in ("nccl", "gloo") or (backend == "nccl" and dev.type != "cuda"):
+        raise HieraVideoError(f"{BACKEND_ENV}={backend}: use nccl (GPUs) or gloo (CPU, or processes sharing a GPU)")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count()
+        if dev.index is None:
+            index = world.local_rank if world.distributed else torch.cuda.current_device()
+            dev = torch.device("cuda", index % count if backend == "gloo" else index)
+        if dev.index >= count:
+            raise HieraVideoError(
+                f"this process needs GPU {dev.index} (LOCAL_RANK {world.local_rank}) but {count} GPU(s) are visible; "
+                "start at most one process per GPU (torchrun --nproc-per-node) or check CUDA_VISIBLE_DEVICES"
+            )
+        torch.cuda.set_device(dev)
+    if world.distributed and not dist.is_initialized():
+        kwargs = dict(backend=backend, timeout=datetime.timedelta(seconds=timeout_seconds(timeout)))
         if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
-    return World(rank, world_size, local_rank)
+            kwargs["device_id"] = dev  # binds the communicator to this process's GPU
+        dist.init_process_group(**kwargs)
+    return world, dev
+
+
+def cleanup(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------- agreement
+
+
+def _describe(e: BaseException) -> tuple[str, bool]:
+    """One line for an exception, and whether it is an interruption."""
+    interrupted = isinstance(e, (Interrupted, KeyboardInterrupt))
+    if isinstance(e, KeyboardInterrupt):
+        text = "interrupted (SIGINT)"
+    else:
+        text = str(e) if isinstance(e, HieraVideoError) else f"{type(e).__name__}: {e}"
+    text = " ".join(text.split())  # one line, whatever the exception says
+    return (text[:2000] + " ...") if len(text) > 2000 else text, interrupted
+
+
+def agree(world: World, error: BaseException | None = None, **payload) -> list[dict]:
+    """Every rank calls this at the same point with its own ``error`` (or None) and
+    ``payload``; returns every rank's payload (index = rank). When any rank passed an error,
+    every rank raises the same :class:`Agreed` naming the lowest failing rank instead."""
+    if not world.distributed:
+        if error is not None:
+            raise error
+        return [payload]
+    mine = dict(payload, _error=_describe(error) if error is not None else None)
+    everyone: list = [None] * world.world_size
+    try:
+        dist.all_gather_object(everyone, mine)
+    except Exception as e:  # a rank died or hung: the collective failed or timed out
+        raise Agreed(
+            f"rank {world.rank} ({socket.gethostname()}): lost contact with the other processes ({e}); one of them "
+            "died or hung (see its output above; the wait is bounded by run.dist_timeout / "
+            f"{TIMEOUT_ENV})"
+        ) from error
+    for rank, part in enumerate(everyone):
+        if part["_error"] is not None:
+            text, interrupted = part["_error"]
+            cls = AgreedInterrupt if interrupted else Agreed
+            raise cls(f"rank {rank}: {text}" if not text.startswith("rank ") else text) from error
+    for part in everyone:
+        del part["_error"]
+    return everyone
+
+
+@contextmanager
+def together(world: World):
+    """Run a stretch of work that contains no collective; at its end every rank learns
+    whether any rank failed, and then all raise the same error (see :func:`agree`)."""
+    try:
+        yield
+    except Agreed:
+        raise
+    except BaseException as e:
+        if not world.distributed:
+            raise
+        agree(world, e)
+        raise
+    agree(world)
+
+
+@contextmanager
+def session(device: str | torch.device = "auto", timeout: float | None = None):
+    """A whole command: :func:`start`, the body inside :func:`together`, and
+    :func:`cleanup`. Yields ``(world, device)``."""
+    world, dev = start(device, timeout)
+    try:
+        with together(world):
+            yield world, dev
+    finally:
+        cleanup(world)
+
+
+# ---------------------------------------------------------------------------- helpers
 
 
 def shard(n: int, world: World) -> list[int]:
@@ -54,19 +204,52 @@ def shard(n: int, world: World) -> list[int]:
 
 
 def gather_to_main(obj, world: World) -> list | None:
-    """Every rank's ``obj`` as a list on rank 0 (None elsewhere)."""
+    """Every rank's ``obj`` as a list on rank 0 (None elsewhere); an agreement first."""
     if not world.distributed:
         return [obj]
+    agree(world)
     out = [None] * world.world_size if world.is_main else None
     dist.gather_object(obj, out, dst=0)
     return out
 
 
+def from_main(value, world: World):
+    """Rank 0's ``value`` on every rank (what rank 0 decided), through an agreement."""
+    return agree(world, value=value if world.is_main else None)[0]["value"]
+
+
 def barrier(world: World) -> None:
+    """Wait for every rank; an agreement, so a failed rank fails everyone."""
     if world.distributed:
-        dist.barrier()
+        agree(world)
 
 
-def cleanup(world: World) -> None:
-    if world.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+@torch.no_grad()
+def broadcast_module(module: torch.nn.Module, world: World) -> None:
+    """Give every rank rank 0's parameters and buffers (an agreement first)."""
+    if not world.distributed:
+        return
+    agree(world)
+    for t in module.state_dict().values():
+        dist.broadcast(t, src=0)
+
+
+def all_reduce_sum(tensors: list[torch.Tensor], world: World, bucket_bytes: int = 64 << 20) -> None:
+    """Sum ``tensors`` over ranks in place, in flat buckets of about ``bucket_bytes`` per
+    dtype (few large collectives instead of one per tensor)."""
+    if not world.distributed or not tensors:
+        return
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    by_dtype: dict[tuple, list[list[torch.Tensor]]] = {}
+    for t in tensors:
+        buckets = by_dtype.setdefault((t.dtype, t.device), [[]])
+        if buckets[-1] and sum(x.numel() * x.element_size() for x in buckets[-1]) + t.numel() * t.element_size() > bucket_bytes:
+            buckets.append([])
+        buckets[-1].append(t)
+    for buckets in by_dtype.values():
+        for bucket in buckets:
+            flat = _flatten_dense_tensors(bucket)
+            dist.all_reduce(flat)
+            for t, s in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
+                t.copy_(s)

@@ -9,16 +9,20 @@ rank 0 gathers the per-video results: no video is duplicated or dropped.
 from __future__ import annotations
 
 import logging
+import os
+import re
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from hiera_video.data.datasets import VideoDataset
-from hiera_video.engine import distributed
-from hiera_video.engine.inference import Classifier, Protocol
+from hiera_video.data.datasets.base import normalize_name, warn
+from hiera_video.engine import distributed, faults
+from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, decode_in_order
+from hiera_video.engine.inference import MAX_SUBSTITUTED_FRACTION, Classifier, Protocol
 from hiera_video.errors import HieraVideoError
 from hiera_video.metrics.classification import aggregate_views, classification_metrics, save_predictions, write_metrics
 from hiera_video.report import write_csv
@@ -36,54 +40,112 @@ PRESETS = {
 }
 
 
-class _VideoViews(Dataset):
-    """Item ``j`` = (dataset index, all views of that video or None, error or None)."""
-
-    def __init__(self, dataset: VideoDataset, indices: list[int], protocol: Protocol):
-        self.dataset, self.indices, self.protocol = dataset, indices, protocol
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, j: int):
-        i = self.indices[j]
-        try:
-            views, _ = self.protocol.views(str(self.dataset.items[i].path))
-            return i, views, None
-        except HieraVideoError as e:
-            return i, None, str(e)
+def _placeholder_names(names: list[str]) -> bool:
+    """True for names that say nothing ("class 0", "class_1", ...: no labels file anywhere)."""
+    return all(re.fullmatch(rf"class[ _]?{i}", str(n)) for i, n in enumerate(names))
 
 
-def _views_in_order(views: _VideoViews, workers: int, decode_timeout: float | None):
-    """``(index, views or None, error or None)`` for every video of ``views``, in order.
+def _few(names, n: int = 3) -> str:
+    names = list(names)
+    shown = ", ".join(f"'{x}'" for x in names[:n])
+    return shown + (f" (+{len(names) - n} more)" if len(names) > n else "")
 
-    With worker processes and a ``decode_timeout`` (seconds), a video whose decoding does not
-    finish in time (a decoder stuck in native code cannot be interrupted from Python) is
-    reported as failed: the worker processes are shut down (a stuck one is terminated) and
-    fresh ones continue with the next video. Without workers, decoding runs in this process
-    and cannot be timed out.
+
+def align_classes(dataset: VideoDataset, model_classes: list[str]) -> str | None:
+    """Make the dataset's class indices the model's, comparing class NAMES (not only counts).
+
+    * the same names in the same order: nothing to do (None);
+    * the same names in another order, or a subset of the model's classes: every label is
+      mapped to the model's index of its name, the dataset takes the model's class list;
+    * other names: :class:`HieraVideoError` listing the first differences;
+    * no names on one side (placeholders ``class N``, e.g. a list without a labels file or a
+      checkpoint without label names): indices are taken as they are and only the counts are
+      checked.
+    Returns the note to show (also added to ``dataset.warnings``).
     """
-    timeout = decode_timeout if workers > 0 and decode_timeout else 0
-    start = 0
-    while start < len(views.indices):
-        rest = _VideoViews(views.dataset, views.indices[start:], views.protocol)
-        loader = DataLoader(rest, batch_size=None, shuffle=False, num_workers=workers, timeout=timeout,
-                            prefetch_factor=2 if workers > 0 else None, persistent_workers=False)
-        it = iter(loader)
-        try:
-            for item in it:
-                start += 1
-                yield item
-            return
-        except RuntimeError as e:
-            if not timeout or "timed out" not in str(e):
-                raise
-            i = views.indices[start]
-            start += 1
-            yield i, None, (f"cannot decode video '{views.dataset.items[i].path}': decoding took longer than "
-                            f"{timeout:g} s and was stopped (a hanging decoder?); check the file with hiera-video check-videos")
-        finally:
-            del it  # shuts the workers down, terminating one that is stuck
+    model, data = list(model_classes), list(dataset.classes)
+    if model == data:
+        return None
+    if _placeholder_names(data):
+        if len(data) > len(model):
+            raise HieraVideoError(
+                f"the dataset has labels up to {len(data) - 1} but the model predicts {len(model)} classes; "
+                "evaluate with weights trained on this label set"
+            )
+        dataset.classes = model
+        if _placeholder_names(model):
+            note = (f"neither the dataset nor the weights name their classes: only the class count could be checked "
+                    f"({len(model)}); pass --labels to check the names")
+        else:
+            note = (f"the dataset has no class names (no --labels file): its label indices are taken as the model's "
+                    f"classes, named from the weights ({_few(model)})")
+        warn(dataset, note)
+        return note
+    if _placeholder_names(model):
+        if len(data) != len(model):
+            raise HieraVideoError(
+                f"the dataset has {len(data)} classes but the model predicts {len(model)}; "
+                "evaluate with weights trained on this label set"
+            )
+        note = (f"the weights carry no class names: only the number of classes ({len(model)}) could be checked "
+                "against the dataset's names, not their order")
+        warn(dataset, note)
+        return note
+    index = {name: i for i, name in enumerate(model)}
+    mapping = [index.get(name) for name in data]
+    if None in mapping:  # retry ignoring case, underscores and quotes
+        loose: dict[str, int] = {}
+        for i, name in enumerate(model):
+            loose.setdefault(normalize_name(name), i)
+        mapping = [index.get(name, loose.get(normalize_name(name))) for name in data]
+    if None in mapping or len(set(mapping)) != len(mapping):
+        unknown = [name for name, m in zip(data, mapping) if m is None]
+        used = {m for m in mapping if m is not None}
+        unused = [name for i, name in enumerate(model) if i not in used]
+        parts = []
+        if unknown:
+            parts.append(f"{len(unknown)} dataset classes are not among the model's: {_few(unknown)}")
+        if unused:
+            parts.append(f"{len(unused)} model classes are not in the dataset: {_few(unused)}")
+        raise HieraVideoError(
+            f"the dataset's classes ({len(data)}) are not the model's ({len(model)}): {'; '.join(parts) or 'names repeat'}; "
+            "evaluate with weights trained on these classes, or fix the class-name file"
+        )
+    for item in dataset.items:
+        if item.label is not None:
+            item.label = mapping[item.label]
+    dataset.classes = model
+    if len(data) == len(model):
+        note = f"the dataset lists the model's {len(model)} classes in another order: labels were mapped to the model's classes by name"
+    else:
+        note = (f"the dataset's {len(data)} classes are among the model's {len(model)}: labels were mapped by name and "
+                f"scored against all {len(model)} classes")
+    warn(dataset, note)
+    return note
+
+
+class _DecodeViews:
+    """Task: a dataset index -> (all views of that video, (substituted, sampled) frames)."""
+
+    def __init__(self, dataset: VideoDataset, protocol: Protocol):
+        self.dataset, self.protocol = dataset, protocol
+
+    def __call__(self, i: int):
+        return self.protocol.decode(str(self.dataset.items[i].path))
+
+
+def _views_in_order(dataset: VideoDataset, indices: list[int], protocol: Protocol, workers: int, decode_timeout: float | None):
+    """``(index, views or None, error or None, (substituted, sampled))`` for every video of
+    ``indices``, in order, decoded by :func:`~hiera_video.engine.decoding.decode_in_order`
+    (in ``workers`` processes; a video taking longer than ``decode_timeout`` seconds to decode
+    is stopped and reported as failed)."""
+    stream = decode_in_order(indices, _DecodeViews(dataset, protocol), workers, decode_timeout,
+                             describe=lambda i: dataset.items[i].path)
+    try:
+        for i, value, error in stream:
+            yield (i, None, error, (0, 0)) if error is not None else (i, value[0], None, value[1])
+    finally:
+        stream.close()  # shuts the workers down also when the caller stops early
 
 
 @dataclass
@@ -95,6 +157,9 @@ class EvalResult:
     failed: list[tuple[str, str]]  # (path, reason) of unreadable videos
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    substituted: list[tuple[str, int, int]] = field(default_factory=list)  # (path, substituted, sampled) of scored videos
+    interrupted: bool = False  # stopped by SIGINT: the result covers the videos finished before it
+    not_evaluated: int = 0  # videos not reached because of the interruption
 
 
 def evaluate(
@@ -107,39 +172,60 @@ def evaluate(
     save_views: bool = False,
     world: distributed.World = distributed.World(),
     progress=None,
-    decode_timeout: float | None = 300.0,
+    decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT,
+    partial_on_interrupt: bool = False,
 ) -> EvalResult | None:
     """Evaluate ``dataset``; returns the gathered result on rank 0 (None on other ranks).
 
     ``progress``: optional callable ``(done, total, failed)`` called after each video on this
     rank. Unreadable videos are skipped and reported (``strict`` turns them into an error), and
     so are videos whose decoding takes longer than ``decode_timeout`` seconds (with
-    ``workers`` >= 1; None or 0 = no limit).
+    ``workers`` >= 1; None or 0 = no limit), and videos more than
+    :data:`~hiera_video.engine.inference.MAX_SUBSTITUTED_FRACTION` of whose sampled frames
+    cannot be decoded. The dataset's classes are matched to the model's by name first
+    (:func:`align_classes`). With ``partial_on_interrupt``, SIGINT (KeyboardInterrupt) stops
+    the loop and the result holds the videos finished before it, with ``interrupted`` set
+    (each rank stops its own loop; rank 0 gathers what every rank finished).
     """
     if len(dataset) == 0:
         raise HieraVideoError(f"nothing to evaluate: no videos of {dataset.name} were found under {dataset.root}")
+    align_classes(dataset, clf.labels)
     indices = distributed.shard(len(dataset), world)
-    loader = _views_in_order(_VideoViews(dataset, indices, protocol), workers, decode_timeout)
-    done: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    loader = _views_in_order(dataset, indices, protocol, workers, decode_timeout)
+    done: dict[int, tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]] = {}  # probs, view logits, (substituted, sampled)
     failed: list[tuple[str, str]] = []
     t0 = time.perf_counter()
-    for n, (i, views, error) in enumerate(loader, 1):
-        if error is not None:
-            if strict:
-                raise HieraVideoError(f"{error} (--strict: stopping; drop --strict to skip unreadable videos)")
-            failed.append((str(dataset.items[i].path), error))
-        else:
-            logits = clf.logits(views, batch_size)  # [V, C]
-            done[i] = (aggregate_views(logits, "prob"), logits if save_views else None)
-        if progress is not None:
-            progress(n, len(indices), len(failed))
+    interrupted = False
+    try:
+        for n, (i, views, error, counts) in enumerate(loader, 1):
+            if error is None:
+                try:
+                    logits = clf.logits(views, batch_size)  # [V, C]
+                except HieraVideoError as e:  # e.g. NaN scores
+                    error = f"'{dataset.items[i].path}': {e}"
+                else:
+                    done[i] = (aggregate_views(logits, "prob"), logits if save_views else None, counts)
+            if error is not None:
+                if strict:
+                    raise HieraVideoError(f"{error} (--strict: stopping; drop --strict to skip unreadable videos)")
+                failed.append((str(dataset.items[i].path), error))
+            if progress is not None:
+                progress(n, len(indices), len(failed))
+            if faults.active("sigint", world.rank, n):  # tests: a SIGINT after the n-th video
+                os.kill(os.getpid(), signal.SIGINT)
+    except KeyboardInterrupt:  # keep what is finished; the caller writes it, marked partial
+        if not partial_on_interrupt:
+            raise
+        interrupted = True
+    finally:
+        loader.close()
     seconds = time.perf_counter() - t0
-    parts = distributed.gather_to_main((done, failed, seconds), world)
+    parts = distributed.gather_to_main((done, failed, seconds, interrupted, len(indices) - len(done) - len(failed)), world)
     if not world.is_main:
         return None
     merged: dict[int, tuple] = {}
     all_failed: list[tuple[str, str]] = []
-    for part_done, part_failed, _ in parts:
+    for part_done, part_failed, *_ in parts:
         merged.update(part_done)
         all_failed += part_failed
     order = sorted(merged)
@@ -147,14 +233,20 @@ def evaluate(
     probs = torch.stack([merged[i][0] for i in order]) if order else torch.zeros(0, num_classes)
     view_logits = torch.stack([merged[i][1] for i in order]) if save_views and order else None
     labels = torch.tensor([-1 if dataset.items[i].label is None else dataset.items[i].label for i in order], dtype=torch.long)
-    if dataset.num_classes != num_classes:
-        raise HieraVideoError(
-            f"the dataset has {dataset.num_classes} classes but the model predicts {num_classes}; "
-            "evaluate with weights trained on this label set"
-        )
     metrics = classification_metrics(probs, labels, dataset.classes) if (labels >= 0).any() else None
     all_failed.sort()
-    return EvalResult(metrics, order, probs, view_logits, all_failed, max(p[2] for p in parts))
+    substituted = [(str(dataset.items[i].path), *merged[i][2]) for i in order if merged[i][2][0]]
+    return EvalResult(metrics, order, probs, view_logits, all_failed, max(p[2] for p in parts), substituted=substituted,
+                      interrupted=any(p[3] for p in parts), not_evaluated=sum(p[4] for p in parts))
+
+
+def substitution_record(result: EvalResult) -> dict:
+    """What ``metrics.json`` says about frames that could not be decoded in scored videos."""
+    return dict(
+        num_videos=len(result.substituted), num_frames=sum(n for _, n, _ in result.substituted),
+        fail_above_fraction=MAX_SUBSTITUTED_FRACTION,
+        videos=[dict(path=p, substituted=n, sampled=m) for p, n, m in result.substituted],
+    )
 
 
 def decoder_versions() -> dict:
@@ -183,6 +275,8 @@ def write_outputs(
     output.mkdir(parents=True, exist_ok=True)
     record = dict(
         num_failed=len(result.failed), num_missing=len(dataset.missing),
+        partial=result.interrupted, num_not_evaluated=result.not_evaluated,  # partial: stopped by SIGINT
+        substituted_frames=substitution_record(result),
         protocol=dict(**clf.describe(), **protocol.to_dict(), decoder=decoder_versions()),
         dataset=dataset.summary(), seconds=round(result.seconds, 3),
         videos_per_second=round(len(result.indices) / result.seconds, 3) if result.seconds else None,
@@ -202,8 +296,13 @@ def write_outputs(
         files["predictions"], [str(dataset.items[i].path) for i in result.indices], labels, result.probs,
         dataset.classes, result.view_logits, meta=dict(protocol=record["protocol"], agg="prob"),
     )
-    files["failed"] = output / "failed.csv"
-    write_csv(files["failed"], ["path", "reason"], result.failed)
-    files["missing"] = output / "missing.csv"
-    write_csv(files["missing"], ["path", "reason"], dataset.missing)
+    files["failed"], files["missing"] = write_failure_lists(output, result, dataset)
     return files
+
+
+def write_failure_lists(output: Path, result: EvalResult, dataset: VideoDataset) -> tuple[Path, Path]:
+    """``failed.csv`` (unreadable videos) and ``missing.csv`` (annotated, not on disk)."""
+    output.mkdir(parents=True, exist_ok=True)
+    write_csv(output / "failed.csv", ["path", "reason"], result.failed)
+    write_csv(output / "missing.csv", ["path", "reason"], dataset.missing)
+    return output / "failed.csv", output / "missing.csv"

@@ -53,10 +53,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from hiera_video.data import open_video, window_starts
+from hiera_video.data import open_video
 from hiera_video.engine import distributed
-from hiera_video.engine.inference import DEFAULT_MODEL, Classifier, Protocol, load_classifier, prepare_inference
-from hiera_video.engine.predict import FrameRange
+from hiera_video.engine.inference import (
+    DEFAULT_MODEL, Classifier, Protocol, check_finite, load_classifier, prepare_inference, run_model,
+)
+from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, decode_in_order
+from hiera_video.engine.predict import decode_windows
 from hiera_video.errors import HieraVideoError
 from hiera_video.report import atomic_write_text
 from hiera_video.runtime import pick_device, resolve_dtype
@@ -107,7 +110,7 @@ def load_feature_model(
         saved = ckpt.meta.get("model") if isinstance(ckpt.meta.get("model"), str) else None
         name = cls_name or (saved.removeprefix("mae_") if saved else DEFAULT_MODEL)
         return _mae_into_classifier(ckpt, name, str(w), device, dtype)
-    return load_classifier(cls_name, w, None, device, dtype, allow_random_weights)
+    return load_classifier(cls_name, w, None, device, dtype, allow_random_weights, require_head=False)  # features only
 
 
 def _mae_into_classifier(ckpt, cls_name: str, weights: str, device: str, dtype: str) -> Classifier:
@@ -131,6 +134,7 @@ def _mae_into_classifier(ckpt, cls_name: str, weights: str, device: str, dtype: 
     report = apply_checkpoint(net, ckpt)
     for line in report.messages():
         log.debug(line)
+    check_finite(net, weights)
     with torch.no_grad():  # not in an MAE checkpoint: make it a plain LayerNorm
         net.norm.weight.fill_(1.0)
         net.norm.bias.zero_()
@@ -455,6 +459,8 @@ class Extractor:
     backend: str = "auto"
     overwrite: bool = False
     world: distributed.World = field(default_factory=distributed.World)
+    workers: int = 0  # processes decoding videos (0: in this process)
+    decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT  # seconds per video (with workers); None/0: no limit
 
     def __post_init__(self):
         if self.level not in LEVELS:
@@ -532,45 +538,51 @@ class Extractor:
         return Extracted(job.path, ok=True, output=job.output, skipped=True, shape=list(shape), rows=rows)
 
     def process(self, job: Job) -> Extracted:
-        """Extract one video (or skip it when its complete file is there); never raises
-        for a bad video: the error is in the result."""
-        try:
-            done = self.done_already(job)
-            if done is not None:
-                self._log(done.rows)
-                return done
-            return self._extract(job)
-        except HieraVideoError as e:
-            return Extracted(job.path, error=str(e))
-        except OSError as e:
-            return Extracted(job.path, error=f"cannot write features for '{job.path}': {e.strerror or e}")
+        """Extract one video (or skip it when its complete file is there), decoding it in this
+        process; never raises for a bad video: the error is in the result."""
+        return next(self._process_all([job]))
 
-    def _clips(self, reader) -> tuple[list[dict], Iterator[torch.Tensor]]:
-        """Item descriptions and a generator of clip tensors ``[k, 3, T, S, S]`` (all items in order)."""
-        fps = reader.fps or 0.0
+    def _process_all(self, jobs: Sequence[Job]) -> Iterator[Extracted]:
+        """One :class:`Extracted` per job, in order; never raises for a bad video. The videos
+        still to do are decoded by :func:`~hiera_video.engine.decoding.decode_in_order`
+        (``workers`` processes; a video whose decoding takes longer than ``decode_timeout``
+        seconds is stopped and fails alone)."""
+        done = {}
+        for k, job in enumerate(jobs):
+            try:
+                done[k] = self.done_already(job)
+            except HieraVideoError as e:
+                done[k] = Extracted(job.path, error=str(e))
+        todo = [job.path for k, job in enumerate(jobs) if done[k] is None]
         if self.window:
-            duration = reader.num_frames / fps if fps else 0.0
-            if duration <= 0:
-                raise HieraVideoError(f"cannot cut windows from '{reader.path}': unknown frame rate or duration")
-            spans = window_starts(duration, self.window, self.stride)
-            items = [dict(window=i, start=round(s, 3), end=round(e, 3)) for i, (s, e) in enumerate(spans)]
-
-            def gen():
-                for s, e in spans:
-                    f0 = min(int(round(s * fps)), reader.num_frames - 1)
-                    f1 = min(max(f0 + 1, int(round(e * fps))), reader.num_frames)
-                    views, _ = self.protocol.views(FrameRange(reader, f0, f1))
-                    yield views
-
-            return items, gen()
-        views, infos = self.protocol.views(reader)
-        items = []
-        for n, info in enumerate(infos):
-            fr = info.frame_indices
-            start = round(fr[0] / fps, 3) if fps else None
-            end = round((fr[-1] + 1) / fps, 3) if fps else None
-            items.append(dict(view=n, temporal_view=info.temporal_index, spatial_view=info.spatial_index, start=start, end=end))
-        return items, iter([views])
+            stream = decode_windows(self.protocol, todo, self.window, self.stride, self.workers, self.decode_timeout,
+                                    check_frames=False)
+        else:
+            stream = decode_in_order(todo, _DecodeItems(self.protocol), self.workers, self.decode_timeout)
+        try:
+            for k, job in enumerate(jobs):
+                if done[k] is not None:
+                    if done[k].ok:
+                        self._log(done[k].rows)
+                    yield done[k]
+                    continue
+                if self.window:
+                    _, spans, windows, error = next(stream)
+                    items = [dict(window=i, start=round(s, 3), end=round(e, 3)) for i, (s, e, _, _) in enumerate(spans or [])]
+                    clips = (views for views, _ in windows) if windows is not None else None
+                else:
+                    _, decoded, error = next(stream)
+                    items, clips = (decoded[0], iter([decoded[1]])) if error is None else (None, None)
+                try:
+                    if error is not None:
+                        raise HieraVideoError(error)
+                    yield self._extract(job, items, clips)
+                except HieraVideoError as e:
+                    yield Extracted(job.path, error=str(e))
+                except OSError as e:
+                    yield Extracted(job.path, error=f"cannot write features for '{job.path}': {e.strerror or e}")
+        finally:
+            stream.close()  # stops the decoding workers
 
     def _batches(self, clips: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
         pending: list[torch.Tensor] = []
@@ -589,42 +601,40 @@ class Extractor:
 
     @torch.inference_mode()
     def _run(self, x: torch.Tensor) -> np.ndarray:
-        x = x.to(self.clf.device, non_blocking=True)
-        if self.clf.dtype is not None:
-            x = x.to(self.clf.dtype)
-        return features(self.clf.model, x, self.level).float().cpu().numpy()
+        out = run_model(lambda v: features(self.clf.model, v, self.level), x, self.clf.device, self.clf.dtype, self.clf.model)
+        return out.float().cpu().numpy()
 
-    def _extract(self, job: Job) -> Extracted:
+    def _extract(self, job: Job, items: list[dict], clips: Iterable[torch.Tensor]) -> Extracted:
+        """Write the features of one video: ``items`` describe its items, ``clips`` yields
+        their clip tensors in order (raising :class:`HieraVideoError` for a failed one)."""
         final = self.out_dir / job.output
         if not final.resolve().is_relative_to(self.out_dir.resolve()):
             raise HieraVideoError(f"refusing to write '{final}' outside --output {self.out_dir}")
-        with open_video(job.path, self.backend) as reader:
-            items, clips = self._clips(reader)
-            base = dict(
-                path=job.path, output=job.output, model=self.clf.name, weights=self.clf.weights, level=self.level,
-                dtype=self.store_dtype, feature_stride=level_stride(self.clf.model, self.level), **job.extra,
-            )
-            rows = [dict(base, item=i, **it) for i, it in enumerate(items)]
-            extra = {}
-            if self.window:
-                extra["windows"] = np.array([[r["start"], r["end"]] for r in rows], dtype=np.float64)
-            meta = dict(path=job.path, model=self.clf.name, weights=self.clf.weights, level=self.level,
-                        mode="windows" if self.window else "views", views=json.dumps(list(self.views)),
-                        feature_stride=json.dumps(base["feature_stride"]), protocol=json.dumps(self.protocol.to_dict()))
-            writer = FeatureWriter(final, self.fmt, len(rows), STORE_DTYPES[self.store_dtype], meta, extra)
-            try:
-                for k, batch in enumerate(self._batches(clips)):
-                    feats = self._run(batch)
-                    if k == 0:  # the item shape is known now: complete the rows (and the file header)
-                        for r in rows:
-                            r["shape"] = list(feats.shape[1:])
-                        writer.metadata["index"] = json.dumps(rows)
-                        writer.metadata["item_shape"] = json.dumps(list(feats.shape[1:]))
-                    writer.write(feats)
-                writer.commit(before_rename=lambda: self._log(rows, sync=True))
-            except BaseException:
-                writer.abort()
-                raise
+        base = dict(
+            path=job.path, output=job.output, model=self.clf.name, weights=self.clf.weights, level=self.level,
+            dtype=self.store_dtype, feature_stride=level_stride(self.clf.model, self.level), **job.extra,
+        )
+        rows = [dict(base, item=i, **it) for i, it in enumerate(items)]
+        extra = {}
+        if self.window:
+            extra["windows"] = np.array([[r["start"], r["end"]] for r in rows], dtype=np.float64)
+        meta = dict(path=job.path, model=self.clf.name, weights=self.clf.weights, level=self.level,
+                    mode="windows" if self.window else "views", views=json.dumps(list(self.views)),
+                    feature_stride=json.dumps(base["feature_stride"]), protocol=json.dumps(self.protocol.to_dict()))
+        writer = FeatureWriter(final, self.fmt, len(rows), STORE_DTYPES[self.store_dtype], meta, extra)
+        try:
+            for k, batch in enumerate(self._batches(clips)):
+                feats = self._run(batch)
+                if k == 0:  # the item shape is known now: complete the rows (and the file header)
+                    for r in rows:
+                        r["shape"] = list(feats.shape[1:])
+                    writer.metadata["index"] = json.dumps(rows)
+                    writer.metadata["item_shape"] = json.dumps(list(feats.shape[1:]))
+                writer.write(feats)
+            writer.commit(before_rename=lambda: self._log(rows, sync=True))
+        except BaseException:
+            writer.abort()
+            raise
         return Extracted(job.path, ok=True, output=job.output, shape=list(writer.shape), rows=rows)
 
     def _log(self, rows: list[dict], sync: bool = False) -> None:
@@ -643,8 +653,8 @@ class Extractor:
         self.prepare()
         results = []
         try:
-            for i in distributed.shard(len(jobs), self.world):
-                r = self.process(jobs[i])
+            mine = distributed.shard(len(jobs), self.world)
+            for i, r in zip(mine, self._process_all([jobs[i] for i in mine])):
                 r.order = i
                 results.append(r)
                 if on_result is not None:
@@ -686,6 +696,25 @@ class Extractor:
             if j.output in seen and seen[j.output] != j.path:
                 raise HieraVideoError(f"'{j.path}' and '{seen[j.output]}' would both be written to {j.output}")
             seen[j.output] = j.path
+
+
+class _DecodeItems:
+    """Decoding task of views mode: path -> (item descriptions, all views ``[V, 3, T, S, S]``)."""
+
+    def __init__(self, protocol: Protocol):
+        self.protocol = protocol
+
+    def __call__(self, path: str):
+        with open_video(path, self.protocol.backend) as reader:
+            views, infos = self.protocol.views(reader)
+            fps = reader.fps or 0.0
+        items = []
+        for n, info in enumerate(infos):
+            fr = info.frame_indices
+            start = round(fr[0] / fps, 3) if fps else None
+            end = round((fr[-1] + 1) / fps, 3) if fps else None
+            items.append(dict(view=n, temporal_view=info.temporal_index, spatial_view=info.spatial_index, start=start, end=end))
+        return items, views
 
 
 def _same_file(a, b) -> bool:

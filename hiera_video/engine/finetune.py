@@ -60,6 +60,11 @@ def finetune(cfg: TrainConfig, resume: str | None = None, console=None) -> dict:
 
         return finetune_ava(cfg, resume, console)
     trainer = Trainer(cfg, console)
+    with trainer.running():
+        return _finetune(trainer, cfg, resume)
+
+
+def _finetune(trainer: Trainer, cfg: TrainConfig, resume: str | None) -> dict:
     device, world, out = trainer.device, trainer.world, trainer.out
     train_set, val_set = build_data(cfg)
     classes = train_set.classes
@@ -99,20 +104,18 @@ def finetune(cfg: TrainConfig, resume: str | None = None, console=None) -> dict:
     def end_of_epoch():
         if val_set is None or not cfg.run.val_every_epochs or trainer.state.epoch % cfg.run.val_every_epochs:
             return
-        val = _validate(cfg, trainer.eval_model, val_set, classes, parse_views(cfg.run.val_views), device, world)
-        if world.is_main and val is not None and trainer.log_val(val, "top1"):
-            trainer.save_published(out / "best.pt", dict(val=val))
+        val = _validate(cfg, trainer.eval_model, val_set, classes, parse_views(cfg.run.val_views), device, world, trainer.amp)
+        trainer.note_val(val, "top1", out / "best.pt")
 
     if not trainer.fit(clips, collate_clips, loss_fn, lambda i: str(train_set.items[i].path), end_of_epoch):
         return dict(halted_at_step=trainer.state.step)
 
     # Final evaluation through the eval code, with the dataset preset's views.
     final = {}
-    if not (out / "best.pt").exists():
-        trainer.save_published(out / "best.pt")
+    trainer.ensure_published(out / "best.pt")
     if val_set is not None:
         views = parse_views(cfg.run.final_views) if cfg.run.final_views else PRESETS.get(cfg.data.dataset, PRESETS["list"])["views"]
-        result, clf, protocol = _run_eval(cfg, trainer.eval_model, val_set, classes, views, device, world)
+        result, clf, protocol = _run_eval(cfg, trainer.eval_model, val_set, classes, views, device, world, trainer.amp)
         if world.is_main:
             files = write_outputs(out / "eval", result, val_set, clf, protocol, dict(split=cfg.data.val_split))
             m = result.metrics or {}
@@ -126,10 +129,11 @@ def finetune(cfg: TrainConfig, resume: str | None = None, console=None) -> dict:
 # ---------------------------------------------------------------------------- evaluation
 
 
-def _run_eval(cfg, model, val_set, classes, views, device, world):
+def _run_eval(cfg, model, val_set, classes, views, device, world, amp=None):
+    """Multi-view evaluation of the training model as it is (fp32 weights, the run's autocast)."""
     model.eval()
     spec = model.spec
-    clf = Classifier(model, spec.name, None, list(classes), device, None, tuple(spec.mean), tuple(spec.std))
+    clf = Classifier(model, spec.name, None, list(classes), device, amp, tuple(spec.mean), tuple(spec.std))
     protocol = clf.protocol(views, sampling=cfg.data.sampling, stride=cfg.data.stride, target_fps=cfg.data.target_fps,
                             backend=cfg.data.backend)
     result = evaluate(clf, protocol, val_set, batch_size=cfg.run.batch_size, workers=cfg.data.workers, world=world)
@@ -137,8 +141,8 @@ def _run_eval(cfg, model, val_set, classes, views, device, world):
     return result, clf, protocol
 
 
-def _validate(cfg, model, val_set, classes, views, device, world) -> dict | None:
-    result, _, _ = _run_eval(cfg, model, val_set, classes, views, device, world)
+def _validate(cfg, model, val_set, classes, views, device, world, amp=None) -> dict | None:
+    result, _, _ = _run_eval(cfg, model, val_set, classes, views, device, world, amp)
     if result is None or result.metrics is None:
         return None
     m = result.metrics

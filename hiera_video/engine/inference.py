@@ -19,7 +19,7 @@ from hiera_video.data.labels import load_labels
 from hiera_video.errors import HieraVideoError
 from hiera_video.models import get_spec
 from hiera_video.models.factory import create_model, load_model
-from hiera_video.runtime import pick_device, resolve_dtype
+from hiera_video.runtime import autocast, casts_weights, pick_device, resolve_dtype
 
 log = logging.getLogger("hiera_video")
 
@@ -53,6 +53,15 @@ class Protocol:
     std: Sequence[float] = (0.225, 0.225, 0.225)
     backend: str = "auto"
 
+    def __post_init__(self):
+        # Checked once here, so a bad option is a usage error instead of one failure per video.
+        from hiera_video.data.decode import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise HieraVideoError(f"unknown --backend '{self.backend}'; use one of {', '.join(BACKENDS)}")
+        if self.sampling not in ("dense", "segment"):
+            raise HieraVideoError(f"unknown --sampling '{self.sampling}'; use dense or segment")
+
     @property
     def num_views(self) -> int:
         return self.temporal_views * self.spatial_views
@@ -68,6 +77,39 @@ class Protocol:
             source, self.temporal_views, self.spatial_views, self.sampling, self.crop_size, self.num_frames,
             self.stride, self.target_fps, self.short_side, self.mean, self.std, self.backend,
         )
+
+    def decode(self, source) -> tuple[torch.Tensor, tuple[int, int]]:
+        """:meth:`views` plus ``(substituted, sampled)``: how many of the distinct frames
+        decoded for the views could not be decoded and were replaced by the nearest decodable
+        frame. Above :data:`MAX_SUBSTITUTED_FRACTION` of them the video is not scored: raises
+        :class:`HieraVideoError` (the caller lists the video as failed)."""
+        views, infos = self.views(source)
+        sampled = max((getattr(i, "sampled", 0) for i in infos), default=0)
+        substituted = max((getattr(i, "substituted", 0) for i in infos), default=0)
+        check_substituted(getattr(source, "path", source), substituted, sampled)
+        return views, (substituted, sampled)
+
+
+#: A video whose clips need more than this fraction of copied frames (frames that could not be
+#: decoded are replaced by the nearest decodable one) counts as failed, not scored.
+MAX_SUBSTITUTED_FRACTION = 0.25
+
+
+def check_substituted(path, substituted: int, sampled: int) -> None:
+    """Raise when more than :data:`MAX_SUBSTITUTED_FRACTION` of ``sampled`` frames were substituted."""
+    if sampled and substituted > MAX_SUBSTITUTED_FRACTION * sampled:
+        raise HieraVideoError(
+            f"cannot use video '{path}': {substituted} of the {sampled} frames its clips need could not be decoded "
+            f"(more than {MAX_SUBSTITUTED_FRACTION:.0%}); the file is damaged: re-encode or re-download it"
+        )
+
+
+def substitution_warning(substituted: int, sampled: int) -> str | None:
+    """The per-video warning for a few substituted frames (None when there are none)."""
+    if not substituted:
+        return None
+    return (f"{substituted} of {sampled} sampled frames could not be decoded and were replaced by the nearest "
+            "decodable frame")
 
 
 @dataclass
@@ -109,13 +151,14 @@ class Classifier:
     @torch.inference_mode()
     def logits(self, views: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
         """``views: [V, 3, T, H, W]`` -> float32 logits ``[V, C]`` on the CPU, in chunks."""
-        outs = []
-        for chunk in views.split(max(1, batch_size)):
-            x = chunk.to(self.device, non_blocking=True)
-            if self.dtype is not None:
-                x = x.to(self.dtype)
-            outs.append(self.model(x).float().cpu())
-        return torch.cat(outs)
+        logits = torch.cat([run_model(self.model, chunk, self.device, self.dtype, self.model).float().cpu()
+                            for chunk in views.split(max(1, batch_size))])
+        if not bool(torch.isfinite(logits).all()):
+            raise HieraVideoError(
+                f"the model gave NaN or infinite scores (precision {str(self.dtype or torch.float32).replace('torch.', '')}); "
+                "try --dtype fp32, or check the weights"
+            )
+        return logits
 
     def describe(self) -> dict:
         return dict(
@@ -131,13 +174,18 @@ def load_classifier(
     device: str = "auto",
     dtype: str = "auto",
     allow_random_weights: bool = False,
+    require_head: bool = True,
 ) -> Classifier:
     """Resolve model + weights + labels, move to ``device`` in the inference precision.
 
     ``weights=None`` takes the model's default zoo weights (downloaded when missing);
     ``weights="none"`` means random initialisation and needs ``allow_random_weights``
-    (evaluating an untrained classifier by accident is a classic trap). A path to this
-    project's checkpoint needs no ``model``: the checkpoint names it.
+    (evaluating an untrained classifier by accident is a classic trap). So do weights that
+    leave the classifier head (or the final norm) untrained: an MAE checkpoint, a headless
+    backbone, a head re-initialised for another number of classes; ``require_head=False``
+    (features only, as ``extract``) accepts them. Weights holding NaN or infinite values are
+    always refused. A path to this project's checkpoint needs no ``model``: the checkpoint
+    names it.
     """
     if weights is not None and str(weights).lower() == "none":
         if not allow_random_weights:
@@ -163,6 +211,17 @@ def load_classifier(
         raise HieraVideoError(f"{name} is an MAE model (no classifier); use the matching hiera_* model")
     if net.spec.kind != "video":
         raise HieraVideoError(f"{name} is an image model; video commands need a video model (hiera_*_16x224)")
+    if weights is not None:
+        check_finite(net, weights)
+        untrained = untrained_head(net)
+        if untrained and require_head:
+            if not allow_random_weights:
+                raise HieraVideoError(
+                    f"refusing to classify with {weights}: {untrained}, so predictions would be random; "
+                    "finetune it first (hiera-video finetune --weights ...), pass a classifier checkpoint, "
+                    "or --allow-random-weights to run it anyway"
+                )
+            log.warning("%s: %s; predictions are meaningless", weights, untrained)
     meta = getattr(net, "checkpoint_meta", {}) or {}
     class_names = _class_names(net, name, weights, labels, meta)
     spec = net.spec
@@ -176,11 +235,50 @@ def load_classifier(
     return Classifier(net, name, weights, class_names, dev, low, mean, std, meta)
 
 
+def untrained_head(net: nn.Module) -> str | None:
+    """Why the classifier head of ``net`` was not loaded from its weights (None when it was):
+    the load report of :func:`~hiera_video.models.factory.load_model` lists the tensors that
+    kept their random initialisation."""
+    report = getattr(net, "load_report", None)
+    if report is None:
+        return None
+    if report.head_reset is not None:
+        n, m = report.head_reset
+        return f"its head has {m} classes, the model {n}, so the head was re-initialised"
+    keys = [k for k in report.initialised if k.startswith(("head.", "norm."))]
+    if not keys:
+        return None
+    if any(k.startswith("decoder") for k in report.dropped):
+        return "it is an MAE checkpoint (encoder only): the final norm and the classifier head are untrained"
+    return f"it has no trained classifier head ({', '.join(keys[:3])} not in the checkpoint)"
+
+
+def check_finite(net: nn.Module, weights) -> None:
+    """Refuse weights holding NaN or infinite values (a diverged run or a corrupt file): they
+    would give NaN probabilities that look like a result."""
+    bad = [k for k, t in net.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise HieraVideoError(
+            f"weights {weights} hold NaN or infinite values in {len(bad)} tensor(s) (first: {bad[0]}); "
+            "the file is corrupt or comes from a diverged run: use an earlier checkpoint"
+        )
+
+
 def prepare_inference(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> nn.Module:
-    """Eval mode on ``device``; with a low precision, weights and activations are cast to it
-    (faster than autocast on CPU: no per-layer casts)."""
+    """Eval mode on ``device``; the weights are cast to ``dtype`` only where
+    :func:`~hiera_video.runtime.casts_weights` says so (CPU), else :func:`run_model` autocasts."""
     model = model.eval().to(device)
-    return model.to(dtype) if dtype is not None else model
+    return model.to(dtype) if casts_weights(device, dtype) else model
+
+
+def run_model(fn, x: torch.Tensor, device: torch.device, dtype: torch.dtype | None, model: nn.Module) -> torch.Tensor:
+    """``fn(x)`` on ``device`` in ``dtype``: inputs cast when ``model``'s weights are in
+    ``dtype``, else under autocast (fp32 weights: norms and softmax stay fp32)."""
+    x = x.to(device, non_blocking=True)
+    if dtype is not None and next(model.parameters()).dtype == dtype:
+        return fn(x.to(dtype))
+    with autocast(device, dtype):
+        return fn(x)
 
 
 def _class_names(net, name, weights, labels, meta) -> list[str]:

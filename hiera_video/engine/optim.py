@@ -116,9 +116,11 @@ def build_optimizer(
     layer_decay: float | None = None,
     eps: float = 1e-8,
     nesterov: bool = False,
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
     """AdamW (``betas``, ``eps``) or SGD (``momentum``, optional ``nesterov``) over
-    :func:`param_groups`. Works on DDP-wrapped and ``torch.compile``'d models."""
+    :func:`param_groups`. Works on DDP-wrapped and ``torch.compile``'d models. ``fused``: one
+    fused kernel for the whole AdamW update (the trainer uses it on CUDA)."""
     key = str(name).lower()
     if key not in OPTIMIZERS:
         raise HieraVideoError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
@@ -128,7 +130,8 @@ def build_optimizer(
     if key == "adamw":
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise HieraVideoError(f"AdamW betas must be two numbers in [0, 1), got {tuple(betas)}")
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(float(b) for b in betas), eps=eps, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(float(b) for b in betas), eps=eps, weight_decay=weight_decay,
+                                 fused=fused or None)
     if not 0.0 <= momentum < 1.0:
         raise HieraVideoError(f"SGD momentum must be in [0, 1), got {momentum}")
     if nesterov and momentum == 0:

@@ -11,8 +11,9 @@ from typing import Iterable, Iterator
 import torch
 
 from hiera_video.data import open_video, window_starts
-from hiera_video.data.decode import VideoReader
-from hiera_video.engine.inference import Classifier, Protocol, topk
+from hiera_video.data.decode import VideoReader, path_problem
+from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, ReaderCache, by_group, decode_in_order
+from hiera_video.engine.inference import Classifier, Protocol, substitution_warning, topk
 from hiera_video.errors import HieraVideoError
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".ogv"}
@@ -29,9 +30,10 @@ class Result:
     timeline: list[dict] | None = None
     probs: torch.Tensor | None = None  # [C], averaged over views (not serialised)
     window_probs: torch.Tensor | None = None  # [windows, C] for a timeline (not serialised)
+    warnings: list[str] = field(default_factory=list)  # e.g. frames that could not be decoded
 
     def to_json(self) -> dict:
-        d = {"path": self.path, "ok": self.ok, "error": self.error, "top": self.top}
+        d = {"path": self.path, "ok": self.ok, "error": self.error, "top": self.top, "warnings": self.warnings}
         if self.timeline is not None:
             d["timeline"] = self.timeline
         return d
@@ -40,25 +42,43 @@ class Result:
 def expand_inputs(items: Iterable[str]) -> tuple[list[str], list[Result]]:
     """Files, directories (searched recursively for video files) and glob patterns ->
     (video paths in order, failures for items that name nothing usable)."""
-    paths: list[str] = []
-    bad: list[Result] = []
+    entries = expand_in_order(items)
+    return [e for e in entries if isinstance(e, str)], [e for e in entries if isinstance(e, Result)]
+
+
+def in_input_order(entries: list, results: Iterable) -> list:
+    """``results`` (one per video path of ``entries``, in order) merged with the failures of
+    ``entries`` at their places, so that output follows the order of the inputs."""
+    it = iter(results)
+    return [e if isinstance(e, Result) else next(it) for e in entries]
+
+
+def expand_in_order(items: Iterable[str]) -> list:
+    """Like :func:`expand_inputs`, as one list in input order: a video path (str), or a failed
+    :class:`Result` for an item that names nothing usable; a directory or glob pattern expands
+    to its files in sorted order at its place."""
+    out: list = []
     for item in items:
         p = Path(item).expanduser()
         if p.is_dir():
             found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS)
             if not found:
-                bad.append(Result(item, error=f"directory '{item}' contains no video files ({', '.join(sorted(VIDEO_EXTENSIONS))})"))
-            paths += found
+                out.append(Result(item, error=f"directory '{item}' contains no video files ({', '.join(sorted(VIDEO_EXTENSIONS))})"))
+            out += found
         elif p.exists():
-            paths.append(str(p))
+            out.append(str(p))
         elif glob.has_magic(item):
             found = sorted(f for f in glob.glob(os.path.expanduser(item), recursive=True) if os.path.isfile(f))
             if not found:
-                bad.append(Result(item, error=f"no files match '{item}'"))
-            paths += found
-        else:
-            bad.append(Result(item, error=f"no such file or directory: '{item}'"))
-    return paths, bad
+                out.append(Result(item, error=f"no files match '{item}'"))
+            out += found
+        else:  # a symlink loop or a broken link is said as such, not as "not found"
+            problem = path_problem(p)
+            if problem is None or (problem[0] == "missing" and not os.path.islink(p)):
+                out.append(Result(item, error=f"no such file or directory: '{item}'"))
+            else:
+                out.append(Result(item, error=f"'{item}': {problem[1]}"))
+    return out
 
 
 class FrameRange(VideoReader):
@@ -72,8 +92,11 @@ class FrameRange(VideoReader):
         self.fps = base.fps
         self.duration = self.num_frames / base.fps if base.fps else 0.0
         self.height, self.width = base.height, base.width
-        self.substituted_frames = 0
         self._closed = False
+
+    @property
+    def substituted_frames(self) -> int:  # frames are decoded (and substituted) by the base reader
+        return self.base.substituted_frames
 
     def _decode_sorted(self, unique: list[int]):
         return self.base.get_frames_numpy([self.start + i for i in unique])
@@ -84,9 +107,30 @@ class FrameRange(VideoReader):
 
 def classify_video(clf: Classifier, protocol: Protocol, path: str, batch_size: int, top_k: int) -> Result:
     """Whole-video prediction: every view from one decode, probabilities averaged over views."""
-    views, _ = protocol.views(path)
+    return _video_result(clf, path, protocol.decode(path), batch_size, top_k)
+
+
+def _video_result(clf: Classifier, path: str, decoded, batch_size: int, top_k: int) -> Result:
+    views, (substituted, sampled) = decoded
     probs = clf.logits(views, batch_size).softmax(-1).mean(0)
-    return Result(path, ok=True, top=topk(probs, clf.labels, top_k), probs=probs)
+    note = substitution_warning(substituted, sampled)
+    return Result(path, ok=True, top=topk(probs, clf.labels, top_k), probs=probs, warnings=[note] if note else [])
+
+
+def timeline_spans(reader: VideoReader, window: float, stride: float) -> list[tuple[float, float, int, int]]:
+    """``(start s, end s, first frame, end frame)`` of the windows of ``window`` seconds every
+    ``stride`` seconds over the whole video (the last one aligned to the end)."""
+    if window <= 0 or stride <= 0:
+        raise HieraVideoError("--window and --stride must be positive numbers of seconds")
+    duration = reader.num_frames / reader.fps if reader.fps else 0.0
+    if duration <= 0:
+        raise HieraVideoError(f"cannot cut windows from '{reader.path}': unknown frame rate or duration")
+    spans = []
+    for start, end in window_starts(duration, window, stride):
+        f0 = min(int(round(start * reader.fps)), reader.num_frames - 1)
+        f1 = min(max(f0 + 1, int(round(end * reader.fps))), reader.num_frames)
+        spans.append((start, end, f0, f1))
+    return spans
 
 
 def classify_timeline(
@@ -94,39 +138,125 @@ def classify_timeline(
 ) -> Result:
     """Predictions for windows of ``window`` seconds every ``stride`` seconds over the whole
     video. Each window is decoded on its own, so memory stays bounded for long videos."""
-    if window <= 0 or stride <= 0:
-        raise HieraVideoError("--window and --stride must be positive numbers of seconds")
     with open_video(path, protocol.backend) as reader:
-        duration = reader.num_frames / reader.fps if reader.fps else 0.0
-        if duration <= 0:
-            raise HieraVideoError(f"cannot build a timeline for '{path}': unknown frame rate or duration")
-        rows, per_window = [], []
-        for start, end in window_starts(duration, window, stride):
-            f0 = min(int(round(start * reader.fps)), reader.num_frames - 1)
-            f1 = min(max(f0 + 1, int(round(end * reader.fps))), reader.num_frames)
-            views, _ = protocol.views(FrameRange(reader, f0, f1))
-            probs = clf.logits(views, batch_size).softmax(-1).mean(0)
-            per_window.append(probs)
-            rows.append(dict(start=round(start, 3), end=round(end, 3), top=topk(probs, clf.labels, top_k)))
+        spans = timeline_spans(reader, window, stride)
+        windows = (protocol.decode(FrameRange(reader, f0, f1)) for _, _, f0, f1 in spans)  # a damaged window fails the video
+        return _timeline_result(clf, path, spans, windows, batch_size, top_k)
+
+
+def _timeline_result(clf: Classifier, path: str, spans, windows: Iterable, batch_size: int, top_k: int) -> Result:
+    rows, per_window = [], []
+    substituted = sampled = 0
+    for (start, end, _, _), (views, (n_sub, n_sampled)) in zip(spans, windows):
+        substituted, sampled = substituted + n_sub, sampled + n_sampled
+        probs = clf.logits(views, batch_size).softmax(-1).mean(0)
+        per_window.append(probs)
+        rows.append(dict(start=round(start, 3), end=round(end, 3), top=topk(probs, clf.labels, top_k)))
     window_probs = torch.stack(per_window)
     mean = window_probs.mean(0)
-    return Result(path, ok=True, top=topk(mean, clf.labels, top_k), timeline=rows, probs=mean, window_probs=window_probs)
+    note = substitution_warning(substituted, sampled)
+    return Result(path, ok=True, top=topk(mean, clf.labels, top_k), timeline=rows, probs=mean, window_probs=window_probs,
+                  warnings=[note] if note else [])
+
+
+class DecodeVideo:
+    """Decoding task of a whole video: path -> (all views, (substituted, sampled))."""
+
+    def __init__(self, protocol: Protocol):
+        self.protocol = protocol
+
+    def __call__(self, path: str):
+        return self.protocol.decode(path)
+
+
+class VideoSpans:
+    """Decoding task ``path -> timeline_spans`` (opens the video, reads its length)."""
+
+    def __init__(self, backend: str, window: float, stride: float):
+        self.backend, self.window, self.stride = backend, window, stride
+
+    def __call__(self, path: str):
+        with open_video(path, self.backend) as reader:
+            return timeline_spans(reader, self.window, self.stride)
+
+
+class DecodeWindow:
+    """Decoding task ``(path, first frame, end frame) -> (views, (substituted, sampled))`` of
+    that window; the video stays open for its next windows (one open per worker process).
+    ``check_frames=False``: no limit on frames that could not be decoded (counts not kept)."""
+
+    def __init__(self, protocol: Protocol, check_frames: bool = True):
+        self.protocol, self.check_frames = protocol, check_frames
+        self.readers = ReaderCache(protocol.backend)
+
+    def __call__(self, task: tuple[str, int, int]):
+        path, f0, f1 = task
+        window = FrameRange(self.readers.open(path), f0, f1)
+        return self.protocol.decode(window) if self.check_frames else (self.protocol.views(window)[0], (0, 0))
+
+    def close(self) -> None:
+        self.readers.close()
+
+
+def _first(task):
+    return task[0]
+
+
+def decode_windows(
+    protocol: Protocol, paths: list[str], window: float, stride: float, workers: int = 0, timeout: float | None = None,
+    check_frames: bool = True,
+) -> Iterator[tuple[str, list | None, Iterator | None, str | None]]:
+    """For each path in order: ``(path, spans, windows, None)`` with ``windows`` iterating the
+    decoded views of every span (raising :class:`HieraVideoError` at a window that failed), or
+    ``(path, None, None, error)``. Everything is decoded by
+    :func:`~hiera_video.engine.decoding.decode_in_order` (``workers`` processes, ``timeout``
+    seconds per item); memory holds a few windows, never a whole long video."""
+    planned = {p: (spans, error) for p, spans, error in
+               decode_in_order(paths, VideoSpans(protocol.backend, window, stride), workers, timeout)}
+    tasks = [(p, f0, f1) for p in paths if planned[p][0] for _, _, f0, f1 in planned[p][0]]
+    stream = decode_in_order(tasks, DecodeWindow(protocol, check_frames), workers, timeout, describe=_first, group=_first)
+    try:
+        groups = by_group(stream, [(p, len(planned[p][0] or [])) for p in paths])
+        for path, windows in groups:
+            spans, error = planned[path]
+            yield (path, None, None, error) if error is not None else (path, spans, windows, None)
+    finally:
+        stream.close()
 
 
 def predict_paths(
     clf: Classifier, protocol: Protocol, paths: list[str], batch_size: int = 8, top_k: int = 5,
-    window: float | None = None, stride: float | None = None,
+    window: float | None = None, stride: float | None = None, workers: int = 0,
+    decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT,
 ) -> Iterator[Result]:
     """One :class:`Result` per path, in order; a bad video gives ``ok=False`` with its error
-    and never stops the others."""
-    for path in paths:
+    and never stops the others. Videos are decoded in ``workers`` processes (0: in this
+    process) as ``eval`` does; with workers, a video whose decoding takes longer than
+    ``decode_timeout`` seconds (a decoder stuck in native code) is stopped and fails alone."""
+    if window:
+        stream = decode_windows(protocol, paths, window, stride or window, workers, decode_timeout)
         try:
-            if window:
-                yield classify_timeline(clf, protocol, path, window, stride or window, batch_size, top_k)
-            else:
-                yield classify_video(clf, protocol, path, batch_size, top_k)
-        except HieraVideoError as e:
-            yield Result(path, error=str(e))
+            for path, spans, windows, error in stream:
+                try:
+                    if error is not None:
+                        raise HieraVideoError(error)
+                    yield _timeline_result(clf, path, spans, windows, batch_size, top_k)
+                except HieraVideoError as e:
+                    yield Result(path, error=str(e))
+        finally:
+            stream.close()
+        return
+    stream = decode_in_order(paths, DecodeVideo(protocol), workers, decode_timeout)
+    try:
+        for path, decoded, error in stream:
+            try:
+                if error is not None:
+                    raise HieraVideoError(error)
+                yield _video_result(clf, path, decoded, batch_size, top_k)
+            except HieraVideoError as e:
+                yield Result(path, error=str(e))
+    finally:
+        stream.close()
 
 
 def plot_timeline(result: Result, out_png: str, num_classes: int = 5) -> None:

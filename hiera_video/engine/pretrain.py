@@ -96,6 +96,7 @@ class PretrainRunConfig:
     global_batch: int | None = _f(None, "clips per optimizer step over all processes (gradient accumulation reaches it)")
     precision: str = _f("auto", "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16")
     device: str = _f("auto", "auto | cpu | cuda")
+    dist_timeout: float | None = _f(None, "torchrun: seconds a process waits for the others before the run stops with an error (null = $HIERA_VIDEO_DIST_TIMEOUT or 1800)")
     seed: int = _f(0, "random seed")
     ckpt_every_steps: int = _f(0, "also checkpoint every N optimizer steps (0 = only each epoch)")
     log_every: int = _f(10, "log training metrics every N optimizer steps")
@@ -158,7 +159,7 @@ def read_path_list(path: Path) -> list[tuple[int, str]]:
     followed by a label (whitespace or comma separated, ignored). Blank lines, ``#`` comments and
     a ``path,label`` header are skipped; paths may contain spaces."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM from spreadsheet tools is not part of the first path
     except FileNotFoundError:
         raise HieraVideoError(f"list file '{path}' not found; check --annotations") from None
     except UnicodeDecodeError as e:
@@ -281,6 +282,11 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None, console=None) -> di
     if not cfg.data.root:
         raise HieraVideoError("no dataset root: pass --root DIR (or data.root in the config)")
     trainer = Trainer(cfg, console)
+    with trainer.running():
+        return _pretrain(trainer, cfg, resume)
+
+
+def _pretrain(trainer: Trainer, cfg: PretrainConfig, resume: str | None) -> dict:
     train_set = build_unlabeled(cfg.data.dataset, cfg.data.root, cfg.data.annotations, cfg.data.train_split, cfg.data.limit_train)
     if len(train_set) == 0:
         raise HieraVideoError(f"no videos found for {cfg.data.dataset} under {cfg.data.root}")

@@ -3,19 +3,37 @@
 A task (classification, MAE, AVA detection) builds its model and its training items and
 says how a batch becomes a loss; :class:`Trainer` does everything else, the same way for all:
 
-    Trainer(cfg)                 device, torchrun processes, seeds, autocast dtype
+    Trainer(cfg)                 device + torchrun process group (one place), seeds, precision
+    .running()                   the context a task runs in: one failure ends every rank alike
     .plan(num_videos, k)         per-process batch, gradient accumulation, global batch, steps
-    .prepare(model, ...)         optimizer (layer decay, no decay on 1-D params), warmup+cosine,
-                                 grad scaler, EMA, resume, DDP / torch.compile wrapping
-    .fit(items, collate, loss)   epochs of: batch -> loss -> backward (accumulated) -> clip ->
-                                 step -> log / checkpoint; bad videos skipped and listed;
-                                 SIGINT/SIGTERM -> checkpoint + exit 130; NaN -> stop
+    .prepare(model, ...)         rank 0's weights on every rank, optimizer (layer decay, no decay
+                                 on 1-D params), warmup+cosine, grad scaler, EMA, resume,
+                                 torch.compile
+    .fit(items, collate, loss)   epochs of steps: micro-batches -> loss -> backward; then ONE
+                                 agreement of all ranks -> gradient all-reduce -> clip -> step ->
+                                 log / checkpoint; bad videos skipped and listed; SIGINT/SIGTERM
+                                 -> checkpoint + exit 130; NaN -> stop
     .finish(summary)             metrics.json, bad_videos.csv, curves.png
+
+Multi-process rule: every rank joins every step. The only collectives of a step come after
+its micro-batches: an agreement (:func:`~hiera_video.engine.distributed.agree`) that tells
+every rank every rank's clip count, loss, skipped videos, signal, non-finite loss or error,
+then the gradient all-reduce. So a rank whose micro-batch was all unreadable still joins (with
+zero clips), a signal or a NaN on one rank stops all ranks at the same step, and the gradient
+is the mean over the clips actually present (each micro-batch weighs its clip count). We
+all-reduce gradients ourselves instead of using DDP: DDP ties the all-reduce to a backward
+pass, which a rank without clips cannot run. (Cost: no overlap of the all-reduce with the
+backward pass; one bucketed all-reduce per optimizer step.)
+
+Gradient accumulation: a step is ``accum`` micro-batches; when an epoch's micro-batches are not
+a multiple of it, the epoch's last step takes the rest (fewer clips, same mean-over-clips
+rule), so no gradient crosses an epoch and every checkpoint is at a clean step boundary.
 
 Exact resume: every random choice of a training item comes from ``(seed, epoch, index)``
 (see :mod:`hiera_video.engine.train_data`), the sampler restarts at the saved batch, and the
 checkpoint holds model, optimizer, schedule, scaler, EMA, the run state and every rank's RNG
-states; a resumed run ends with the weights of an uninterrupted one.
+states; a resumed run ends with the weights of an uninterrupted one. Every checkpoint also
+checks that all ranks hold identical weights (a fingerprint per tensor).
 """
 
 from __future__ import annotations
@@ -23,9 +41,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
+import socket
 import time
-from contextlib import nullcontext
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,21 +55,22 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from hiera_video import errors
-from hiera_video.engine import distributed
+from hiera_video.engine import distributed, faults
+from hiera_video.engine.distributed import Agreed, AgreedInterrupt
 from hiera_video.engine.ema import ModelEMA
 from hiera_video.engine.optim import build_optimizer, scaled_lr
 from hiera_video.engine.schedule import Scheduler
 from hiera_video.engine.state import rng_state, set_rng_state
 from hiera_video.engine.train_data import EpochSampler
 from hiera_video.errors import HieraVideoError
-from hiera_video.models.checkpoints import load_training_state, save_checkpoint
-from hiera_video.report import write_csv, write_json
-from hiera_video.runtime import pick_device
+from hiera_video.models.checkpoints import check_resumable, load_training_state, save_checkpoint
+from hiera_video.report import check_output, write_csv, write_json
+from hiera_video.runtime import autocast, cuda_has_native_bf16
 
 log = logging.getLogger("hiera_video")
 
-# ``loss_fn(model, batch) -> (loss, clips in this batch)``; ``batch`` is the collated value.
+# ``loss_fn(model, batch) -> (loss, clips in this batch)``; ``batch`` is the collated value;
+# ``loss`` is the mean over the batch.
 LossFn = Callable[[nn.Module, object], "tuple[torch.Tensor, int]"]
 
 
@@ -60,28 +82,39 @@ class RunState:
     batch: int = 0  # batches of the current epoch already consumed
     step: int = 0  # optimizer steps done
     best_val: float = -math.inf  # best validation score so far (top-1 or mAP)
-    bad_videos: int = 0
+    bad_videos: int = 0  # unreadable training items skipped, all ranks, all epochs
     epoch_loss_sum: float = 0.0  # this epoch's step losses so far (for the epoch mean)
     epoch_loss_steps: int = 0
 
 
-class _Stop(Exception):
-    """Raised inside the loop once a checkpoint is written: signal number, or 0 for a halt."""
+# Signals that stop a run with a checkpoint (SIGUSR1: the early warning SLURM sends with
+# --signal=USR1@SECONDS, forwarded by torchrun --signals-to-handle ...,SIGUSR1).
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, n))
 
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
+
+class _Stop(Exception):
+    """Raised inside the loop once a checkpoint is written: the agreed reason ('' = halt)."""
 
 
 def precision(name: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for training (None = fp32)."""
+    """Autocast dtype for training (None = fp32). ``auto``: bf16 on GPUs with native bf16
+    (compute capability >= 8.0), fp16 with the grad scaler on older GPUs, fp32 on CPU."""
     if name == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
         return None
     if name == "fp16" and device.type != "cuda":
         raise HieraVideoError("fp16 training needs a GPU; use run.precision=bf16 or fp32 on CPU")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+@torch.no_grad()
+def fingerprint(modules: list[nn.Module]) -> list[float]:
+    """Two float64 sums per tensor (plain and absolute) of every tensor of ``modules``:
+    equal lists on all ranks = ranks in sync (checked at every checkpoint)."""
+    sums = [torch.stack([t.double().sum(), t.double().abs().sum()]) for m in modules for t in m.state_dict().values()
+            if t.is_floating_point()]
+    return torch.stack(sums).flatten().tolist() if sums else []
 
 
 class Trainer:
@@ -91,23 +124,69 @@ class Trainer:
     def __init__(self, cfg, console=None):
         if not cfg.run.output:
             raise HieraVideoError("no run folder: pass --output RUN_DIR")
+        check_output(cfg.run.output, "--output (run.output)", "dir")  # before any work
         self.cfg, self.run, self.optim = cfg, cfg.run, cfg.optim
         self.out = Path(cfg.run.output)
         self.console = console
-        device = pick_device(cfg.run.device)
-        self.world = distributed.init(device.type)
-        if device.type == "cuda" and self.world.distributed:
-            device = torch.device("cuda", self.world.local_rank)
-        self.device = device
+        # Device and process group first, before any model or tensor is placed.
+        self.world, self.device = distributed.start(cfg.run.device, getattr(cfg.run, "dist_timeout", None))
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls in training: TF32 on Ampere+
+            torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(cfg.run.seed + self.world.rank)
-        self.amp = precision(cfg.run.precision, device)
+        self.amp = precision(cfg.run.precision, self.device)
         self.state = RunState()
         self.ckpt_path = self.out / "last.pt"
-        self.bad: list[tuple[str, str]] = []
+        self.bad: list[tuple[str, str]] = []  # this rank's skipped items (path, reason)
         self.logger: MetricsLog | None = None
         self.progress: _Progress | None = None
         self.info: dict = {}
         self.train_seconds = 0.0
+        self.ema = None
+        self._lock = None  # the run folder's lock file (rank 0, from prepare() on)
+
+    @contextmanager
+    def running(self):
+        """The context a task runs in: a failure on any rank ends every rank with that rank's
+        reason (see :func:`~hiera_video.engine.distributed.together`); the run folder's lock is
+        released and the process group left at the end."""
+        try:
+            with distributed.together(self.world):
+                yield self
+        finally:
+            if self._lock is not None:
+                self._lock.close()  # releases the flock
+            distributed.cleanup(self.world)
+
+    def _lock_run_folder(self) -> None:
+        """Rank 0 takes an exclusive lock on RUN_DIR/.lock for the whole run, so a second run
+        into the same folder stops instead of mixing its files in. The OS releases the lock
+        when the process ends, however it ends, so a killed run leaves no stale lock. Then the
+        temporary checkpoint files a killed run may have left are removed."""
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): no lock
+            return
+        path = self.out / ".lock"
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = " ".join(f.read().split())[:200] or "another process"
+            f.close()
+            raise HieraVideoError(
+                f"{self.out} is in use by another training run ({holder}); wait for it to finish or stop it, "
+                "or choose another --output"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        self._lock = f
+        for leftover in list(self.out.glob(".last.pt.*.tmp")) + list(self.out.glob(".best.pt.*.tmp")):
+            leftover.unlink(missing_ok=True)
+            log.info("removed %s, left by a run that was killed while writing a checkpoint", leftover.name)
 
     # ------------------------------------------------------------------ setup
 
@@ -124,12 +203,13 @@ class Trainer:
             accum = run.global_batch // per_step
         self.accum, self.global_batch = accum, per_step * accum
         self.sampler = EpochSampler(num_videos, world.rank, world.world_size, run.seed, run.batch_size // clips_per_video)
-        self.steps_per_epoch = self.sampler.batches_per_epoch() // accum
-        if self.steps_per_epoch < 1:
+        micro = self.sampler.batches_per_epoch()
+        if micro < 1:
             raise HieraVideoError(
-                f"{num_videos} training videos are too few for one step of {self.global_batch} clips "
-                f"({clips_per_video} per video); lower run.batch_size or run.global_batch"
+                f"{num_videos} training videos are too few for one batch of {run.batch_size} clips per process "
+                f"({clips_per_video} per video, {world.world_size} processes); lower run.batch_size"
             )
+        self.steps_per_epoch = math.ceil(micro / accum)  # the epoch's last step may take fewer micro-batches
         self.total_steps = self.steps_per_epoch * self.optim.epochs
         self.lr = scaled_lr(self.optim.lr, self.optim.base_batch, self.global_batch)
         self.min_lr = scaled_lr(self.optim.min_lr, self.optim.base_batch, self.global_batch)
@@ -138,44 +218,78 @@ class Trainer:
 
     def prepare(self, model: nn.Module, meta: dict, generators: dict[str, torch.Generator] | None = None,
                 ema: bool = False, ema_decay: float = 0.9999, compile: bool = False, resume: str | None = None) -> None:
-        """Optimizer, schedule, scaler and EMA for ``model`` (already on the device); resume
-        from ``resume`` (``auto``: RUN_DIR/last.pt if present, or a path); wrap for DDP and
-        ``torch.compile``. ``meta`` goes into every checkpoint (labels, preprocessing...);
-        ``generators`` are the task's own RNGs, saved and restored with the run."""
-        o = self.optim
+        """Rank 0's weights on every rank; optimizer, schedule, scaler and EMA for ``model``
+        (already on the device); resume from ``resume`` (``auto``: RUN_DIR/last.pt if present,
+        or a path; rank 0 decides, every rank reads it); ``torch.compile``. ``meta`` goes into
+        every checkpoint (labels, preprocessing...); ``generators`` are the task's own RNGs,
+        saved and restored with the run."""
+        o, world = self.optim, self.world
         self.model = model
         self.meta = meta
         self.generators = generators or {}
-        self.optimizer = build_optimizer(model, o.name, self.lr, o.weight_decay, tuple(o.betas), o.momentum, o.layer_decay)
+        distributed.broadcast_module(model, world)  # randomly initialised heads differ per rank until now
+        self.optimizer = build_optimizer(model, o.name, self.lr, o.weight_decay, tuple(o.betas), o.momentum, o.layer_decay,
+                                         fused=self.device.type == "cuda")
         self.scheduler = Scheduler(self.optimizer, self.total_steps, round(o.warmup_epochs * self.steps_per_epoch), self.lr, self.min_lr)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.ema = ModelEMA(model, ema_decay) if ema else None
+        self.ema = ModelEMA(model, ema_decay) if ema else None  # from the broadcast weights: equal on all ranks
+        path = distributed.from_main(self._resume_decision(resume), world)
+        self._check_shared_folder()
+        if path:
+            with distributed.together(world):
+                self._restore(Path(path))
+            log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch, self.state.step)
+        self.train_model: nn.Module = torch.compile(model) if compile else model
+        with distributed.together(world):
+            if world.is_main:
+                write_json(self.out / "config.json", self.cfg.to_dict())
+                import yaml
+
+                (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+                self.logger = MetricsLog(self.out, self.run.tensorboard)
+                log.info("training: %s", ", ".join(f"{k} {v}" for k, v in self.info.items()))
+
+    def _resume_decision(self, resume: str | None) -> str | None:
+        """Rank 0 alone looks at the run folder (after locking it): the checkpoint to resume
+        from, or None."""
+        if not self.world.is_main:
+            return None
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock_run_folder()
         if not resume and self.ckpt_path.is_file():
             raise HieraVideoError(
                 f"{self.out} already holds a training run ({self.ckpt_path.name}); continue it with --resume auto "
                 "or choose another --output"
             )
-        if resume:
-            path = self.ckpt_path if resume == "auto" else Path(resume)
-            if path.is_file():
-                self._restore(path)
-                log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch, self.state.step)
-            elif resume != "auto":
-                raise HieraVideoError(f"--resume {resume}: checkpoint not found")
-        self.train_model: nn.Module = model
-        if self.world.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        if compile:
-            self.train_model = torch.compile(self.train_model)
-        if self.world.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_json(self.out / "config.json", self.cfg.to_dict())
-            import yaml
+        if not resume:
+            return None
+        path = self.ckpt_path if resume == "auto" else Path(resume)
+        if path.is_file():
+            return str(path.resolve())
+        if resume != "auto":
+            raise HieraVideoError(f"--resume {resume}: checkpoint not found")
+        return None
 
-            (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-            self.logger = MetricsLog(self.out, self.run.tensorboard)
-            log.info("training: %s", ", ".join(f"{k} {v}" for k, v in self.info.items()))
+    def _check_shared_folder(self) -> None:
+        """Rank 0 writes a random token into the run folder; every other rank must read it
+        back, else the folder is not shared between the nodes (checkpoints written by rank 0
+        would be invisible to them on resume)."""
+        if not self.world.distributed:
+            return
+        marker = self.out / ".hiera-video-run"
+        token = None
+        with distributed.together(self.world):
+            if self.world.is_main:
+                token = uuid.uuid4().hex
+                marker.write_text(token)
+        token = distributed.from_main(token, self.world)
+        with distributed.together(self.world):
+            seen = marker.read_text() if marker.is_file() else None
+            if seen != token or faults.active("unshared_run_folder", self.world.rank):
+                raise HieraVideoError(
+                    f"the run folder {self.out.resolve()} is not shared: this process on {socket.gethostname()} does not see "
+                    "the file rank 0 wrote there. Put --output on storage every node mounts at the same path"
+                )
 
     @property
     def eval_model(self) -> nn.Module:
@@ -192,48 +306,32 @@ class Trainer:
         list; ``end_of_epoch()`` runs on every rank after each epoch (validation).
 
         Returns True when training completed, False when it stopped early at
-        ``run.halt_after_steps``. SIGINT/SIGTERM raise :class:`errors.Interrupted` (exit 130)
-        after a checkpoint; a non-finite loss raises :class:`HieraVideoError`.
+        ``run.halt_after_steps``. SIGINT/SIGTERM on any rank stop every rank at the same step
+        after a checkpoint (:class:`~hiera_video.engine.distributed.AgreedInterrupt`, exit 130);
+        a non-finite loss on any rank stops every rank with the same error.
         """
         run, state, world = self.run, self.state, self.world
         loader = DataLoader(items, batch_size=self.sampler.videos_per_batch, sampler=self.sampler, num_workers=self.cfg.data.workers,
-                            collate_fn=collate, drop_last=False, persistent_workers=False,
+                            collate_fn=collate, drop_last=False, persistent_workers=False, pin_memory=self.device.type == "cuda",
                             # its own generator: creating an iterator must not consume the global RNG
                             # (a resumed run creates it at another point than an uninterrupted one)
                             generator=torch.Generator().manual_seed(run.seed))
-        stop: dict = {"signum": None}
-        handlers = {s: signal.signal(s, lambda signum, _f: stop.__setitem__("signum", signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._signal = None
+        handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         t_start = time.perf_counter()
         try:
             self.progress = _Progress(self.console, self.total_steps, state.step) if world.is_main else None
+            per_epoch = self.sampler.batches_per_epoch()
             while state.epoch < self.optim.epochs:
                 items.epoch = state.epoch
                 self.sampler.set_epoch(state.epoch, state.batch)
                 self.train_model.train()
-                micro, acc_loss, t_clips, t0 = 0, 0.0, 0, time.perf_counter()
-                for batch, bad in loader:
-                    state.batch += 1
-                    self._note_bad(bad, describe)
-                    if batch is None:
-                        continue
-                    sync = (micro + 1) % self.accum == 0
-                    # No gradient all-reduce on accumulation micro-steps (DDP).
-                    with self.train_model.no_sync() if world.distributed and not sync else nullcontext():
-                        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                            loss, n = loss_fn(self.train_model, batch)
-                        value = loss.item()
-                        if not math.isfinite(value):
-                            raise HieraVideoError(
-                                f"loss is {value} at epoch {state.epoch}, step {state.step}: training diverged. The last "
-                                f"good checkpoint is {self.ckpt_path}; lower optim.lr or check the data, then --resume auto"
-                            )
-                        self.scaler.scale(loss / self.accum).backward()
-                    micro += 1
-                    acc_loss += value / self.accum
-                    t_clips += n * world.world_size
-                    if sync:
-                        self._step(acc_loss, t_clips / max(time.perf_counter() - t0, 1e-9), stop)
-                        acc_loss = 0.0
+                batches = iter(loader)
+                while state.batch < per_epoch:
+                    t0 = time.perf_counter()
+                    local = self._micro_batches(batches, min(self.accum, per_epoch - state.batch), loss_fn, describe)
+                    self._step(local, t0)
+                del batches
                 state.epoch += 1
                 state.batch = 0
                 if state.epoch_loss_steps and self.logger is not None:
@@ -242,14 +340,13 @@ class Trainer:
                 state.epoch_loss_sum, state.epoch_loss_steps = 0.0, 0
                 if end_of_epoch is not None:
                     end_of_epoch()
+                self._stop_if_signalled([r["signal"] for r in distributed.agree(world, signal=self._signal)])
                 self.save_last()
             return True
         except _Stop as e:
-            self._write_logs()
-            distributed.cleanup(world)
-            if e.signum:
-                raise errors.Interrupted(f"{signal.Signals(e.signum).name}: checkpoint saved to {self.ckpt_path}; "
-                                         "continue with --resume auto") from None
+            self._write_logs(self._gather_bad())
+            if str(e):
+                raise AgreedInterrupt(str(e)) from None
             return False
         finally:
             self.train_seconds += time.perf_counter() - t_start
@@ -259,37 +356,121 @@ class Trainer:
             for s, h in handlers.items():
                 signal.signal(s, h)
 
-    def _step(self, loss: float, rate: float, stop: dict) -> None:
-        """Optimizer step after the last micro-batch, then logging and checkpoints."""
-        run, state = self.run, self.state
+    def _on_signal(self, signum, _frame) -> None:
+        self._signal = self._signal or signum
+
+    def _micro_batches(self, batches, count: int, loss_fn: LossFn, describe) -> dict:
+        """This rank's part of one step: up to ``count`` micro-batches, forward and backward
+        (no collective). Returns what the step's agreement needs; an error or a non-finite
+        loss ends the part early (every rank learns of it at the agreement)."""
+        state, rank = self.state, self.world.rank
+        part = dict(clips=0, loss_sum=0.0, bad=0, nonfinite=None, error=None)
+        for _ in range(count):
+            try:
+                batch, bad = next(batches)
+            except Exception as e:  # a DataLoader worker died (native crash, out of memory...)
+                part["error"] = f"reading training data failed at epoch {state.epoch}, step {state.step}: {type(e).__name__}: {e}"
+                return part
+            state.batch += 1
+            part["bad"] += len(bad)
+            self._note_bad(bad, describe)
+            if batch is None:  # every item unreadable: this rank adds no clips to the step
+                continue
+            if faults.active("hang", rank, state.step + 1):
+                time.sleep(3600)
+            try:
+                with autocast(self.device, self.amp):
+                    loss, n = loss_fn(self.train_model, batch)
+                if faults.active("nan_loss", rank, state.step + 1):
+                    loss = loss * float("nan")
+                value = loss.item()
+                if not math.isfinite(value):
+                    part["nonfinite"] = value
+                    return part
+                # Weigh the micro-batch by its clips; a full step sums to the mean (see _step).
+                self.scaler.scale(loss * (n / self.global_batch)).backward()
+            except Exception as e:
+                part["error"] = f"training failed at epoch {state.epoch}, step {state.step + 1}: {type(e).__name__}: {e}"
+                return part
+            part["clips"] += n
+            part["loss_sum"] += value * n
+        return part
+
+    def _step(self, local: dict, t0: float) -> None:
+        """The step's agreement, then (when every rank is fine) the gradient all-reduce,
+        clipping, the optimizer step, logging, checkpoints and agreed stops."""
+        run, state, world = self.run, self.state, self.world
+        error = HieraVideoError(local["error"]) if local["error"] else None
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        # Parameters this rank's backward did not reach (None when it had no clips).
+        no_grad = [i for i, p in enumerate(params) if p.grad is None] if local["clips"] else None
+        parts = distributed.agree(world, error, **{k: v for k, v in local.items() if k != "error"}, signal=self._signal,
+                                  no_grad=no_grad)
+        for rank, p in enumerate(parts):
+            if p["nonfinite"] is not None:
+                last = f"the last good checkpoint is {self.ckpt_path}" if self.ckpt_path.is_file() else "no checkpoint was written yet"
+                where = f" on rank {rank}" if world.distributed else ""
+                raise Agreed(
+                    f"loss is {p['nonfinite']}{where} at epoch {state.epoch}, step {state.step + 1}: training diverged; "
+                    f"{last}. Lower optim.lr or check the data, then --resume auto"
+                )
+        clips = sum(p["clips"] for p in parts)
+        state.bad_videos += sum(p["bad"] for p in parts)
         lr_now = self.scheduler.step()
-        if self.optim.clip_grad:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.clip_grad)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if clips:
+            # A parameter no rank's backward reached keeps no gradient (the optimizer skips it).
+            unused = set.intersection(*(set(p["no_grad"]) for p in parts if p["no_grad"] is not None))
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            distributed.all_reduce_sum(grads, world)
+            if clips != self.global_batch:  # backward weighed by n / global_batch: make it n / clips
+                torch._foreach_mul_(grads, self.global_batch / clips)
+            for i, (p, g) in enumerate(zip(params, grads)):
+                p.grad = None if i in unused else g
+            params = [p for p in params if p.grad is not None]
+            if self.optim.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(params, self.optim.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            log.warning("step %d: no readable clip on any process; the weights are not updated", state.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model)
         state.step += 1
-        state.epoch_loss_sum += loss
-        state.epoch_loss_steps += 1
+        if faults.active("diverge", world.rank, state.step):
+            with torch.no_grad():
+                next(self.model.parameters()).add_(1e-3)
+        loss = sum(p["loss_sum"] for p in parts) / clips if clips else float("nan")
+        if clips:
+            state.epoch_loss_sum += loss
+            state.epoch_loss_steps += 1
+        rate = clips / max(time.perf_counter() - t0, 1e-9)
         if self.progress is not None:
             self.progress.update(state, loss, lr_now, rate)
         if self.logger is not None and state.step % run.log_every == 0:
             self.logger.write(dict(kind="train", step=state.step, epoch=state.epoch, loss=loss, lr=lr_now, clips_per_s=rate))
-        if run.ckpt_every_steps and state.step % run.ckpt_every_steps == 0:
+        if faults.active("sigterm", world.rank, state.step):
+            os.kill(os.getpid(), signal.SIGTERM)
+        signals = [p["signal"] for p in parts]
+        if run.ckpt_every_steps and state.step % run.ckpt_every_steps == 0 and not any(signals):
             self.save_last()
-        if stop["signum"] is not None:
-            self.save_last()
-            raise _Stop(stop["signum"])
+        self._stop_if_signalled(signals)
         if run.halt_after_steps and state.step >= run.halt_after_steps:
             self.save_last()
-            raise _Stop(0)
+            raise _Stop("")
+
+    def _stop_if_signalled(self, signals: list[int | None]) -> None:
+        """When any rank got SIGINT/SIGTERM (the agreed list), every rank checkpoints and stops."""
+        for rank, signum in enumerate(signals):
+            if signum:
+                self.save_last()
+                by = f" (received by rank {rank}; every process stopped)" if self.world.distributed else ""
+                raise _Stop(f"{signal.Signals(signum).name}{by} at step {self.state.step}: checkpoint saved to "
+                            f"{self.ckpt_path}; continue with --resume auto")
 
     def _note_bad(self, bad: list[tuple[int, str]], describe: Callable[[int], str]) -> None:
         for idx, reason in bad:
-            self.state.bad_videos += 1
             name = describe(idx)
             if all(name != p for p, _ in self.bad):
                 log.warning("skipped training video (and will skip it again): %s", reason)
@@ -309,49 +490,86 @@ class Trainer:
         state.best_val = metrics[key]
         return True
 
+    def note_val(self, metrics: dict | None, key: str, best_path: Path) -> None:
+        """Record a validation (``metrics`` on rank 0, None elsewhere); when it is the best so
+        far (rank 0 decides), every rank joins publishing it to ``best_path``."""
+        is_best = self.world.is_main and metrics is not None and self.log_val(metrics, key)
+        if distributed.from_main(is_best, self.world):
+            self.save_published(best_path, dict(val=metrics))
+
+    def ensure_published(self, path: Path) -> None:
+        """Publish the final weights to ``path`` unless a validation already did (rank 0 looks)."""
+        if distributed.from_main(not path.exists(), self.world):
+            self.save_published(path)
+
     def save_published(self, path: Path, extra: dict | None = None) -> None:
-        """Weights only (the EMA copy when there is one) with the run's meta: for predict/eval."""
-        if self.world.is_main:
-            save_checkpoint(path, self.eval_model, dict(self.meta, epoch=self.state.epoch, **(extra or {})))
+        """Weights only (the EMA copy when there is one) with the run's meta: for predict/eval.
+        Rank 0 writes; every rank learns whether it worked."""
+        with distributed.together(self.world):
+            if self.world.is_main:
+                save_checkpoint(path, self.eval_model, dict(self.meta, epoch=self.state.epoch, **(extra or {})))
 
     def finish(self, summary: dict, val_key: str | None = None) -> dict:
         """Rank 0 writes ``metrics.json`` (``summary`` + the run's numbers), ``bad_videos.csv``
-        and ``curves.png``; every rank leaves the process group. Returns the full summary on
-        rank 0, {} elsewhere."""
+        (every rank's skips) and ``curves.png``. Returns the full summary on rank 0, {}
+        elsewhere."""
         full = {}
-        if self.world.is_main:
-            state = self.state
-            full = {**self.info, **summary, "epochs_done": state.epoch, "steps": state.step,
-                    "train_seconds": round(self.train_seconds, 1), "bad_training_videos": state.bad_videos}
-            write_json(self.out / "metrics.json", full)
-            self._write_logs()
-            plot_curves(self.out / "metrics.jsonl", self.out / "curves.png", val_key)
-        distributed.cleanup(self.world)
+        bad = self._gather_bad()
+        with distributed.together(self.world):
+            if self.world.is_main:
+                state = self.state
+                full = {**self.info, **summary, "epochs_done": state.epoch, "steps": state.step,
+                        "train_seconds": round(self.train_seconds, 1), "bad_training_videos": state.bad_videos}
+                write_json(self.out / "metrics.json", full)
+                self._write_logs(bad)
+                plot_curves(self.out / "metrics.jsonl", self.out / "curves.png", val_key)
         return full
 
-    def _write_logs(self) -> None:
+    def _gather_bad(self) -> list[tuple[str, str]]:
+        """Every rank's skipped items, unique and sorted (on every rank)."""
+        parts = distributed.agree(self.world, bad=[list(b) for b in self.bad])
+        return sorted({(p, r) for part in parts for p, r in part["bad"]})
+
+    def _write_logs(self, bad: list[tuple[str, str]] | None = None) -> None:
         if not self.world.is_main:
             return
         if self.logger is not None:
             self.logger.close()
-        if self.bad:
-            write_csv(self.out / "bad_videos.csv", ["path", "reason"], sorted(set(self.bad)))
+        bad = sorted(set(self.bad)) if bad is None else bad
+        if bad:
+            write_csv(self.out / "bad_videos.csv", ["path", "reason"], bad)
 
     # ------------------------------------------------------------------ checkpoints
 
     def save_last(self) -> None:
-        """All ranks: gather the per-rank RNG states; rank 0 writes RUN_DIR/last.pt atomically."""
-        rngs = distributed.gather_to_main(rng_state(self.generators), self.world)
-        if self.world.is_main:
-            save_checkpoint(
-                self.ckpt_path, self.model, self.meta, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
-                ema=self.ema.state_dict() if self.ema else None, run_state=dict(vars(self.state)), rng=rngs,
-                world_size=self.world.world_size,
+        """All ranks: agree on the per-rank RNG states, skipped items and weight fingerprints
+        (different fingerprints = the ranks diverged: every rank stops); rank 0 writes
+        RUN_DIR/last.pt atomically (a temporary file renamed), every rank learns the outcome."""
+        modules = [self.model] + ([self.ema.module] if self.ema is not None else [])
+        parts = distributed.agree(self.world, rng=rng_state(self.generators), fp=fingerprint(modules),
+                                  bad=[list(b) for b in self.bad])
+        differ = [rank for rank, p in enumerate(parts) if p["fp"] != parts[0]["fp"]]
+        if differ:
+            raise Agreed(
+                f"the processes' weights diverged at step {self.state.step} (rank(s) {differ} differ from rank 0): "
+                f"this is a bug or a hardware fault; the last consistent checkpoint is {self.ckpt_path}"
             )
-        distributed.barrier(self.world)
+        with distributed.together(self.world):
+            if self.world.is_main:
+                bad = sorted({(p, r) for part in parts for p, r in part["bad"]})
+                save_checkpoint(
+                    self.ckpt_path, self.model, self.meta, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
+                    ema=self.ema.state_dict() if self.ema else None, run_state=dict(vars(self.state)),
+                    rng=[p["rng"] for p in parts], world_size=self.world.world_size, bad_videos=[list(b) for b in bad],
+                )
 
     def _restore(self, path: Path) -> None:
-        ckpt = load_training_state(path)
+        if faults.active("unreadable_checkpoint", self.world.rank):
+            raise HieraVideoError(f"cannot read checkpoint {path}: permission denied (injected fault)")
+        try:
+            ckpt = load_training_state(path)
+        except HieraVideoError as e:
+            raise HieraVideoError(f"{e} (every process must see the run folder: put --output on storage all nodes share)") from None
         if ckpt.get("world_size", 1) != self.world.world_size:
             raise HieraVideoError(
                 f"{path} was written by {ckpt.get('world_size')} processes but this run has {self.world.world_size}; "
@@ -359,6 +577,7 @@ class Trainer:
             )
         if "optimizer" not in ckpt or "run_state" not in ckpt:
             raise HieraVideoError(f"{path} holds weights only (no optimizer or run state); pass it as --weights to start from it")
+        check_resumable(ckpt, self.model, path)  # another model: one line, not a size-mismatch traceback
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -368,6 +587,8 @@ class Trainer:
         for k, v in ckpt["run_state"].items():
             setattr(self.state, k, v)
         set_rng_state(ckpt["rng"][self.world.rank], self.generators)
+        if self.world.is_main:  # the skips before the interruption (the others' are in it too)
+            self.bad = [tuple(b) for b in ckpt.get("bad_videos", [])]
 
 
 # ---------------------------------------------------------------------------- logs

@@ -226,7 +226,7 @@ def read_label_map(path: str | Path) -> dict[int, str]:
     p = Path(path)
     if not p.is_file():
         raise HieraVideoError(f"label map '{path}' not found; pass the ava_action_list_v2.2*.pbtxt file")
-    toks = _tokens(p.read_text(encoding="utf-8"), path)
+    toks = _tokens(p.read_text(encoding="utf-8-sig"), path)
     out: dict[int, str] = {}
     i = 0
 

@@ -575,6 +575,39 @@ def _check_config(sd: Mapping[str, torch.Tensor], cfg: Mapping, cfg_path: str, w
         )
 
 
+def _check_config_types(cfg: Mapping, defaults: Mapping, cfg_path: str) -> None:
+    """Every constructor argument of a config.json must have the type of its default
+    (``"stages": "abc"`` used to end in a TypeError traceback): one line naming the key."""
+
+    def scalar_ok(value, default) -> bool:
+        if isinstance(default, bool):
+            return isinstance(value, bool)
+        if isinstance(default, int):
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if isinstance(default, float):
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+        if isinstance(default, str):
+            return isinstance(value, str)
+        return True
+
+    for key, default in defaults.items():
+        if cfg.get(key) is None:  # absent or null: the default applies
+            continue
+        value = cfg[key]
+        if isinstance(default, (list, tuple)):
+            ok = isinstance(value, (list, tuple)) and 0 < len(value) <= 16 and all(scalar_ok(v, default[0]) for v in value)
+            want = f"a list of {type(default[0]).__name__}s, e.g. {list(default)}"
+        else:
+            ok = scalar_ok(value, default)
+            want = f"a {'non-negative ' if isinstance(default, (int, float)) and not isinstance(default, bool) else ''}" \
+                   f"{type(default).__name__}, e.g. {default!r}"
+        if not ok:
+            raise HieraVideoError(
+                f"{cfg_path}: '{key}' must be {want}, got {_one_line(repr(value), 60)}; "
+                "download or copy the checkpoint's config.json again"
+            )
+
+
 def _as_list(v):
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
@@ -635,7 +668,13 @@ def _finish(obj: Any, path: str, cfg: Optional[dict], cfg_path: Optional[str]) -
     is_mae = any(k.startswith(MAE_ONLY_PREFIXES) for k in sd)
     if cfg is not None:
         if cfg.get("model_type") == "hiera":
-            official = _config_from_hf(cfg)
+            try:
+                official = _config_from_hf(cfg)
+            except (TypeError, ValueError, ZeroDivisionError, AttributeError):
+                raise HieraVideoError(
+                    f"{cfg_path or 'config.json'} has values of the wrong type (e.g. num_heads); "
+                    "download or copy the checkpoint's config.json again"
+                ) from None
             labels = _labels_from_hf(cfg)
             if labels and "labels" not in meta:
                 meta["labels"] = labels
@@ -645,6 +684,7 @@ def _finish(obj: Any, path: str, cfg: Optional[dict], cfg_path: Optional[str]) -
             official = {k: v for k, v in cfg.items() if k in valid}
             layout = layout or "official-hub"
         full = {**_official_defaults(is_mae), **official}
+        _check_config_types(full, _official_defaults(True), cfg_path or "config.json")
         _check_config(sd, full, cfg_path or "config.json", path)
         meta.setdefault("config", full)
         meta.setdefault("config_file", cfg_path)
@@ -1018,6 +1058,35 @@ def save_checkpoint(path, model: nn.Module, meta: Optional[dict] = None, **extra
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def check_resumable(state: Mapping, model: nn.Module, path) -> None:
+    """Refuse, in one line, to resume ``model`` from the training checkpoint ``state`` of
+    another model (``load_state_dict`` would stop with a size-mismatch traceback)."""
+    net = _unwrapped(model)
+    meta = state.get("meta") if isinstance(state.get("meta"), Mapping) else {}
+    saved, spec = meta.get("model"), getattr(net, "spec", None)
+    hint = (f"resume with the config the run was started with, or start a new run in another --output "
+            f"(--weights {path} starts from its weights)")
+    if spec is not None and isinstance(saved, str):
+        from hiera_video.models.zoo import ALIASES
+
+        if ALIASES.get(saved, saved) != spec.name:
+            raise HieraVideoError(f"cannot resume from {path}: it is a run of {saved}, but this run builds {spec.name}; {hint}")
+    sd = state.get("model") if isinstance(state.get("model"), Mapping) else {}
+    own = net.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    resized = [f"{k} {_shape(sd[k].shape)} vs {_shape(own[k].shape)}" for k in own
+               if k in sd and hasattr(sd[k], "shape") and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or resized:
+        what = "; ".join(part for part in (
+            f"{len(resized)} tensors of another shape ({_few(resized, 2)})" if resized else "",
+            f"{len(missing)} missing ({_groups(missing)})" if missing else "",
+            f"{len(unexpected)} unexpected ({_groups(unexpected)})" if unexpected else "",
+        ) if part)
+        name = spec.name if spec is not None else type(net).__name__
+        raise HieraVideoError(f"cannot resume from {path}: its weights do not fit this run's {name} ({what}); {hint}")
 
 
 def load_training_state(path) -> dict:

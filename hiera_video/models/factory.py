@@ -11,7 +11,7 @@ import torch.nn as nn
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.hiera import Hiera
 from hiera_video.models.mae import MaskedAutoencoderHiera
-from hiera_video.models.zoo import MODELS, ModelSpec
+from hiera_video.models.zoo import ALIASES, MODELS, ModelSpec
 
 log = logging.getLogger("hiera_video")
 
@@ -24,6 +24,9 @@ def list_models(kind: str | None = None, mae: bool | None = None) -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
+    if name in ALIASES and name not in MODELS:
+        log.warning("model %s is now called %s (same architecture)", name, ALIASES[name])
+        name = ALIASES[name]
     if name not in MODELS:
         close = difflib.get_close_matches(name, MODELS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -84,15 +87,71 @@ def load_model(weights: str, name: str | None = None, num_classes: int | None = 
         return create_model(name, weights, num_classes, **overrides)
     ckpt = checkpoints.read_checkpoint(weights)
     name = ckpt.meta.get("model")
-    if not name:
-        raise HieraVideoError(f"checkpoint {weights} does not say which model it belongs to; pass --model NAME")
+    if not name:  # official, timm and HF files: the tensor shapes tell the variant
+        candidates = infer_model_names(ckpt)
+        if len(candidates) == 1:
+            name = candidates[0]
+            log.info("%s: model %s (inferred from the tensor shapes)", weights, name)
+        elif candidates:
+            raise HieraVideoError(
+                f"checkpoint {weights} does not say which model it belongs to, and its tensor shapes fit several: "
+                f"{', '.join(candidates)}; pass --model NAME"
+            )
+        else:
+            raise HieraVideoError(
+                f"checkpoint {weights} does not say which model it belongs to, and its tensor shapes ({_signature(ckpt)}) "
+                "fit no registered model; pass --model NAME (hiera-video models lists them)"
+            )
     return _build_with_checkpoint(get_spec(name), ckpt, weights, num_classes, overrides)
+
+
+# Tensors whose shapes depend on the input size or the number of classes, not on the variant.
+_SIZE_DEPENDENT = ("pos_embed", "decoder_pos_embed", "head.projection.")
+
+
+def _block_count(sd) -> int:
+    ids = {int(k.split(".")[1]) for k in sd if k.startswith("blocks.") and k.split(".")[1].isdigit()}
+    return max(ids) + 1 if ids else 0
+
+
+def _signature(ckpt) -> str:
+    pe = ckpt.state_dict.get("patch_embed.proj.weight")
+    kind = "MAE, " if ckpt.is_mae else ""
+    if pe is None:
+        return kind + "no patch embedding"
+    return f"{kind}{'video' if pe.dim() == 5 else 'image'}, embed_dim {pe.shape[0]}, {_block_count(ckpt.state_dict)} blocks"
+
+
+def infer_model_names(ckpt) -> list[str]:
+    """Registered models whose every tensor (but position embeddings and the classifier, which
+    depend on the input size and the classes) has the checkpoint's shape. Candidates are
+    narrowed by embed dim, depth and video/image first; the rest are built on the meta device
+    (no memory, no initialisation), so this is cheap even for the huge models."""
+    import torch
+
+    from hiera_video.models.checkpoints import _official_defaults
+
+    sd = ckpt.state_dict
+    pe = sd.get("patch_embed.proj.weight")
+    if pe is None:
+        return []
+    blocks, found = _block_count(sd), []
+    for name in list_models(mae=ckpt.is_mae):
+        spec = MODELS[name]
+        kw = {**_official_defaults(spec.mae), **spec.kwargs}
+        if (kw["embed_dim"], len(kw["input_size"]), sum(kw["stages"])) != (pe.shape[0], pe.dim() - 2, blocks):
+            continue
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in build_model(spec).state_dict().items()}
+        if all(shapes.get(k) == tuple(v.shape) for k, v in sd.items() if not k.startswith(_SIZE_DEPENDENT)):
+            found.append(name)
+    return found
 
 
 def _build_with_checkpoint(spec: ModelSpec, ckpt, weights, num_classes, overrides) -> nn.Module:
     from hiera_video.models import checkpoints
 
-    if ckpt is not None and ckpt.layout == "hiera-video" and ckpt.config and ckpt.meta.get("model") == spec.name:
+    if ckpt is not None and ckpt.layout == "hiera-video" and ckpt.config and ALIASES.get(ckpt.meta.get("model"), ckpt.meta.get("model")) == spec.name:
         # Our own checkpoint of this very model: rebuild the exact architecture it was
         # trained with (an MAE checkpoint loaded into a classifier keeps the classifier's).
         trained = {k: v for k, v in ckpt.config.items() if k != "num_classes"}

@@ -56,6 +56,12 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+# The fused CUDA attention kernels (flash, memory-efficient) put the batch on a grid
+# dimension limited to 65,535 blocks; with mask units folded into the batch, Hiera-B at 16x224
+# reaches it at about 168 clips per forward. Larger attention batches are split.
+SDPA_MAX_BATCH = 65535
+
+
 class MaskUnitAttention(nn.Module):
     """Attention inside mask units (windows) or over all tokens, with optional Q pooling.
 
@@ -98,7 +104,11 @@ class MaskUnitAttention(nn.Module):
         q = q.reshape(groups, -1, h, d).transpose(1, 2)
         k = k.reshape(groups, -1, h, d).transpose(1, 2)
         v = v.reshape(groups, -1, h, d).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v)
+        if not isinstance(groups, int) or groups <= SDPA_MAX_BATCH:  # (export/compile trace a symbolic batch: no split)
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:  # past the fused kernels' launch limit (see SDPA_MAX_BATCH): chunks of the batch
+            out = torch.cat([F.scaled_dot_product_attention(*qkv) for qkv in
+                             zip(q.split(SDPA_MAX_BATCH), k.split(SDPA_MAX_BATCH), v.split(SDPA_MAX_BATCH))])
         return out.transpose(1, 2).reshape(B, -1, self.dim_out)
 
 

@@ -79,8 +79,11 @@ SIZES = {
 # The project's own small video configs (no official weights).
 SMALL_VIDEO = {
     "hiera_nano_8x64": dict(embed_dim=32, num_heads=1, stages=(1, 1, 2, 1), input_size=(8, 64, 64)),
-    "hiera_micro_16x112": dict(embed_dim=48, num_heads=1, stages=(1, 1, 3, 1), input_size=(16, 112, 112)),
+    # 128, not 112: height and width must be multiples of 32 (patch stride 4 x mask unit 8).
+    "hiera_micro_16x128": dict(embed_dim=48, num_heads=1, stages=(1, 1, 3, 1), input_size=(16, 128, 128)),
 }
+# Former names -> current names (hiera_micro_16x112 could not run at its own listed size).
+ALIASES = {"hiera_micro_16x112": "hiera_micro_16x128", "mae_hiera_micro_16x112": "mae_hiera_micro_16x128"}
 
 
 def _video_weights(size: str, top1: float | None) -> tuple[dict[str, Weights], dict[str, Weights]]:

@@ -26,6 +26,7 @@ from hiera_video.data.datasets.base import (
     VideoDataset,
     VideoItem,
     check_missing,
+    note_duplicates,
     warn,
 )
 from hiera_video.data.datasets.kinetics import KINETICS, build_kinetics
@@ -72,16 +73,17 @@ def build_dataset(
     limit = None if limit is None else int(limit)
     split = split or "val"
     if key == "ssv2":
-        return build_ssv2(root, annotations, split, None if labels is None else str(labels), limit)
-    classes = load_labels(labels) if labels is not None else None
-    if key in KINETICS:
-        return build_kinetics(key, root, annotations, split, classes, limit,
-                              labels_source=None if labels is None else str(labels))
-    if key == "list":
-        return build_list(root, annotations, split, classes, limit)
-    ds = build_folder(root, split, classes, limit)
-    if annotations is not None:
-        warn(ds, f"--annotations {annotations} is ignored: a folder dataset takes its classes from root/<class>/ folders")
+        ds = build_ssv2(root, annotations, split, None if labels is None else str(labels), limit)
+    elif key in KINETICS:
+        ds = build_kinetics(key, root, annotations, split, load_labels(labels) if labels is not None else None, limit,
+                            labels_source=None if labels is None else str(labels))
+    elif key == "list":
+        ds = build_list(root, annotations, split, load_labels(labels) if labels is not None else None, limit)
+    else:
+        ds = build_folder(root, split, load_labels(labels) if labels is not None else None, limit)
+        if annotations is not None:
+            warn(ds, f"--annotations {annotations} is ignored: a folder dataset takes its classes from root/<class>/ folders")
+    note_duplicates(ds)
     return ds
 
 

@@ -516,6 +516,7 @@ class AvaDataset(Dataset):
                 self._paths[vid] = p
         self.items: list[Key] = sorted(k for k in entries if k[0] in self._paths)
         self.entries = {k: entries[k] for k in self.items}
+        self.subset: tuple[int, int] | None = None  # (kept, of) keyframes when only the first ones are used
         if self.missing:
             where = "frame folders" if frames_layout == "frames" else "video files"
             log.warning("AVA %s: %d of %d videos have no %s under '%s' (first: %s); their keyframes are skipped",
@@ -765,6 +766,7 @@ def open_ava_split(root: str | Path, split: str, mode: str, annotations=None, ex
         raise HieraVideoError(f"config key 'data.frames_layout' must be video or frames, got '{layout}'")
     ds = AvaDataset(media_folder(root, layout), gt, label_map, split=split, mode=mode, proposals=props,
                     exclusions=find_ava_file(root, exclusions, names["exclusions"]), **kwargs)
-    if limit is not None:
+    if limit is not None and limit < len(ds.items):
+        ds.subset = (limit, len(ds.items))  # mAP then scores these keyframes against their own GT only
         ds.items = ds.items[:limit]
     return ds

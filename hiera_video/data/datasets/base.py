@@ -47,6 +47,8 @@ class VideoDataset:
     ``annotated``: number of annotation entries read for this split (before ``limit``).
     ``splits``: rows per split value in the annotation file (files that mix splits).
     ``warnings``: notes worth showing to the user (also logged when the dataset is built).
+    ``duplicates``: ``(path, where, first label, this label)`` for annotation rows naming a
+    video already in the dataset; :meth:`add` keeps the first row only (each video counts once).
     """
 
     name: str
@@ -60,9 +62,23 @@ class VideoDataset:
     splits: dict[str, int] = field(default_factory=dict)
     limit: int | None = None
     warnings: list[str] = field(default_factory=list)
+    duplicates: list[tuple[str, str, int | None, int | None]] = field(default_factory=list)
+    _seen: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def add(self, item: VideoItem, where: str = "") -> bool:
+        """Append ``item`` unless its file is already in the dataset: a repeated annotation row
+        is recorded in ``duplicates`` (reported by :func:`note_duplicates`), not evaluated twice."""
+        key = os.path.normcase(os.path.abspath(item.path))
+        first = self._seen.get(key)
+        if first is None:
+            self._seen[key] = item
+            self.items.append(item)
+            return True
+        self.duplicates.append((str(item.path), where, first.label, item.label))
+        return False
 
     def __getitem__(self, index: int) -> VideoItem:
         return self.items[index]
@@ -101,6 +117,7 @@ class VideoDataset:
             "per_split": dict(self.splits),
             "per_class": {self.classes[i]: n for i, n in sorted(per_class.items())},
             "missing_examples": [p for p, _ in self.missing[:5]],
+            "duplicates": len(self.duplicates),
             "warnings": list(self.warnings),
         }
 
@@ -130,6 +147,28 @@ def check_missing(dataset: VideoDataset, strict: bool = False) -> int:
 def warn(dataset: VideoDataset, message: str) -> None:
     dataset.warnings.append(message)
     log.warning("%s", message)
+
+
+def note_duplicates(dataset: VideoDataset) -> None:
+    """Say that repeated annotation rows were counted once (and which label was kept where
+    the rows disagree); missing entries named twice are listed once."""
+    seen_missing: set[str] = set()
+    dataset.missing = [m for m in dataset.missing if not (m[0] in seen_missing or seen_missing.add(m[0]))]
+    dups = dataset.duplicates
+    if not dups:
+        return
+    path, where, _, _ = dups[0]
+    msg = (f"{len(dups)} annotation row(s) name a video that is already listed (first: {path}"
+           + (f", {where}" if where else "") + "): each video is evaluated and counted once")
+    conflicts = [d for d in dups if d[2] != d[3]]
+    if conflicts:
+        cpath, cwhere, first, other = conflicts[0]
+        names = dataset.classes
+        def name(i):
+            return names[i] if i is not None and 0 <= i < len(names) else str(i)
+        msg += (f"; {len(conflicts)} of them give another label than the first row (first: {cpath}"
+                + (f", {cwhere}" if cwhere else "") + f": '{name(other)}' vs '{name(first)}'), the first row's label is used")
+    warn(dataset, msg)
 
 
 def is_video_name(name: str) -> bool:

@@ -54,7 +54,7 @@ def annotation_candidates(split: str, num: int) -> list[str]:
 def is_official_csv(path: Path) -> bool:
     """True when the first line is the official header (has a ``youtube_id`` column)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:  # -sig: a byte-order mark is not data
             first = f.readline()
     except OSError as e:
         raise HieraVideoError(f"cannot read annotations file '{path}' ({e.strerror})") from None
@@ -71,7 +71,7 @@ def _time(value: str, path: Path, line: int, column: str) -> int:
 def read_kinetics_csv(path: Path) -> list[tuple[int, str | None, str, int, int, str | None]]:
     """``[(line, label name or None, youtube_id, start, end, split or None)]``."""
     rows = []
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:  # spreadsheets write a BOM
         reader = csv.reader(f)
         try:
             header = [h.strip().lower() for h in next(reader)]
@@ -156,7 +156,8 @@ def dataset_from_csv(kind: str, root: Path, path: Path, classes: list[str], spli
         if path_found is None:
             pending_missing.append((clip, label, f"no {clip}.* or {yid}.* under the root ({path.name}, line {n})"))
             continue
-        ds.items.append(VideoItem(path=path_found, label=cls, id=clip))
+        if not ds.add(VideoItem(path=path_found, label=cls, id=clip), f"{path.name}, line {n}"):
+            continue
         parent = path_found.parent
         if label and normalize_name(parent.name) == normalize_name(label):
             found_layout[("class", parent.parent)] += 1

@@ -44,7 +44,7 @@ def read_list_file(path: Path) -> list[tuple[int, str, int]]:
     if not path.is_file():
         raise HieraVideoError(f"annotations file '{path}' not found; check --annotations")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (spreadsheet tools) is not data
     except UnicodeDecodeError as e:
         raise HieraVideoError(f"{path}: not a text file ({e.reason} at byte {e.start}); pass a 'path label' list") from None
     rows: list[tuple[int, str, int]] = []
@@ -155,7 +155,7 @@ def dataset_from_list(
             expected = Path(video) if Path(video).is_absolute() else root / video
             ds.missing.append((str(expected), f"{reason} ({annotations.name}, line {n})"))
         else:
-            ds.items.append(VideoItem(path=path, label=label, id=item_id))
+            ds.add(VideoItem(path=path, label=label, id=item_id), f"{annotations.name}, line {n}")
     return ds
 
 

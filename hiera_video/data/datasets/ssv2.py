@@ -32,7 +32,7 @@ VIDEO_FOLDERS = ("20bn-something-something-v2", "videos", "something-something-v
 
 def _load_json(path: Path):
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # json.loads refuses a byte-order mark
     except OSError as e:
         raise HieraVideoError(f"cannot read '{path}' ({e.strerror})") from None
     except UnicodeDecodeError:
@@ -154,7 +154,7 @@ def build_ssv2(root: Path, annotations: Path | None, split: str, labels: str | N
         if path is None:
             missing_ids.append((k, vid))
         else:
-            ds.items.append(VideoItem(path=path, label=label, id=vid))
+            ds.add(VideoItem(path=path, label=label, id=vid), f"{annotations.name}, entry {k}")
     folder = expected_folder([it.path for it in ds.items], root, VIDEO_FOLDERS)
     ds.missing = [(str(folder / f"{vid}.webm"), f"no {vid}.webm under the root ({annotations.name}, entry {k})")
                   for k, vid in missing_ids]

@@ -44,7 +44,7 @@ def load_label_map(source: str | Path) -> dict[int, str]:
             f"labels file '{src}' not found; pass a .txt (one class per line) or .json file, "
             f"or a built-in set: {', '.join(sorted([*BUILTIN, 'imagenet1k']))}"
         )
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")  # a byte-order mark is not part of the first name
     if path.suffix.lower() == ".json":
         return _parse_json(text, path)
     return _parse_txt(text, str(path))

@@ -1,0 +1,120 @@
+"""Output paths are checked before any work (issue 14, item 4): an output that cannot be
+written (a path under a file, a folder where a file is expected, a file where a folder is
+expected, no permission) is a one-line error (exit 2) of every command that writes files,
+before the model is loaded or a video decoded, so no results are computed and then lost."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hiera_video.errors import HieraVideoError
+from hiera_video.report import check_output
+
+from helpers import run_cli as run
+
+# command -> (argv with {out} for the output path, kind of the output, the function whose call
+# means that the work started, the option the error names)
+COMMANDS = {
+    "predict -o": (["predict", "{dir}", "--weights", "w.pt", "-o", "{out}.json"], "file",
+                   "hiera_video.cli.predict.load_classifier", "--output"),
+    "predict --plot": (["predict", "{dir}", "--weights", "w.pt", "--window", "1", "--plot", "{out}.png"], "file",
+                       "hiera_video.cli.predict.load_classifier", "--plot"),
+    "eval": (["eval", "--dataset", "folder", "--root", "{dir}", "--weights", "w.pt", "-o", "{out}"], "dir",
+             "hiera_video.cli.eval.load_classifier", "--output"),
+    "extract": (["extract", "{dir}", "--weights", "w.pt", "-o", "{out}"], "dir",
+                "hiera_video.cli.extract.load_feature_model", "--output"),
+    "score": (["score", "preds.pt", "--output", "{out}"], "dir", "hiera_video.cli.score.load_predictions", "--output"),
+    "score-ava": (["score-ava", "-g", "gt.csv", "-d", "det.csv", "--output", "{out}"], "dir",
+                  "hiera_video.cli.score_ava.resolve_label_map", "--output"),
+    "check-videos": (["check-videos", "--dataset", "folder", "--root", "{dir}", "--output", "{out}.txt"], "file",
+                     "hiera_video.cli.check_videos.build_dataset", "--output"),
+    "export": (["export", "--format", "onnx", "--weights", "w.pt", "-o", "{out}.onnx"], "file",
+               "hiera_video.cli.export.load_for_export", "--output"),
+    "reconstruct": (["reconstruct", "{video}", "-o", "{out}.png"], "file", "hiera_video.engine.reconstruct.load_mae", "--output"),
+    "ava-proposals": (["ava-proposals", "in.pkl", "{out}.csv", "--allow-pickle"], "file",
+                      "hiera_video.data.datasets.ava.convert_proposals_pickle", "OUT_CSV"),
+    "synth": (["synth", "{out}"], "dir", "hiera_video.cli.synth.make_synthetic_dataset", "OUT_DIR"),
+    "demo": (["demo", "-o", "{out}"], "dir", "hiera_video.data.synthetic.make_synthetic_dataset", "--output"),
+    "finetune": (["finetune", "--config", "demo", "--root", "{dir}", "-o", "{out}"], "dir",
+                 "hiera_video.engine.finetune.build_data", "--output"),
+    "pretrain": (["pretrain", "--config", "pretrain_demo", "--root", "{dir}", "-o", "{out}"], "dir",
+                 "hiera_video.engine.pretrain.build_unlabeled", "--output"),
+}
+
+
+def _bad_output(tmp_path: Path, kind: str, how: str, suffix: str) -> str:
+    """An output path that cannot be written: under a regular file, or an existing path of the
+    other kind (a folder named like the file to write, a file where a folder is to be)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    if how == "under a file":
+        return str(blocker / "sub" / "out")
+    if kind == "file":  # a folder already has the file's name
+        (tmp_path / f"taken{suffix}").mkdir()
+        return str(tmp_path / "taken")
+    return str(blocker)
+
+
+@pytest.mark.parametrize("how", ["under a file", "wrong kind"])
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_unwritable_output_is_refused_before_any_work(command, how, tmp_path, capsys, monkeypatch):
+    argv, kind, work, option = COMMANDS[command]
+    if command == "pretrain" and not _has_pretrain_demo():
+        argv = [a if a != "pretrain_demo" else "pretrain_k400_base" for a in argv]
+
+    def started(*args, **kwargs):
+        raise AssertionError(f"{command}: the work started before the output path was checked")
+
+    module, _, name = work.rpartition(".")
+    monkeypatch.setattr(__import__(module, fromlist=[name]), name, started)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "videos").mkdir()
+    suffix = next((Path(a).suffix for a in argv if a.startswith("{out}")), "")
+    out = _bad_output(tmp_path, kind, how, suffix)
+    values = dict(out=out, dir=str(tmp_path / "videos"), video=str(tmp_path / "videos" / "clip.mp4"))
+    (tmp_path / "videos" / "clip.mp4").write_bytes(b"")
+    code, stdout, err = run([a.format(**values) for a in argv], capsys)
+    assert code == 2, (stdout, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"cannot write {option}" in err and out in " ".join(err.split()), err
+
+
+def _has_pretrain_demo() -> bool:
+    from hiera_video.config import list_presets
+
+    return "pretrain_demo" in list_presets()
+
+
+def test_the_check_names_each_problem(tmp_path, monkeypatch):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    problems = {
+        str(tmp_path / "file.txt" / "out.json"): "is a file, not a folder",
+        str(tmp_path / "file.txt" / "a" / "b" / "out.json"): "is a file, not a folder",
+        str(folder): "is an existing folder, not a file name",
+        str(tmp_path / ("x" * 300) / "out.json"): "longer than the file system allows",
+    }
+    for path, problem in problems.items():
+        with pytest.raises(HieraVideoError, match=problem):
+            check_output(path, "-o")
+    with pytest.raises(HieraVideoError, match="is an existing file, not a folder"):
+        check_output(tmp_path / "file.txt", "--output", "dir")
+    # Write permission (tests run as root, who may write anywhere: the permission test is
+    # simulated by os.access saying no for one folder).
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == folder else real_access(p, mode, **kw))
+    with pytest.raises(HieraVideoError, match=f"no permission to create files in '{folder}'"):
+        check_output(folder / "new" / "out.json", "-o")
+    with pytest.raises(HieraVideoError, match="no permission to write in this folder"):
+        check_output(folder, "-o", "dir")
+    # Writable paths pass and nothing is created by the check.
+    for path, kind in ((tmp_path / "new" / "deeper" / "out.json", "file"), (tmp_path / "file.txt", "file"),
+                       (tmp_path / "newdir" / "run", "dir"), (tmp_path, "dir")):
+        assert check_output(path, "-o", kind) == path
+    assert not (tmp_path / "new").exists() and not (tmp_path / "newdir").exists()
+    assert check_output(None) is None
