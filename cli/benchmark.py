@@ -10,6 +10,7 @@ import torch
 import typer
 from rich.table import Table
 
+from hiera_video.cli import options
 from hiera_video.errors import HieraVideoError
 from hiera_video.report import console
 from hiera_video.models.factory import create_model
@@ -73,17 +74,17 @@ def run_benchmark(
 
 
 def benchmark(
-    model: str = typer.Option("hiera_base_16x224", "--model", "-m", help="Model name (see 'hiera-video models')."),
-    batch_size: int = typer.Option(1, "--batch-size", "-b", min=1),
-    dtype: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (autocast)."),
+    model: str = options.model("hiera_base_16x224", help="Model name (see 'hiera-video models')."),
+    batch_size: int = options.batch_size(1),
+    dtype: str = options.dtype(),
     compile: bool = typer.Option(False, "--compile", help="Run through torch.compile."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    device: str = options.device(),
     iters: int = typer.Option(5, min=1, help="Timed iterations."),
     warmup: int = typer.Option(1, min=0, help="Untimed warm-up iterations."),
     frames: int = typer.Option(None, min=1, help="Override the number of input frames."),
     size: int = typer.Option(None, min=1, help="Override the input resolution."),
     train: bool = typer.Option(False, "--train", help="Time forward + backward instead of inference."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = options.as_json("Print JSON."),
 ) -> None:
     """Measure clips/s (images/s) and peak memory of a model on random input."""
     if iters < 1:

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from hiera_video.cli import options
 from hiera_video.data.check import CATEGORIES, FileResult, check_dataset, write_bad_list
 from hiera_video.data.datasets import DATASET_KINDS, build_dataset
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import check_output, console
+from hiera_video.report import check_output, console, progress_bar
 
 
 def check_videos(
@@ -24,12 +24,12 @@ def check_videos(
     split: str = typer.Option("val", "--split", help="Split to check: train, val or test."),
     labels: str = typer.Option(None, "--labels", help="Class names file or built-in set (list/folder datasets)."),
     workers: int = typer.Option(0, "--workers", min=0, help="Parallel checker processes (0 = one per CPU core)."),
-    backend: str = typer.Option("auto", "--backend", help="Decoder: auto, decord or pyav."),
+    backend: str = options.backend(),
     output: Path = typer.Option(None, "--output", help="Write the bad files here: path<TAB>reason per line."),
     decode: bool = typer.Option(True, "--decode/--no-decode", help="Decode the first and last frame (else only open)."),
     timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds one file may take before it counts as hanging."),
     limit: int = typer.Option(None, "--limit", min=0, help="Check only the first N videos."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of tables."),
+    as_json: bool = options.as_json("Print a JSON summary instead of tables."),
 ) -> None:
     """Open every video of a dataset (in parallel) and list the ones that cannot be used. Exits 1 if any is bad."""
     if backend not in ("auto", "decord", "pyav"):
@@ -42,10 +42,9 @@ def check_videos(
     err = console(stderr=True)
     n_workers = workers if workers > 0 else (os.cpu_count() or 1)
     total = len(ds.items)
-    with Progress(
-        TextColumn("[bold]checking videos"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TextColumn("bad: {task.fields[bad]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False, disable=as_json or total == 0,
+    with progress_bar(
+        "[bold]checking videos", "{task.fields[rate]}", "bad: {task.fields[bad]}",
+        console=err, transient=False, disable=as_json or total == 0,
     ) as progress:
         task = progress.add_task("check", total=total, bad=0, rate="")
         state = {"bad": 0, "n": 0}

@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from hiera_video.doctor import healthy, report, run_checks
+from hiera_video.engine.doctor import healthy, report, run_checks
 from hiera_video.report import console
 
 _STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]"}

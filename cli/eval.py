@@ -7,15 +7,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from hiera_video.cli import options
 from hiera_video.data.datasets import build_dataset, check_missing
 from hiera_video.engine import distributed
 from hiera_video.engine.evaluate import PRESETS, evaluate, write_failure_lists, write_outputs
 from hiera_video.engine.inference import load_classifier, parse_views, substitution_warning
 from hiera_video.errors import HieraVideoError, Interrupted
 from hiera_video.metrics.classification import render_metrics
-from hiera_video.report import check_output, console
+from hiera_video.report import check_output, console, progress_bar
 
 
 def eval_command(
@@ -24,25 +24,24 @@ def eval_command(
     annotations: Optional[Path] = typer.Option(None, help="Annotation file (official CSV/JSON or a 'path label' list) [default: looked up under --root]."),
     split: str = typer.Option("val", help="Split to evaluate."),
     labels: Optional[str] = typer.Option(None, help="Class names for list datasets (.txt/.json or a built-in set)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name [default: hiera_base_16x224 or the one a checkpoint names]."),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Zoo tag, URL or checkpoint path [default: the model's official weights]."),
+    model: Optional[str] = options.model(),
+    weights: Optional[str] = options.weights(),
     views: Optional[str] = typer.Option(None, help="Temporal x spatial views [default: the dataset preset: K400 5x3, SSv2 1x3]."),
     sampling: Optional[str] = typer.Option(None, help="dense | segment [default: the dataset preset]."),
     stride: Optional[int] = typer.Option(None, min=1, help="Dense sampling: frame stride at 30 fps [default: 4]."),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Views per forward pass."),
-    workers: int = typer.Option(2, min=0, help="DataLoader worker processes decoding videos."),
+    batch_size: int = options.batch_size(),
+    workers: int = options.workers(),
     limit: Optional[int] = typer.Option(None, min=0, help="Only the first N videos."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for metrics.json, per-class/confusion files, predictions."),
     strict: bool = typer.Option(False, help="Missing or unreadable videos are an error instead of being skipped."),
-    decode_timeout: float = typer.Option(300.0, "--decode-timeout", min=0,
-                                         help="Seconds one video may take to decode (with --workers >= 1) before it is stopped and reported as failed; 0 = no limit."),
+    decode_timeout: float = options.decode_timeout(),
     save_views: bool = typer.Option(False, help="Also save every view's logits in the predictions file."),
     all_classes: bool = typer.Option(False, help="Show every class, not only the worst and best."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    dtype: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16"),
-    backend: str = typer.Option("auto", help="Video decoder: auto | decord | pyav"),
-    allow_random_weights: bool = typer.Option(False, help="Allow --weights none (random init)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary metrics as JSON to stdout."),
+    device: str = options.device(),
+    dtype: str = options.dtype(),
+    backend: str = options.backend(),
+    allow_random_weights: bool = options.allow_random_weights(),
+    as_json: bool = options.as_json("Print the summary metrics as JSON to stdout."),
     proposals: Optional[Path] = typer.Option(None, help="AVA: person boxes to detect on [default: ava_<split>_predicted_boxes.csv if present, else GT boxes]."),
     exclusions: Optional[Path] = typer.Option(None, help="AVA: excluded timestamps [default: ava_<split>_excluded_timestamps_v2.2.csv if present]."),
     proposal_threshold: float = typer.Option(0.8, min=0.0, max=1.0, help="AVA: keep proposals with at least this score."),
@@ -77,11 +76,8 @@ def eval_command(
                 f"{protocol.temporal_views}x{protocol.spatial_views} views, {protocol.sampling} sampling, "
                 f"{world.world_size} process(es)", highlight=False,
             )
-        progress = Progress(
-            TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-            TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=out, transient=True, disable=not world.is_main,
-        )
+        progress = progress_bar("[bold]eval", "{task.fields[rate]}", "failed {task.fields[failed]}", console=out,
+                                disable=not world.is_main)
         with progress:
             task = progress.add_task("eval", total=len(distributed.shard(len(ds), world)), rate="", failed=0)
 

@@ -9,14 +9,15 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from hiera_video.cli import options
 from hiera_video.errors import HieraVideoError
-from hiera_video.export import DEFAULT_OPSET, FORMATS, export as export_model, load_for_export
+from hiera_video.engine.export import DEFAULT_OPSET, FORMATS, export as export_model, load_for_export
 from hiera_video.report import check_output, console
 
 
 def export(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name [default: hiera_base_16x224, or the one a checkpoint names]."),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Zoo tag, URL or checkpoint path [default: the model's official weights]."),
+    model: Optional[str] = options.model(),
+    weights: Optional[str] = options.weights(),
     labels: Optional[str] = typer.Option(None, help="Class-name file written into the sidecar [default: the labels of the weights]."),
     fmt: str = typer.Option(..., "--format", "-f", help="onnx | torch-export (.pt2, saved with torch.export.save)."),
     output: Path = typer.Option(..., "--output", "-o", help="File to write (e.g. model.onnx / model.pt2); the sidecar is FILE.json."),
@@ -26,8 +27,8 @@ def export(
     opset: Optional[int] = typer.Option(None, min=14, help=f"ONNX opset [default: {DEFAULT_OPSET}]."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare the exported model with PyTorch on a test clip."),
     rtol: float = typer.Option(1e-4, min=0.0, help="Check tolerance, relative to the largest |logit|."),
-    allow_random_weights: bool = typer.Option(False, help="Allow --weights none (random init; for testing pipelines)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON to stdout."),
+    allow_random_weights: bool = options.allow_random_weights(),
+    as_json: bool = options.as_json("Print the result as JSON to stdout."),
 ) -> int:
     """Export a classifier taking a normalised clip [B, 3, T, S, S] and returning logits (fp32)."""
     if fmt not in FORMATS:

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from hiera_video.cli import options
+from hiera_video.data.feature_store import INDEX
 from hiera_video.engine import distributed
 from hiera_video.engine.extract import (
-    INDEX,
     LEVELS,
     Extracted,
     Extractor,
@@ -21,39 +21,37 @@ from hiera_video.engine.extract import (
     level_stride,
     load_feature_model,
 )
-from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT
 from hiera_video.engine.inference import parse_views
 from hiera_video.engine.predict import expand_inputs
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import check_output, console
+from hiera_video.report import check_output, console, progress_bar
 
 
 def extract(
     paths: Optional[List[str]] = typer.Argument(None, help="Video files, directories or glob patterns (or use --dataset)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the feature files, index.jsonl and extract.json."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (hiera_* or mae_hiera_*) [default: hiera_base_16x224, or the one a checkpoint names]."),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Zoo tag (incl. MAE tags such as mae_k400), URL or checkpoint path (MAE checkpoints give the encoder) [default: the model's official weights]."),
+    model: Optional[str] = options.model(help="Model name (hiera_* or mae_hiera_*) [default: hiera_base_16x224, or the one a checkpoint names]."),
+    weights: Optional[str] = options.weights(help="Zoo tag (incl. MAE tags such as mae_k400), URL or checkpoint path (MAE checkpoints give the encoder) [default: the model's official weights]."),
     level: str = typer.Option("pooled", help="pooled ([C] pre-logits embedding) | stage1..stage4 ([T', H', W', C] map; strides (frames, pixels): 2,4 | 2,8 | 2,16 | 2,32)."),
     window: Optional[float] = typer.Option(None, help="Long videos: one clip per window of this many seconds (instead of --views)."),
     stride: Optional[float] = typer.Option(None, help="Seconds between window starts [default: --window]."),
     views: Optional[str] = typer.Option(None, help="Temporal x spatial views of the whole video, e.g. 5x3 [default: 1x1]; one item per view."),
     fmt: str = typer.Option("npy", "--format", help="npy (array [N, ...]) | safetensors ('features' [N, ...] + metadata)."),
     store_dtype: str = typer.Option("float32", "--store-dtype", help="Storage dtype of the features: float32 | float16."),
-    dtype: str = typer.Option("auto", help="Compute precision: auto (bf16 where the hardware has it) | fp32 | bf16 | fp16."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Clips per forward pass."),
-    backend: str = typer.Option("auto", help="Video decoder: auto | decord | pyav"),
-    workers: int = typer.Option(2, min=0, help="Worker processes decoding videos (0: decode in this process, without a time limit)."),
-    decode_timeout: float = typer.Option(DEFAULT_DECODE_TIMEOUT, "--decode-timeout", min=0,
-                                         help="Seconds one video may take to decode (with --workers >= 1) before it is stopped and reported as failed; 0 = no limit."),
+    dtype: str = options.dtype(),
+    device: str = options.device(),
+    batch_size: int = options.batch_size(),
+    backend: str = options.backend(),
+    workers: int = options.workers(),
+    decode_timeout: float = options.decode_timeout(),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Extract a dataset split instead of PATHs: k400 | k600 | k700 | ssv2 | list | folder."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (with --dataset); output names are relative to it."),
     annotations: Optional[Path] = typer.Option(None, help="Dataset annotation file [default: looked up under --root]."),
     split: str = typer.Option("val", help="Dataset split."),
     limit: Optional[int] = typer.Option(None, min=0, help="Dataset: only the first N videos."),
     overwrite: bool = typer.Option(False, help="Redo every video (default: skip videos whose complete file exists)."),
-    allow_random_weights: bool = typer.Option(False, help="Allow --weights none (random init; for testing pipelines)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON array of per-video results to stdout."),
+    allow_random_weights: bool = options.allow_random_weights(),
+    as_json: bool = options.as_json("Print a JSON array of per-video results to stdout."),
 ) -> int:
     """Extract pooled embeddings or stage feature maps, one file per video (resumable; works under torchrun)."""
     if level not in LEVELS:
@@ -107,11 +105,9 @@ def extract(
                     f"extract {level}{'' if st is None else f' (stride {st[0]} frames, {st[1]} px)'} of {len(jobs)} videos, "
                     f"{what}, model {clf.name}, {world.world_size} process(es) -> {output}", highlight=False, soft_wrap=True,
                 )
-            progress = Progress(
-                TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                TextColumn("skipped {task.fields[skipped]} failed {task.fields[failed]}"), TextColumn("{task.fields[name]}"),
-                TimeElapsedColumn(), TimeRemainingColumn(), console=err if as_json else out, transient=True,
-                disable=not world.is_main,
+            progress = progress_bar(
+                "[bold]extract", "{task.fields[rate]}", "skipped {task.fields[skipped]} failed {task.fields[failed]}",
+                "{task.fields[name]}", console=err if as_json else out, disable=not world.is_main,
             )
             counts = dict(skipped=0, failed=0)
             with progress:

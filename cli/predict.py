@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from hiera_video.cli import options
 from hiera_video.engine.inference import load_classifier, parse_views
 from hiera_video.engine.predict import Result, expand_in_order, in_input_order, plot_timeline, predict_paths
-from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT
 from hiera_video.errors import HieraVideoError, Interrupted
-from hiera_video.report import check_output, console, write_csv, write_json
+from hiera_video.report import check_output, console, progress_bar, write_csv, write_json
 
 #: The error of the inputs not reached when a run is interrupted (SIGINT).
 NOT_PROCESSED = "not processed: the run was interrupted (SIGINT)"
@@ -22,24 +21,23 @@ NOT_PROCESSED = "not processed: the run was interrupted (SIGINT)"
 
 def predict(
     paths: List[str] = typer.Argument(..., help="Video files, directories or glob patterns."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name [default: hiera_base_16x224, or the one a checkpoint names]."),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Zoo tag, URL or checkpoint path [default: the model's official Kinetics-400 weights]."),
+    model: Optional[str] = options.model(),
+    weights: Optional[str] = options.weights(),
     labels: Optional[str] = typer.Option(None, help="Class-name file (.txt one per line, or .json) or a built-in set (kinetics400, ...)."),
     views: str = typer.Option("1x1", help="Temporal x spatial views, e.g. 5x3 (the Kinetics protocol)."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    dtype: str = typer.Option("auto", help="auto (bf16 where the hardware has it) | fp32 | bf16 | fp16"),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Views per forward pass."),
-    backend: str = typer.Option("auto", help="Video decoder: auto | decord | pyav"),
-    workers: int = typer.Option(2, min=0, help="Worker processes decoding videos (0: decode in this process, without a time limit)."),
-    decode_timeout: float = typer.Option(DEFAULT_DECODE_TIMEOUT, "--decode-timeout", min=0,
-                                         help="Seconds one video may take to decode (with --workers >= 1) before it is stopped and reported as failed; 0 = no limit."),
+    device: str = options.device(),
+    dtype: str = options.dtype(),
+    batch_size: int = options.batch_size(),
+    backend: str = options.backend(),
+    workers: int = options.workers(),
+    decode_timeout: float = options.decode_timeout(),
     window: Optional[float] = typer.Option(None, help="Timeline: window length in seconds (whole video when omitted)."),
     stride: Optional[float] = typer.Option(None, help="Timeline: seconds between window starts [default: --window]."),
     plot: Optional[Path] = typer.Option(None, help="Timeline: PNG plot (one file per video: NAME gets the video's stem appended when several videos)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON array to stdout (no tables)."),
+    as_json: bool = options.as_json("Print a JSON array to stdout (no tables)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results to a .json or .csv file."),
-    allow_random_weights: bool = typer.Option(False, help="Allow --weights none (random init; for testing pipelines)."),
+    allow_random_weights: bool = options.allow_random_weights(),
 ) -> int:
     """Classify videos: multi-view testing decodes each video once; bad files are reported and skipped."""
     if stride is not None and window is None:
@@ -64,10 +62,7 @@ def predict(
     if video_paths:
         clf = load_classifier(model, weights, labels, device, dtype, allow_random_weights)
         protocol = clf.protocol((t_views, s_views), backend=backend)
-        progress = Progress(
-            TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=out, transient=True,
-        )
+        progress = progress_bar("[bold]predict", "{task.fields[name]}", console=out)
         with progress:
             task = progress.add_task("predict", total=len(video_paths), name="")
             stream = predict_paths(clf, protocol, video_paths, batch_size, top_k, window, stride, workers, decode_timeout)

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from hiera_video.cli import options
 from hiera_video.errors import HieraVideoError
 from hiera_video.report import check_output, console
 
@@ -15,18 +16,18 @@ from hiera_video.report import check_output, console
 def reconstruct(
     video: Path = typer.Argument(..., help="A video file."),
     output: Path = typer.Option(..., "--output", "-o", help="FILE.png (one row per time step) or FILE.gif (animated)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="MAE model [default: mae_hiera_base_16x224, or the one a checkpoint names]."),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Zoo tag, URL or checkpoint path (e.g. RUN_DIR/last.pt) [default: the model's official MAE weights]."),
+    model: Optional[str] = options.model(help="MAE model [default: mae_hiera_base_16x224, or the one a checkpoint names]."),
+    weights: Optional[str] = options.weights(help="Zoo tag, URL or checkpoint path (e.g. RUN_DIR/last.pt) [default: the model's official MAE weights]."),
     mask_ratio: Optional[float] = typer.Option(None, "--mask-ratio", min=0.0, max=0.99, help="Fraction of mask units hidden [default: the model's, 0.9 for video]."),
     seed: int = typer.Option(0, min=0, help="Seed of the random mask."),
     all_frames: bool = typer.Option(False, "--all-frames", help="Show every frame (each prediction repeated for both frames of its 2-frame token) instead of the predicted frames only."),
     stride: Optional[int] = typer.Option(None, min=1, help="Frame stride of the clip [default: the checkpoint's, else 4]."),
     scale: Optional[int] = typer.Option(None, min=1, help="Pixel upscale of the figure [default: so a panel is >= 160 px]."),
     frame_ms: int = typer.Option(250, "--frame-ms", min=20, help="GIF: milliseconds per frame."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    backend: str = typer.Option("auto", help="Video decoder: auto | decord | pyav"),
-    allow_random_weights: bool = typer.Option(False, help="Allow --weights none (random init; for testing pipelines)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    device: str = options.device(),
+    backend: str = options.backend(),
+    allow_random_weights: bool = options.allow_random_weights(),
+    as_json: bool = options.as_json("Print the summary as JSON."),
 ) -> int:
     """Mask a clip at random (seeded), run the MAE and draw original | masked input | reconstruction
     (predictions de-normalised with each patch's statistics; visible patches pasted back)."""

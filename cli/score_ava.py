@@ -9,7 +9,8 @@ import typer
 
 from hiera_video.engine.ava import render_ava_metrics, write_ava_outputs
 from hiera_video.errors import HieraVideoError
-from hiera_video.metrics.ava import evaluate_ava, metrics_to_json, read_ava_csv, read_exclusions, resolve_label_map
+from hiera_video.data.ava_files import read_ava_csv, read_exclusions, resolve_label_map
+from hiera_video.metrics.ava import evaluate_ava, metrics_to_json
 from hiera_video.report import check_output, console
 
 

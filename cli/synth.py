@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from hiera_video.data.synthetic import CLASSES, make_synthetic_dataset
-from hiera_video.report import check_output, console
+from hiera_video.report import check_output, console, progress_bar
 
 
 def synth(
@@ -28,10 +27,7 @@ def synth(
     each other played backwards): H.264 mp4s + train.txt / val.txt / labels.txt."""
     check_output(out_dir, "OUT_DIR", "dir")
     con = console(stderr=as_json)
-    with Progress(
-        TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(), console=con, transient=True,
-    ) as bar:
+    with progress_bar("synth", "{task.fields[rate]}", console=con, elapsed=False) as bar:
         task = bar.add_task("synth", total=None, rate="")
 
         def progress(done: int, total: int) -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import re
 import reprlib
+import sys
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -22,101 +23,121 @@ import yaml
 from hiera_video.errors import HieraVideoError
 
 
-def _f(default, help: str):
+def setting(default, help: str):
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: default.copy(), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
+def variant(base, name: str, keys: str, /, **changes):
+    """A config section made from ``base``: the keys ``keys`` (space-separated, in this order),
+    each as in ``base`` unless ``changes`` gives it a new ``setting(default, help)``, or a
+    ``(type, setting(...))`` for a key ``base`` lacks or whose type changes. The class is named
+    ``name`` in the calling module."""
+    hints = typing.get_type_hints(base)
+    fields = {f.name: f for f in dataclasses.fields(base)}
+    spec, unknown = [], set(changes) - set(keys.split())
+    assert not unknown, f"changes to keys not listed: {unknown}"
+    for k in keys.split():
+        typ, new = changes[k] if isinstance(changes.get(k), tuple) else (hints.get(k), changes.get(k))
+        if new is None:
+            f = fields[k]
+            new = field(default=f.default, default_factory=f.default_factory, metadata=f.metadata)
+        spec.append((k, typ, new))
+    cls = dataclasses.make_dataclass(name, spec)
+    cls.__module__ = sys._getframe(1).f_globals["__name__"]  # so instances pickle
+    return cls
+
+
 @dataclass
 class DataConfig:
-    dataset: str = _f("list", "k400 | k600 | k700 | ssv2 | list | folder | ava")
-    root: str | None = _f(None, "dataset folder (video paths are relative to it)")
-    annotations: str | None = _f(None, "training annotation file (default: looked up under root)")
-    val_annotations: str | None = _f(None, "validation annotation file (default: looked up under root)")
-    train_split: str = _f("train", "split name used for training")
-    val_split: str = _f("val", "split name used for validation")
-    labels: str | None = _f(None, "class-name file for list datasets")
-    sampling: str = _f("dense", "dense (Kinetics) | segment (SSv2)")
-    stride: int = _f(4, "dense sampling: frame stride at target_fps")
-    target_fps: float = _f(30.0, "dense sampling: frame rate the stride refers to")
-    repeated_aug: int = _f(2, "clips sampled from each decoded training video (repeated augmentation)")
-    workers: int = _f(2, "DataLoader worker processes per training process")
-    backend: str = _f("auto", "video decoder: auto | decord | pyav")
-    limit_train: int | None = _f(None, "use only the first N training videos")
-    limit_val: int | None = _f(None, "use only the first N validation videos")
+    dataset: str = setting("list", "k400 | k600 | k700 | ssv2 | list | folder | ava")
+    root: str | None = setting(None, "dataset folder (video paths are relative to it)")
+    annotations: str | None = setting(None, "training annotation file (default: looked up under root)")
+    val_annotations: str | None = setting(None, "validation annotation file (default: looked up under root)")
+    train_split: str = setting("train", "split name used for training")
+    val_split: str = setting("val", "split name used for validation")
+    labels: str | None = setting(None, "class-name file for list datasets")
+    sampling: str = setting("dense", "dense (Kinetics) | segment (SSv2)")
+    stride: int = setting(4, "dense sampling: frame stride at target_fps")
+    target_fps: float = setting(30.0, "dense sampling: frame rate the stride refers to")
+    repeated_aug: int = setting(2, "clips sampled from each decoded training video (repeated augmentation)")
+    workers: int = setting(2, "DataLoader worker processes per training process")
+    backend: str = setting("auto", "video decoder: auto | decord | pyav")
+    limit_train: int | None = setting(None, "use only the first N training videos")
+    limit_val: int | None = setting(None, "use only the first N validation videos")
     # AVA only (data.dataset: ava); file names are looked up under root and root/annotations.
-    exclusions: str | None = _f(None, "AVA: excluded timestamps of the training split [default: ava_train_excluded_timestamps_v2.2.csv]")
-    val_exclusions: str | None = _f(None, "AVA: excluded timestamps of the validation split [default: ava_val_excluded_timestamps_v2.2.csv]")
-    proposals: str | None = _f(None, "AVA: person boxes added to the GT training boxes (SlowFast CSV); null = GT boxes only")
-    val_proposals: str | None = _f(None, "AVA: person boxes to detect actions on [default: ava_val_predicted_boxes.csv if present, else GT boxes]")
-    proposal_threshold: float = _f(0.8, "AVA: keep proposals with at least this score")
-    test_view: str = _f("full", "AVA evaluation view: full (whole frame, short side = crop size, as SlowFast tests) | center (centre square)")
-    frames_layout: str = _f("video", "AVA: video (15-minute clips under root or root/videos) | frames (<vid>/<vid>_%06d.jpg)")
-    allow_pickle: bool = _f(False, "AVA: allow reading an mmaction2 proposals .pkl (pickle can run code: trusted files only)")
+    exclusions: str | None = setting(None, "AVA: excluded timestamps of the training split [default: ava_train_excluded_timestamps_v2.2.csv]")
+    val_exclusions: str | None = setting(None, "AVA: excluded timestamps of the validation split [default: ava_val_excluded_timestamps_v2.2.csv]")
+    proposals: str | None = setting(None, "AVA: person boxes added to the GT training boxes (SlowFast CSV); null = GT boxes only")
+    val_proposals: str | None = setting(None, "AVA: person boxes to detect actions on [default: ava_val_predicted_boxes.csv if present, else GT boxes]")
+    proposal_threshold: float = setting(0.8, "AVA: keep proposals with at least this score")
+    test_view: str = setting("full", "AVA evaluation view: full (whole frame, short side = crop size, as SlowFast tests) | center (centre square)")
+    frames_layout: str = setting("video", "AVA: video (15-minute clips under root or root/videos) | frames (<vid>/<vid>_%06d.jpg)")
+    allow_pickle: bool = setting(False, "AVA: allow reading an mmaction2 proposals .pkl (pickle can run code: trusted files only)")
 
 
 @dataclass
 class ModelConfig:
-    name: str = _f("hiera_base_16x224", "model name (hiera-video models)")
-    weights: str | None = _f(None, "initial weights: zoo tag, URL or path (MAE or Kinetics checkpoints); null = random")
-    input_size: list | None = _f(None, "override the input size, e.g. [8, 224, 224]")
-    arch: dict = _f({}, "other architecture arguments for the model constructor, e.g. {q_pool: 2}")
-    drop_path: float = _f(0.2, "stochastic depth rate (linear over blocks)")
-    head_dropout: float = _f(0.3, "dropout before the classifier")
-    grad_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
-    compile: bool = _f(False, "wrap the model with torch.compile")
+    name: str = setting("hiera_base_16x224", "model name (hiera-video models)")
+    weights: str | None = setting(None, "initial weights: zoo tag, URL or path (MAE or Kinetics checkpoints); null = random")
+    input_size: list | None = setting(None, "override the input size, e.g. [8, 224, 224]")
+    arch: dict = setting({}, "other architecture arguments for the model constructor, e.g. {q_pool: 2}")
+    drop_path: float = setting(0.2, "stochastic depth rate (linear over blocks)")
+    head_dropout: float = setting(0.3, "dropout before the classifier")
+    grad_checkpointing: bool = setting(False, "recompute activations in backward to save memory")
+    compile: bool = setting(False, "wrap the model with torch.compile")
 
 
 @dataclass
 class OptimConfig:
-    name: str = _f("adamw", "adamw | sgd")
-    lr: float = _f(8e-4, "learning rate at base_batch (scaled linearly to the real global batch)")
-    base_batch: int = _f(256, "batch size the learning rate is defined for")
-    min_lr: float = _f(1e-6, "final learning rate of the cosine schedule (also scaled)")
-    weight_decay: float = _f(0.05, "weight decay (never on 1-D params, biases, position embeddings)")
-    betas: list = _f([0.9, 0.999], "AdamW betas")
-    momentum: float = _f(0.9, "SGD momentum")
-    layer_decay: float | None = _f(0.8, "layer-wise lr decay (null = off)")
-    clip_grad: float | None = _f(5.0, "max gradient norm (null = off)")
-    epochs: int = _f(150, "training epochs")
-    warmup_epochs: float = _f(10.0, "linear warmup length in epochs")
+    name: str = setting("adamw", "adamw | sgd")
+    lr: float = setting(8e-4, "learning rate at base_batch (scaled linearly to the real global batch)")
+    base_batch: int = setting(256, "batch size the learning rate is defined for")
+    min_lr: float = setting(1e-6, "final learning rate of the cosine schedule (also scaled)")
+    weight_decay: float = setting(0.05, "weight decay (never on 1-D params, biases, position embeddings)")
+    betas: list = setting([0.9, 0.999], "AdamW betas")
+    momentum: float = setting(0.9, "SGD momentum")
+    layer_decay: float | None = setting(0.8, "layer-wise lr decay (null = off)")
+    clip_grad: float | None = setting(5.0, "max gradient norm (null = off)")
+    epochs: int = setting(150, "training epochs")
+    warmup_epochs: float = setting(10.0, "linear warmup length in epochs")
 
 
 @dataclass
 class AugmentConfig:
-    scale: list = _f([0.08, 1.0], "random-resized-crop area range")
-    flip: str = _f("random", "random | none | ssv2 (flip and swap SSv2 left/right labels)")
-    randaug: bool = _f(True, "clip-consistent RandAugment")
-    randaug_n: int = _f(2, "RandAugment ops per clip")
-    randaug_m: float = _f(7.0, "RandAugment magnitude")
-    randaug_std: float = _f(0.5, "RandAugment magnitude noise")
-    erase_p: float = _f(0.25, "random erasing probability")
-    mixup: float = _f(0.8, "mixup alpha (0 = off)")
-    cutmix: float = _f(1.0, "cutmix alpha (0 = off)")
-    mixup_prob: float = _f(1.0, "probability of applying mixup/cutmix to a batch")
-    switch_prob: float = _f(0.5, "probability of cutmix instead of mixup")
-    label_smoothing: float = _f(0.1, "label smoothing")
+    scale: list = setting([0.08, 1.0], "random-resized-crop area range")
+    flip: str = setting("random", "random | none | ssv2 (flip and swap SSv2 left/right labels)")
+    randaug: bool = setting(True, "clip-consistent RandAugment")
+    randaug_n: int = setting(2, "RandAugment ops per clip")
+    randaug_m: float = setting(7.0, "RandAugment magnitude")
+    randaug_std: float = setting(0.5, "RandAugment magnitude noise")
+    erase_p: float = setting(0.25, "random erasing probability")
+    mixup: float = setting(0.8, "mixup alpha (0 = off)")
+    cutmix: float = setting(1.0, "cutmix alpha (0 = off)")
+    mixup_prob: float = setting(1.0, "probability of applying mixup/cutmix to a batch")
+    switch_prob: float = setting(0.5, "probability of cutmix instead of mixup")
+    label_smoothing: float = setting(0.1, "label smoothing")
 
 
 @dataclass
 class RunConfig:
-    output: str | None = _f(None, "run folder (checkpoints, logs, metrics)")
-    batch_size: int = _f(8, "clips per process per forward pass")
-    global_batch: int | None = _f(None, "clips per optimizer step over all processes (gradient accumulation reaches it)")
-    precision: str = _f("auto", "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16")
-    device: str = _f("auto", "auto | cpu | cuda")
-    dist_timeout: float | None = _f(None, "torchrun: seconds a process waits for the others before the run stops with an error (null = $HIERA_VIDEO_DIST_TIMEOUT or 1800)")
-    seed: int = _f(0, "random seed")
-    ckpt_every_steps: int = _f(0, "also checkpoint every N optimizer steps (0 = only each epoch)")
-    val_every_epochs: int = _f(1, "fast validation (centre view) every N epochs (0 = off)")
-    val_views: str = _f("1x1", "views of the periodic validation")
-    final_views: str | None = _f(None, "views of the final evaluation (default: the dataset preset, e.g. 5x3)")
-    ema: bool = _f(False, "keep an exponential moving average of the weights (evaluated and saved)")
-    ema_decay: float = _f(0.9999, "EMA decay per optimizer step")
-    log_every: int = _f(10, "log training metrics every N optimizer steps")
-    tensorboard: bool = _f(False, "also write a TensorBoard log (needs the tensorboard package)")
-    halt_after_steps: int | None = _f(None, "stop (with a checkpoint) after N optimizer steps, as if interrupted (for tests)")
+    output: str | None = setting(None, "run folder (checkpoints, logs, metrics)")
+    batch_size: int = setting(8, "clips per process per forward pass")
+    global_batch: int | None = setting(None, "clips per optimizer step over all processes (gradient accumulation reaches it)")
+    precision: str = setting("auto", "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16")
+    device: str = setting("auto", "auto | cpu | cuda")
+    dist_timeout: float | None = setting(None, "torchrun: seconds a process waits for the others before the run stops with an error (null = $HIERA_VIDEO_DIST_TIMEOUT or 1800)")
+    seed: int = setting(0, "random seed")
+    ckpt_every_steps: int = setting(0, "also checkpoint every N optimizer steps (0 = only each epoch)")
+    val_every_epochs: int = setting(1, "fast validation (centre view) every N epochs (0 = off)")
+    val_views: str = setting("1x1", "views of the periodic validation")
+    final_views: str | None = setting(None, "views of the final evaluation (default: the dataset preset, e.g. 5x3)")
+    ema: bool = setting(False, "keep an exponential moving average of the weights (evaluated and saved)")
+    ema_decay: float = setting(0.9999, "EMA decay per optimizer step")
+    log_every: int = setting(10, "log training metrics every N optimizer steps")
+    tensorboard: bool = setting(False, "also write a TensorBoard log (needs the tensorboard package)")
+    halt_after_steps: int | None = setting(None, "stop (with a checkpoint) after N optimizer steps, as if interrupted (for tests)")
 
 
 @dataclass

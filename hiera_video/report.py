@@ -6,8 +6,9 @@ import csv
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from rich.console import Console
 
@@ -21,6 +22,20 @@ def console(stderr: bool = False) -> Console:
     if not c.is_terminal:
         c.width = max(c.width, MIN_PIPE_WIDTH)
     return c
+
+
+def progress_bar(title: str, *fields: str, console: Console, transient: bool = True, disable: bool = False,
+                 elapsed: bool = True):
+    """The commands' Rich progress bar: ``title``, bar, done/total, one text column per
+    ``fields`` template (``"{task.fields[rate]}"``), elapsed (unless ``elapsed=False``) and
+    remaining time. Use it as a context manager."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn(title), BarColumn(), MofNCompleteColumn(), *map(TextColumn, fields),
+        *([TimeElapsedColumn()] if elapsed else []), TimeRemainingColumn(),
+        console=console, transient=transient, disable=disable,
+    )
 
 
 def check_output(path: str | Path | None, option: str = "--output", kind: str = "file") -> Path | None:
@@ -72,21 +87,34 @@ def check_output(path: str | Path | None, option: str = "--output", kind: str = 
     return p
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder + rename."""
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp", fsync: bool = False) -> Iterator[Path]:
+    """The one way files are replaced: yields a temporary ``.NAME.*SUFFIX`` in ``path``'s
+    folder to write; when the block ends normally it is (optionally) fsynced, given ordinary
+    permissions (0666 minus the umask; mkstemp makes 0600) and renamed over ``path``, so a
+    reader sees the old file or the new one, never half of one. On an exception it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
+        yield Path(tmp)
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        f.write(text)
 
 
 def write_json(path: str | Path, obj) -> None:

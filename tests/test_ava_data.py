@@ -9,27 +9,23 @@ import numpy as np
 import pytest
 import torch
 
-from hiera_video.data.datasets.ava import (
+from hiera_video.data.ava_files import (
     NUM_ACTIONS,
-    AvaDataset,
-    SkipBadItems,
-    ava_collate,
-    clip_frame_indices,
     convert_proposals_pickle,
-    crop_boxes_px,
-    flip_boxes,
     load_proposals,
     load_proposals_pickle,
     read_ava_annotations,
+    read_ava_csv,
+    read_exclusions,
+    read_label_map,
     read_proposals_csv,
-    resize_boxes,
-    test_view as ava_test_view,
-    train_view,
 )
+from hiera_video.data.boxes import box_iou, crop_boxes_px, flip_boxes, resize_boxes
+from hiera_video.data.datasets.ava import AvaDataset, SkipBadItems, ava_collate, clip_frame_indices, train_view
+from hiera_video.data.datasets.ava import test_view as ava_test_view
 from hiera_video.data.sampling import keyframe_indices
 from hiera_video.data.synthetic_ava import ACTIONS, TIMECODE_BLOCK, make_synthetic_ava, timecode_position
 from hiera_video.errors import HieraVideoError
-from hiera_video.metrics.ava import box_iou, read_ava_csv, read_exclusions, read_label_map
 
 T, STRIDE, S = 8, 4, 64
 
@@ -348,7 +344,8 @@ def test_limited_evaluation_scores_only_the_evaluated_keyframes(ava):
 
     from hiera_video.data.datasets.ava import open_ava_split
     from hiera_video.engine.ava import evaluate_ava_model, render_ava_metrics
-    from hiera_video.metrics.ava import evaluate_ava, resolve_label_map
+    from hiera_video.data.ava_files import resolve_label_map
+    from hiera_video.metrics.ava import evaluate_ava
 
     class Constant(torch.nn.Module):  # the same score for every box and class
         def forward(self, clips, boxes):

@@ -8,10 +8,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from hiera_video.data.synthetic_ava import make_synthetic_ava
-from hiera_video.metrics.ava import evaluate_ava, read_ava_csv, resolve_label_map
+from hiera_video.data.ava_files import read_ava_csv, resolve_label_map
+from hiera_video.metrics.ava import evaluate_ava
 
 from helpers import assert_same_weights, run_cli
 
@@ -21,13 +21,7 @@ def ava(tmp_path_factory):
     return make_synthetic_ava(tmp_path_factory.mktemp("ava"), seed=0, num_videos=12, val_videos=3, seconds=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast and much steadier on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(ava, out, *extra: str) -> list[str]:

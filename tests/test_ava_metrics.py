@@ -12,16 +12,9 @@ import typer
 from typer.testing import CliRunner
 
 from hiera_video.errors import HieraVideoError
-from hiera_video.metrics.ava import (
-    AvaRow,
-    average_precision,
-    box_iou,
-    evaluate_ava,
-    read_ava_csv,
-    read_exclusions,
-    read_label_map,
-    write_detections_csv,
-)
+from hiera_video.data.ava_files import AvaRow, read_ava_csv, read_exclusions, read_label_map, write_detections_csv
+from hiera_video.data.boxes import box_iou
+from hiera_video.metrics.ava import average_precision, evaluate_ava
 
 A = (0.0, 0.0, 0.5, 1.0)
 B = (0.5, 0.0, 1.0, 1.0)

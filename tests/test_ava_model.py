@@ -14,18 +14,12 @@ from hiera_video.data.datasets.ava import AvaDataset, ava_collate
 from hiera_video.data.synthetic_ava import make_synthetic_ava
 from hiera_video.engine.ava import ava_loss, evaluate_ava_model, render_ava_metrics, write_ava_outputs
 from hiera_video.errors import HieraVideoError
-from hiera_video.metrics.ava import evaluate_ava, read_ava_csv
+from hiera_video.data.ava_files import read_ava_csv
+from hiera_video.metrics.ava import evaluate_ava
 from hiera_video.models.heads import AvaDetector, AvaRoIHead, build_ava_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and a busy machine (other test processes on the
-    2 cores) slows multi-threaded OpenMP regions down by 5x or more; restore afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_roi_head_shapes_and_box_formats():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import hiera_video
-import hiera_video.export as hexport
+import hiera_video.engine.export as hexport
 from hiera_video.models import fused
 from hiera_video.models.checkpoints import save_checkpoint
 

@@ -177,3 +177,26 @@ def test_compiled_model_trains(colour_data, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "compiled" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r["kind"] == "train"]
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses) and final["top1"] is not None
+
+
+def test_disk_full_while_checkpointing_is_one_line(colour_data, tmp_path, monkeypatch, capsys):
+    """torch.save on a full disk raises a RuntimeError from its C++ writer, not an OSError: it
+    must still be a one-line error, leave no temporary file, and keep no half checkpoint."""
+    real_save = torch.save
+
+    def save_to_full_disk(obj, f, *args, **kwargs):
+        with open("/dev/full", "wb") as full:  # every write fails with ENOSPC
+            return real_save(obj, full, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_to_full_disk)
+    out = tmp_path / "full"
+    args = ["finetune"]
+    for s in ["data.dataset=list", f"data.root={colour_data}", "data.annotations=train.txt", "data.val_annotations=val.txt",
+              "data.labels=labels.txt", "data.workers=0", "model.name=hiera_nano_8x64", "run.batch_size=8",
+              "run.precision=fp32", f"run.output={out}", "optim.base_batch=8", "optim.epochs=1", "run.val_every_epochs=0"]:
+        args += ["--set", s]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "Traceback" not in err
+    line = [x for x in err.splitlines() if x.strip()][-1]
+    assert line.startswith("error: cannot write checkpoint") and "last.pt" in line, err[-2000:]
+    assert not (out / "last.pt").exists() and not list(out.glob(".last.pt.*"))

@@ -35,7 +35,7 @@ COMMANDS = {
                "hiera_video.cli.export.load_for_export", "--output"),
     "reconstruct": (["reconstruct", "{video}", "-o", "{out}.png"], "file", "hiera_video.engine.reconstruct.load_mae", "--output"),
     "ava-proposals": (["ava-proposals", "in.pkl", "{out}.csv", "--allow-pickle"], "file",
-                      "hiera_video.data.datasets.ava.convert_proposals_pickle", "OUT_CSV"),
+                      "hiera_video.data.ava_files.convert_proposals_pickle", "OUT_CSV"),
     "synth": (["synth", "{out}"], "dir", "hiera_video.cli.synth.make_synthetic_dataset", "OUT_DIR"),
     "demo": (["demo", "-o", "{out}"], "dir", "hiera_video.data.synthetic.make_synthetic_dataset", "--output"),
     "finetune": (["finetune", "--config", "demo", "--root", "{dir}", "-o", "{out}"], "dir",

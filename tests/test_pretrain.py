@@ -21,14 +21,9 @@ from typer.testing import CliRunner
 import hiera_video
 from hiera_video.cli.pretrain import pretrain as pretrain_command
 from hiera_video.cli.reconstruct import reconstruct as reconstruct_command
-from hiera_video.engine.pretrain import (
-    build_unlabeled,
-    create_pretrain_model,
-    default_drop_path,
-    load_pretrain_config,
-    pretrain,
-    read_path_list,
-)
+from hiera_video.data.datasets import build_unlabeled
+from hiera_video.data.datasets.lists import read_path_list
+from hiera_video.engine.pretrain import create_pretrain_model, default_drop_path, load_pretrain_config, pretrain
 from hiera_video.engine.reconstruct import (
     denormalize_patches,
     normalize_patches,
@@ -40,14 +35,7 @@ from hiera_video.errors import HieraVideoError
 from helpers import assert_same_weights
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tiny models are dominated by per-op overhead: one intra-op thread is several times
-    faster than two on a busy 2-core machine (each op waits for the second thread)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_clip(path: Path, rng: np.random.Generator, frames: int = 20, size: int = 64) -> None:

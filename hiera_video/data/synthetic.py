@@ -40,7 +40,6 @@ on ``(seed, split, label, i)``, so asking for more videos keeps the existing one
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -49,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import atomic_write_text
+from hiera_video.report import atomic_path, atomic_write_text
 
 CLASSES: list[tuple[str, str]] = [
     ("moving up", "one bright object travels upwards"),
@@ -216,9 +215,7 @@ def write_mp4(path: str | Path, video: np.ndarray, fps: int = 30, options: dict 
     import av
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.mp4")
-    try:
+    with atomic_path(path, suffix=".tmp.mp4") as tmp:
         with av.open(str(tmp), "w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=fps, options=dict(options or X264_OPTIONS))
             stream.height, stream.width = int(video.shape[1]), int(video.shape[2])
@@ -230,10 +227,6 @@ def write_mp4(path: str | Path, video: np.ndarray, fps: int = 30, options: dict 
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from hiera_video.data.datasets.ava import ava_collate
 from hiera_video.errors import HieraVideoError
-from hiera_video.metrics.ava import AvaRow, evaluate_ava, metrics_to_json, resolve_label_map, write_detections_csv
+from hiera_video.data.ava_files import AvaRow, resolve_label_map, write_detections_csv
+from hiera_video.metrics.ava import evaluate_ava, metrics_to_json
 from hiera_video.report import write_csv, write_json
 
 log = logging.getLogger("hiera_video")

@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import Dataset
 
 from hiera_video.config import TrainConfig
-from hiera_video.data.datasets.ava import ava_collate, find_ava_file, open_ava_split
+from hiera_video.data.ava_files import find_ava_file
+from hiera_video.data.datasets.ava import ava_collate, open_ava_split
 from hiera_video.engine.ava import ava_loss, evaluate_ava_model, render_ava_metrics, write_ava_outputs
 from hiera_video.engine.train_data import item_seed
 from hiera_video.engine.trainer import Trainer

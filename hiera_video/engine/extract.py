@@ -22,15 +22,12 @@ stage run.
 
 Files and resuming
 ------------------
-Each video's file is written to a temporary ``.NAME.*.tmp`` in the destination folder and
-renamed into place when complete, so a killed run never leaves a half file under the final
-name. Before the rename, the video's index rows are appended (and fsynced) to the journal
-``index.rank{R}.jsonl``; so a final file always has its rows somewhere. A rerun skips every
-video whose file exists, reads back, and has index rows; everything else is redone. At the
-end the journals and the previous ``index.jsonl`` are merged into ``index.jsonl`` (under
-torchrun by rank 0 after a barrier) and the journals are removed. ``extract.json`` records the
-settings; a rerun into the same folder with other settings is refused (``overwrite`` starts
-over).
+Files are written through the feature store (:mod:`hiera_video.data.feature_store`: each
+file appears complete or not at all, its index rows are journalled first). A rerun skips
+every video whose file exists, reads back, and has index rows; everything else is redone. At
+the end the journals and the previous ``index.jsonl`` are merged into ``index.jsonl`` (under
+torchrun by rank 0 after a barrier). ``extract.json`` records the settings; a rerun into the
+same folder with other settings is refused (``overwrite`` starts over).
 
 Output names mirror the inputs relative to their common folder (the dataset root in dataset
 mode) and keep the video's extension (``a/clip.mp4`` -> ``a/clip.mp4.npy``), so files with
@@ -40,12 +37,9 @@ collide.
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
-import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -54,6 +48,9 @@ import numpy as np
 import torch
 
 from hiera_video.data import open_video
+from hiera_video.data.feature_store import (
+    FORMATS, STORE_DTYPES, FeatureWriter, IndexJournal, read_index_rows, stored_shape, write_index,
+)
 from hiera_video.engine import distributed
 from hiera_video.engine.inference import (
     DEFAULT_MODEL, Classifier, Protocol, check_finite, load_classifier, prepare_inference, run_model,
@@ -67,12 +64,7 @@ from hiera_video.runtime import pick_device, resolve_dtype
 log = logging.getLogger("hiera_video")
 
 LEVELS = ("pooled", "stage1", "stage2", "stage3", "stage4")
-FORMATS = ("npy", "safetensors")
-STORE_DTYPES = {"float32": np.float32, "float16": np.float16}
-INDEX = "index.jsonl"
 SETTINGS = "extract.json"
-JOURNAL = "index.rank{rank}.jsonl"
-_SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64"}
 # Settings that change what the files hold: a rerun with other values is refused.
 _SETTING_KEYS = ("model", "weights", "level", "format", "store_dtype", "mode", "views", "window", "stride", "protocol")
 
@@ -116,7 +108,7 @@ def load_feature_model(
 def _mae_into_classifier(ckpt, cls_name: str, weights: str, device: str, dtype: str) -> Classifier:
     from hiera_video.models import get_spec
     from hiera_video.models.checkpoints import apply_checkpoint
-    from hiera_video.models.factory import _valid_kwargs, build_model
+    from hiera_video.models.factory import build_model, valid_kwargs
     from hiera_video.models.hiera import Hiera
 
     spec = get_spec(cls_name)
@@ -126,7 +118,7 @@ def _mae_into_classifier(ckpt, cls_name: str, weights: str, device: str, dtype: 
     if ckpt.layout == "hiera-video" and ckpt.config:
         # The architecture it was pretrained with, minus what is MAE-only (decoder, q_pool,
         # mask ratio): the classifier pools as its own spec says, as in finetuning.
-        keep = _valid_kwargs(Hiera) - {"q_pool", "num_classes", "head_dropout", "drop_path_rate", "head_init_scale"}
+        keep = valid_kwargs(Hiera) - {"q_pool", "num_classes", "head_dropout", "drop_path_rate", "head_init_scale"}
         overrides = {k: v for k, v in ckpt.config.items() if k in keep}
     net = build_model(spec, **overrides)
     net.weights_source = weights
@@ -159,7 +151,7 @@ def stage_map(model, x: torch.Tensor, stage: int) -> torch.Tensor:
         raise HieraVideoError(f"the model has stages 1..{len(ends)}, not {stage}")
     end = ends[stage - 1]
     mask_grid = model.mask_grid(x)
-    tokens, n_units = model._embed(x, None)
+    tokens, n_units = model.embed_tokens(x, None)
     for blk in model.blocks[: end + 1]:
         tokens = blk(tokens, n_units)
     return model.reroll(tokens, end, n_units, mask_grid)
@@ -242,181 +234,6 @@ def jobs_for_dataset(ds, fmt: str) -> list[Job]:
         extra = dict(id=item.id, label=label, label_name=ds.classes[label] if label is not None and label < len(ds.classes) else None)
         jobs.append(Job(p, output_name(p, base, fmt), extra))
     return jobs
-
-
-# ====================================================================== files
-def _tmp_path(final: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
-def remove_stale_temps(final: Path) -> None:
-    """Delete temporaries of ``final`` left by a killed run."""
-    for p in glob.glob(os.path.join(glob.escape(str(final.parent)), glob.escape(f".{final.name}.") + "*.tmp")):
-        try:
-            os.remove(p)
-        except OSError:
-            pass
-
-
-class FeatureWriter:
-    """Write ``[N, *item]`` features item batch by item batch into a temporary file, then
-    rename it into place (:meth:`commit`). Memory stays bounded by one batch."""
-
-    def __init__(self, final: Path, fmt: str, n: int, dtype, metadata: dict | None = None, extra: dict | None = None):
-        self.final, self.fmt, self.n, self.dtype = Path(final), fmt, n, np.dtype(dtype)
-        self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
-        self.extra = {k: np.ascontiguousarray(v) for k, v in (extra or {}).items()}  # small tensors (safetensors)
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(self.final)
-        self.tmp = _tmp_path(self.final)
-        self.shape: tuple[int, ...] | None = None
-        self.done = 0
-        self._f = None
-        self._mm = None
-
-    def write(self, batch: np.ndarray) -> None:
-        batch = np.ascontiguousarray(batch, dtype=self.dtype)
-        if self.shape is None:
-            self.shape = (self.n, *batch.shape[1:])
-            self._open()
-        if batch.shape[1:] != self.shape[1:] or self.done + len(batch) > self.n:
-            raise HieraVideoError(f"internal: feature batch {batch.shape} does not fit file shape {self.shape}")
-        if self._mm is not None:
-            self._mm[self.done : self.done + len(batch)] = batch
-        else:
-            self._f.write(batch.tobytes())
-        self.done += len(batch)
-
-    def _open(self) -> None:
-        if self.fmt == "npy":
-            self._mm = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=self.dtype, shape=self.shape)
-            return
-        # safetensors: 8-byte little-endian header length, JSON header (padded to 8 bytes),
-        # then the raw tensors back to back in header order.
-        header: dict = {}
-        offset = 0
-        nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
-        header["features"] = dict(dtype=_SAFETENSORS_DTYPES[self.dtype], shape=list(self.shape), data_offsets=[0, nbytes])
-        offset = nbytes
-        for name, arr in self.extra.items():
-            header[name] = dict(dtype=_SAFETENSORS_DTYPES[arr.dtype], shape=list(arr.shape), data_offsets=[offset, offset + arr.nbytes])
-            offset += arr.nbytes
-        header["__metadata__"] = self.metadata
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)
-        self._f = open(self.tmp, "wb")
-        self._f.write(struct.pack("<Q", len(raw)))
-        self._f.write(raw)
-
-    def commit(self, before_rename: Callable[[], None] | None = None) -> None:
-        if self.shape is None or self.done != self.n:
-            raise HieraVideoError(f"internal: wrote {self.done} of {self.n} feature items for {self.final}")
-        if self._mm is not None:
-            self._mm.flush()
-            del self._mm
-            self._mm = None
-            with open(self.tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        else:
-            for arr in self.extra.values():
-                self._f.write(arr.tobytes())
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            self._f = None
-        if before_rename is not None:
-            before_rename()
-        os.chmod(self.tmp, 0o644)
-        os.replace(self.tmp, self.final)
-
-    def abort(self) -> None:
-        if self._mm is not None:
-            del self._mm
-            self._mm = None
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-        Path(self.tmp).unlink(missing_ok=True)
-
-
-def read_features(path: str | Path) -> tuple[np.ndarray, dict]:
-    """``(features [N, ...], metadata)`` of a file written by ``extract``. ``metadata`` is
-    empty for ``.npy`` (see ``index.jsonl``); for ``.safetensors`` it holds the settings and
-    ``index`` (the file's index rows), plus ``windows`` ``[N, 2]`` seconds in windows mode."""
-    path = Path(path)
-    if path.suffix == ".npy":
-        return np.load(path), {}
-    from safetensors.numpy import load_file
-    from safetensors import safe_open
-
-    tensors = load_file(str(path))
-    with safe_open(str(path), "np") as f:
-        meta = dict(f.metadata() or {})
-    for k in ("index", "views", "protocol", "feature_stride", "item_shape"):
-        if k in meta:
-            try:
-                meta[k] = json.loads(meta[k])
-            except ValueError:
-                pass
-    if "windows" in tensors:
-        meta["windows"] = tensors["windows"]
-    return tensors["features"], meta
-
-
-def stored_shape(path: Path) -> tuple[int, ...] | None:
-    """Shape of a complete features file, or None when it is missing or does not read back."""
-    try:
-        if not path.is_file():
-            return None
-        if path.suffix == ".npy":
-            arr = np.load(path, mmap_mode="r")  # checks the header and that the data is all there
-            return tuple(arr.shape)
-        from safetensors import safe_open
-
-        with safe_open(str(path), "np") as f:
-            if "features" not in f.keys():
-                return None
-            shape = tuple(f.get_slice("features").get_shape())
-        size = path.stat().st_size
-        (hlen,) = struct.unpack("<Q", path.open("rb").read(8))
-        header = json.loads(path.open("rb").read(8 + hlen)[8:])
-        end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
-        return shape if size >= 8 + hlen + end else None
-    except Exception:  # truncated, foreign or unreadable: redo it
-        return None
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    try:
-        text = path.read_text()
-    except OSError:
-        return rows
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:  # a line cut by a killed run
-            continue
-        if isinstance(row, dict) and isinstance(row.get("output"), str):
-            rows.append(row)
-    return rows
-
-
-def read_index_rows(out_dir: Path) -> dict[str, list[dict]]:
-    """Rows per output file from ``index.jsonl`` and any journals a killed run left."""
-    by_output: dict[str, list[dict]] = {}
-    sources = [out_dir / INDEX] + sorted(Path(p) for p in glob.glob(os.path.join(glob.escape(str(out_dir)), "index.rank*.jsonl")))
-    for src in sources:
-        fresh: dict[str, list[dict]] = {}
-        for row in _read_jsonl(src):
-            fresh.setdefault(row["output"], []).append(row)
-        by_output.update(fresh)  # later sources win, as a whole per file
-    return by_output
 
 
 # ====================================================================== extraction
@@ -521,7 +338,7 @@ class Extractor:
         distributed.barrier(self.world)
         if self.world.is_main:
             atomic_write_text(path, json.dumps(mine, indent=2) + "\n")
-        self._journal = open(self.out_dir / JOURNAL.format(rank=self.world.rank), "a")
+        self._journal = IndexJournal(self.out_dir, self.world.rank)
         distributed.barrier(self.world)
 
     # ------------------------------------------------------------------ one video
@@ -638,12 +455,8 @@ class Extractor:
         return Extracted(job.path, ok=True, output=job.output, shape=list(writer.shape), rows=rows)
 
     def _log(self, rows: list[dict], sync: bool = False) -> None:
-        if self._journal is None:
-            return
-        self._journal.write("".join(json.dumps(r) + "\n" for r in rows))
-        self._journal.flush()
-        if sync:
-            os.fsync(self._journal.fileno())
+        if self._journal is not None:
+            self._journal.append(rows, sync)
 
     # ------------------------------------------------------------------ all videos
     def run(self, jobs: Sequence[Job], on_result: Callable[[Extracted], None] | None = None) -> list[Extracted]:
@@ -674,20 +487,7 @@ class Extractor:
     def write_index(self, results: Sequence[Extracted]) -> Path:
         """``index.jsonl`` = earlier rows of files not touched now (if still there) + this
         run's rows in input order; the journals are removed."""
-        old = read_index_rows(self.out_dir) if not self.overwrite else {}
-        now = {r.output: r.rows for r in results if r.ok}
-        rows = []
-        for out, rs in old.items():
-            if out not in now and (self.out_dir / out).is_file():
-                rows += rs
-        for r in results:
-            if r.ok:
-                rows += r.rows
-        path = self.out_dir / INDEX
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-        for j in glob.glob(os.path.join(glob.escape(str(self.out_dir)), "index.rank*.jsonl")):
-            Path(j).unlink(missing_ok=True)
-        return path
+        return write_index(self.out_dir, [(r.output, r.rows) for r in results if r.ok], keep_previous=not self.overwrite)
 
     @staticmethod
     def _check_unique(jobs: Sequence[Job]) -> None:

@@ -11,12 +11,11 @@ from typing import Iterable, Iterator
 import torch
 
 from hiera_video.data import open_video, window_starts
+from hiera_video.data.datasets.base import VIDEO_EXTENSIONS, is_video_name
 from hiera_video.data.decode import VideoReader, path_problem
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, ReaderCache, by_group, decode_in_order
 from hiera_video.engine.inference import Classifier, Protocol, substitution_warning, topk
 from hiera_video.errors import HieraVideoError
-
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".ogv"}
 
 
 @dataclass
@@ -61,7 +60,7 @@ def expand_in_order(items: Iterable[str]) -> list:
     for item in items:
         p = Path(item).expanduser()
         if p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS)
+            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and is_video_name(f.name))
             if not found:
                 out.append(Result(item, error=f"directory '{item}' contains no video files ({', '.join(sorted(VIDEO_EXTENSIONS))})"))
             out += found

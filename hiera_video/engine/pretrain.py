@@ -19,15 +19,14 @@ effective.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch.nn as nn
 
-from hiera_video.config import _f, load_config
+from hiera_video.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, setting, load_config, variant
 from hiera_video.data import TrainTransform
-from hiera_video.data.datasets import VIDEO_EXTENSIONS, FileIndex, VideoDataset, VideoItem, build_dataset
+from hiera_video.data.datasets import VideoDataset, build_unlabeled
 from hiera_video.engine.train_data import TrainClips, clip_preprocessing, collate_clips
 from hiera_video.engine.trainer import Trainer, read_rows
 from hiera_video.errors import HieraVideoError
@@ -35,74 +34,49 @@ from hiera_video.models.factory import create_model
 
 log = logging.getLogger("hiera_video")
 
-PRETRAIN_DATASETS = ("k400", "k600", "k700", "ssv2", "list", "folder")
-
 
 # ---------------------------------------------------------------------------- config
 
 
-@dataclass
-class PretrainDataConfig:
-    dataset: str = _f("folder", "k400 | k600 | k700 | ssv2 | list (paths, labels optional) | folder (any layout, recursive)")
-    root: str | None = _f(None, "dataset folder (video paths are relative to it)")
-    annotations: str | None = _f(None, "annotation / list file (default: looked up under root for train_split)")
-    train_split: str = _f("train", "split of the annotations to pretrain on")
-    sampling: str = _f("dense", "dense (Kinetics) | segment (SSv2)")
-    stride: int = _f(4, "dense sampling: frame stride at target_fps")
-    target_fps: float = _f(30.0, "dense sampling: frame rate the stride refers to")
-    repeated_aug: int = _f(4, "clips from each decoded video (repeated sampling); 1 epoch = repeated_aug effective epochs")
-    workers: int = _f(2, "DataLoader worker processes per training process")
-    backend: str = _f("auto", "video decoder: auto | decord | pyav")
-    limit_train: int | None = _f(None, "use only the first N videos")
-
-
-@dataclass
-class PretrainModelConfig:
-    name: str = _f("mae_hiera_base_16x224", "MAE model name (hiera-video models --mae)")
-    weights: str | None = _f(None, "initial weights (e.g. mae_k400 to continue the official MAE); null = random")
-    input_size: list | None = _f(None, "override the input size, e.g. [8, 224, 224]")
-    arch: dict = _f({}, "other architecture arguments for the model constructor, e.g. {q_pool: 2}")
-    mask_ratio: float = _f(0.9, "fraction of mask units hidden from the encoder (video 0.9, image 0.6)")
-    drop_path: float | None = _f(None, "stochastic depth rate; null = by size (0.1 B, 0.2 B+/L, 0.3 H, 0 nano/micro)")
-    grad_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
-    compile: bool = _f(False, "wrap the model with torch.compile")
-
-
-@dataclass
-class PretrainOptimConfig:
-    name: str = _f("adamw", "adamw | sgd")
-    lr: float = _f(8e-4, "learning rate at base_batch (scaled linearly to the real global batch)")
-    base_batch: int = _f(512, "batch size the learning rate is defined for")
-    min_lr: float = _f(0.0, "final learning rate of the cosine schedule (also scaled)")
-    weight_decay: float = _f(0.05, "weight decay (never on 1-D params, biases, position embeddings, mask token)")
-    betas: list = _f([0.9, 0.95], "AdamW betas")
-    momentum: float = _f(0.9, "SGD momentum")
-    layer_decay: float | None = _f(None, "layer-wise lr decay (null = off; MAE pretraining uses none)")
-    clip_grad: float | None = _f(None, "max gradient norm (null = off)")
-    epochs: int = _f(200, "passes over the videos (x repeated_aug = effective epochs)")
-    warmup_epochs: float = _f(30.0, "linear warmup length in epochs (same units as epochs)")
-
-
-@dataclass
-class PretrainAugmentConfig:
-    scale: list = _f([0.5, 1.0], "random-resized-crop area range")
-    flip: str = _f("random", "random | none")
-
-
-@dataclass
-class PretrainRunConfig:
-    output: str | None = _f(None, "run folder (checkpoints, logs, metrics)")
-    batch_size: int = _f(8, "clips per process per forward pass (a multiple of data.repeated_aug)")
-    global_batch: int | None = _f(None, "clips per optimizer step over all processes (gradient accumulation reaches it)")
-    precision: str = _f("auto", "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16")
-    device: str = _f("auto", "auto | cpu | cuda")
-    dist_timeout: float | None = _f(None, "torchrun: seconds a process waits for the others before the run stops with an error (null = $HIERA_VIDEO_DIST_TIMEOUT or 1800)")
-    seed: int = _f(0, "random seed")
-    ckpt_every_steps: int = _f(0, "also checkpoint every N optimizer steps (0 = only each epoch)")
-    log_every: int = _f(10, "log training metrics every N optimizer steps")
-    tensorboard: bool = _f(False, "also write a TensorBoard log (needs the tensorboard package)")
-    preview: bool = _f(True, "at the end, write reconstruction.png of the first training video")
-    halt_after_steps: int | None = _f(None, "stop (with a checkpoint) after N optimizer steps, as if interrupted (for tests)")
+# Finetuning's sections with pretraining's defaults; only the keys pretraining uses.
+PretrainDataConfig = variant(
+    DataConfig, "PretrainDataConfig",
+    "dataset root annotations train_split sampling stride target_fps repeated_aug workers backend limit_train",
+    dataset=setting("folder", "k400 | k600 | k700 | ssv2 | list (paths, labels optional) | folder (any layout, recursive)"),
+    annotations=setting(None, "annotation / list file (default: looked up under root for train_split)"),
+    train_split=setting("train", "split of the annotations to pretrain on"),
+    repeated_aug=setting(4, "clips from each decoded video (repeated sampling); 1 epoch = repeated_aug effective epochs"),
+    limit_train=setting(None, "use only the first N videos"),
+)
+PretrainModelConfig = variant(
+    ModelConfig, "PretrainModelConfig", "name weights input_size arch mask_ratio drop_path grad_checkpointing compile",
+    name=setting("mae_hiera_base_16x224", "MAE model name (hiera-video models --mae)"),
+    weights=setting(None, "initial weights (e.g. mae_k400 to continue the official MAE); null = random"),
+    mask_ratio=(float, setting(0.9, "fraction of mask units hidden from the encoder (video 0.9, image 0.6)")),
+    drop_path=(float | None, setting(None, "stochastic depth rate; null = by size (0.1 B, 0.2 B+/L, 0.3 H, 0 nano/micro)")),
+)
+PretrainOptimConfig = variant(
+    OptimConfig, "PretrainOptimConfig",
+    "name lr base_batch min_lr weight_decay betas momentum layer_decay clip_grad epochs warmup_epochs",
+    base_batch=setting(512, "batch size the learning rate is defined for"),
+    min_lr=setting(0.0, "final learning rate of the cosine schedule (also scaled)"),
+    weight_decay=setting(0.05, "weight decay (never on 1-D params, biases, position embeddings, mask token)"),
+    betas=setting([0.9, 0.95], "AdamW betas"),
+    layer_decay=setting(None, "layer-wise lr decay (null = off; MAE pretraining uses none)"),
+    clip_grad=setting(None, "max gradient norm (null = off)"),
+    epochs=setting(200, "passes over the videos (x repeated_aug = effective epochs)"),
+    warmup_epochs=setting(30.0, "linear warmup length in epochs (same units as epochs)"),
+)
+PretrainAugmentConfig = variant(
+    AugmentConfig, "PretrainAugmentConfig", "scale flip",
+    scale=setting([0.5, 1.0], "random-resized-crop area range"), flip=setting("random", "random | none"),
+)
+PretrainRunConfig = variant(
+    RunConfig, "PretrainRunConfig",
+    "output batch_size global_batch precision device dist_timeout seed ckpt_every_steps log_every tensorboard preview halt_after_steps",
+    batch_size=setting(8, "clips per process per forward pass (a multiple of data.repeated_aug)"),
+    preview=(bool, setting(True, "at the end, write reconstruction.png of the first training video")),
+)
 
 
 @dataclass
@@ -138,118 +112,6 @@ def default_drop_path(name: str) -> float:
         if f"_{size}_" in f"_{name}_":
             return p
     return 0.0
-
-
-# ---------------------------------------------------------------------------- unlabeled data
-
-
-def _walk_videos(root: Path) -> list[Path]:
-    """Every video file under ``root`` (recursive, symlinks followed with loop protection,
-    hidden entries skipped), sorted by path."""
-    return sorted(Path(p) for paths in FileIndex(root).by_stem.values() for p in paths)
-
-
-def _is_int(text: str) -> bool:
-    t = text.strip()
-    return t.lstrip("-").isdigit() and t not in ("-", "")
-
-
-def read_path_list(path: Path) -> list[tuple[int, str]]:
-    """``[(line number, video path)]`` from a list of videos: one path per line, optionally
-    followed by a label (whitespace or comma separated, ignored). Blank lines, ``#`` comments and
-    a ``path,label`` header are skipped; paths may contain spaces."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM from spreadsheet tools is not part of the first path
-    except FileNotFoundError:
-        raise HieraVideoError(f"list file '{path}' not found; check --annotations") from None
-    except UnicodeDecodeError as e:
-        raise HieraVideoError(f"{path}: not a text file ({e.reason} at byte {e.start}); pass a list of video paths") from None
-    rows = []
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        video = line
-        if "," in line and _is_int(line.rsplit(",", 1)[1]):
-            video = line.rsplit(",", 1)[0].strip()
-        else:
-            parts = line.split()
-            if len(parts) >= 2 and _is_int(parts[-1]):
-                video = line[: line.rstrip().rfind(parts[-1])].strip()
-        if not rows and video.lower() in ("path", "video", "filename", "file", "path,label", "video,label"):
-            continue  # header
-        if os.path.splitext(video)[1].lower() not in VIDEO_EXTENSIONS and os.path.splitext(line)[1].lower() in VIDEO_EXTENSIONS:
-            video = line  # a name that merely ends in digits
-        rows.append((n, video))
-    return rows
-
-
-def _find_list(root: Path, split: str) -> Path:
-    from hiera_video.data.datasets.lists import find_list_file, split_aliases
-
-    names = []
-    for s in split_aliases(split):
-        names += [f"{s}.txt", f"{s}.csv", f"{s}_list.txt", f"{s}_list_videos.txt", f"{s}_videos.txt",
-                  f"annotations/{s}.txt", f"annotations/{s}.csv"]
-    names += ["videos.txt", "list.txt"]
-    found, tried = find_list_file(root, split, names)
-    if found is None:
-        shown = ", ".join(str(p.relative_to(root)) for p in tried[:6])
-        raise HieraVideoError(f"no list file for split '{split}' under '{root}' (tried {shown}, ...); pass --annotations FILE")
-    return found
-
-
-def build_unlabeled(kind: str, root, annotations=None, split: str = "train", limit: int | None = None) -> VideoDataset:
-    """The videos to pretrain on; every item's label is -1 (labels are never used).
-
-    ``folder``: every video under ``root`` (any layout). ``list``: one path per line (relative
-    to ``root`` or absolute; a trailing label is ignored; files missing at the listed path are
-    looked up by name under ``root``). Kinetics / SSv2: their annotation files via
-    :func:`build_dataset`. Missing files are reported, not errors.
-    """
-    key = str(kind).strip().lower()
-    key = {"kinetics400": "k400", "kinetics600": "k600", "kinetics700": "k700"}.get(key, key)
-    if key not in PRETRAIN_DATASETS:
-        raise HieraVideoError(f"unknown dataset '{kind}'; use one of {', '.join(PRETRAIN_DATASETS)}")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise HieraVideoError(f"dataset root '{root}' is not a folder; check --root")
-    if limit is not None and limit < 0:
-        raise HieraVideoError(f"data.limit_train must be >= 0, got {limit}")
-    if annotations:  # a file named in a preset is relative to the dataset root
-        ann = Path(annotations).expanduser()
-        if not ann.exists() and not ann.is_absolute() and (root / ann).exists():
-            ann = root / ann
-        annotations = ann
-    if key == "folder":
-        paths = _walk_videos(root)
-        if not paths:
-            raise HieraVideoError(f"no videos under '{root}' (extensions {', '.join(VIDEO_EXTENSIONS)}); check --root")
-        items = [VideoItem(path=p, label=-1, id=p.relative_to(root).with_suffix("").as_posix()) for p in paths]
-        ds = VideoDataset(name="folder", items=items, classes=[], root=root, annotated=len(items), limit=limit)
-    elif key == "list":
-        from hiera_video.data.datasets.lists import _resolve_listed
-
-        ann = annotations if annotations else _find_list(root, split)
-        rows = read_path_list(ann)
-        ds = VideoDataset(name="list", items=[], classes=[], root=root, annotations=ann, split=split, annotated=len(rows), limit=limit)
-        holder: list = []
-        for n, video in rows:
-            found, reason = _resolve_listed(video, root, holder, (split,) if split else ())
-            if found is None:
-                ds.missing.append((str(Path(video) if Path(video).is_absolute() else root / video), f"{reason} ({ann.name}, line {n})"))
-            else:
-                ds.items.append(VideoItem(path=found, label=-1, id=Path(video).with_suffix("").as_posix()))
-    else:
-        ds = build_dataset(key, root, annotations, split, None, None)
-        ds.items = [VideoItem(path=it.path, label=-1, id=it.id) for it in ds.items]
-        ds.classes = []
-    if limit is not None:
-        ds.items = ds.items[:limit]
-    if ds.missing:
-        log.warning("%d of %d listed videos are missing (first: %s); they are skipped",
-                    len(ds.missing), len(ds.missing) + len(ds.items), ds.missing[0][0])
-    return ds
 
 
 # ---------------------------------------------------------------------------- model
@@ -288,6 +150,9 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None, console=None) -> di
 
 def _pretrain(trainer: Trainer, cfg: PretrainConfig, resume: str | None) -> dict:
     train_set = build_unlabeled(cfg.data.dataset, cfg.data.root, cfg.data.annotations, cfg.data.train_split, cfg.data.limit_train)
+    if train_set.missing:
+        log.warning("%d of %d listed videos are missing (first: %s); they are skipped",
+                    len(train_set.missing), len(train_set.missing) + len(train_set.items), train_set.missing[0][0])
     if len(train_set) == 0:
         raise HieraVideoError(f"no videos found for {cfg.data.dataset} under {cfg.data.root}")
     model = create_pretrain_model(cfg)

@@ -64,7 +64,7 @@ from hiera_video.engine.state import rng_state, set_rng_state
 from hiera_video.engine.train_data import EpochSampler
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.checkpoints import check_resumable, load_training_state, save_checkpoint
-from hiera_video.report import check_output, write_csv, write_json
+from hiera_video.report import check_output, progress_bar, write_csv, write_json
 from hiera_video.runtime import autocast, cuda_has_native_bf16
 
 log = logging.getLogger("hiera_video")
@@ -664,13 +664,8 @@ class _Progress:
     """Rich progress over optimizer steps: loss, lr, clips/s, ETA."""
 
     def __init__(self, console, total: int, done: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.p = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[rate]} clips/s"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-        )
+        self.p = progress_bar("[bold]epoch {task.fields[epoch]}", "loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[rate]} clips/s",
+                              console=console, transient=False)
         self.p.start()
         self.task = self.p.add_task("train", total=total, completed=done, epoch=0, loss="-", lr="-", rate="-")
 

@@ -44,49 +44,20 @@ person interaction (>= 64): the mean AP over the group's classes that have GT.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple
+from typing import Iterable
 
 import numpy as np
 
+from hiera_video.data.ava_files import AvaRow, read_exclusions, resolve_label_map
+from hiera_video.data.boxes import box_iou
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import atomic_write_text
 
 IOU_THRESHOLD = 0.5
 MAX_DETECTIONS_PER_KEYFRAME = 50
 GROUPS = {"pose": (0, 14), "object": (15, 63), "interaction": (64, 10**9)}
-CSV_KINDS = ("gt", "detections", "proposals")
-
-
-class AvaRow(NamedTuple):
-    """One CSV row. Boxes are normalised ``[0, 1]``, ``x1, y1, x2, y2``.
-
-    ``action_id`` is None for proposal rows with an empty action column; ``score`` is 1.0
-    for GT rows (and rows without a score column); ``person_id`` only comes from GT rows.
-    """
-
-    video_id: str
-    timestamp: int
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    action_id: int | None = None
-    score: float = 1.0
-    person_id: int | None = None
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.video_id, self.timestamp)
-
-    @property
-    def box(self) -> tuple[float, float, float, float]:
-        return (self.x1, self.y1, self.x2, self.y2)
 
 
 def group_of(action_id: int) -> str:
@@ -97,227 +68,7 @@ def group_of(action_id: int) -> str:
     return "interaction"
 
 
-# --------------------------------------------------------------------------- reading
-
-
-def _read_lines(path: str | Path, what: str) -> list[tuple[int, list[str]]]:
-    """``(line number, fields)`` for every non-blank line of a CSV file."""
-    p = Path(path)
-    if not p.is_file():
-        raise HieraVideoError(f"{what} file '{path}' not found; check the path")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise HieraVideoError(f"{what} file '{path}' is not a text (UTF-8) CSV file ({e.reason})") from None
-    out = []
-    for n, fields in enumerate(csv.reader(io.StringIO(text)), 1):
-        if not fields or all(not f.strip() for f in fields):
-            continue
-        out.append((n, [f.strip() for f in fields]))
-    return out
-
-
-def _int(value: str, where: str, what: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise HieraVideoError(f"{where}: {what} '{value}' is not an integer") from None
-
-
-def _float(value: str, where: str, what: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise HieraVideoError(f"{where}: {what} '{value}' is not a number") from None
-    if not math.isfinite(x):
-        raise HieraVideoError(f"{where}: {what} '{value}' is not a finite number")
-    return x
-
-
-def parse_ava_row(fields: list[str], where: str, kind: str = "gt") -> AvaRow:
-    """One CSV row (already split) -> :class:`AvaRow`; ``where`` names file and line in errors.
-
-    ``kind``: ``gt`` (7 or 8 columns, action required, column 8 = person id),
-    ``detections`` (7 or 8 columns, action required, column 8 = score, 1.0 when absent, as
-    the official reader) or ``proposals`` (SlowFast person boxes: action may be empty,
-    column 8 = score).
-    """
-    if kind not in CSV_KINDS:
-        raise ValueError(f"kind must be one of {CSV_KINDS}, got {kind!r}")
-    if len(fields) not in (7, 8):
-        layout = "video_id,timestamp,x1,y1,x2,y2,action_id" + (",person_id" if kind == "gt" else ",score")
-        raise HieraVideoError(f"{where}: expected 7 or 8 comma-separated columns ({layout}), got {len(fields)}")
-    video_id = fields[0]
-    if not video_id:
-        raise HieraVideoError(f"{where}: empty video id")
-    ts = _int(fields[1], where, "timestamp")
-    if ts < 0:
-        raise HieraVideoError(f"{where}: timestamp {ts} is negative")
-    x1, y1, x2, y2 = (_float(v, where, name) for v, name in zip(fields[2:6], ("x1", "y1", "x2", "y2")))
-    action = None
-    if fields[6] != "" or kind != "proposals":
-        action = _int(fields[6], where, "action id")
-    score, person = 1.0, None
-    if len(fields) == 8 and fields[7] != "":
-        if kind == "gt":
-            person = _int(fields[7], where, "person id")
-        else:
-            score = _float(fields[7], where, "score")
-    elif len(fields) == 8 and kind != "gt":
-        raise HieraVideoError(f"{where}: empty score column")
-    return AvaRow(video_id, ts, x1, y1, x2, y2, action, score, person)
-
-
-def read_ava_csv(path: str | Path, kind: str = "gt") -> list[AvaRow]:
-    """Read an AVA CSV (no header) strictly: a wrong column count, a bad number or a
-    non-integer timestamp raises :class:`HieraVideoError` naming the file and line.
-    Blank lines are skipped. See :func:`parse_ava_row` for ``kind``."""
-    what = {"gt": "ground-truth", "detections": "detections", "proposals": "proposals"}.get(kind, kind)
-    return [parse_ava_row(fields, f"{path}, line {n}", kind) for n, fields in _read_lines(path, what)]
-
-
-def read_exclusions(path: str | Path | None) -> set[tuple[str, int]]:
-    """Excluded keyframes ``{(video_id, timestamp)}`` from ``video_id,timestamp`` lines."""
-    if path is None:
-        return set()
-    out = set()
-    for n, fields in _read_lines(path, "excluded-timestamps"):
-        where = f"{path}, line {n}"
-        if len(fields) != 2:
-            raise HieraVideoError(f"{where}: expected 2 columns (video_id,timestamp), got {len(fields)}")
-        if not fields[0]:
-            raise HieraVideoError(f"{where}: empty video id")
-        out.add((fields[0], _int(fields[1], where, "timestamp")))
-    return out
-
-
-_TOKEN = re.compile(r'\s*(?:(#[^\n]*)|("(?:[^"\\]|\\.)*")|([{}:])|([^\s{}:"#]+))')
-
-
-def _tokens(text: str, path) -> list[tuple[str, str, int]]:
-    """Protobuf text tokens ``(kind, value, line)``; kind in str/punct/word."""
-    out, pos = [], 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            if text[pos:].strip() == "":
-                break
-            line = text.count("\n", 0, pos) + 1
-            raise HieraVideoError(f"{path}, line {line}: cannot parse '{text[pos:pos + 20].strip()}'")
-        comment, string, punct, word = m.groups()
-        line = text.count("\n", 0, m.start(m.lastindex)) + 1
-        if string is not None:
-            out.append(("str", string[1:-1].replace('\\"', '"'), line))
-        elif punct is not None:
-            out.append(("punct", punct, line))
-        elif word is not None:
-            out.append(("word", word, line))
-        pos = m.end()
-    return out
-
-
-def read_label_map(path: str | Path) -> dict[int, str]:
-    """``{id: name}`` from an AVA label map ``.pbtxt``.
-
-    Accepts the v2.2 ``item { name: "..." id: N }`` blocks and the older
-    ``label { name: "..." label_id: N label_type: PERSON_MOVEMENT }`` form (any block name;
-    ``display_name`` is used when ``name`` is absent; unknown fields are ignored).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise HieraVideoError(f"label map '{path}' not found; pass the ava_action_list_v2.2*.pbtxt file")
-    toks = _tokens(p.read_text(encoding="utf-8-sig"), path)
-    out: dict[int, str] = {}
-    i = 0
-
-    def expect(kind, value=None):
-        nonlocal i
-        if i >= len(toks):
-            raise HieraVideoError(f"{path}: unexpected end of file (expected {value or kind})")
-        tok = toks[i]
-        if tok[0] != kind or (value is not None and tok[1] != value):
-            raise HieraVideoError(f"{path}, line {tok[2]}: expected {value or kind}, got '{tok[1]}'")
-        i += 1
-        return tok
-
-    while i < len(toks):
-        block = expect("word")
-        if i < len(toks) and toks[i][1] == ":":
-            i += 1
-        expect("punct", "{")
-        fields: dict[str, tuple[str, int]] = {}
-        while i < len(toks) and toks[i][1] != "}":
-            name = expect("word")
-            expect("punct", ":")
-            if i >= len(toks):
-                raise HieraVideoError(f"{path}: unexpected end of file in field '{name[1]}'")
-            value = toks[i]
-            if value[0] == "punct":
-                raise HieraVideoError(f"{path}, line {value[2]}: missing value for field '{name[1]}'")
-            fields[name[1]] = (value[1], value[2])
-            i += 1
-        expect("punct", "}")
-        where = f"{path}, line {block[2]}"
-        id_field = fields.get("id") or fields.get("label_id")
-        label = fields.get("name") or fields.get("display_name")
-        if id_field is None or label is None:
-            raise HieraVideoError(f"{where}: '{block[1]}' block needs a name and an id (or label_id)")
-        cid = _int(id_field[0], f"{path}, line {id_field[1]}", "id")
-        if cid in out:
-            raise HieraVideoError(f"{where}: class id {cid} appears twice")
-        out[cid] = label[0]
-    if not out:
-        raise HieraVideoError(f"{path}: no 'item {{ name: ... id: ... }}' entries found")
-    return out
-
-
-def resolve_label_map(label_map) -> dict[int, str]:
-    """A label map given as ``{id: name}``, a ``.pbtxt`` path, ``None`` or ``"ava"``
-    (the built-in 60-class v2.2 list) -> ``{id: name}``."""
-    if label_map is None or (isinstance(label_map, str) and label_map == "ava"):
-        from hiera_video.data.labels import load_label_map
-
-        return load_label_map("ava")
-    if isinstance(label_map, Mapping):
-        return {int(k): str(v) for k, v in label_map.items()}
-    p = Path(label_map)
-    if p.suffix.lower() == ".txt":
-        from hiera_video.data.labels import load_label_map
-
-        return load_label_map(p)
-    return read_label_map(p)
-
-
-def format_detection_row(row) -> str:
-    """``video_id,timestamp,x1,y1,x2,y2,action_id,score`` (timestamp zero-padded to 4)."""
-    vid, ts, x1, y1, x2, y2, action, score = tuple(row)[:8]
-    return f"{vid},{int(ts):04d},{x1:.4f},{y1:.4f},{x2:.4f},{y2:.4f},{int(action)},{float(score):.6f}"
-
-
-def write_detections_csv(path: str | Path, rows: Iterable) -> Path:
-    """Write detections in the official format (no header), atomically. ``rows`` are
-    :class:`AvaRow` or any 8-sequences ``(video_id, timestamp, x1, y1, x2, y2, action, score)``."""
-    text = "".join(format_detection_row(r) + "\n" for r in rows)
-    atomic_write_text(path, text)
-    return Path(path)
-
-
 # --------------------------------------------------------------------------- scoring
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU ``[N, M]`` of ``x1, y1, x2, y2`` boxes (continuous coordinates, no ``+1``)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    return iou
 
 
 def match_detections(det_boxes: np.ndarray, gt_boxes: np.ndarray, iou_threshold: float = IOU_THRESHOLD) -> np.ndarray:

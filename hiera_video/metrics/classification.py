@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 import torch
 
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import write_csv, write_json
+from hiera_video.report import atomic_path, write_csv, write_json
 
 AGGREGATIONS = ("prob", "logit")
 PREDICTIONS_FORMAT = "hiera-video-predictions"
@@ -199,16 +198,8 @@ def plot_confusion(path: str | Path, confusion: torch.Tensor, class_names: list[
     ax.set_title(title or f"Confusion matrix ({c} classes)")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -384,16 +375,8 @@ def save_predictions(
         if not data["view_logits"].is_floating_point():
             data["view_logits"] = data["view_logits"].float()
     _validate(data, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(data, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

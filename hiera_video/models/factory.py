@@ -34,7 +34,8 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def _valid_kwargs(cls: type) -> set[str]:
+def valid_kwargs(cls: type) -> set[str]:
+    """Constructor arguments of ``cls`` and its bases."""
     names: set[str] = set()
     for klass in cls.__mro__:
         if klass in (nn.Module, object):
@@ -46,7 +47,7 @@ def _valid_kwargs(cls: type) -> set[str]:
 def build_model(spec: ModelSpec, **overrides) -> Hiera:
     """Instantiate ``spec`` with constructor ``overrides`` (unknown keys are errors)."""
     cls = MaskedAutoencoderHiera if spec.mae else Hiera
-    valid = _valid_kwargs(cls)
+    valid = valid_kwargs(cls)
     bad = sorted(set(overrides) - valid)
     if bad:
         raise HieraVideoError(f"unknown model option(s) {bad} for {spec.name}; valid options: {sorted(valid)}")
@@ -109,17 +110,14 @@ def load_model(weights: str, name: str | None = None, num_classes: int | None = 
 _SIZE_DEPENDENT = ("pos_embed", "decoder_pos_embed", "head.projection.")
 
 
-def _block_count(sd) -> int:
-    ids = {int(k.split(".")[1]) for k in sd if k.startswith("blocks.") and k.split(".")[1].isdigit()}
-    return max(ids) + 1 if ids else 0
-
-
 def _signature(ckpt) -> str:
+    from hiera_video.models.checkpoints import block_count
+
     pe = ckpt.state_dict.get("patch_embed.proj.weight")
     kind = "MAE, " if ckpt.is_mae else ""
     if pe is None:
         return kind + "no patch embedding"
-    return f"{kind}{'video' if pe.dim() == 5 else 'image'}, embed_dim {pe.shape[0]}, {_block_count(ckpt.state_dict)} blocks"
+    return f"{kind}{'video' if pe.dim() == 5 else 'image'}, embed_dim {pe.shape[0]}, {block_count(ckpt.state_dict)} blocks"
 
 
 def infer_model_names(ckpt) -> list[str]:
@@ -129,16 +127,16 @@ def infer_model_names(ckpt) -> list[str]:
     (no memory, no initialisation), so this is cheap even for the huge models."""
     import torch
 
-    from hiera_video.models.checkpoints import _official_defaults
+    from hiera_video.models.checkpoints import block_count, official_defaults
 
     sd = ckpt.state_dict
     pe = sd.get("patch_embed.proj.weight")
     if pe is None:
         return []
-    blocks, found = _block_count(sd), []
+    blocks, found = block_count(sd), []
     for name in list_models(mae=ckpt.is_mae):
         spec = MODELS[name]
-        kw = {**_official_defaults(spec.mae), **spec.kwargs}
+        kw = {**official_defaults(spec.mae), **spec.kwargs}
         if (kw["embed_dim"], len(kw["input_size"]), sum(kw["stages"])) != (pe.shape[0], pe.dim() - 2, blocks):
             continue
         with torch.device("meta"):

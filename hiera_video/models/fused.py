@@ -44,7 +44,7 @@ def is_disabled() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _supported() -> bool:
+def supported() -> bool:
     if os.environ.get("HIERA_VIDEO_NO_FUSED"):
         return False
     try:
@@ -73,7 +73,7 @@ def usable(x: torch.Tensor) -> bool:
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()  # inductor fuses on its own (and needs constant weights)
         and not getattr(_off, "depth", 0)
-        and _supported()
+        and supported()
     )
 
 

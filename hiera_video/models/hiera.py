@@ -412,7 +412,7 @@ class Hiera(nn.Module):
             return pos.flatten(1, 2)
         return resample_grid(self.pos_embed, self.tokens_spatial_shape, grid)
 
-    def _embed(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> tuple[torch.Tensor, int]:
+    def embed_tokens(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> tuple[torch.Tensor, int]:
         """Pixels -> window-major tokens ``[B, N, C]`` (masked units dropped); returns also
         the number of mask units per sample."""
         self._check_input(x)
@@ -470,7 +470,7 @@ class Hiera(nn.Module):
     def forward_features(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Final-stage tokens ``[B, N, C]`` (window-major order; spatial order when q_pool
         consumed every stride, as in the classifiers)."""
-        x, n_units = self._embed(x, mask)
+        x, n_units = self.embed_tokens(x, mask)
         x, _ = self._blocks(x, n_units)
         return x
 
@@ -497,7 +497,7 @@ class Hiera(nn.Module):
         """
         B = x.shape[0]
         mask_grid = self.mask_grid(x)
-        tokens, n_units = self._embed(x, mask)
+        tokens, n_units = self.embed_tokens(x, mask)
         _, outs = self._blocks(tokens, n_units, keep=self.stage_ends)
         maps = []
         for idx, out in zip(self.stage_ends, outs):

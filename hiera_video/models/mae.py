@@ -108,7 +108,7 @@ class MaskedAutoencoderHiera(Hiera):
         if mask is None:
             mask = self.get_random_mask(x, mask_ratio)
         mask_grid = self.mask_grid(x)
-        tokens, n_units = self._embed(x, mask)
+        tokens, n_units = self.embed_tokens(x, mask)
         # Stages after the last q-pool keep the resolution: fuse the outputs of the pooled
         # stages and of the last stage.
         keep = self.stage_ends[: self.q_pool] + self.stage_ends[-1:]

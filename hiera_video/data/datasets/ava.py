@@ -1,16 +1,5 @@
-"""AVA v2.2 spatio-temporal action detection: the official files and a keyframe dataset.
-
-Files (as published, no headers):
-
-* ``ava_{train,val}_v2.2.csv``: ``video_id,timestamp,x1,y1,x2,y2,action_id,person_id``, boxes
-  normalised to ``[0, 1]``, one row per (person, action);
-* ``ava_{train,val}_excluded_timestamps_v2.2.csv``: ``video_id,timestamp``;
-* ``ava_action_list_v2.2_for_activitynet_2019.pbtxt``: the 60 evaluated classes;
-* person proposals (detector boxes), SlowFast CSV: the GT columns with an empty action and
-  the detector score in column 8, e.g. ``ava_val_predicted_boxes.csv``; or the mmaction2
-  pickle ``{"video_id,%04d": array [N, 5] (x1, y1, x2, y2, score)}``, which is only read with
-  ``allow_pickle=True`` (unpickling can run code; convert it once to CSV with
-  :func:`convert_proposals_pickle`).
+"""AVA v2.2 spatio-temporal action detection: a keyframe dataset (its files are read by
+:mod:`hiera_video.data.ava_files`, its boxes transformed by :mod:`hiera_video.data.boxes`).
 
 Videos: the 15-minute clips (AVA seconds 900..1800) as ``{root}/{video_id}.{mp4,mkv,webm,...}``
 (frame of second ``t`` = ``round((t - 900) * fps)``), or extracted frames
@@ -55,9 +44,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
 import warnings
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -66,172 +54,35 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hiera_video.data.datasets.lists import find_list_file
-from hiera_video.data.decode import open_video
-from hiera_video.data.transforms import VIDEO_MEAN, VIDEO_STD, hflip, normalize, resize_short_side, short_side_size
-from hiera_video.errors import HieraVideoError
-from hiera_video.metrics.ava import (
+from hiera_video.data.ava_files import (
+    LABEL_MAP_NAME,
+    NUM_ACTIONS,
     AvaRow,
-    _read_lines,
-    box_iou,
-    parse_ava_row,
+    Key,
+    default_names,
+    find_ava_file,
+    load_proposals,
+    read_ava_annotations,
     read_exclusions,
     resolve_label_map,
 )
+from hiera_video.data.boxes import box_iou, boxes_to_pixels, clip_boxes, crop_boxes_px, flip_boxes, resize_boxes
+from hiera_video.data.datasets.base import VIDEO_EXTENSIONS
+from hiera_video.data.decode import open_video
+from hiera_video.data.transforms import VIDEO_MEAN, VIDEO_STD, hflip, normalize, resize_short_side, short_side_size
+from hiera_video.errors import HieraVideoError
 
 log = logging.getLogger("hiera_video.data.datasets")
 
-NUM_ACTIONS = 80
 AVA_START_SEC = 900
 AVA_FPS = 30.0
 VALID_TIMESTAMPS = (902, 1798)
 DEFAULT_PROPOSAL_THRESHOLD = 0.8
 TRAIN_JITTER = (256 / 224, 320 / 224)
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 FRAME_NAME = "{vid}_{n:06d}.jpg"
 
-Key = tuple[str, int]
-Proposals = dict[Key, list[tuple[tuple[float, float, float, float], float]]]
 
-
-# --------------------------------------------------------------------------- files
-
-
-def read_ava_annotations(path: str | Path) -> list[AvaRow]:
-    """GT CSV rows; also checks that action ids are AVA ids (1..80) and boxes are normalised,
-    naming file and line."""
-    rows = []
-    for n, fields in _read_lines(path, "AVA annotations"):
-        where = f"{path}, line {n}"
-        row = parse_ava_row(fields, where, "gt")
-        if not 1 <= row.action_id <= NUM_ACTIONS:
-            raise HieraVideoError(f"{where}: action id {row.action_id} is outside the AVA ids 1..{NUM_ACTIONS}")
-        if not all(-0.01 <= v <= 1.01 for v in row.box):
-            raise HieraVideoError(f"{where}: box {row.box} is not normalised to [0, 1] (columns shifted?)")
-        rows.append(row)
-    return rows
-
-
-def read_proposals_csv(path: str | Path) -> Proposals:
-    """SlowFast person-box CSV -> ``{(video_id, ts): [(box, score), ...]}`` (file order;
-    exact duplicates of a box keep the highest score)."""
-    out: dict[Key, dict] = defaultdict(dict)
-    for n, fields in _read_lines(path, "proposals"):
-        row = parse_ava_row(fields, f"{path}, line {n}", "proposals")
-        boxes = out[row.key]
-        boxes[row.box] = max(row.score, boxes.get(row.box, -math.inf))
-    return {k: list(v.items()) for k, v in out.items()}
-
-
-def _refuse_pickle(path) -> HieraVideoError:
-    return HieraVideoError(
-        f"refusing to unpickle '{path}': loading a pickle can run arbitrary code. If you trust the "
-        "file, pass allow_pickle=True (CLI: --allow-pickle), or convert it once to a CSV with "
-        "convert_proposals_pickle(pkl, out_csv, allow_pickle=True) and use the CSV"
-    )
-
-
-def load_proposals_pickle(path: str | Path, allow_pickle: bool = False) -> Proposals:
-    """mmaction2 proposals pickle ``{"video_id,%04d": [N, 4|5] array}`` -> proposals dict.
-
-    Refused unless ``allow_pickle=True`` (with a warning even then). Rows without a fifth
-    column get score 1.0.
-    """
-    path = Path(path)
-    if not allow_pickle:
-        raise _refuse_pickle(path)
-    if not path.is_file():
-        raise HieraVideoError(f"proposals file '{path}' not found; check the path")
-    warnings.warn(
-        f"unpickling '{path}': a pickle can run arbitrary code, only load files you trust", UserWarning, stacklevel=2
-    )
-    try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f)  # noqa: S301 - explicit opt-in above
-    except Exception as e:
-        raise HieraVideoError(f"cannot read proposals pickle '{path}': {type(e).__name__}: {e}") from None
-    if not isinstance(obj, dict):
-        raise HieraVideoError(f"proposals pickle '{path}' holds a {type(obj).__name__}, expected a dict 'video_id,timestamp' -> [N, 5] boxes")
-    out: Proposals = {}
-    for k, v in obj.items():
-        vid, _, ts = str(k).rpartition(",")
-        try:
-            key = (vid, int(ts))
-        except ValueError:
-            raise HieraVideoError(f"proposals pickle '{path}': key {k!r} is not 'video_id,timestamp'") from None
-        if not vid:
-            raise HieraVideoError(f"proposals pickle '{path}': key {k!r} is not 'video_id,timestamp'")
-        arr = np.asarray(v, dtype=np.float64)
-        if arr.size == 0:
-            out[key] = []
-            continue
-        if arr.ndim != 2 or arr.shape[1] not in (4, 5) or not np.isfinite(arr).all():
-            raise HieraVideoError(f"proposals pickle '{path}': entry {k!r} must be a finite [N, 4] or [N, 5] array, got shape {arr.shape}")
-        scores = arr[:, 4] if arr.shape[1] == 5 else np.ones(len(arr))
-        out[key] = [(tuple(float(x) for x in b[:4]), float(s)) for b, s in zip(arr, scores)]
-    return out
-
-
-def convert_proposals_pickle(pkl: str | Path, out_csv: str | Path, allow_pickle: bool = False) -> int:
-    """Write an mmaction2 proposals pickle as a SlowFast CSV (``vid,ts,x1,y1,x2,y2,,score``);
-    needs the same ``allow_pickle=True`` opt-in. Returns the number of rows written."""
-    from hiera_video.report import atomic_write_text
-
-    props = load_proposals_pickle(pkl, allow_pickle=allow_pickle)
-    lines = []
-    for (vid, ts), boxes in sorted(props.items()):
-        for (x1, y1, x2, y2), s in boxes:
-            lines.append(f"{vid},{ts:04d},{x1:.6f},{y1:.6f},{x2:.6f},{y2:.6f},,{s:.6f}\n")
-    atomic_write_text(out_csv, "".join(lines))
-    return len(lines)
-
-
-def load_proposals(source, allow_pickle: bool = False) -> Proposals:
-    """Proposals from a SlowFast CSV, an mmaction2 pickle (opt-in) or an existing dict."""
-    if isinstance(source, dict):
-        return source
-    path = Path(source)
-    is_pickle = path.suffix.lower() in (".pkl", ".pickle")
-    if not is_pickle and path.is_file():
-        with open(path, "rb") as f:
-            is_pickle = f.read(1) == b"\x80"  # pickle protocol >= 2 header
-    if is_pickle:
-        return load_proposals_pickle(path, allow_pickle)
-    return read_proposals_csv(path)
-
-
-# --------------------------------------------------------------------------- box transforms
-
-
-def boxes_to_pixels(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Normalised ``[K, 4]`` x1,y1,x2,y2 -> pixel coordinates of a ``height x width`` frame."""
-    return np.asarray(boxes, np.float64).reshape(-1, 4) * np.array([width, height, width, height], np.float64)
-
-
-def resize_boxes(boxes: np.ndarray, old_hw: tuple[int, int], new_hw: tuple[int, int]) -> np.ndarray:
-    """Pixel boxes after resizing the frame from ``old_hw`` to ``new_hw`` (per-axis factors)."""
-    sy, sx = new_hw[0] / old_hw[0], new_hw[1] / old_hw[1]
-    return np.asarray(boxes, np.float64) * np.array([sx, sy, sx, sy])
-
-
-def crop_boxes_px(boxes: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
-    """Pixel boxes after cropping ``[top:top+height, left:left+width]``, clipped to the crop."""
-    b = np.asarray(boxes, np.float64) - np.array([left, top, left, top])
-    return clip_boxes(b, height, width)
-
-
-def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
-    b = np.array(boxes, np.float64)
-    b[:, [0, 2]] = b[:, [0, 2]].clip(0, width)
-    b[:, [1, 3]] = b[:, [1, 3]].clip(0, height)
-    return b
-
-
-def flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
-    """Pixel boxes after a left-right flip of a frame ``width`` wide: ``x -> width - x``."""
-    b = np.array(boxes, np.float64)
-    b[:, [0, 2]] = width - b[:, [2, 0]]
-    return b
+# --------------------------------------------------------------------------- views
 
 
 def _uniform(generator, low: float, high: float) -> float:
@@ -702,30 +553,6 @@ def ava_collate(batch: list, pad_multiple: int = 32):
 
 # --------------------------------------------------------------------------- a split from a dataset folder
 
-LABEL_MAP_NAME = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
-
-
-def _default_names(split: str) -> dict[str, str]:
-    return {
-        "annotations": f"ava_{split}_v2.2.csv",
-        "exclusions": f"ava_{split}_excluded_timestamps_v2.2.csv",
-        "proposals": f"ava_{split}_predicted_boxes.csv",  # SlowFast's name for detector boxes
-    }
-
-
-def find_ava_file(root: Path, given: str | Path | None, default_name: str | None) -> Path | None:
-    """``given`` (as is, or relative to ``root``), else ``default_name`` under ``root/annotations``
-    or ``root``; None when nothing is there. A ``given`` file that does not exist is an error."""
-    if given:
-        p = Path(given).expanduser()
-        for candidate in (p, root / p):
-            if candidate.is_file():
-                return candidate
-        raise HieraVideoError(f"AVA file '{given}' not found (also looked under '{root}'); check the path")
-    if default_name:
-        return find_list_file(root, "", [f"annotations/{default_name}", default_name])[0]
-    return None
-
 
 def media_folder(root: Path, frames_layout: str) -> Path:
     """Where the videos (``root/videos``, ``root/videos_15min``) or frame folders
@@ -749,7 +576,7 @@ def open_ava_split(root: str | Path, split: str, mode: str, annotations=None, ex
     root = Path(root).expanduser()
     if not root.is_dir():
         raise HieraVideoError(f"AVA root '{root}' is not a folder; check --root")
-    names = _default_names(split)
+    names = default_names(split)
     gt = find_ava_file(root, annotations, names["annotations"])
     props = find_ava_file(root, proposals, names["proposals"] if default_proposals else None)
     if gt is None and (mode == "train" or props is None):

@@ -26,8 +26,9 @@ from hiera_video.report import atomic_write_text
 
 log = logging.getLogger("hiera_video.data.datasets")
 
-# Containers a video may come in; the first ones are preferred when a stem has several files.
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
+# The one table of video file extensions (datasets, AVA, predict DIR/, pretraining folders);
+# the first ones are preferred when a stem has several files.
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".ogv")
 
 
 @dataclass

@@ -88,6 +88,36 @@ def read_list_file(path: Path) -> list[tuple[int, str, int]]:
     return rows
 
 
+def read_path_list(path: Path) -> list[tuple[int, str]]:
+    """``[(line number, video path)]`` from a list of videos: one path per line, optionally
+    followed by a label (whitespace or comma separated, ignored). Blank lines, ``#`` comments and
+    a ``path,label`` header are skipped; paths may contain spaces."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM from spreadsheet tools is not part of the first path
+    except FileNotFoundError:
+        raise HieraVideoError(f"list file '{path}' not found; check --annotations") from None
+    except UnicodeDecodeError as e:
+        raise HieraVideoError(f"{path}: not a text file ({e.reason} at byte {e.start}); pass a list of video paths") from None
+    rows = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        video = line
+        if "," in line and _is_int(line.rsplit(",", 1)[1]):
+            video = line.rsplit(",", 1)[0].strip()
+        else:
+            parts = line.split()
+            if len(parts) >= 2 and _is_int(parts[-1]):
+                video = line[: line.rstrip().rfind(parts[-1])].strip()
+        if not rows and video.lower() in ("path", "video", "filename", "file", "path,label", "video,label"):
+            continue  # header
+        if not is_video_name(video) and is_video_name(line):
+            video = line  # a name that merely ends in digits
+        rows.append((n, video))
+    return rows
+
+
 def _resolve_listed(video: str, root: Path, index_holder: list, prefer: tuple[str, ...]) -> tuple[Path | None, str]:
     """The file for a listed path: as written (relative to ``root``), else by file stem
     anywhere under root (lists written for another folder layout). ``index_holder`` caches
@@ -179,19 +209,44 @@ def split_aliases(split: str) -> tuple[str, ...]:
     return (split,)
 
 
-def build_list(root: Path, annotations: Path | None, split: str, classes: list[str] | None, limit: int | None) -> VideoDataset:
+def build_list(root: Path, annotations: Path | None, split: str, classes: list[str] | None, limit: int | None,
+               labelled: bool = True) -> VideoDataset:
+    """A "path label" list; ``labelled=False``: a list of paths (labels optional and ignored,
+    every item's label -1; a few more file names are looked for)."""
     if annotations is None:
         names = []
         for s in split_aliases(split):
-            names += [f"{s}.txt", f"{s}.csv", f"{s}_list.txt", f"{s}_list_videos.txt",
-                      f"annotations/{s}.txt", f"annotations/{s}.csv"]
-        annotations, tried = find_list_file(root, split, names)
+            names += [f"{s}.txt", f"{s}.csv", f"{s}_list.txt", f"{s}_list_videos.txt"] + ([] if labelled else [f"{s}_videos.txt"])
+            names += [f"annotations/{s}.txt", f"annotations/{s}.csv"]
+        annotations, tried = find_list_file(root, split, names + ([] if labelled else ["videos.txt", "list.txt"]))
         if annotations is None:
             shown = ", ".join(str(p.relative_to(root)) for p in tried[:6])
             raise HieraVideoError(
                 f"no list file for split '{split}' under '{root}' (tried {shown}, ...); pass --annotations FILE"
             )
-    return dataset_from_list("list", root, Path(annotations), classes, split, limit)
+    if labelled:
+        return dataset_from_list("list", root, Path(annotations), classes, split, limit)
+    rows = read_path_list(annotations)
+    ds = VideoDataset(name="list", items=[], classes=[], root=root, annotations=Path(annotations), split=split,
+                      annotated=len(rows), limit=limit)
+    index_holder: list = []
+    for n, video in rows:
+        found, reason = _resolve_listed(video, root, index_holder, (split,) if split else ())
+        if found is None:
+            expected = Path(video) if Path(video).is_absolute() else root / video
+            ds.missing.append((str(expected), f"{reason} ({Path(annotations).name}, line {n})"))
+        else:
+            ds.items.append(VideoItem(path=found, label=-1, id=Path(video).with_suffix("").as_posix()))
+    return ds
+
+
+def build_video_tree(root: Path, limit: int | None) -> VideoDataset:
+    """Every video under ``root`` (any layout, recursive), label -1: the unlabelled folder."""
+    paths = sorted(Path(p) for paths in FileIndex(root).by_stem.values() for p in paths)
+    if not paths:
+        raise HieraVideoError(f"no videos under '{root}' (extensions {', '.join(VIDEO_EXTENSIONS)}); check --root")
+    items = [VideoItem(path=p, label=-1, id=p.relative_to(root).with_suffix("").as_posix()) for p in paths]
+    return VideoDataset(name="folder", items=items, classes=[], root=root, annotated=len(items), limit=limit)
 
 
 def build_folder(root: Path, split: str | None, classes: list[str] | None, limit: int | None) -> VideoDataset:
@@ -252,4 +307,5 @@ def build_folder(root: Path, split: str | None, classes: list[str] | None, limit
     return ds
 
 
-__all__ = ["read_list_file", "dataset_from_list", "build_list", "build_folder", "split_aliases"]
+__all__ = ["read_list_file", "read_path_list", "dataset_from_list", "build_list", "build_folder", "build_video_tree",
+           "split_aliases"]

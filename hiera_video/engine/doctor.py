@@ -70,13 +70,13 @@ def check_torch() -> list[Check]:
 def check_gpu() -> list[Check]:
     import torch
 
-    from hiera_video.runtime import cpu_has_bf16
+    from hiera_video.runtime import cpu_has_bf16, cuda_has_native_bf16
 
     rows = []
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         rows.append(Check("cuda", f"{len(names)} GPU(s): {', '.join(names)}"))
-        if torch.cuda.is_bf16_supported():
+        if cuda_has_native_bf16(torch.device("cuda", 0)):  # native only: emulated bf16 (V100, T4) is slow
             rows.append(Check("bf16 (GPU)", "supported: --dtype auto uses bf16"))
         else:
             rows.append(Check("bf16 (GPU)", "not supported: --dtype auto uses fp16", "warn", "fine for inference; prefer a GPU with bf16 (Ampere or newer) for training"))
@@ -182,7 +182,7 @@ def check_threads() -> Check:
 def check_fused() -> Check:
     from hiera_video.models import fused
 
-    if fused._supported():
+    if fused.supported():
         return Check("fused CPU kernels", "oneDNN linear+GELU/add epilogues: on (CPU inference)")
     if os.environ.get("HIERA_VIDEO_NO_FUSED"):
         return Check("fused CPU kernels", "off (HIERA_VIDEO_NO_FUSED is set)")

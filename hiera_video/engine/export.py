@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from hiera_video.engine.inference import Classifier, load_classifier
 from hiera_video.errors import HieraVideoError
 from hiera_video.models import fused
 from hiera_video.models.posembed import resample_grid
-from hiera_video.report import write_json
+from hiera_video.report import atomic_path, write_json
 
 log = logging.getLogger("hiera_video")
 
@@ -264,21 +263,16 @@ def export(
     opset = (opset or DEFAULT_OPSET) if fmt == "onnx" else None
     batch = 2 if dynamic_batch else 1  # torch.export specialises a size-1 dimension
     example = sample_clip(batch, frames, size, seed=123)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=f".tmp{output.suffix}")
-    os.close(fd)
     try:
-        if fmt == "onnx":
-            export_onnx(model, Path(tmp), example, dynamic_batch, opset)
-        else:
-            export_program(model, Path(tmp), example, dynamic_batch)
-        os.replace(tmp, output)
+        with atomic_path(output, suffix=f".tmp{output.suffix}") as tmp:
+            if fmt == "onnx":
+                export_onnx(model, tmp, example, dynamic_batch, opset)
+            else:
+                export_program(model, tmp, example, dynamic_batch)
     except HieraVideoError:
         raise
     except Exception as e:
         raise HieraVideoError(f"{fmt} export of {clf.name} failed: {' '.join(str(e).split())[:300]} (run with --debug for the traceback)") from e
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     result_check = ExportCheck(ran=False, ok=True, note="not checked (--no-check)")
     if check:
         sizes = [1, 3] if dynamic_batch else [batch]

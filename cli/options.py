@@ -1,0 +1,51 @@
+"""Options several commands share, each defined once with one help text. A command uses
+them as parameter defaults (``device: str = options.device()``); the keyword arguments
+cover what legitimately differs between commands (a default, or what a model may be)."""
+
+from __future__ import annotations
+
+import typer
+
+from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT
+
+
+def model(default=None, help="Model name [default: hiera_base_16x224, or the one a checkpoint names]."):
+    return typer.Option(default, "--model", "-m", help=help)
+
+
+def weights(help="Zoo tag, URL or checkpoint path [default: the model's official weights]."):
+    return typer.Option(None, "--weights", "-w", help=help)
+
+
+def device():
+    return typer.Option("auto", help="auto | cpu | cuda | cuda:N")
+
+
+def dtype():
+    return typer.Option("auto", help="Compute precision: auto (bf16 where the hardware has it) | fp32 | bf16 | fp16.")
+
+
+def backend():
+    return typer.Option("auto", help="Video decoder: auto | decord | pyav")
+
+
+def allow_random_weights():
+    return typer.Option(False, help="Allow --weights none (random init; for testing pipelines).")
+
+
+def batch_size(default=8):
+    return typer.Option(default, "--batch-size", "-b", min=1, help="Clips (views or windows) per forward pass.")
+
+
+def workers():
+    return typer.Option(2, min=0, help="Worker processes decoding videos (0: decode in this process, without a time limit).")
+
+
+def decode_timeout():
+    return typer.Option(DEFAULT_DECODE_TIMEOUT, "--decode-timeout", min=0,
+                        help="Seconds one video may take to decode (with --workers >= 1) before it is stopped and reported as failed; 0 = no limit.")
+
+
+def as_json(help: str):
+    """``--json``; ``help`` says what is printed."""
+    return typer.Option(False, "--json", help=help)

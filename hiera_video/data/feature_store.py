@@ -1,0 +1,246 @@
+"""The feature store of ``extract``: one file per video plus an index, written so that a
+killed run never leaves a half file under a final name and a rerun knows what is complete.
+
+- :class:`FeatureWriter` streams ``[N, ...]`` features batch by batch (bounded memory) into a
+  temporary ``.NAME.*.tmp`` (``.npy``, or ``.safetensors`` with metadata) in the destination
+  folder and renames it into place when complete; :func:`read_features` reads a file back and
+  :func:`stored_shape` says whether a file is complete.
+- Before the rename, the video's index rows are appended (and fsynced) to the journal
+  ``index.rank{R}.jsonl`` (:class:`IndexJournal`), so a final file always has its rows
+  somewhere. :func:`read_index_rows` reads ``index.jsonl`` and any journals a killed run left;
+  :func:`write_index` merges them into ``index.jsonl`` and removes the journals.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from hiera_video.errors import HieraVideoError
+from hiera_video.report import atomic_write_text
+
+FORMATS = ("npy", "safetensors")
+STORE_DTYPES = {"float32": np.float32, "float16": np.float16}
+INDEX = "index.jsonl"
+JOURNAL = "index.rank{rank}.jsonl"
+_SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64"}
+
+
+def _tmp_path(final: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def remove_stale_temps(final: Path) -> None:
+    """Delete temporaries of ``final`` left by a killed run."""
+    for p in glob.glob(os.path.join(glob.escape(str(final.parent)), glob.escape(f".{final.name}.") + "*.tmp")):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+
+
+class FeatureWriter:
+    """Write ``[N, *item]`` features item batch by item batch into a temporary file, then
+    rename it into place (:meth:`commit`). Memory stays bounded by one batch."""
+
+    def __init__(self, final: Path, fmt: str, n: int, dtype, metadata: dict | None = None, extra: dict | None = None):
+        self.final, self.fmt, self.n, self.dtype = Path(final), fmt, n, np.dtype(dtype)
+        self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
+        self.extra = {k: np.ascontiguousarray(v) for k, v in (extra or {}).items()}  # small tensors (safetensors)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.final)
+        self.tmp = _tmp_path(self.final)
+        self.shape: tuple[int, ...] | None = None
+        self.done = 0
+        self._f = None
+        self._mm = None
+
+    def write(self, batch: np.ndarray) -> None:
+        batch = np.ascontiguousarray(batch, dtype=self.dtype)
+        if self.shape is None:
+            self.shape = (self.n, *batch.shape[1:])
+            self._open()
+        if batch.shape[1:] != self.shape[1:] or self.done + len(batch) > self.n:
+            raise HieraVideoError(f"internal: feature batch {batch.shape} does not fit file shape {self.shape}")
+        if self._mm is not None:
+            self._mm[self.done : self.done + len(batch)] = batch
+        else:
+            self._f.write(batch.tobytes())
+        self.done += len(batch)
+
+    def _open(self) -> None:
+        if self.fmt == "npy":
+            self._mm = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=self.dtype, shape=self.shape)
+            return
+        # safetensors: 8-byte little-endian header length, JSON header (padded to 8 bytes),
+        # then the raw tensors back to back in header order.
+        header: dict = {}
+        offset = 0
+        nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+        header["features"] = dict(dtype=_SAFETENSORS_DTYPES[self.dtype], shape=list(self.shape), data_offsets=[0, nbytes])
+        offset = nbytes
+        for name, arr in self.extra.items():
+            header[name] = dict(dtype=_SAFETENSORS_DTYPES[arr.dtype], shape=list(arr.shape), data_offsets=[offset, offset + arr.nbytes])
+            offset += arr.nbytes
+        header["__metadata__"] = self.metadata
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        self._f = open(self.tmp, "wb")
+        self._f.write(struct.pack("<Q", len(raw)))
+        self._f.write(raw)
+
+    def commit(self, before_rename: Callable[[], None] | None = None) -> None:
+        if self.shape is None or self.done != self.n:
+            raise HieraVideoError(f"internal: wrote {self.done} of {self.n} feature items for {self.final}")
+        if self._mm is not None:
+            self._mm.flush()
+            del self._mm
+            self._mm = None
+            with open(self.tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        else:
+            for arr in self.extra.values():
+                self._f.write(arr.tobytes())
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self._f = None
+        if before_rename is not None:
+            before_rename()
+        os.chmod(self.tmp, 0o644)
+        os.replace(self.tmp, self.final)
+
+    def abort(self) -> None:
+        if self._mm is not None:
+            del self._mm
+            self._mm = None
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        Path(self.tmp).unlink(missing_ok=True)
+
+
+def read_features(path: str | Path) -> tuple[np.ndarray, dict]:
+    """``(features [N, ...], metadata)`` of a file written by ``extract``. ``metadata`` is
+    empty for ``.npy`` (see ``index.jsonl``); for ``.safetensors`` it holds the settings and
+    ``index`` (the file's index rows), plus ``windows`` ``[N, 2]`` seconds in windows mode."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        return np.load(path), {}
+    from safetensors.numpy import load_file
+    from safetensors import safe_open
+
+    tensors = load_file(str(path))
+    with safe_open(str(path), "np") as f:
+        meta = dict(f.metadata() or {})
+    for k in ("index", "views", "protocol", "feature_stride", "item_shape"):
+        if k in meta:
+            try:
+                meta[k] = json.loads(meta[k])
+            except ValueError:
+                pass
+    if "windows" in tensors:
+        meta["windows"] = tensors["windows"]
+    return tensors["features"], meta
+
+
+def stored_shape(path: Path) -> tuple[int, ...] | None:
+    """Shape of a complete features file, or None when it is missing or does not read back."""
+    try:
+        if not path.is_file():
+            return None
+        if path.suffix == ".npy":
+            arr = np.load(path, mmap_mode="r")  # checks the header and that the data is all there
+            return tuple(arr.shape)
+        from safetensors import safe_open
+
+        with safe_open(str(path), "np") as f:
+            if "features" not in f.keys():
+                return None
+            shape = tuple(f.get_slice("features").get_shape())
+        size = path.stat().st_size
+        (hlen,) = struct.unpack("<Q", path.open("rb").read(8))
+        header = json.loads(path.open("rb").read(8 + hlen)[8:])
+        end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
+        return shape if size >= 8 + hlen + end else None
+    except Exception:  # truncated, foreign or unreadable: redo it
+        return None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    try:
+        text = path.read_text()
+    except OSError:
+        return rows
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut by a killed run
+            continue
+        if isinstance(row, dict) and isinstance(row.get("output"), str):
+            rows.append(row)
+    return rows
+
+
+def read_index_rows(out_dir: Path) -> dict[str, list[dict]]:
+    """Rows per output file from ``index.jsonl`` and any journals a killed run left."""
+    by_output: dict[str, list[dict]] = {}
+    sources = [out_dir / INDEX] + _journals(out_dir)
+    for src in sources:
+        fresh: dict[str, list[dict]] = {}
+        for row in _read_jsonl(src):
+            fresh.setdefault(row["output"], []).append(row)
+        by_output.update(fresh)  # later sources win, as a whole per file
+    return by_output
+
+
+def _journals(out_dir: Path) -> list[Path]:
+    return sorted(Path(p) for p in glob.glob(os.path.join(glob.escape(str(out_dir)), JOURNAL.format(rank="*"))))
+
+
+class IndexJournal:
+    """This process's journal ``index.rank{R}.jsonl`` in ``out_dir``, appended to."""
+
+    def __init__(self, out_dir: Path, rank: int):
+        self._f = open(Path(out_dir) / JOURNAL.format(rank=rank), "a")
+
+    def append(self, rows: list[dict], sync: bool = False) -> None:
+        self._f.write("".join(json.dumps(r) + "\n" for r in rows))
+        self._f.flush()
+        if sync:
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def write_index(out_dir: Path, written: Sequence[tuple[str, list[dict]]], keep_previous: bool = True) -> Path:
+    """``index.jsonl`` = earlier rows (``keep_previous``) of files not written now, if still
+    there, + the rows of ``written`` (``(output, rows)`` per file written now) in order; the
+    journals are removed."""
+    old = read_index_rows(out_dir) if keep_previous else {}
+    now = {out for out, _ in written}
+    rows = []
+    for out, rs in old.items():
+        if out not in now and (out_dir / out).is_file():
+            rows += rs
+    for _, rs in written:
+        rows += rs
+    path = out_dir / INDEX
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    for j in _journals(out_dir):
+        j.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,500 @@
+"""What layout weights are in: :func:`read_checkpoint` reads a file or directory **without
+unpickling** (``torch.load`` with ``weights_only=True``, or safetensors) and converts every
+supported layout to the official key names:
+
+===================  =====================================================================
+layout               detected by
+===================  =====================================================================
+``official``         ``{"model_state": sd}`` (official ``.pth``) or a bare official sd
+``official-hub``     a directory with ``config.json`` (official constructor kwargs) and
+                     ``model.safetensors``; the config is cross-checked with the tensors
+``timm``             ``head.fc.*`` / ``head.norm.*`` keys (timm's names for
+                     ``head.projection.*`` / ``norm.*``)
+``hf-transformers``  ``[hiera.]embeddings.patch_embeddings.*`` /
+                     ``[hiera.]encoder.stages.S.layers.L.*`` keys (HF ``HieraModel``,
+                     ``HieraForImageClassification``, ``HieraForPreTraining``); an HF
+                     ``config.json`` (``"model_type": "hiera"``) is read too
+``hiera-video``      this project's ``{"format": "hiera-video", "model": sd, "meta": ...}``
+===================  =====================================================================
+
+A ``module.`` / ``model.`` / ``_orig_mod.`` prefix on every key (DDP, wrappers,
+``torch.compile``) is removed first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional
+
+import torch
+
+from hiera_video.errors import HieraVideoError
+from hiera_video.models.checkpoints.common import (
+    FORMAT, MAE_ONLY_PREFIXES, WRAPPER_PREFIXES, as_list, block_count, few, one_line, token_grid,
+)
+from hiera_video.models.checkpoints.sources import in_cache_hint
+
+
+@dataclass
+class Checkpoint:
+    """Tensors in the official key layout plus what is known about them."""
+
+    state_dict: dict[str, torch.Tensor]
+    meta: dict = field(default_factory=dict)
+    layout: str = "official"
+    path: str = ""
+
+    @property
+    def num_classes(self) -> int | None:
+        w = self.state_dict.get("head.projection.weight")
+        return int(w.shape[0]) if w is not None else None
+
+    @property
+    def is_mae(self) -> bool:
+        return any(k.startswith(MAE_ONLY_PREFIXES) for k in self.state_dict)
+
+    @property
+    def config(self) -> dict | None:
+        """Official constructor kwargs the weights were made with, when known."""
+        cfg = self.meta.get("config")
+        return cfg if isinstance(cfg, Mapping) else None
+
+
+def official_defaults(mae: bool) -> dict:
+    """Default constructor kwargs of the official classes (what a partial config.json omits)."""
+    import inspect
+
+    from hiera_video.models.hiera import Hiera
+    from hiera_video.models.mae import MaskedAutoencoderHiera
+
+    classes = (Hiera, MaskedAutoencoderHiera) if mae else (Hiera,)
+    out: dict = {}
+    for cls in classes:
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if p.default is not inspect.Parameter.empty:
+                out[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
+    if not mae:
+        for k in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads", "mask_ratio"):
+            out.pop(k, None)
+    return out
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    if len(head) < 10:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 0 < n <= size - 8 and head[8:9] == b"{"
+
+
+def _load_safetensors(path: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise HieraVideoError(
+            f"{path} is not a readable safetensors file ({one_line(e)}): it is corrupt or truncated; "
+            f"download or copy it again{in_cache_hint(path)}"
+        ) from None
+
+
+def _torch_load(path: str) -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors for every way it can fail."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        m = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"([\w.]+) was not an allowed global", text)
+        if m:
+            raise HieraVideoError(
+                f"{path} is not a plain-tensor checkpoint: it contains a pickled Python object ({m.group(1)}) and "
+                "loading it would need full unpickling, which can run arbitrary code and is refused; re-save just the "
+                "tensors where it was made, e.g. torch.save({'model_state': model.state_dict()}, 'clean.pth')"
+            ) from None
+        raise HieraVideoError(
+            f"{path} is corrupt or not a PyTorch checkpoint ({one_line(text.split('WeightsUnpickler error:')[-1])}); "
+            f"download or copy it again{in_cache_hint(path)}"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, AttributeError, IndexError, struct.error) as e:
+        raise HieraVideoError(
+            f"{path} is corrupt or truncated ({one_line(e) or type(e).__name__}); download or copy it again"
+            f"{in_cache_hint(path)}"
+        ) from None
+
+
+def load_file(path: str) -> tuple[Any, str]:
+    """Read one file; returns ``(object, "safetensors" | "torch")``."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise HieraVideoError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if size == 0:
+        raise HieraVideoError(
+            f"checkpoint {path} is empty (0 bytes): a download or copy was interrupted; get it again{in_cache_hint(path)}"
+        )
+    if _is_safetensors(head, size):
+        return _load_safetensors(path), "safetensors"
+    if path.endswith(".safetensors"):
+        raise HieraVideoError(
+            f"{path} is not a valid safetensors file (bad header): it is corrupt or truncated; download or copy it again"
+            f"{in_cache_hint(path)}"
+        )
+    if head[:1] == b"\x80" and head[2:3] != b"\x8a":
+        # A pickle that does not start with torch's legacy magic number: a plain Python pickle.
+        raise HieraVideoError(
+            f"{path} is a plain Python pickle, not a plain-tensor checkpoint: loading it would need full unpickling, "
+            "which can run arbitrary code and is refused; save the weights with torch.save(model.state_dict(), ...) "
+            "or as safetensors"
+        )
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return _torch_load(path), "torch"
+    if head.lstrip()[:1] in (b"{", b"["):
+        extra = ""
+        if os.path.basename(path) == "config.json":
+            extra = "; for a hub checkpoint pass the directory that holds config.json and model.safetensors"
+        raise HieraVideoError(f"{path} is a JSON file, not a checkpoint{extra}")
+    raise HieraVideoError(
+        f"{path} is not a PyTorch or safetensors checkpoint (unrecognised file format); pass an official .pth, "
+        "a .safetensors file or a hub directory with config.json + model.safetensors"
+    )
+
+
+def _strip_wrapper_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    changed = True
+    while changed and sd:
+        changed = False
+        for p in WRAPPER_PREFIXES:
+            if all(k.startswith(p) for k in sd):
+                sd = {k[len(p):]: v for k, v in sd.items()}
+                changed = True
+    return sd
+
+
+def _unwrap(obj: Any, path: str) -> tuple[dict[str, torch.Tensor], dict, Optional[str]]:
+    """Top-level object -> ``(state_dict, meta, layout or None)``."""
+    if not isinstance(obj, Mapping):
+        raise HieraVideoError(
+            f"{path} holds a {type(obj).__name__}, not a dict of tensors; pass a state dict or an official checkpoint"
+        )
+    meta: dict = {}
+    layout = None
+    inner: Any = obj
+    for key in ("model_state", "model", "state_dict", "module"):
+        if isinstance(obj.get(key), Mapping):
+            inner = obj[key]
+            if key == "model_state":
+                layout = "official"
+            elif key == "model" and isinstance(obj.get("meta"), Mapping):
+                meta = dict(obj["meta"])
+                layout = FORMAT
+            break
+    tensors = {k: v for k, v in inner.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not tensors or (inner is obj and len(tensors) != len(obj)):
+        keys = few([str(k) for k in obj], 6)
+        raise HieraVideoError(
+            f"{path} holds no state dict (top-level keys: {keys}); expected an official checkpoint "
+            "({'model_state': state_dict}), a bare state dict or a hiera-video checkpoint"
+        )
+    return tensors, meta, layout
+
+
+def _stage_blocks(keys: Iterable[str], pattern: str) -> dict[tuple[int, int], int]:
+    """HF ``(stage, layer)`` -> global block index (flattened in stage order)."""
+    pairs = {(int(m.group(1)), int(m.group(2))) for k in keys if (m := re.match(pattern, k))}
+    depths: dict[int, int] = {}
+    for s, layer in pairs:
+        depths[s] = max(depths.get(s, 0), layer + 1)
+    index, start = {}, 0
+    for s in sorted(depths):
+        for layer in range(depths[s]):
+            index[(s, layer)] = start + layer
+        start += depths[s]
+    return index
+
+
+_HF_BLOCK_PARTS = (("layernorm_before.", "norm1."), ("layernorm_after.", "norm2."))
+_HF_RENAMES = (
+    ("embeddings.patch_embeddings.projection.", "patch_embed.proj."),
+    ("embeddings.position_embeddings", "pos_embed"),
+    ("pooler.layernorm.", "norm."),
+    ("classifier.", "head.projection."),
+    ("decoder.decoder_embeddings.", "decoder_embed."),
+    ("decoder.decoder_position_embeddings", "decoder_pos_embed"),
+    ("decoder.mask_token", "mask_token"),
+    ("decoder.decoder_norm.", "decoder_norm."),
+    ("decoder.decoder_pred.", "decoder_pred."),
+    ("multiscale_fusion.multi_scale_fusion_heads.", "multi_scale_fusion_heads."),
+)
+
+
+def _block_part(rest: str) -> str:
+    for old, new in _HF_BLOCK_PARTS:
+        if rest.startswith(old):
+            return new + rest[len(old):]
+    return rest  # attn.qkv, attn.proj, mlp.fc1, mlp.fc2, proj: same names
+
+
+def _from_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF transformers Hiera keys -> official keys."""
+    sd = {(k[len("hiera."):] if k.startswith("hiera.") else k): v for k, v in sd.items()}
+    enc = r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.(.+)$"
+    index = _stage_blocks(sd, enc)
+    out = {}
+    for k, v in sd.items():
+        if m := re.match(enc, k):
+            out[f"blocks.{index[(int(m.group(1)), int(m.group(2)))]}.{_block_part(m.group(3))}"] = v
+            continue
+        if m := re.match(r"^decoder\.decoder_block\.layers\.(\d+)\.(.+)$", k):
+            out[f"decoder_blocks.{m.group(1)}.{_block_part(m.group(2))}"] = v
+            continue
+        for old, new in _HF_RENAMES:
+            if k.startswith(old):
+                k = new + k[len(old):]
+                break
+        out[k] = v
+    return out
+
+
+def _from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm Hiera keys -> official keys (``head.fc`` -> ``head.projection``, ``head.norm`` -> ``norm``)."""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("head.fc."):
+            k = "head.projection." + k[len("head.fc."):]
+        elif k.startswith("head.norm."):
+            k = "norm." + k[len("head.norm."):]
+        out[k] = v
+    return out
+
+
+def _convert(sd: dict[str, torch.Tensor], path: str) -> tuple[dict[str, torch.Tensor], Optional[str]]:
+    """Detect the key layout and convert to official names; returns ``(sd, layout or None)``."""
+    sd = _strip_wrapper_prefixes(sd)
+    layout = None
+    hf_markers = ("embeddings.patch_embeddings.", "encoder.stages.", "hiera.embeddings.", "hiera.encoder.stages.")
+    if any(k.startswith(hf_markers) for k in sd):
+        sd, layout = _from_hf(sd), "hf-transformers"
+    elif "pos_embed_win" in sd:
+        raise HieraVideoError(
+            f"{path} is a timm 'abswin' Hiera (windowed absolute position embeddings): that is not the official "
+            "architecture and cannot be loaded here; use official or timm hiera_*_224 weights"
+        )
+    elif any(k.startswith(("head.fc.", "head.norm.")) for k in sd) and not any(k.startswith("head.projection.") for k in sd):
+        sd, layout = _from_timm(sd), "timm"
+    if not ("patch_embed.proj.weight" in sd and any(k.startswith("blocks.") for k in sd)):
+        raise HieraVideoError(
+            f"{path} is not a Hiera checkpoint: it has {len(sd)} tensors but no patch_embed.proj.weight / blocks.* "
+            f"(first keys: {few(sorted(sd), 3)}); pass Hiera weights (official, hub, timm, HF transformers or hiera-video)"
+        )
+    return sd, layout
+
+
+def _config_from_hf(cfg: Mapping) -> dict:
+    """HF ``HieraConfig`` -> official constructor kwargs (only the keys it defines)."""
+    heads = cfg.get("num_heads")
+    out = dict(
+        input_size=cfg.get("image_size"), in_chans=cfg.get("num_channels"), embed_dim=cfg.get("embed_dim"),
+        stages=cfg.get("depths"), q_pool=cfg.get("num_query_pool"), q_stride=cfg.get("query_stride"),
+        mask_unit_size=cfg.get("masked_unit_size"), mask_unit_attn=cfg.get("masked_unit_attention"),
+        dim_mul=cfg.get("embed_dim_multiplier"), patch_kernel=cfg.get("patch_size"),
+        patch_stride=cfg.get("patch_stride"), patch_padding=cfg.get("patch_padding"),
+        mlp_ratio=cfg.get("mlp_ratio"), drop_path_rate=cfg.get("drop_path_rate"),
+        decoder_embed_dim=cfg.get("decoder_hidden_size"), decoder_depth=cfg.get("decoder_depth"),
+        decoder_num_heads=cfg.get("decoder_num_heads"), mask_ratio=cfg.get("mask_ratio"),
+    )
+    if isinstance(heads, (list, tuple)) and heads:
+        out["num_heads"] = heads[0]
+        if len(heads) > 1 and heads[0]:
+            out["head_mul"] = heads[1] / heads[0]
+    elif isinstance(heads, int):
+        out["num_heads"] = heads
+    id2label = cfg.get("id2label")
+    if isinstance(id2label, Mapping) and id2label and any(
+        "Classification" in a for a in cfg.get("architectures") or []
+    ):
+        out["num_classes"] = len(id2label)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _labels_from_hf(cfg: Mapping) -> list[str] | None:
+    id2label = cfg.get("id2label")
+    if not isinstance(id2label, Mapping) or not any("Classification" in a for a in cfg.get("architectures") or []):
+        return None
+    try:
+        return [str(id2label.get(str(i), id2label.get(i))) for i in range(len(id2label))]
+    except (TypeError, ValueError):  # pragma: no cover - odd id2label
+        return None
+
+
+def _check_config(sd: Mapping[str, torch.Tensor], cfg: Mapping, cfg_path: str, weights_path: str) -> None:
+    """Compare a config.json with the tensors; any disagreement is an error."""
+    bad = []
+
+    def expect(what: str, said, has) -> None:
+        if said is not None and has is not None and list(as_list(said)) != list(as_list(has)):
+            bad.append(f"{what}: config {said}, weights {has}")
+
+    pe = sd.get("patch_embed.proj.weight")
+    if pe is not None:
+        expect("embed_dim", cfg.get("embed_dim"), int(pe.shape[0]))
+        expect("in_chans", cfg.get("in_chans"), int(pe.shape[1]))
+        expect("patch_kernel", cfg.get("patch_kernel"), list(pe.shape[2:]))
+    if cfg.get("stages") is not None:
+        expect("number of blocks", sum(cfg["stages"]), block_count(sd, "blocks."))
+    head = sd.get("head.projection.weight")
+    if head is not None and cfg.get("num_classes") is not None:
+        expect("num_classes", cfg["num_classes"], int(head.shape[0]))
+    grid = token_grid(cfg)
+    if grid:
+        if "pos_embed" in sd:
+            expect("position tokens", math.prod(grid), int(sd["pos_embed"].shape[1]))
+        if "pos_embed_spatial" in sd:
+            expect("spatial position tokens", math.prod(grid[1:]), int(sd["pos_embed_spatial"].shape[1]))
+        if "pos_embed_temporal" in sd:
+            expect("temporal position tokens", grid[0], int(sd["pos_embed_temporal"].shape[1]))
+    if "decoder_embed.weight" in sd:
+        expect("decoder_embed_dim", cfg.get("decoder_embed_dim"), int(sd["decoder_embed.weight"].shape[0]))
+        expect("decoder_depth", cfg.get("decoder_depth"), block_count(sd, "decoder_blocks."))
+    if bad:
+        raise HieraVideoError(
+            f"{cfg_path} does not match {weights_path}: {'; '.join(bad)}; the directory mixes files of different "
+            "models, download both files of one checkpoint again"
+        )
+
+
+def _check_config_types(cfg: Mapping, defaults: Mapping, cfg_path: str) -> None:
+    """Every constructor argument of a config.json must have the type of its default
+    (``"stages": "abc"`` used to end in a TypeError traceback): one line naming the key."""
+
+    def scalar_ok(value, default) -> bool:
+        if isinstance(default, bool):
+            return isinstance(value, bool)
+        if isinstance(default, int):
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if isinstance(default, float):
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+        if isinstance(default, str):
+            return isinstance(value, str)
+        return True
+
+    for key, default in defaults.items():
+        if cfg.get(key) is None:  # absent or null: the default applies
+            continue
+        value = cfg[key]
+        if isinstance(default, (list, tuple)):
+            ok = isinstance(value, (list, tuple)) and 0 < len(value) <= 16 and all(scalar_ok(v, default[0]) for v in value)
+            want = f"a list of {type(default[0]).__name__}s, e.g. {list(default)}"
+        else:
+            ok = scalar_ok(value, default)
+            want = f"a {'non-negative ' if isinstance(default, (int, float)) and not isinstance(default, bool) else ''}" \
+                   f"{type(default).__name__}, e.g. {default!r}"
+        if not ok:
+            raise HieraVideoError(
+                f"{cfg_path}: '{key}' must be {want}, got {one_line(repr(value), 60)}; "
+                "download or copy the checkpoint's config.json again"
+            )
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HieraVideoError(f"{path} is not a readable JSON config ({one_line(e)}); download or copy it again") from None
+    if not isinstance(cfg, dict):
+        raise HieraVideoError(f"{path} is not a model config (expected a JSON object)")
+    return cfg
+
+
+def _load_sharded(index_path: str) -> dict[str, torch.Tensor]:
+    index = _read_json(index_path)
+    shards = sorted(set((index.get("weight_map") or {}).values()))
+    if not shards:
+        raise HieraVideoError(f"{index_path} lists no weight files; download the checkpoint again")
+    sd: dict[str, torch.Tensor] = {}
+    base = os.path.dirname(index_path)
+    for shard in shards:
+        p = os.path.join(base, shard)
+        if not os.path.isfile(p):
+            raise HieraVideoError(f"{index_path} names {shard}, which is missing; download the checkpoint again")
+        sd.update(_load_safetensors(p))
+    return sd
+
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def _read_dir(path: str) -> Checkpoint:
+    cfg_path = os.path.join(path, "config.json")
+    weights = next((os.path.join(path, n) for n in _WEIGHT_FILES if os.path.isfile(os.path.join(path, n))), None)
+    if weights is None:
+        files = sorted(n for n in os.listdir(path) if n.endswith((".safetensors", ".pth", ".pt", ".bin", ".ckpt")))
+        if len(files) == 1:
+            weights = os.path.join(path, files[0])
+        else:
+            found = few(sorted(os.listdir(path)), 5) or "nothing"
+            raise HieraVideoError(
+                f"{path} is a directory without model weights (found: {found}); expected config.json + model.safetensors "
+                "(official hub layout), or pass the checkpoint file itself"
+            )
+    cfg = _read_json(cfg_path) if os.path.isfile(cfg_path) else None
+    if weights.endswith(".index.json"):
+        obj = _load_sharded(weights)
+    else:
+        obj, _ = load_file(weights)
+    return _finish(obj, weights, cfg, cfg_path if cfg is not None else None)
+
+
+def _finish(obj: Any, path: str, cfg: Optional[dict], cfg_path: Optional[str]) -> Checkpoint:
+    sd, meta, layout = _unwrap(obj, path)
+    sd, key_layout = _convert(sd, path)
+    is_mae = any(k.startswith(MAE_ONLY_PREFIXES) for k in sd)
+    if cfg is not None:
+        if cfg.get("model_type") == "hiera":
+            try:
+                official = _config_from_hf(cfg)
+            except (TypeError, ValueError, ZeroDivisionError, AttributeError):
+                raise HieraVideoError(
+                    f"{cfg_path or 'config.json'} has values of the wrong type (e.g. num_heads); "
+                    "download or copy the checkpoint's config.json again"
+                ) from None
+            labels = _labels_from_hf(cfg)
+            if labels and "labels" not in meta:
+                meta["labels"] = labels
+            layout = layout or "hf-transformers"
+        else:
+            valid = set(official_defaults(True))
+            official = {k: v for k, v in cfg.items() if k in valid}
+            layout = layout or "official-hub"
+        full = {**official_defaults(is_mae), **official}
+        _check_config_types(full, official_defaults(True), cfg_path or "config.json")
+        _check_config(sd, full, cfg_path or "config.json", path)
+        meta.setdefault("config", full)
+        meta.setdefault("config_file", cfg_path)
+    layout = key_layout or layout or "official"
+    return Checkpoint(state_dict=sd, meta=meta, layout=layout, path=path)
+
+
+def read_checkpoint(source) -> Checkpoint:
+    """Read a checkpoint file or hub directory into official key layout (never unpickles)."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(source)))
+    if os.path.isdir(path):
+        return _read_dir(path)
+    if not os.path.exists(path):
+        raise HieraVideoError(f"checkpoint not found: {path}")
+    obj, _ = load_file(path)
+    # model.safetensors / pytorch_model.bin next to a config.json: read like the directory.
+    cfg_path = os.path.join(os.path.dirname(path), "config.json")
+    cfg = None
+    if os.path.basename(path) in _WEIGHT_FILES and os.path.isfile(cfg_path):
+        cfg = _read_json(cfg_path)
+    return _finish(obj, path, cfg, cfg_path if cfg is not None else None)
