@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hiera_video.data.clip_spec import ClipSpec  # noqa: E402
 from hiera_video.data.decode import decord_available, open_video  # noqa: E402
 from hiera_video.data.transforms import (  # noqa: E402
     make_views,
@@ -59,7 +60,7 @@ def write_clip(path: Path, seconds: int = 10, fps: int = 30, width: int = 340, h
 
 
 def decode_once(path: Path, backend: str) -> torch.Tensor:
-    views, _ = make_views(path, T_VIEWS, S_VIEWS, "dense", CROP, FRAMES, STRIDE, backend=backend)
+    views, _ = make_views(path, ClipSpec("dense", FRAMES, STRIDE, temporal_views=T_VIEWS, spatial_views=S_VIEWS, crop_size=CROP, backend=backend))
     return views
 
 

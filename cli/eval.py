@@ -9,9 +9,10 @@ from typing import Optional
 import typer
 
 from hiera_video.cli import options
+from hiera_video.data import DATASET_PRESETS
 from hiera_video.data.datasets import build_dataset, check_missing
 from hiera_video.engine import distributed
-from hiera_video.engine.evaluate import PRESETS, evaluate, write_failure_lists, write_outputs
+from hiera_video.engine.evaluate import evaluate, write_failure_lists, write_outputs
 from hiera_video.engine.inference import load_classifier, parse_views, substitution_warning
 from hiera_video.errors import HieraVideoError, Interrupted
 from hiera_video.metrics.classification import render_metrics
@@ -55,9 +56,8 @@ def eval_command(
     if dataset == "ava":
         return eval_ava(root, split, annotations, labels, weights, proposals, exclusions, proposal_threshold, frames, view,
                         allow_pickle, batch_size, workers, limit, output, all_classes, device, dtype, backend, as_json)
-    if dataset not in PRESETS:
-        raise HieraVideoError(f"unknown dataset '{dataset}'; use one of {', '.join(PRESETS)}")
-    preset = PRESETS[dataset]
+    if dataset not in DATASET_PRESETS:
+        raise HieraVideoError(f"unknown dataset '{dataset}'; use one of {', '.join(DATASET_PRESETS)}")
     # Device and process group first (one device per torchrun process), then the model.
     with distributed.session(device) as (world, dev):
         if world.is_main:  # only rank 0 writes; checked before any work
@@ -66,10 +66,8 @@ def eval_command(
         out = console(stderr=as_json)
         ds = build_dataset(dataset, root, annotations, split, labels, limit)  # its class names meet the model's in evaluate
         missing = check_missing(ds, strict)
-        protocol = clf.protocol(
-            parse_views(views) if views else preset["views"], sampling=sampling or preset["sampling"],
-            stride=stride or preset["stride"], backend=backend,
-        )
+        protocol = clf.protocol(parse_views(views) if views else None, **DATASET_PRESETS[dataset]).with_(
+            sampling=sampling, stride=stride, backend=backend)
         if world.is_main:
             out.print(
                 f"eval {ds.name} {split}: {len(ds)} videos ({missing} missing), model {clf.name}, "

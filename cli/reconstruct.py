@@ -38,8 +38,8 @@ def reconstruct(
     check_output(output, "--output")
     if not video.is_file():
         raise HieraVideoError(f"video '{video}' not found")
-    net = load_mae(model, weights, allow_random_weights)
-    rec, protocol = reconstruct_video(video, net, mask_ratio, seed, all_frames, stride, backend, device)
+    net, prov = load_mae(model, weights, allow_random_weights)
+    rec, protocol = reconstruct_video(video, net, prov, mask_ratio, seed, all_frames, stride, backend, device)
     path = save_figure(rec, output, scale, frame_ms)
     summary = dict(output=str(path), **protocol, mask_ratio=rec.mask_ratio, kept_units=rec.info["kept_units"],
                    num_units=rec.info["num_units"], shown_frames=rec.frames, loss=rec.loss, masked_psnr_db=rec.masked_psnr)
@@ -47,7 +47,7 @@ def reconstruct(
         print(json.dumps(summary))
     else:
         console().print(
-            f"{path}: {net.spec.name}, mask ratio {rec.mask_ratio:.2f} ({rec.info['kept_units']}/{rec.info['num_units']} units "
+            f"{path}: {prov.spec.name}, mask ratio {rec.mask_ratio:.2f} ({rec.info['kept_units']}/{rec.info['num_units']} units "
             f"visible), loss {rec.loss:.4f} (normalised pixels), masked-pixel PSNR {rec.masked_psnr:.1f} dB",
             highlight=False, soft_wrap=True,
         )

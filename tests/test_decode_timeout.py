@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import hiera_video
-from hiera_video.engine.inference import Protocol
+from hiera_video.data import ClipSpec
 from hiera_video.models.checkpoints import save_checkpoint
 
 from helpers import run_cli as run
@@ -35,7 +35,7 @@ def hanging_decoder(monkeypatch, tmp_path):
     forked worker that the timeout terminates). Every attempt is logged to a file, so a test
     can count how often the hanging video was tried."""
     attempts = tmp_path / "attempts.txt"
-    real = Protocol.views
+    real = ClipSpec.views
 
     def views(self, source):
         path = str(getattr(source, "path", source))
@@ -45,7 +45,7 @@ def hanging_decoder(monkeypatch, tmp_path):
             time.sleep(600)
         return real(self, source)
 
-    monkeypatch.setattr(Protocol, "views", views)
+    monkeypatch.setattr(ClipSpec, "views", views)
     return attempts
 
 

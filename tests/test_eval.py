@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import hiera_video
-from hiera_video.data import make_views
+from hiera_video.data import ClipSpec, make_views
 from hiera_video.data.labels import load_labels
 from hiera_video.models.checkpoints import save_checkpoint
 
@@ -50,7 +50,7 @@ def expected_metrics(setup, views=(2, 3)):
         for path in sorted((setup["root"] / cls).glob("*.mp4")):
             if path.name == "broken.mp4":
                 continue
-            v, _ = make_views(str(path), views[0], views[1], crop_size=64, num_sample_frames=8)
+            v, _ = make_views(str(path), ClipSpec(temporal_views=views[0], spatial_views=views[1], crop_size=64, num_frames=8))
             with torch.no_grad():
                 probs = setup["model"](v).softmax(-1).mean(0)
             rows.append((str(path), c, probs))
@@ -155,7 +155,7 @@ def test_distributed_eval_equals_single_process(setup, tmp_path):
     assert mb["world_size"] == 2
 
 
-def test_a_hanging_decode_is_stopped_and_reported(setup):
+def test_a_hanging_decode_is_stopped_and_reported(setup, monkeypatch):
     """A decoder stuck in one video (simulated: the views of 'right0' never come back) costs
     that video only: it is listed as failed after the timeout, and the others are scored."""
     import time as _time
@@ -166,14 +166,14 @@ def test_a_hanging_decode_is_stopped_and_reported(setup):
 
     clf = load_classifier(weights=setup["ckpt"], dtype="fp32")
     protocol = clf.protocol((1, 1))
-    real_views = protocol.views
+    real_views = ClipSpec.views
 
-    def views(path):
+    def views(self, path):
         if path.endswith("right0.mp4"):
             _time.sleep(600)  # inside the forked worker, which the timeout terminates
-        return real_views(path)
+        return real_views(self, path)
 
-    protocol.views = views
+    monkeypatch.setattr(ClipSpec, "views", views)
     ds = build_dataset("folder", setup["root"], None, "val", None, None)
     t0 = _time.perf_counter()
     result = evaluate(clf, protocol, ds, batch_size=4, workers=1, decode_timeout=5)
@@ -198,7 +198,7 @@ def _top1_by_name(setup, model_labels):
         for path in sorted((setup["root"] / cls).glob("*.mp4")):
             if path.name == "broken.mp4":
                 continue
-            v, _ = make_views(str(path), 1, 1, crop_size=64, num_sample_frames=8)
+            v, _ = make_views(str(path), ClipSpec(temporal_views=1, spatial_views=1, crop_size=64, num_frames=8))
             with torch.no_grad():
                 right += model_labels[int(setup["model"](v).mean(0).argmax())] == cls
             total += 1

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import hiera_video
-from hiera_video.data import make_views, open_video
+from hiera_video.data import ClipSpec, make_views, open_video
 from hiera_video.data.feature_store import read_features
 from hiera_video.engine.extract import load_feature_model, stage_map
 from hiera_video.engine.predict import FrameRange
@@ -55,7 +55,7 @@ def test_pooled_equals_model_prelogits_and_index(media, capsys, tmp_path):
     model = media["model"]
     for video, name in zip(media["videos"], ["a/clip.mp4.npy", "b/clip.mp4.npy"]):
         feats = np.load(out / name)
-        views, infos = make_views(video, 2, 3, crop_size=64, num_sample_frames=8)
+        views, infos = make_views(video, ClipSpec(temporal_views=2, spatial_views=3, crop_size=64, num_frames=8))
         with torch.no_grad():
             ref = model.forward_head(model.forward_features(views), pre_logits=True)
         assert feats.shape == (6, model.num_features) and feats.dtype == np.float32
@@ -86,7 +86,7 @@ def test_stage_maps_equal_forward_intermediates(media, capsys, tmp_path):
                         "--views", "1x2", "--format", "safetensors", "--dtype", "fp32"], capsys)
     assert code == 0, err
     feats, meta = read_features(out / "clip.mp4.safetensors")
-    views, _ = make_views(media["videos"][0], 1, 2, crop_size=64, num_sample_frames=8)
+    views, _ = make_views(media["videos"][0], ClipSpec(temporal_views=1, spatial_views=2, crop_size=64, num_frames=8))
     with torch.no_grad():
         ref = model.forward_intermediates(views)[1]  # [V, T', H', W', C]
     info = model.feature_info[1]
@@ -113,7 +113,7 @@ def test_windows_mode(media, capsys, tmp_path):
     assert [r["window"] for r in rows] == list(range(6)) and [r["start"] for r in rows] == starts
     # Window 2 (0.5-1.0 s = frames 15..30) equals the model on that window's centre clip; batches of 4 + 2.
     with open_video(media["videos"][0]) as reader:
-        views, _ = make_views(FrameRange(reader, 15, 30), 1, 1, crop_size=64, num_sample_frames=8)
+        views, _ = make_views(FrameRange(reader, 15, 30), ClipSpec(temporal_views=1, spatial_views=1, crop_size=64, num_frames=8))
     with torch.no_grad():
         ref = media["model"].forward_head(media["model"].forward_features(views), pre_logits=True)
     np.testing.assert_allclose(feats[2], ref[0].numpy(), atol=1e-5, rtol=1e-5)
@@ -237,7 +237,7 @@ def test_headless_backbone_gives_features_but_nan_weights_are_refused(media, cap
                         "--weights", str(tmp_path / "backbone.pth"), "--dtype", "fp32"], capsys)
     assert code == 0, err
     feats = np.load(tmp_path / "f" / "clip.mp4.npy")
-    views, _ = make_views(media["videos"][1], 1, 1, crop_size=64, num_sample_frames=8)
+    views, _ = make_views(media["videos"][1], ClipSpec(temporal_views=1, spatial_views=1, crop_size=64, num_frames=8))
     with torch.no_grad():
         want = media["model"].forward_head(media["model"].forward_features(views), pre_logits=True)
     np.testing.assert_allclose(feats, want.numpy(), atol=1e-4, rtol=1e-4)
@@ -276,7 +276,7 @@ def test_torchrun_shards_and_merged_index(media, tmp_path):
     assert not list(out.glob("index.rank*.jsonl"))
     model = media["model"]
     for video, name in zip(media["videos"], ["a/clip.mp4.npy", "b/clip.mp4.npy"]):
-        views, _ = make_views(video, 1, 2, crop_size=64, num_sample_frames=8)
+        views, _ = make_views(video, ClipSpec(temporal_views=1, spatial_views=2, crop_size=64, num_frames=8))
         with torch.no_grad():
             ref = model.forward_head(model.forward_features(views), pre_logits=True)
         np.testing.assert_allclose(np.load(out / name), ref.numpy(), atol=1e-5, rtol=1e-5)

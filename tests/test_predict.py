@@ -48,9 +48,9 @@ def test_json_schema_and_scores(media, capsys):
         assert scores == sorted(scores, reverse=True)
         assert all(t["label"] == LABELS[t["index"]] for t in d["top"])
     # Scores are the probabilities averaged over the 6 views, computed here independently.
-    from hiera_video.data import make_views
+    from hiera_video.data import ClipSpec, make_views
 
-    views, _ = make_views(media["videos"][0], 2, 3, crop_size=64, num_sample_frames=8)
+    views, _ = make_views(media["videos"][0], ClipSpec(temporal_views=2, spatial_views=3, crop_size=64, num_frames=8))
     with torch.no_grad():
         probs = media["model"].eval()(views).softmax(-1).mean(0)
     top = probs.topk(3)
@@ -187,15 +187,15 @@ def test_untrained_or_broken_weights_are_refused(media, capsys, tmp_path):
 
 
 def test_head_reinitialised_for_another_class_count_is_named():
-    from hiera_video.engine.inference import untrained_head
+    from hiera_video.models.load import untrained_head
     from hiera_video.models.checkpoints import apply_checkpoint, Checkpoint
 
     src = hiera_video.create_model("hiera_nano_8x64", num_classes=6)
     net = hiera_video.create_model("hiera_nano_8x64", num_classes=4)
     net.load_report = apply_checkpoint(net, Checkpoint(state_dict=src.state_dict(), layout="official"))
-    assert untrained_head(net) == "its head has 6 classes, the model 4, so the head was re-initialised"
+    assert untrained_head(net.load_report) == "its head has 6 classes, the model 4, so the head was re-initialised"
     net.load_report = apply_checkpoint(net, Checkpoint(state_dict=net.state_dict(), layout="official"))
-    assert untrained_head(net) is None
+    assert untrained_head(net.load_report) is None
 
 
 def test_random_weights_need_opt_in(media, capsys):

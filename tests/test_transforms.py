@@ -7,11 +7,11 @@ import pytest
 import torch
 import videogen as vg
 
+from hiera_video.data.clip_spec import ClipSpec
 from hiera_video.data.decode import VideoReader, decord_available, open_video
 from hiera_video.data.sampling import dense_indices, segment_indices
 from hiera_video.data.transforms import (
     RANDAUG_OPS,
-    MultiViewSampler,
     TrainTransform,
     apply_randaug_op,
     crop_boxes,
@@ -99,7 +99,7 @@ class FakeReader(VideoReader):
 
 def test_make_views_decodes_the_union_once_and_orders_temporal_major():
     reader = FakeReader()
-    views, infos = make_views(reader, 5, 3, "dense", crop_size=32, num_sample_frames=8, stride=4)
+    views, infos = make_views(reader, ClipSpec("dense", 8, 4, temporal_views=5, spatial_views=3, crop_size=32))
     assert views.shape == (15, 3, 8, 32, 32) and views.dtype == torch.float32
     assert len(reader.calls) == 1  # ONE decode for all 15 views
     per_clip = [dense_indices(300, 30.0, 8, 4, mode="test", num_clips=5, clip_idx=c).tolist() for c in range(5)]
@@ -116,7 +116,7 @@ def test_make_views_decodes_the_union_once_and_orders_temporal_major():
 
 def test_make_views_segment_sampling():
     reader = FakeReader(num_frames=64)
-    views, infos = make_views(reader, 2, 3, "segment", crop_size=32, num_sample_frames=8)
+    views, infos = make_views(reader, ClipSpec("segment", 8, temporal_views=2, spatial_views=3, crop_size=32))
     assert views.shape == (6, 3, 8, 32, 32) and len(reader.calls) == 1
     assert infos[0].frame_indices == segment_indices(64, 8, "test", 2, 0).tolist() == list(range(0, 64, 8))
     assert infos[3].frame_indices == list(range(4, 64, 8))
@@ -126,7 +126,7 @@ def test_make_views_segment_sampling():
 def test_make_views_matches_per_view_decoding(tmp_path, backend):
     """Decode-once output == open/decode/resize/crop/normalise per view."""
     path = vg.write_video(tmp_path / "v", num_frames=45, height=48, width=64)
-    views, infos = make_views(path, 3, 3, "dense", crop_size=32, num_sample_frames=8, stride=2, backend=backend)
+    views, infos = make_views(path, ClipSpec("dense", 8, 2, temporal_views=3, spatial_views=3, crop_size=32, backend=backend))
     for v, info in enumerate(infos):
         with open_video(path, backend) as reader:
             clip = resize_short_side(reader.get_frames(info.frame_indices), 32)
@@ -138,9 +138,9 @@ def test_make_views_matches_per_view_decoding(tmp_path, backend):
 def test_make_views_frames_are_exact(tmp_path, backend):
     """Square video, crop = full frame: every view frame carries the stamp of its index."""
     path = vg.write_video(tmp_path / "sq", num_frames=50, height=64, width=64)
-    sampler = MultiViewSampler(5, 1, crop_size=64, num_sample_frames=8, stride=4, backend=backend)
-    views, infos = sampler(path)
-    assert sampler.num_views == 5 and views.shape == (5, 3, 8, 64, 64)
+    spec = ClipSpec(num_frames=8, stride=4, temporal_views=5, spatial_views=1, crop_size=64, backend=backend)
+    views, infos = spec.views(path)
+    assert spec.num_views == 5 and views.shape == (5, 3, 8, 64, 64)
     for v, info in enumerate(infos):
         frames = (views[v].permute(1, 2, 3, 0) * 0.225 + 0.45).mul(255).round().clamp(0, 255).to(torch.uint8)
         assert vg.read_stamps(frames) == info.frame_indices
@@ -154,7 +154,7 @@ def test_make_views_spy_on_real_reader(tmp_path, monkeypatch):
     with open_video(path, "pyav") as reader:
         original = reader.get_frames
         monkeypatch.setattr(reader, "get_frames", lambda idx: calls.append(list(idx)) or original(idx))
-        make_views(reader, 4, 3, crop_size=32, num_sample_frames=4, stride=2)
+        make_views(reader, ClipSpec(num_frames=4, stride=2, temporal_views=4, spatial_views=3, crop_size=32))
     assert len(calls) == 1 and calls[0] == sorted(set(calls[0]))
 
 

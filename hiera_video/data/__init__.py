@@ -13,7 +13,6 @@ from hiera_video.data.transforms import (
     IMAGENET_STD,
     VIDEO_MEAN,
     VIDEO_STD,
-    MultiViewSampler,
     TrainTransform,
     ViewInfo,
     make_views,
@@ -22,10 +21,12 @@ from hiera_video.data.transforms import (
     spatial_crops,
     ssv2_flip_label,
 )
+from hiera_video.data.clip_spec import DATASET_PRESETS, ClipSpec
 
 __all__ = [
+    "ClipSpec", "DATASET_PRESETS",
     "VideoReader", "open_video", "read_clip",
     "dense_clip_starts", "dense_indices", "keyframe_indices", "segment_indices", "window_starts",
-    "IMAGENET_MEAN", "IMAGENET_STD", "VIDEO_MEAN", "VIDEO_STD", "MultiViewSampler", "TrainTransform",
+    "IMAGENET_MEAN", "IMAGENET_STD", "VIDEO_MEAN", "VIDEO_STD", "TrainTransform",
     "ViewInfo", "make_views", "normalize", "resize_short_side", "spatial_crops", "ssv2_flip_label",
 ]

@@ -93,7 +93,8 @@ def _category(message: str) -> str:
 
 def check_file(path: str, backend: str = "auto", decode: bool = True) -> FileResult:
     """Check one file (runs in a worker; never raises)."""
-    from hiera_video.data.decode import open_video, path_problem
+    from hiera_video.data.decode import open_video
+    from hiera_video.data.probe import path_problem
 
     problem = path_problem(path)  # stat only: a FIFO or device is never opened
     if problem is not None:

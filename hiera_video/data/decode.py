@@ -21,7 +21,7 @@ What is protected against:
   which decord returns other frames than asked for;
 * decord is never handed a file whose header claims far more frames than the stream holds
   (it allocates from that number before reading anything: 2^31 claimed frames abort the
-  whole process), see :meth:`_Probe.header_problem`;
+  whole process), see :meth:`Probe.header_problem`;
 * a PyAV seek that yields no frame, or lands after its target, falls back to decoding from
   the start (MPEG-TS seeks by dts: seeks go to the keyframe's dts there);
 * paths are ``stat``-ed before anything opens them: a FIFO, a device or a symlink loop is
@@ -34,18 +34,18 @@ What is protected against:
 from __future__ import annotations
 
 import bisect
-import errno
 import multiprocessing
 import os
-import stat
 import warnings
 from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from hiera_video.data.probe import (
+    decode_error, one_line, open_container, Probe, probe_open, short,
+)
 from hiera_video.errors import HieraVideoError
 
 try:  # PyAV is required: it probes every file, whichever backend decodes it.
@@ -62,8 +62,6 @@ DECORD_SAFE_CODECS = frozenset({"h264", "mpeg4", "mjpeg", "vp9"})
 # keyframe), so those always go to PyAV.
 DECORD_SAFE_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi"})
 DECORD_WRONG_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo"})
-# Demuxers whose seeks search decoding timestamps (no index; FFmpeg's generic binary search).
-DTS_SEEK_FORMATS = frozenset({"mpegts", "mpeg"})
 
 
 def decord_available() -> bool:
@@ -72,183 +70,6 @@ def decord_available() -> bool:
     except Exception:
         return False
     return True
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def _short(text: object, limit: int = 160) -> str:
-    line = _one_line(text)
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _fail(path: Path | str, what: str) -> HieraVideoError:
-    return HieraVideoError(f"cannot decode video '{path}': {what}")
-
-
-class _Probe:
-    """What demuxing the video packets tells us (no decoding).
-
-    ``pts`` holds the presentation timestamp of every frame sorted ascending, so list
-    position == frame index; ``keys`` holds the (sorted) frame indices of keyframes.
-    ``pts is None`` means the container has no usable timestamps (e.g. raw streams): frames
-    are then identified by decode order and reached by decoding from the start.
-    """
-
-    def __init__(self, path: Path, container, stream):
-        self.codec = stream.codec_context.name
-        self.format = container.format.name
-        self.height = int(stream.codec_context.height or 0)
-        self.width = int(stream.codec_context.width or 0)
-        self.time_base = stream.time_base or Fraction(1, 1)
-        # What the header claims (never trusted: a hostile or broken header can claim 2^31
-        # frames, and decord allocates from this number before reading anything). Without a
-        # frame count (webm, mkv) decord estimates it as average rate x container duration.
-        self.claimed_frames = max(int(stream.frames or 0), 0)
-        if self.claimed_frames < 1:
-            try:
-                self.claimed_frames = max(int(float(stream.average_rate or 0) * (container.duration or 0) / 1e6), 0)
-            except (TypeError, ValueError, OverflowError, ZeroDivisionError):
-                self.claimed_frames = 0
-        stamps, keyflags, dts = [], [], []
-        self.pts_at_pos = {}  # byte position -> timestamp, to check timestamps after a seek
-        for packet in container.demux(stream):
-            if packet.size == 0 or packet.is_discard:  # end-of-stream flush / cut by an edit list
-                continue
-            stamps.append(packet.pts if packet.pts is not None else packet.dts)
-            dts.append(packet.dts)
-            keyflags.append(bool(packet.is_keyframe))
-            if packet.pos is not None and packet.pos >= 0:
-                self.pts_at_pos[packet.pos] = stamps[-1]
-        if not stamps:
-            raise _fail(path, "the video stream has no frames; the file is empty or truncated")
-        self.num_frames = len(stamps)
-        # keyframe index -> timestamp to seek to, where it is not the pts: demuxers without an
-        # index (MPEG-TS/PS) seek by dts, so seeking to a keyframe's pts lands after it, on
-        # frames that cannot be decoded without it.
-        self.seek_ts: dict[int, int] = {}
-        by_dts = bool(set(self.format.split(",")) & DTS_SEEK_FORMATS)
-        if any(s is None for s in stamps) or len(set(stamps)) != len(stamps):
-            self.pts = None
-            self.keys = [0]
-        else:
-            order = sorted(range(len(stamps)), key=stamps.__getitem__)
-            self.pts = [stamps[i] for i in order]
-            self.keys = [pos for pos, i in enumerate(order) if keyflags[i]] or [0]
-            if self.keys[0] != 0:
-                self.keys.insert(0, 0)
-            for pos, i in enumerate(order):
-                if by_dts and keyflags[i] and dts[i] is not None and dts[i] <= stamps[i]:
-                    self.seek_ts[pos] = dts[i]
-        self.fps = self._frame_rate(stream)
-        if self.pts is not None and self.num_frames > 1:
-            span = float((self.pts[-1] - self.pts[0]) * self.time_base)
-            self.duration = span + 1.0 / self.fps
-        else:
-            self.duration = self.num_frames / self.fps
-
-    def header_problem(self, file_size: int) -> str | None:
-        """Why the header's frame count cannot be handed to a decoder that allocates from it
-        (decord reserves memory per claimed frame before reading anything: a header claiming
-        2^31 frames aborts the whole process with std::bad_alloc). None when it is plausible:
-        at most 8x the frames the stream really holds (+1000, for AVI dropped-frame chunks
-        and the like) and at most one frame per byte of the file."""
-        claimed = self.claimed_frames
-        if claimed <= min(8 * self.num_frames + 1000, max(file_size, 1000)):
-            return None
-        return (f"the header claims {claimed} frames but the stream holds {self.num_frames} "
-                f"(the file has {file_size} bytes)")
-
-    def _frame_rate(self, stream) -> float:
-        """The stream's nominal rate when it agrees with the timestamps, else the measured one."""
-        nominal = 0.0
-        for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-            if rate is not None and 0 < float(rate) < 1000:
-                nominal = float(rate)
-                break
-        measured = 0.0
-        if self.pts is not None and self.num_frames > 1:
-            span = float((self.pts[-1] - self.pts[0]) * self.time_base)
-            if span > 0:
-                measured = (self.num_frames - 1) / span
-        if measured and (not nominal or abs(measured - nominal) > 0.02 * nominal):
-            return measured
-        return nominal or measured or 30.0
-
-
-def path_problem(path: str | os.PathLike) -> tuple[str, str] | None:
-    """Why ``path`` cannot be a video file, as ``(category, reason)``; None for a regular,
-    non-empty file. Only ``stat`` is called: a named pipe or a device is never opened
-    (reading a FIFO blocks until someone writes to it). Categories: "missing", "not a file",
-    "empty", "unreadable" (those of :mod:`hiera_video.data.check`)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            return "missing", "broken symbolic link: its target file not found; fix or remove the link"
-        return "missing", "file not found; check the path"
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return "not a file", "symbolic link loop (the link resolves to itself); fix or remove the link"
-        if e.errno in (errno.EACCES, errno.EPERM):
-            return "unreadable", "permission denied"
-        if e.errno == errno.ENOTDIR:
-            return "missing", "file not found (a parent of the path is a file, not a folder); check the path"
-        return "unreadable", f"cannot access it ({e.strerror or _short(e)})"
-    mode = st.st_mode
-    if stat.S_ISREG(mode):
-        return ("empty", "the file is empty (0 bytes); re-download or remove it") if st.st_size == 0 else None
-    if stat.S_ISDIR(mode):
-        return "not a file", "it is a directory, not a video file"
-    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
-            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-    return "not a file", f"it is {kind}, not a video file; pass a regular file"
-
-
-def _check_path(path: Path) -> None:
-    problem = path_problem(path)
-    if problem is not None:
-        raise HieraVideoError(f"cannot open video '{path}': {problem[1]}")
-
-
-def _open_container(path: Path):
-    """``av.open`` with every failure turned into a HieraVideoError."""
-    if av is None:  # pragma: no cover
-        raise HieraVideoError("cannot decode videos: PyAV is not installed (pip install av)")
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except PermissionError:
-        raise HieraVideoError(f"cannot open video '{path}': permission denied") from None
-    except (av.error.InvalidDataError, av.error.EOFError):
-        what = "not a readable video file (corrupt, truncated or not a video); check or re-download it"
-        raise _fail(path, what) from None
-    except Exception as e:  # any other FFmpeg or OS error
-        raise _fail(path, f"{_short(e)}; check or re-download the file") from None
-    if not container.streams.video:
-        what = "no video stream (audio only?)" if container.streams.audio else "no video stream"
-        container.close()
-        raise _fail(path, what + "; pass a video file")
-    return container
-
-
-def _probe_open(path: Path):
-    """Open ``path`` with PyAV and demux it; returns ``(container, stream, probe)``."""
-    _check_path(path)
-    container = _open_container(path)
-    try:
-        stream = container.streams.video[0]
-        probe = _Probe(path, container, stream)
-    except HieraVideoError:
-        container.close()
-        raise
-    except Exception as e:
-        container.close()
-        raise _fail(path, f"corrupt video data ({_short(e)}); check or re-download the file") from None
-    if probe.height <= 0 or probe.width <= 0:
-        container.close()
-        raise _fail(path, "the video stream has no frame size (corrupt header?)")
-    return container, stream, probe
 
 
 class _TimestampMismatch(Exception):
@@ -266,7 +87,7 @@ class VideoReader:
 
     backend = "none"
 
-    def __init__(self, path: Path, probe: _Probe):
+    def __init__(self, path: Path, probe: Probe):
         self.path = path
         self.num_frames = probe.num_frames
         self.fps = probe.fps
@@ -335,7 +156,7 @@ class PyAVReader(VideoReader):
 
     backend = "pyav"
 
-    def __init__(self, path: Path, container, stream, probe: _Probe):
+    def __init__(self, path: Path, container, stream, probe: Probe):
         super().__init__(path, probe)
         self._container = container
         self._stream = stream
@@ -386,7 +207,7 @@ class PyAVReader(VideoReader):
         except HieraVideoError:
             raise
         except Exception as e:
-            raise _fail(self.path, f"decoding failed ({_short(e)}); the file may be corrupt") from None
+            raise decode_error(self.path, f"decoding failed ({short(e)}); the file may be corrupt") from None
         return self._assemble(unique, got)
 
     def _decode_runs(self, unique: list[int]) -> dict[int, np.ndarray]:
@@ -481,7 +302,7 @@ class PyAVReader(VideoReader):
     def _reopen(self) -> None:
         """A fresh container positioned at the start (some streams cannot seek back to it)."""
         self._container.close()
-        self._container = _open_container(self.path)
+        self._container = open_container(self.path)
         self._stream = self._container.streams.video[0]
         self._stream.codec_context.thread_type = "AUTO"
 
@@ -503,7 +324,7 @@ class PyAVReader(VideoReader):
     def _assemble(self, unique: list[int], got: dict[int, np.ndarray]) -> np.ndarray:
         """Stack frames in ``unique`` order, substituting the nearest decoded frame for gaps."""
         if not got:
-            raise _fail(self.path, "no frame could be decoded (corrupt or truncated video data)")
+            raise decode_error(self.path, "no frame could be decoded (corrupt or truncated video data)")
         have = sorted(got)
         out = np.empty((len(unique), self.height, self.width, 3), np.uint8)
         for k, idx in enumerate(unique):
@@ -526,7 +347,7 @@ class DecordReader(VideoReader):
 
     backend = "decord"
 
-    def __init__(self, path: Path, probe: _Probe, fallback: bool = False):
+    def __init__(self, path: Path, probe: Probe, fallback: bool = False):
         super().__init__(path, probe)
         import decord
 
@@ -539,14 +360,14 @@ class DecordReader(VideoReader):
         except Exception as e:
             self._vr = None
             if not fallback:
-                raise _fail(path, f"decord could not open it ({_short(e)}); try backend='pyav'") from None
+                raise decode_error(path, f"decord could not open it ({short(e)}); try backend='pyav'") from None
             reported = self.num_frames
             self._switch_to_pyav()
         # Trust the smaller count: frames past the real end are what makes decord hang.
         self.num_frames = max(1, min(self.num_frames, reported))
 
     def _switch_to_pyav(self) -> None:
-        container, stream, probe = _probe_open(self.path)
+        container, stream, probe = probe_open(self.path)
         self._pyav = PyAVReader(self.path, container, stream, probe)
         self._vr = None
         self.backend = "pyav"
@@ -567,7 +388,7 @@ class DecordReader(VideoReader):
                 raise RuntimeError(f"decord returned frames of shape {frames.shape}")
         except Exception as e:
             if not self._fallback:
-                raise _fail(self.path, f"decord failed ({_short(e)}); try backend='pyav'") from None
+                raise decode_error(self.path, f"decord failed ({short(e)}); try backend='pyav'") from None
             self._switch_to_pyav()
             return self._decode_with_pyav(unique)
         return frames
@@ -590,7 +411,7 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
     if backend not in BACKENDS:
         raise HieraVideoError(f"unknown video backend '{backend}'; use one of {', '.join(BACKENDS)}")
     path = Path(path)
-    container, stream, probe = _probe_open(path)
+    container, stream, probe = probe_open(path)
     formats = set(probe.format.split(","))
     use_decord = backend == "decord" or (
         backend == "auto" and probe.codec in DECORD_SAFE_CODECS and bool(formats & DECORD_SAFE_FORMATS) and decord_available()
@@ -605,7 +426,7 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
         if problem is not None:
             if backend == "decord":
                 container.close()
-                raise _fail(path, f"{problem}; decord would abort the process allocating for them: use backend='pyav' or 'auto'")
+                raise decode_error(path, f"{problem}; decord would abort the process allocating for them: use backend='pyav' or 'auto'")
             use_decord = False
         elif backend == "decord" and formats & DECORD_WRONG_FORMATS:
             warnings.warn(
@@ -636,7 +457,7 @@ def _clip_worker(conn, path: str, indices: list[int], backend: str) -> None:
     except HieraVideoError as e:
         conn.send(("error", str(e)))
     except BaseException as e:  # never let the child die silently
-        conn.send(("error", f"cannot decode video '{path}': {_one_line(e)}"))
+        conn.send(("error", f"cannot decode video '{path}': {one_line(e)}"))
     finally:
         conn.close()
 

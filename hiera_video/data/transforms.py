@@ -15,6 +15,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision.transforms.v2.functional as F
@@ -22,6 +23,9 @@ from torchvision.transforms import InterpolationMode
 
 from hiera_video.data import sampling as _sampling
 from hiera_video.data.decode import VideoReader, open_video
+
+if TYPE_CHECKING:
+    from hiera_video.data.clip_spec import ClipSpec
 
 VIDEO_MEAN = (0.45, 0.45, 0.45)
 VIDEO_STD = (0.225, 0.225, 0.225)
@@ -144,21 +148,8 @@ def temporal_view_indices(
     raise ValueError(f"sampling must be 'dense' or 'segment', got {sampling_mode!r}")
 
 
-def make_views(
-    source: VideoReader | str | os.PathLike,
-    temporal_views: int = 5,
-    spatial_views: int = 3,
-    sampling: str = "dense",
-    crop_size: int = 224,
-    num_sample_frames: int = 16,
-    stride: int = 4,
-    target_fps: float = 30.0,
-    short_side: int | None = None,
-    mean: Sequence[float] = VIDEO_MEAN,
-    std: Sequence[float] = VIDEO_STD,
-    backend: str = "auto",
-) -> tuple[torch.Tensor, list[ViewInfo]]:
-    """All test views of one video from a single decode.
+def make_views(source: VideoReader | str | os.PathLike, spec: ClipSpec) -> tuple[torch.Tensor, list[ViewInfo]]:
+    """All test views of one video from a single decode, as :class:`~hiera_video.data.clip_spec.ClipSpec` says.
 
     Steps: indices of every temporal view -> ONE ``get_frames`` call on their sorted union ->
     resize each decoded frame once (short side to ``short_side``, default ``crop_size``) ->
@@ -166,63 +157,31 @@ def make_views(
     crops. Returns ``float32 [V, 3, T, crop, crop]`` with ``V = temporal_views *
     spatial_views`` ordered temporal-major (view ``t * spatial_views + s``), and one
     :class:`ViewInfo` per view. ``source`` is an open reader (left open) or a path (opened
-    with ``backend`` and closed).
+    with the spec's ``backend`` and closed).
     """
-    if isinstance(source, VideoReader):
-        return _make_views(source, temporal_views, spatial_views, sampling, crop_size, num_sample_frames,
-                           stride, target_fps, short_side, mean, std)
-    with open_video(source, backend) as reader:
-        return _make_views(reader, temporal_views, spatial_views, sampling, crop_size, num_sample_frames,
-                           stride, target_fps, short_side, mean, std)
-
-
-def _make_views(reader, temporal_views, spatial_views, sampling_mode, crop_size, num_sample_frames,
-                stride, target_fps, short_side, mean, std):
-    per_view = temporal_view_indices(reader.num_frames, reader.fps, temporal_views, sampling_mode,
-                                     num_sample_frames, stride, target_fps)
+    if not isinstance(source, VideoReader):
+        with open_video(source, spec.backend) as reader:
+            return make_views(reader, spec)
+    reader, crop_size = source, spec.crop_size
+    per_view = temporal_view_indices(reader.num_frames, reader.fps, spec.temporal_views, spec.sampling,
+                                     spec.num_frames, spec.stride, spec.target_fps)
     # union: sorted unique frame indices; where[t, k] = position of view t's k-th frame in it
     union, where = torch.unique(torch.stack(per_view), sorted=True, return_inverse=True)
     before = reader.substituted_frames
-    frames = resize_short_side(reader.get_frames(union.tolist()), short_side or crop_size)
+    frames = resize_short_side(reader.get_frames(union.tolist()), spec.short_side or crop_size)
     substituted = reader.substituted_frames - before
     h, w = frames.shape[1:3]
-    boxes = crop_boxes(h, w, crop_size, spatial_views)
-    views = torch.empty((temporal_views * spatial_views, 3, where.shape[1], crop_size, crop_size))
+    boxes = crop_boxes(h, w, crop_size, spec.spatial_views)
+    views = torch.empty((spec.num_views, 3, where.shape[1], crop_size, crop_size))
     infos = []
-    for t in range(temporal_views):
+    for t in range(spec.temporal_views):
         clip = frames[where[t]]  # this view's frames, gathered from the union: [T, h, w, 3]
         for s, (top, left) in enumerate(boxes):
             # normalise each crop straight into its output slot (no float copy of the whole clip)
-            normalize(clip[:, top : top + crop_size, left : left + crop_size], mean, std, out=views[len(infos)])
+            normalize(clip[:, top : top + crop_size, left : left + crop_size], spec.mean, spec.std, out=views[len(infos)])
             infos.append(ViewInfo(t, s, per_view[t].tolist(), (top, left, crop_size, crop_size), (h, w),
                                   int(union.numel()), substituted))
     return views, infos
-
-
-@dataclass
-class MultiViewSampler:
-    """Configured :func:`make_views`: ``MultiViewSampler(5, 3)(path) -> (views, infos)``."""
-
-    temporal_views: int = 5
-    spatial_views: int = 3
-    sampling: str = "dense"
-    crop_size: int = 224
-    num_sample_frames: int = 16
-    stride: int = 4
-    target_fps: float = 30.0
-    short_side: int | None = None
-    mean: Sequence[float] = VIDEO_MEAN
-    std: Sequence[float] = VIDEO_STD
-    backend: str = "auto"
-
-    @property
-    def num_views(self) -> int:
-        return self.temporal_views * self.spatial_views
-
-    def __call__(self, source) -> tuple[torch.Tensor, list[ViewInfo]]:
-        return make_views(source, self.temporal_views, self.spatial_views, self.sampling, self.crop_size,
-                          self.num_sample_frames, self.stride, self.target_fps, self.short_side,
-                          self.mean, self.std, self.backend)
 
 
 # ---------------------------------------------------------------- training

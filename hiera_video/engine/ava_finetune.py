@@ -28,8 +28,8 @@ from hiera_video.engine.ava import ava_loss, evaluate_ava_model, render_ava_metr
 from hiera_video.engine.train_data import item_seed
 from hiera_video.engine.trainer import Trainer
 from hiera_video.errors import HieraVideoError
-from hiera_video.models.checkpoints import load_training_state
 from hiera_video.models.heads import AvaDetector, build_ava_model
+from hiera_video.models.load import load
 
 log = logging.getLogger("hiera_video")
 
@@ -152,16 +152,6 @@ def _finetune_ava(trainer: Trainer, cfg: TrainConfig, resume: str | None, consol
 
 def load_ava_detector(weights: str | Path, device: str | torch.device = "cpu") -> tuple[AvaDetector, dict]:
     """A detector saved by :func:`finetune_ava` (``best.pt`` / ``last.pt``) and its meta."""
-    ckpt = load_training_state(weights)
-    meta = ckpt["meta"]
-    if meta.get("task") != "ava":
-        raise HieraVideoError(
-            f"{weights} is not an AVA detector checkpoint (task: {meta.get('task', 'classification')}); "
-            "train one with: hiera-video finetune --dataset ava --weights KINETICS_WEIGHTS ..."
-        )
-    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("arch", {}).items()}
-    head = meta.get("head", {})
-    model = build_ava_model(meta["model"], weights=None, drop_path_rate=0.0, **head, **arch)
-    model.load_state_dict(ckpt["model"])
+    model, prov = load("ava", weights=weights)
     model.to(device).eval()
-    return model, meta
+    return model, prov.meta

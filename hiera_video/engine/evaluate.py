@@ -18,27 +18,17 @@ from pathlib import Path
 
 import torch
 
+from hiera_video.data.clip_spec import MAX_SUBSTITUTED_FRACTION, ClipSpec
 from hiera_video.data.datasets import VideoDataset
 from hiera_video.data.datasets.base import normalize_name, warn
 from hiera_video.engine import distributed, faults
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, decode_in_order
-from hiera_video.engine.inference import MAX_SUBSTITUTED_FRACTION, Classifier, Protocol
+from hiera_video.engine.inference import Classifier
 from hiera_video.errors import HieraVideoError
 from hiera_video.metrics.classification import aggregate_views, classification_metrics, save_predictions, write_metrics
 from hiera_video.report import write_csv
 
 log = logging.getLogger("hiera_video")
-
-# Dataset presets: the paper's test protocols (REFERENCE 2.2-2.4).
-PRESETS = {
-    "k400": dict(sampling="dense", stride=4, views=(5, 3)),
-    "k600": dict(sampling="dense", stride=4, views=(5, 3)),
-    "k700": dict(sampling="dense", stride=4, views=(5, 3)),
-    "ssv2": dict(sampling="segment", stride=4, views=(1, 3)),
-    "list": dict(sampling="dense", stride=4, views=(5, 3)),
-    "folder": dict(sampling="dense", stride=4, views=(5, 3)),
-}
-
 
 def _placeholder_names(names: list[str]) -> bool:
     """True for names that say nothing ("class 0", "class_1", ...: no labels file anywhere)."""
@@ -127,14 +117,14 @@ def align_classes(dataset: VideoDataset, model_classes: list[str]) -> str | None
 class _DecodeViews:
     """Task: a dataset index -> (all views of that video, (substituted, sampled) frames)."""
 
-    def __init__(self, dataset: VideoDataset, protocol: Protocol):
+    def __init__(self, dataset: VideoDataset, protocol: ClipSpec):
         self.dataset, self.protocol = dataset, protocol
 
     def __call__(self, i: int):
         return self.protocol.decode(str(self.dataset.items[i].path))
 
 
-def _views_in_order(dataset: VideoDataset, indices: list[int], protocol: Protocol, workers: int, decode_timeout: float | None):
+def _views_in_order(dataset: VideoDataset, indices: list[int], protocol: ClipSpec, workers: int, decode_timeout: float | None):
     """``(index, views or None, error or None, (substituted, sampled))`` for every video of
     ``indices``, in order, decoded by :func:`~hiera_video.engine.decoding.decode_in_order`
     (in ``workers`` processes; a video taking longer than ``decode_timeout`` seconds to decode
@@ -164,7 +154,7 @@ class EvalResult:
 
 def evaluate(
     clf: Classifier,
-    protocol: Protocol,
+    protocol: ClipSpec,
     dataset: VideoDataset,
     batch_size: int = 8,
     workers: int = 2,
@@ -181,7 +171,7 @@ def evaluate(
     rank. Unreadable videos are skipped and reported (``strict`` turns them into an error), and
     so are videos whose decoding takes longer than ``decode_timeout`` seconds (with
     ``workers`` >= 1; None or 0 = no limit), and videos more than
-    :data:`~hiera_video.engine.inference.MAX_SUBSTITUTED_FRACTION` of whose sampled frames
+    :data:`~hiera_video.data.clip_spec.MAX_SUBSTITUTED_FRACTION` of whose sampled frames
     cannot be decoded. The dataset's classes are matched to the model's by name first
     (:func:`align_classes`). With ``partial_on_interrupt``, SIGINT (KeyboardInterrupt) stops
     the loop and the result holds the videos finished before it, with ``interrupted`` set
@@ -269,7 +259,7 @@ def decoder_versions() -> dict:
 
 
 def write_outputs(
-    output: Path, result: EvalResult, dataset: VideoDataset, clf: Classifier, protocol: Protocol, extra: dict
+    output: Path, result: EvalResult, dataset: VideoDataset, clf: Classifier, protocol: ClipSpec, extra: dict
 ) -> dict[str, Path]:
     """metrics.json (+ per-class and confusion files), predictions, failed and missing lists."""
     output.mkdir(parents=True, exist_ok=True)

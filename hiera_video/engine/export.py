@@ -201,11 +201,7 @@ def check_export(model: nn.Module, fmt: str, path: Path, frames: int, size: int,
 
 
 def sidecar(clf: Classifier, fmt: str, frames: int, size: int, dynamic_batch: bool, batch: int, opset: int | None, check: ExportCheck) -> dict:
-    proto = clf.protocol().to_dict()
-    proto.update(num_frames=frames, crop_size=size)
-    proto.pop("temporal_views", None)
-    proto.pop("spatial_views", None)
-    proto.pop("backend", None)
+    proto = clf.protocol(num_frames=frames, crop_size=size).recipe()
     if fmt == "onnx":
         how = ("import onnxruntime as ort; sess = ort.InferenceSession(PATH, providers=['CPUExecutionProvider']); "
                "logits = sess.run(['logits'], {'clips': clips_numpy_float32})[0]")

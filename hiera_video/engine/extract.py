@@ -47,19 +47,17 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from hiera_video.data import open_video
+from hiera_video.data import ClipSpec, open_video
 from hiera_video.data.feature_store import (
     FORMATS, STORE_DTYPES, FeatureWriter, IndexJournal, read_index_rows, stored_shape, write_index,
 )
 from hiera_video.engine import distributed
-from hiera_video.engine.inference import (
-    DEFAULT_MODEL, Classifier, Protocol, check_finite, load_classifier, prepare_inference, run_model,
-)
+from hiera_video.engine.inference import Classifier, classifier_on, run_model
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, decode_in_order
 from hiera_video.engine.predict import decode_windows
 from hiera_video.errors import HieraVideoError
+from hiera_video.models.load import load
 from hiera_video.report import atomic_write_text
-from hiera_video.runtime import pick_device, resolve_dtype
 
 log = logging.getLogger("hiera_video")
 
@@ -77,67 +75,14 @@ def load_feature_model(
     dtype: str = "auto",
     allow_random_weights: bool = False,
 ) -> Classifier:
-    """A video classifier ready for feature extraction (like :func:`load_classifier`), that
-    also accepts MAE weights: an MAE model name (``mae_hiera_*``), an MAE zoo tag
-    (``mae_k400``) or an MAE checkpoint file loads the encoder into the matching classifier
-    architecture (``hiera_*``). Its decoder is dropped; the final ``norm`` is not in an MAE
-    checkpoint and is set to the identity affine map, so ``pooled`` is the plain LayerNorm
-    of the mean last-stage token.
+    """A video classifier ready for feature extraction (like :func:`load_classifier`, no
+    trained head needed), that also accepts MAE weights: an MAE model name (``mae_hiera_*``),
+    an MAE zoo tag (``mae_k400``) or an MAE checkpoint file loads the encoder into the matching
+    classifier architecture (``hiera_*``). Its decoder is dropped; the final ``norm`` is not in
+    an MAE checkpoint and is set to the identity affine map, so ``pooled`` is the plain
+    LayerNorm of the mean last-stage token.
     """
-    from hiera_video.models import get_spec
-    from hiera_video.models.checkpoints import read_checkpoint, resolve_source
-
-    mae_name = model if model is not None and get_spec(model).mae else None
-    cls_name = mae_name.removeprefix("mae_") if mae_name else model
-    if weights is not None and str(weights).lower() == "none":
-        return load_classifier(cls_name, "none", None, device, dtype, allow_random_weights)
-    is_path = weights is not None and os.path.exists(os.path.expanduser(str(weights)))
-    spec = get_spec(mae_name or cls_name or DEFAULT_MODEL)  # the model whose tags name the weights
-    w = weights if weights is not None else spec.default_weights
-    if w is None:
-        return load_classifier(cls_name, None, None, device, dtype, allow_random_weights)  # says what to pass
-    # Read the weights once to see whether they are MAE weights (zoo tags download them first).
-    ckpt = read_checkpoint(w if is_path else resolve_source(spec, w))
-    if ckpt.is_mae:
-        saved = ckpt.meta.get("model") if isinstance(ckpt.meta.get("model"), str) else None
-        name = cls_name or (saved.removeprefix("mae_") if saved else DEFAULT_MODEL)
-        return _mae_into_classifier(ckpt, name, str(w), device, dtype)
-    return load_classifier(cls_name, w, None, device, dtype, allow_random_weights, require_head=False)  # features only
-
-
-def _mae_into_classifier(ckpt, cls_name: str, weights: str, device: str, dtype: str) -> Classifier:
-    from hiera_video.models import get_spec
-    from hiera_video.models.checkpoints import apply_checkpoint
-    from hiera_video.models.factory import build_model, valid_kwargs
-    from hiera_video.models.hiera import Hiera
-
-    spec = get_spec(cls_name)
-    if spec.mae or spec.kind != "video":
-        raise HieraVideoError(f"{cls_name} is not a video classifier; pass --model hiera_*_16x224 (or its mae_ name)")
-    overrides = {}
-    if ckpt.layout == "hiera-video" and ckpt.config:
-        # The architecture it was pretrained with, minus what is MAE-only (decoder, q_pool,
-        # mask ratio): the classifier pools as its own spec says, as in finetuning.
-        keep = valid_kwargs(Hiera) - {"q_pool", "num_classes", "head_dropout", "drop_path_rate", "head_init_scale"}
-        overrides = {k: v for k, v in ckpt.config.items() if k in keep}
-    net = build_model(spec, **overrides)
-    net.weights_source = weights
-    net.checkpoint_meta = {}
-    report = apply_checkpoint(net, ckpt)
-    for line in report.messages():
-        log.debug(line)
-    check_finite(net, weights)
-    with torch.no_grad():  # not in an MAE checkpoint: make it a plain LayerNorm
-        net.norm.weight.fill_(1.0)
-        net.norm.bias.zero_()
-    log.info("MAE encoder weights %s loaded into %s (decoder dropped); features only, no classifier", weights, cls_name)
-    dev = pick_device(device)
-    low = resolve_dtype(dtype, dev)
-    net = prepare_inference(net, dev, low)
-    pre = ckpt.meta.get("preprocessing") if isinstance(ckpt.meta.get("preprocessing"), dict) else {}
-    mean, std = tuple(pre.get("mean", spec.mean)), tuple(pre.get("std", spec.std))
-    labels = [f"class {i}" for i in range(net.num_classes)]
-    return Classifier(net, cls_name, weights, labels, dev, low, mean, std, dict(mae=True))
+    return classifier_on(*load("features", model, weights, allow_random=allow_random_weights), device, dtype)
 
 
 def stage_map(model, x: torch.Tensor, stage: int) -> torch.Tensor:
@@ -294,7 +239,7 @@ class Extractor:
         elif self.stride is not None:
             raise HieraVideoError("--stride needs --window (the window length in seconds)")
         self.out_dir = Path(self.out_dir)
-        self.protocol: Protocol = self.clf.protocol(self.views, backend=self.backend)
+        self.protocol: ClipSpec = self.clf.protocol(self.views, backend=self.backend)
         self.prev: dict[str, list[dict]] = {}
         self._journal = None
 
@@ -303,14 +248,10 @@ class Extractor:
         w = self.clf.weights
         if isinstance(w, str) and os.path.exists(os.path.expanduser(w)):
             w = os.path.abspath(os.path.expanduser(w))
-        proto = self.protocol.to_dict()
-        proto.pop("backend", None)
-        proto.pop("temporal_views", None)
-        proto.pop("spatial_views", None)
         return dict(
             model=self.clf.name, weights=w, level=self.level, format=self.fmt, store_dtype=self.store_dtype,
             mode="windows" if self.window else "views", views=list(self.views) if not self.window else None,
-            window=self.window, stride=self.stride, protocol=proto,
+            window=self.window, stride=self.stride, protocol=self.protocol.recipe(),
             feature_stride=level_stride(self.clf.model, self.level), feature_info=self.clf.model.feature_info,
             compute_dtype=self.clf.describe()["dtype"], device=str(self.clf.device),
         )
@@ -501,7 +442,7 @@ class Extractor:
 class _DecodeItems:
     """Decoding task of views mode: path -> (item descriptions, all views ``[V, 3, T, S, S]``)."""
 
-    def __init__(self, protocol: Protocol):
+    def __init__(self, protocol: ClipSpec):
         self.protocol = protocol
 
     def __call__(self, path: str):

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from hiera_video.config import TrainConfig
-from hiera_video.data import TrainTransform
+from hiera_video.data import DATASET_PRESETS, TrainTransform
 from hiera_video.data.datasets import VideoDataset, build_dataset
-from hiera_video.engine.evaluate import PRESETS, evaluate, write_outputs
+from hiera_video.engine.evaluate import evaluate, write_outputs
 from hiera_video.engine.inference import Classifier, parse_views
 from hiera_video.engine.mixup import Mixup, MixupConfig, SoftTargetCrossEntropy
-from hiera_video.engine.train_data import TrainClips, clip_preprocessing, collate_clips
+from hiera_video.engine.train_data import TrainClips, collate_clips, train_clip_spec
 from hiera_video.engine.trainer import Trainer
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.factory import create_model
@@ -77,22 +77,21 @@ def _finetune(trainer: Trainer, cfg: TrainConfig, resume: str | None) -> dict:
         raise HieraVideoError(f"{cfg.model.name} is an MAE model; finetune the classifier hiera_* and pass the MAE checkpoint as --weights")
     model.set_grad_checkpointing(cfg.model.grad_checkpointing)
     model.to(device)
-    num_frames, crop = model.input_size[0], model.input_size[-1]
+    clip = train_clip_spec(cfg.data, model)
 
     trainer.plan(len(train_set), cfg.data.repeated_aug)
     trainer.info["val_videos"] = len(val_set) if val_set else 0
     a = cfg.augment
     transform = TrainTransform(
-        crop_size=crop, scale=tuple(a.scale), flip=a.flip, randaug=a.randaug, randaug_ops=a.randaug_n,
-        randaug_magnitude=a.randaug_m, randaug_std=a.randaug_std, erase_p=a.erase_p, mean=model.spec.mean,
-        std=model.spec.std, seed=cfg.run.seed,
+        crop_size=clip.crop_size, scale=tuple(a.scale), flip=a.flip, randaug=a.randaug, randaug_ops=a.randaug_n,
+        randaug_magnitude=a.randaug_m, randaug_std=a.randaug_std, erase_p=a.erase_p, mean=clip.mean,
+        std=clip.std, seed=cfg.run.seed,
     )
-    clips = TrainClips(train_set, num_frames, crop, cfg.data.repeated_aug, cfg.data.sampling, cfg.data.stride,
-                       cfg.data.target_fps, transform, cfg.run.seed, cfg.data.backend)
+    clips = TrainClips(train_set, clip, cfg.data.repeated_aug, transform, cfg.run.seed)
     mix_gen = torch.Generator().manual_seed(cfg.run.seed * 31 + world.rank)
     mixup = Mixup.from_config(MixupConfig(a.mixup, a.cutmix, a.mixup_prob, a.switch_prob, a.label_smoothing), len(classes), mix_gen)
     criterion = SoftTargetCrossEntropy()
-    meta = dict(labels=list(classes), preprocessing=clip_preprocessing(cfg.data, model), train_config=cfg.to_dict())
+    meta = dict(labels=list(classes), preprocessing=clip.recipe(), train_config=cfg.to_dict())
     trainer.prepare(model, meta, {"mixup": mix_gen}, ema=cfg.run.ema, ema_decay=cfg.run.ema_decay,
                     compile=cfg.model.compile, resume=resume)
 
@@ -114,7 +113,8 @@ def _finetune(trainer: Trainer, cfg: TrainConfig, resume: str | None) -> dict:
     final = {}
     trainer.ensure_published(out / "best.pt")
     if val_set is not None:
-        views = parse_views(cfg.run.final_views) if cfg.run.final_views else PRESETS.get(cfg.data.dataset, PRESETS["list"])["views"]
+        preset = DATASET_PRESETS.get(cfg.data.dataset, DATASET_PRESETS["list"])
+        views = parse_views(cfg.run.final_views) if cfg.run.final_views else (preset["temporal_views"], preset["spatial_views"])
         result, clf, protocol = _run_eval(cfg, trainer.eval_model, val_set, classes, views, device, world, trainer.amp)
         if world.is_main:
             files = write_outputs(out / "eval", result, val_set, clf, protocol, dict(split=cfg.data.val_split))

@@ -10,11 +10,12 @@ from typing import Iterable, Iterator
 
 import torch
 
-from hiera_video.data import open_video, window_starts
+from hiera_video.data import ClipSpec, open_video, window_starts
 from hiera_video.data.datasets.base import VIDEO_EXTENSIONS, is_video_name
-from hiera_video.data.decode import VideoReader, path_problem
+from hiera_video.data.decode import VideoReader
+from hiera_video.data.probe import path_problem
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, ReaderCache, by_group, decode_in_order
-from hiera_video.engine.inference import Classifier, Protocol, substitution_warning, topk
+from hiera_video.engine.inference import Classifier, substitution_warning, topk
 from hiera_video.errors import HieraVideoError
 
 
@@ -104,7 +105,7 @@ class FrameRange(VideoReader):
         self._closed = True
 
 
-def classify_video(clf: Classifier, protocol: Protocol, path: str, batch_size: int, top_k: int) -> Result:
+def classify_video(clf: Classifier, protocol: ClipSpec, path: str, batch_size: int, top_k: int) -> Result:
     """Whole-video prediction: every view from one decode, probabilities averaged over views."""
     return _video_result(clf, path, protocol.decode(path), batch_size, top_k)
 
@@ -133,7 +134,7 @@ def timeline_spans(reader: VideoReader, window: float, stride: float) -> list[tu
 
 
 def classify_timeline(
-    clf: Classifier, protocol: Protocol, path: str, window: float, stride: float, batch_size: int, top_k: int
+    clf: Classifier, protocol: ClipSpec, path: str, window: float, stride: float, batch_size: int, top_k: int
 ) -> Result:
     """Predictions for windows of ``window`` seconds every ``stride`` seconds over the whole
     video. Each window is decoded on its own, so memory stays bounded for long videos."""
@@ -161,7 +162,7 @@ def _timeline_result(clf: Classifier, path: str, spans, windows: Iterable, batch
 class DecodeVideo:
     """Decoding task of a whole video: path -> (all views, (substituted, sampled))."""
 
-    def __init__(self, protocol: Protocol):
+    def __init__(self, protocol: ClipSpec):
         self.protocol = protocol
 
     def __call__(self, path: str):
@@ -184,7 +185,7 @@ class DecodeWindow:
     that window; the video stays open for its next windows (one open per worker process).
     ``check_frames=False``: no limit on frames that could not be decoded (counts not kept)."""
 
-    def __init__(self, protocol: Protocol, check_frames: bool = True):
+    def __init__(self, protocol: ClipSpec, check_frames: bool = True):
         self.protocol, self.check_frames = protocol, check_frames
         self.readers = ReaderCache(protocol.backend)
 
@@ -202,7 +203,7 @@ def _first(task):
 
 
 def decode_windows(
-    protocol: Protocol, paths: list[str], window: float, stride: float, workers: int = 0, timeout: float | None = None,
+    protocol: ClipSpec, paths: list[str], window: float, stride: float, workers: int = 0, timeout: float | None = None,
     check_frames: bool = True,
 ) -> Iterator[tuple[str, list | None, Iterator | None, str | None]]:
     """For each path in order: ``(path, spans, windows, None)`` with ``windows`` iterating the
@@ -224,7 +225,7 @@ def decode_windows(
 
 
 def predict_paths(
-    clf: Classifier, protocol: Protocol, paths: list[str], batch_size: int = 8, top_k: int = 5,
+    clf: Classifier, protocol: ClipSpec, paths: list[str], batch_size: int = 8, top_k: int = 5,
     window: float | None = None, stride: float | None = None, workers: int = 0,
     decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT,
 ) -> Iterator[Result]:

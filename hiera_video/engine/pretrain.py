@@ -27,8 +27,9 @@ import torch.nn as nn
 from hiera_video.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, setting, load_config, variant
 from hiera_video.data import TrainTransform
 from hiera_video.data.datasets import VideoDataset, build_unlabeled
-from hiera_video.engine.train_data import TrainClips, clip_preprocessing, collate_clips
-from hiera_video.engine.trainer import Trainer, read_rows
+from hiera_video.engine.train_data import TrainClips, collate_clips, train_clip_spec
+from hiera_video.engine.train_log import read_rows
+from hiera_video.engine.trainer import Trainer
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.factory import create_model
 
@@ -157,17 +158,16 @@ def _pretrain(trainer: Trainer, cfg: PretrainConfig, resume: str | None) -> dict
         raise HieraVideoError(f"no videos found for {cfg.data.dataset} under {cfg.data.root}")
     model = create_pretrain_model(cfg)
     model.to(trainer.device)
-    num_frames, crop = model.input_size[0], model.input_size[-1]
+    clip = train_clip_spec(cfg.data, model)
     mask_ratio = cfg.model.mask_ratio
 
     trainer.plan(len(train_set), cfg.data.repeated_aug)
     trainer.info.update(effective_epochs=cfg.optim.epochs * cfg.data.repeated_aug,
                         mask_ratio=mask_ratio, missing_videos=len(train_set.missing))
-    transform = TrainTransform(crop_size=crop, scale=tuple(cfg.augment.scale), flip=cfg.augment.flip, randaug=False,
-                               erase_p=0.0, mean=model.spec.mean, std=model.spec.std, seed=cfg.run.seed)
-    clips = TrainClips(train_set, num_frames, crop, cfg.data.repeated_aug, cfg.data.sampling, cfg.data.stride,
-                       cfg.data.target_fps, transform, cfg.run.seed, cfg.data.backend)
-    meta = dict(task="mae_pretraining", preprocessing=clip_preprocessing(cfg.data, model), mask_ratio=mask_ratio, train_config=cfg.to_dict())
+    transform = TrainTransform(crop_size=clip.crop_size, scale=tuple(cfg.augment.scale), flip=cfg.augment.flip, randaug=False,
+                               erase_p=0.0, mean=clip.mean, std=clip.std, seed=cfg.run.seed)
+    clips = TrainClips(train_set, clip, cfg.data.repeated_aug, transform, cfg.run.seed)
+    meta = dict(task="mae_pretraining", preprocessing=clip.recipe(), mask_ratio=mask_ratio, train_config=cfg.to_dict())
     # The random masks come from torch's global RNG, which every checkpoint saves per rank.
     trainer.prepare(model, meta, compile=cfg.model.compile, resume=resume)
 
@@ -188,14 +188,11 @@ def _pretrain(trainer: Trainer, cfg: PretrainConfig, resume: str | None) -> dict
 
 def _write_preview(cfg: PretrainConfig, model, train_set: VideoDataset, png: Path) -> str | None:
     """reconstruction.png of the first readable training video (centre clip, seeded mask)."""
-    from hiera_video.data.transforms import make_views
     from hiera_video.engine.reconstruct import reconstruct_clip, save_png
 
-    T, S = model.input_size[0], model.input_size[-1]
     for item in train_set.items[:5]:
         try:
-            views, _ = make_views(str(item.path), 1, 1, cfg.data.sampling, S, T, cfg.data.stride, cfg.data.target_fps,
-                                  mean=model.spec.mean, std=model.spec.std, backend=cfg.data.backend)
+            views, _ = train_clip_spec(cfg.data, model).views(str(item.path))
         except HieraVideoError:
             continue
         try:

@@ -265,37 +265,19 @@ def save_figure(rec: Reconstruction, path, scale: int | None = None, frame_ms: i
 
 
 def load_mae(model: str | None = None, weights: str | None = None, allow_random_weights: bool = False):
-    """An MAE model with weights: a pretraining checkpoint names its model; ``weights=None``
-    takes the model's official MAE weights (``mae_k400``); ``"none"`` needs ``allow_random_weights``."""
-    import os
+    """``(model, Provenance)``: an MAE model with weights by the one weights policy
+    (:func:`hiera_video.models.load.load`): a pretraining checkpoint names its model;
+    ``weights=None`` takes the model's official MAE weights (``mae_k400``); ``"none"`` needs
+    ``allow_random_weights``."""
+    from hiera_video.models.load import load
 
-    from hiera_video.models.factory import create_model, get_spec, load_model
-
-    default = "mae_hiera_base_16x224"
-    if weights is not None and str(weights).lower() == "none":
-        if not allow_random_weights:
-            raise HieraVideoError("refusing to reconstruct with random weights; pass trained --weights, or --allow-random-weights")
-        net = create_model(model or default)
-    else:
-        if model is None and (weights is None or not os.path.exists(os.path.expanduser(weights))):
-            model = default
-        if weights is None:
-            weights = get_spec(model).default_weights
-            if weights is None:
-                raise HieraVideoError(f"{model} has no official weights; pass --weights (e.g. RUN_DIR/last.pt of hiera-video pretrain)")
-        net = load_model(weights, name=model)
-    if not net.spec.mae:
-        raise HieraVideoError(
-            f"{net.spec.name} is a classifier (no decoder); reconstructions need an MAE model (mae_hiera_*) and MAE weights"
-        )
-    if net.spec.kind != "video":
-        raise HieraVideoError(f"{net.spec.name} is an image model; reconstruct takes video MAE models (mae_hiera_*_16x224)")
-    return net
+    return load("mae", model, weights, allow_random=allow_random_weights)
 
 
 def reconstruct_video(
     video,
     net,
+    prov,
     mask_ratio: float | None = None,
     seed: int = 0,
     all_frames: bool = False,
@@ -304,21 +286,19 @@ def reconstruct_video(
     device: str = "auto",
 ) -> tuple[Reconstruction, dict]:
     """Decode the centre dense clip of ``video`` at the model's input size and reconstruct it.
-    Sampling and normalisation come from the checkpoint (a pretraining run records them)."""
-    from hiera_video.data.transforms import make_views
+    Sampling and normalisation come from the checkpoint (a pretraining run records them):
+    ``prov`` is :func:`load_mae`'s provenance record."""
+    from hiera_video.data import ClipSpec
     from hiera_video.runtime import pick_device
 
-    meta = getattr(net, "checkpoint_meta", {}) or {}
-    pre = meta.get("preprocessing") if isinstance(meta.get("preprocessing"), dict) else {}
+    pre = prov.preprocessing
     T, S = net.input_size[0], net.input_size[-1]
-    sampling = pre.get("sampling", "dense")
-    stride = int(stride or pre.get("stride", 4))
-    target_fps = float(pre.get("target_fps", 30.0))
-    mean, std = tuple(pre.get("mean", net.spec.mean)), tuple(pre.get("std", net.spec.std))
-    views, infos = make_views(str(video), 1, 1, sampling, S, T, stride, target_fps, mean=mean, std=std, backend=backend)
+    clip = ClipSpec.from_dict(pre, mean=net.spec.mean, std=net.spec.std).with_(
+        num_frames=T, crop_size=S, stride=stride, temporal_views=1, spatial_views=1, backend=backend)
+    views, infos = clip.views(str(video))
     net = net.to(pick_device(device))
-    rec = reconstruct_clip(net, views[0], mask_ratio, seed, mean, std, all_frames)
-    protocol = dict(video=str(video), model=net.spec.name, weights=getattr(net, "weights_source", None), frames=T, size=S,
-                    sampling=sampling, stride=stride, target_fps=target_fps, seed=seed,
+    rec = reconstruct_clip(net, views[0], mask_ratio, seed, clip.mean, clip.std, all_frames)
+    protocol = dict(video=str(video), model=net.spec.name, weights=prov.source, frames=T, size=S,
+                    sampling=clip.sampling, stride=int(clip.stride), target_fps=float(clip.target_fps), seed=seed,
                     clip_frames=infos[0].frame_indices)
     return rec, protocol

@@ -12,7 +12,7 @@ import math
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from hiera_video.data import TrainTransform, open_video
+from hiera_video.data import ClipSpec, TrainTransform, open_video
 from hiera_video.data.datasets import VideoDataset
 from hiera_video.data.sampling import dense_indices, segment_indices
 from hiera_video.errors import HieraVideoError
@@ -25,11 +25,8 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 class TrainClips(Dataset):
     """Item = (clips float [k, 3, T, S, S], labels long [k], index) or (None, None, index, error)."""
 
-    def __init__(self, dataset: VideoDataset, num_frames: int, crop_size: int, repeats: int, sampling: str,
-                 stride: int, target_fps: float, transform: TrainTransform, seed: int, backend: str = "auto"):
-        self.dataset, self.num_frames, self.crop_size, self.repeats = dataset, num_frames, crop_size, repeats
-        self.sampling, self.stride, self.target_fps = sampling, stride, target_fps
-        self.transform, self.seed, self.backend = transform, seed, backend
+    def __init__(self, dataset: VideoDataset, clip: ClipSpec, repeats: int, transform: TrainTransform, seed: int):
+        self.dataset, self.clip, self.repeats, self.transform, self.seed = dataset, clip, repeats, transform, seed
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -39,7 +36,7 @@ class TrainClips(Dataset):
         item = self.dataset.items[index]
         g = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
         try:
-            with open_video(item.path, self.backend) as reader:
+            with open_video(item.path, self.clip.backend) as reader:
                 per_clip = [self._indices(reader, g) for _ in range(self.repeats)]
                 # Decode the union of all clips' frames once.
                 union, where = torch.unique(torch.stack(per_clip), sorted=True, return_inverse=True)
@@ -55,16 +52,18 @@ class TrainClips(Dataset):
         return torch.stack(clips), torch.tensor(labels, dtype=torch.long), index, None
 
     def _indices(self, reader, g) -> torch.Tensor:
-        if self.sampling == "segment":
-            return segment_indices(reader.num_frames, self.num_frames, mode="train", generator=g)
-        return dense_indices(reader.num_frames, reader.fps, self.num_frames, self.stride, self.target_fps, mode="train", generator=g)
+        c = self.clip
+        if c.sampling == "segment":
+            return segment_indices(reader.num_frames, c.num_frames, mode="train", generator=g)
+        return dense_indices(reader.num_frames, reader.fps, c.num_frames, c.stride, c.target_fps, mode="train", generator=g)
 
 
-def clip_preprocessing(data_cfg, model) -> dict:
-    """What predict/eval need to feed ``model`` clips exactly as training did (saved in checkpoints)."""
-    spec = model.spec
-    return dict(sampling=data_cfg.sampling, stride=data_cfg.stride, target_fps=data_cfg.target_fps,
-                num_frames=model.input_size[0], crop_size=model.input_size[-1], mean=list(spec.mean), std=list(spec.std))
+def train_clip_spec(data_cfg, model) -> ClipSpec:
+    """The clips ``model`` trains on; checkpoints save its :meth:`~ClipSpec.recipe` so that
+    predict/eval feed the model exactly as training did."""
+    return ClipSpec(sampling=data_cfg.sampling, num_frames=model.input_size[0], stride=data_cfg.stride,
+                    target_fps=data_cfg.target_fps, crop_size=model.input_size[-1], mean=model.spec.mean,
+                    std=model.spec.std, backend=data_cfg.backend)
 
 
 def collate_clips(items):

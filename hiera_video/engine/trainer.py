@@ -38,7 +38,6 @@ checks that all ranks hold identical weights (a fingerprint per tensor).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -64,7 +63,8 @@ from hiera_video.engine.state import rng_state, set_rng_state
 from hiera_video.engine.train_data import EpochSampler
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.checkpoints import check_resumable, load_training_state, save_checkpoint
-from hiera_video.report import check_output, progress_bar, write_csv, write_json
+from hiera_video.engine.train_log import MetricsLog, Progress, plot_curves
+from hiera_video.report import check_output, write_csv, write_json
 from hiera_video.runtime import autocast, cuda_has_native_bf16
 
 log = logging.getLogger("hiera_video")
@@ -139,7 +139,7 @@ class Trainer:
         self.ckpt_path = self.out / "last.pt"
         self.bad: list[tuple[str, str]] = []  # this rank's skipped items (path, reason)
         self.logger: MetricsLog | None = None
-        self.progress: _Progress | None = None
+        self.progress: Progress | None = None
         self.info: dict = {}
         self.train_seconds = 0.0
         self.ema = None
@@ -320,7 +320,7 @@ class Trainer:
         handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         t_start = time.perf_counter()
         try:
-            self.progress = _Progress(self.console, self.total_steps, state.step) if world.is_main else None
+            self.progress = Progress(self.console, self.total_steps, state.step) if world.is_main else None
             per_epoch = self.sampler.batches_per_epoch()
             while state.epoch < self.optim.epochs:
                 items.epoch = state.epoch
@@ -589,92 +589,3 @@ class Trainer:
         set_rng_state(ckpt["rng"][self.world.rank], self.generators)
         if self.world.is_main:  # the skips before the interruption (the others' are in it too)
             self.bad = [tuple(b) for b in ckpt.get("bad_videos", [])]
-
-
-# ---------------------------------------------------------------------------- logs
-
-
-class MetricsLog:
-    """metrics.jsonl (one JSON object per line) and, optionally, TensorBoard."""
-
-    def __init__(self, out: Path, tensorboard: bool):
-        self.path = out / "metrics.jsonl"
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise HieraVideoError("run.tensorboard needs the tensorboard package: pip install tensorboard") from None
-            self.tb = SummaryWriter(str(out / "tensorboard"))
-
-    def write(self, row: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    self.tb.add_scalar(f"{row['kind']}/{k}", v, row["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def read_rows(jsonl: Path) -> list[dict]:
-    if not jsonl.is_file():
-        return []
-    return [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-
-
-def plot_curves(jsonl: Path, png: Path, val_key: str | None = None) -> None:
-    """Training loss per step (and the epoch means) and lr per step; with ``val_key``, the
-    validation metric per epoch as a third panel."""
-    rows = read_rows(jsonl)
-    train = [r for r in rows if r["kind"] == "train"]
-    epochs = [r for r in rows if r["kind"] == "epoch"]
-    val = [r for r in rows if r["kind"] == "val" and r.get(val_key) is not None] if val_key else []
-    if not train and not epochs:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = 3 if val_key else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.3 * panels, 3.5))
-    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], alpha=0.6, label="step")
-    if epochs:
-        axes[0].plot([r["step"] for r in epochs], [r["loss"] for r in epochs], marker="o", label="epoch mean")
-    axes[0].set_title("training loss")
-    axes[0].legend()
-    axes[1].plot([r["step"] for r in train], [r["lr"] for r in train])
-    axes[1].set_title("learning rate")
-    for ax in axes[:2]:
-        ax.set_xlabel("step")
-    if val_key:
-        axes[2].plot([r["epoch"] for r in val], [r[val_key] for r in val], marker="o")
-        axes[2].set_title(f"validation {val_key}")
-        axes[2].set_xlabel("epoch")
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-
-
-class _Progress:
-    """Rich progress over optimizer steps: loss, lr, clips/s, ETA."""
-
-    def __init__(self, console, total: int, done: int):
-        self.p = progress_bar("[bold]epoch {task.fields[epoch]}", "loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[rate]} clips/s",
-                              console=console, transient=False)
-        self.p.start()
-        self.task = self.p.add_task("train", total=total, completed=done, epoch=0, loss="-", lr="-", rate="-")
-
-    def update(self, state: RunState, loss: float, lr: float, rate: float) -> None:
-        # epochs are shown counted from 1, like the validation notes ("epoch 4: ..." after the 4th)
-        self.p.update(self.task, completed=state.step, epoch=state.epoch + 1, loss=f"{loss:.4f}", lr=f"{lr:.2e}", rate=f"{rate:.1f}")
-
-    def note(self, text: str) -> None:
-        self.p.console.print(text, highlight=False)
-
-    def close(self) -> None:
-        self.p.stop()

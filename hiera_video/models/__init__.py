@@ -2,7 +2,8 @@
 
 from hiera_video.models.factory import create_model, get_spec, list_models, load_model
 from hiera_video.models.hiera import Hiera
+from hiera_video.models.load import Provenance, load
 from hiera_video.models.mae import MaskedAutoencoderHiera
 from hiera_video.models.zoo import MODELS, ModelSpec, Weights
 
-__all__ = ["create_model", "load_model", "get_spec", "list_models", "Hiera", "MaskedAutoencoderHiera", "MODELS", "ModelSpec", "Weights"]
+__all__ = ["create_model", "load_model", "load", "Provenance", "get_spec", "list_models", "Hiera", "MaskedAutoencoderHiera", "MODELS", "ModelSpec", "Weights"]

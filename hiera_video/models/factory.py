@@ -68,25 +68,41 @@ def create_model(name: str, weights: str | None = None, num_classes: int | None 
     a classifier, this project's checkpoints). ``num_classes`` different from the checkpoint's
     re-initialises the head (and says so). ``overrides`` are constructor arguments, e.g.
     ``input_size=(8, 224, 224)`` or ``drop_path_rate=0.2``; position embeddings of weights
-    made for another input size are resampled.
+    made for another input size are resampled. With weights, ``model.load_report`` says how
+    they fit (:class:`~hiera_video.models.checkpoints.LoadReport`).
     """
-    spec = get_spec(name)
-    ckpt = None
-    if weights:
-        from hiera_video.models import checkpoints
+    return _with_report(*create_model_and_report(name, weights, num_classes, **overrides))
 
-        ckpt = checkpoints.read_checkpoint(checkpoints.resolve_source(spec, weights))
-    return _build_with_checkpoint(spec, ckpt, weights, num_classes, overrides)
+
+def create_model_and_report(name: str, weights: str | None = None, num_classes: int | None = None, **overrides):
+    """:func:`create_model`, returning ``(model, load report)`` (report None without weights)."""
+    spec, ckpt = open_weights(weights, name) if weights else (get_spec(name), None)
+    return build_from_checkpoint(spec, ckpt, num_classes, **overrides)
 
 
 def load_model(weights: str, name: str | None = None, num_classes: int | None = None, **overrides) -> nn.Module:
     """Like :func:`create_model`, but the model name may come from the checkpoint itself
     (this project's checkpoints record it, with the architecture they were trained with)."""
+    return _with_report(*build_from_checkpoint(*open_weights(weights, name), num_classes, **overrides))
+
+
+def _with_report(model: nn.Module, report) -> nn.Module:
+    if report is not None:
+        model.load_report = report  # the public create_model API; loaders use models.load.Provenance
+    return model
+
+
+def open_weights(weights, name: str | None = None, ckpt=None):
+    """``(spec, checkpoint)`` for ``weights`` (a zoo tag of model ``name``, a URL or a path;
+    ``ckpt``: already read). Without ``name`` the checkpoint names its model, or its tensor
+    shapes tell it."""
     from hiera_video.models import checkpoints
 
     if name is not None:
-        return create_model(name, weights, num_classes, **overrides)
-    ckpt = checkpoints.read_checkpoint(weights)
+        spec = get_spec(name)
+        return spec, ckpt if ckpt is not None else checkpoints.read_checkpoint(checkpoints.resolve_source(spec, weights))
+    if ckpt is None:
+        ckpt = checkpoints.read_checkpoint(weights)
     name = ckpt.meta.get("model")
     if not name:  # official, timm and HF files: the tensor shapes tell the variant
         candidates = infer_model_names(ckpt)
@@ -103,7 +119,7 @@ def load_model(weights: str, name: str | None = None, num_classes: int | None = 
                 f"checkpoint {weights} does not say which model it belongs to, and its tensor shapes ({_signature(ckpt)}) "
                 "fit no registered model; pass --model NAME (hiera-video models lists them)"
             )
-    return _build_with_checkpoint(get_spec(name), ckpt, weights, num_classes, overrides)
+    return get_spec(name), ckpt
 
 
 # Tensors whose shapes depend on the input size or the number of classes, not on the variant.
@@ -146,7 +162,8 @@ def infer_model_names(ckpt) -> list[str]:
     return found
 
 
-def _build_with_checkpoint(spec: ModelSpec, ckpt, weights, num_classes, overrides) -> nn.Module:
+def build_from_checkpoint(spec: ModelSpec, ckpt=None, num_classes: int | None = None, **overrides):
+    """``(model, load report)``: ``spec`` built and loaded from ``ckpt`` (report None without one)."""
     from hiera_video.models import checkpoints
 
     if ckpt is not None and ckpt.layout == "hiera-video" and ckpt.config and ALIASES.get(ckpt.meta.get("model"), ckpt.meta.get("model")) == spec.name:
@@ -159,11 +176,9 @@ def _build_with_checkpoint(spec: ModelSpec, ckpt, weights, num_classes, override
     if not spec.mae:
         overrides["num_classes"] = num_classes
     model = build_model(spec, **overrides)
-    model.weights_source = weights if ckpt is not None else None
-    model.checkpoint_meta = dict(ckpt.meta) if ckpt is not None else {}
-    if ckpt is not None:
-        report = checkpoints.apply_checkpoint(model, ckpt)
-        model.load_report = report
-        for line in report.messages():
-            log.warning(line)
-    return model
+    if ckpt is None:
+        return model, None
+    report = checkpoints.apply_checkpoint(model, ckpt)
+    for line in report.messages():
+        log.warning(line)
+    return model, report

@@ -177,15 +177,14 @@ def build_ava_model(
     are reported as unused); ``notes`` on the returned model list what happened.
     ``drop_path_rate`` 0.4 and ``dropout`` 0.5 are the paper's AVA recipe; ``overrides`` go
     to the backbone constructor (e.g. ``input_size``)."""
-    from hiera_video.models.factory import create_model
+    from hiera_video.models.factory import create_model_and_report
 
-    backbone = create_model(name, weights=weights, drop_path_rate=drop_path_rate, **overrides)
+    backbone, report = create_model_and_report(name, weights, drop_path_rate=drop_path_rate, **overrides)
     if getattr(backbone, "decoder_embed", None) is not None or not hasattr(backbone, "feature_info"):
         raise HieraVideoError(f"'{name}' is not an encoder with feature maps; use a classifier architecture such as hiera_base_16x224")
     if not getattr(backbone, "is_video", False):
         raise HieraVideoError(f"AVA needs a video backbone; '{name}' is an image model")
     notes = []
-    report = getattr(backbone, "load_report", None)
     if report is not None:
         notes.append(str(report).splitlines()[0])
     head_params = [f"head.{k}" for k, _ in backbone.head.named_parameters()] if isinstance(backbone.head, nn.Module) else []
@@ -198,7 +197,6 @@ def build_ava_model(
     model = AvaDetector(backbone, head, use_norm=use_norm)
     model.notes = notes
     model.model_name = name
-    model.weights_source = weights
     for line in notes:
         log.info("%s", line)
     return model

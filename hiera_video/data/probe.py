@@ -1,0 +1,200 @@
+"""What a video file is before anything decodes it: ``stat`` checks (a FIFO or a device is
+never opened), opening with PyAV with every failure turned into a one-line error, and the
+:class:`Probe` that demuxes the packets (frame count, timestamps, keyframes, the header's
+claims) without decoding. :mod:`hiera_video.data.decode` builds its readers on it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from fractions import Fraction
+from pathlib import Path
+
+from hiera_video.errors import HieraVideoError
+
+try:  # PyAV is required: it probes every file, whichever backend decodes it.
+    import av
+except ImportError:  # pragma: no cover - the package depends on av
+    av = None
+
+# Demuxers whose seeks search decoding timestamps (no index; FFmpeg's generic binary search).
+DTS_SEEK_FORMATS = frozenset({"mpegts", "mpeg"})
+
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def short(text: object, limit: int = 160) -> str:
+    line = one_line(text)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def decode_error(path: Path | str, what: str) -> HieraVideoError:
+    return HieraVideoError(f"cannot decode video '{path}': {what}")
+
+
+class Probe:
+    """What demuxing the video packets tells us (no decoding).
+
+    ``pts`` holds the presentation timestamp of every frame sorted ascending, so list
+    position == frame index; ``keys`` holds the (sorted) frame indices of keyframes.
+    ``pts is None`` means the container has no usable timestamps (e.g. raw streams): frames
+    are then identified by decode order and reached by decoding from the start.
+    """
+
+    def __init__(self, path: Path, container, stream):
+        self.codec = stream.codec_context.name
+        self.format = container.format.name
+        self.height = int(stream.codec_context.height or 0)
+        self.width = int(stream.codec_context.width or 0)
+        self.time_base = stream.time_base or Fraction(1, 1)
+        # What the header claims (never trusted: a hostile or broken header can claim 2^31
+        # frames, and decord allocates from this number before reading anything). Without a
+        # frame count (webm, mkv) decord estimates it as average rate x container duration.
+        self.claimed_frames = max(int(stream.frames or 0), 0)
+        if self.claimed_frames < 1:
+            try:
+                self.claimed_frames = max(int(float(stream.average_rate or 0) * (container.duration or 0) / 1e6), 0)
+            except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+                self.claimed_frames = 0
+        stamps, keyflags, dts = [], [], []
+        self.pts_at_pos = {}  # byte position -> timestamp, to check timestamps after a seek
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.is_discard:  # end-of-stream flush / cut by an edit list
+                continue
+            stamps.append(packet.pts if packet.pts is not None else packet.dts)
+            dts.append(packet.dts)
+            keyflags.append(bool(packet.is_keyframe))
+            if packet.pos is not None and packet.pos >= 0:
+                self.pts_at_pos[packet.pos] = stamps[-1]
+        if not stamps:
+            raise decode_error(path, "the video stream has no frames; the file is empty or truncated")
+        self.num_frames = len(stamps)
+        # keyframe index -> timestamp to seek to, where it is not the pts: demuxers without an
+        # index (MPEG-TS/PS) seek by dts, so seeking to a keyframe's pts lands after it, on
+        # frames that cannot be decoded without it.
+        self.seek_ts: dict[int, int] = {}
+        by_dts = bool(set(self.format.split(",")) & DTS_SEEK_FORMATS)
+        if any(s is None for s in stamps) or len(set(stamps)) != len(stamps):
+            self.pts = None
+            self.keys = [0]
+        else:
+            order = sorted(range(len(stamps)), key=stamps.__getitem__)
+            self.pts = [stamps[i] for i in order]
+            self.keys = [pos for pos, i in enumerate(order) if keyflags[i]] or [0]
+            if self.keys[0] != 0:
+                self.keys.insert(0, 0)
+            for pos, i in enumerate(order):
+                if by_dts and keyflags[i] and dts[i] is not None and dts[i] <= stamps[i]:
+                    self.seek_ts[pos] = dts[i]
+        self.fps = self._frame_rate(stream)
+        if self.pts is not None and self.num_frames > 1:
+            span = float((self.pts[-1] - self.pts[0]) * self.time_base)
+            self.duration = span + 1.0 / self.fps
+        else:
+            self.duration = self.num_frames / self.fps
+
+    def header_problem(self, file_size: int) -> str | None:
+        """Why the header's frame count cannot be handed to a decoder that allocates from it
+        (decord reserves memory per claimed frame before reading anything: a header claiming
+        2^31 frames aborts the whole process with std::bad_alloc). None when it is plausible:
+        at most 8x the frames the stream really holds (+1000, for AVI dropped-frame chunks
+        and the like) and at most one frame per byte of the file."""
+        claimed = self.claimed_frames
+        if claimed <= min(8 * self.num_frames + 1000, max(file_size, 1000)):
+            return None
+        return (f"the header claims {claimed} frames but the stream holds {self.num_frames} "
+                f"(the file has {file_size} bytes)")
+
+    def _frame_rate(self, stream) -> float:
+        """The stream's nominal rate when it agrees with the timestamps, else the measured one."""
+        nominal = 0.0
+        for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+            if rate is not None and 0 < float(rate) < 1000:
+                nominal = float(rate)
+                break
+        measured = 0.0
+        if self.pts is not None and self.num_frames > 1:
+            span = float((self.pts[-1] - self.pts[0]) * self.time_base)
+            if span > 0:
+                measured = (self.num_frames - 1) / span
+        if measured and (not nominal or abs(measured - nominal) > 0.02 * nominal):
+            return measured
+        return nominal or measured or 30.0
+
+
+def path_problem(path: str | os.PathLike) -> tuple[str, str] | None:
+    """Why ``path`` cannot be a video file, as ``(category, reason)``; None for a regular,
+    non-empty file. Only ``stat`` is called: a named pipe or a device is never opened
+    (reading a FIFO blocks until someone writes to it). Categories: "missing", "not a file",
+    "empty", "unreadable" (those of :mod:`hiera_video.data.check`)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return "missing", "broken symbolic link: its target file not found; fix or remove the link"
+        return "missing", "file not found; check the path"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "not a file", "symbolic link loop (the link resolves to itself); fix or remove the link"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return "unreadable", "permission denied"
+        if e.errno == errno.ENOTDIR:
+            return "missing", "file not found (a parent of the path is a file, not a folder); check the path"
+        return "unreadable", f"cannot access it ({e.strerror or short(e)})"
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return ("empty", "the file is empty (0 bytes); re-download or remove it") if st.st_size == 0 else None
+    if stat.S_ISDIR(mode):
+        return "not a file", "it is a directory, not a video file"
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    return "not a file", f"it is {kind}, not a video file; pass a regular file"
+
+
+def check_path(path: Path) -> None:
+    problem = path_problem(path)
+    if problem is not None:
+        raise HieraVideoError(f"cannot open video '{path}': {problem[1]}")
+
+
+def open_container(path: Path):
+    """``av.open`` with every failure turned into a HieraVideoError."""
+    if av is None:  # pragma: no cover
+        raise HieraVideoError("cannot decode videos: PyAV is not installed (pip install av)")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except PermissionError:
+        raise HieraVideoError(f"cannot open video '{path}': permission denied") from None
+    except (av.error.InvalidDataError, av.error.EOFError):
+        what = "not a readable video file (corrupt, truncated or not a video); check or re-download it"
+        raise decode_error(path, what) from None
+    except Exception as e:  # any other FFmpeg or OS error
+        raise decode_error(path, f"{short(e)}; check or re-download the file") from None
+    if not container.streams.video:
+        what = "no video stream (audio only?)" if container.streams.audio else "no video stream"
+        container.close()
+        raise decode_error(path, what + "; pass a video file")
+    return container
+
+
+def probe_open(path: Path):
+    """Open ``path`` with PyAV and demux it; returns ``(container, stream, probe)``."""
+    check_path(path)
+    container = open_container(path)
+    try:
+        stream = container.streams.video[0]
+        probe = Probe(path, container, stream)
+    except HieraVideoError:
+        container.close()
+        raise
+    except Exception as e:
+        container.close()
+        raise decode_error(path, f"corrupt video data ({short(e)}); check or re-download the file") from None
+    if probe.height <= 0 or probe.width <= 0:
+        container.close()
+        raise decode_error(path, "the video stream has no frame size (corrupt header?)")
+    return container, stream, probe
