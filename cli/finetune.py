@@ -29,7 +29,7 @@ def finetune(
     show_config: bool = typer.Option(False, "--show-config", help="Print every config key with its value and meaning, then exit."),
 ) -> int:
     """Finetune a Hiera classifier, or an AVA action detector with --dataset ava (AdamW/SGD, layer decay,
-    mixup/cutmix, exact resume, torchrun DDP)."""
+    mixup/cutmix, exact resume, torchrun data parallel)."""
     if list_configs:
         print("\n".join(p for p in list_presets() if not p.startswith("pretrain")))
         return 0

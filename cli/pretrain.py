@@ -29,7 +29,7 @@ def pretrain(
     list_configs: bool = typer.Option(False, "--list-configs", help="List the bundled pretraining presets and exit."),
     show_config: bool = typer.Option(False, "--show-config", help="Print every config key with its value and meaning, then exit."),
 ) -> int:
-    """MAE-pretrain a Hiera on videos (sparse encoder, repeated sampling, exact resume, torchrun DDP).
+    """MAE-pretrain a Hiera on videos (sparse encoder, repeated sampling, exact resume, torchrun data parallel).
     Finetune the result with: hiera-video finetune --weights RUN_DIR/last.pt --model hiera_*"""
     if list_configs:
         print("\n".join(p for p in list_presets() if p.startswith("pretrain")))

@@ -2,7 +2,7 @@
 
 data (train / val splits) -> model (``--weights``: Kinetics or MAE checkpoints) -> training
 clips (one decode, ``repeated_aug`` augmented clips) -> :class:`~hiera_video.engine.trainer.Trainer`
-(the shared loop: accumulation, schedule, checkpoints, resume, signals, DDP) with mixup/cutmix
+(the shared loop: accumulation, schedule, checkpoints, resume, signals, torchrun) with mixup/cutmix
 and soft-target cross entropy -> fast centre-view validation per epoch (best.pt) -> final
 multi-view evaluation through the ``eval`` code -> metrics.json and curves.png.
 """
