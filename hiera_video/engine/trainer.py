@@ -546,7 +546,7 @@ class Trainer:
         (different fingerprints = the ranks diverged: every rank stops); rank 0 writes
         RUN_DIR/last.pt atomically (a temporary file renamed), every rank learns the outcome."""
         modules = [self.model] + ([self.ema.module] if self.ema is not None else [])
-        parts = distributed.agree(self.world, rng=rng_state(self.generators), fp=fingerprint(modules),
+        parts = distributed.agree(self.world, rng=rng_state(self.generators), fp=fingerprint(modules) if self.world.distributed else None,
                                   bad=[list(b) for b in self.bad])
         differ = [rank for rank, p in enumerate(parts) if p["fp"] != parts[0]["fp"]]
         if differ:
