@@ -10,6 +10,7 @@ import typer
 
 from hiera_video.cli import options
 from hiera_video.data import DATASET_PRESETS
+from hiera_video.data.clip_spec import check_choices
 from hiera_video.data.datasets import build_dataset, check_missing
 from hiera_video.engine import distributed
 from hiera_video.engine.evaluate import evaluate, write_failure_lists, write_outputs
@@ -51,8 +52,7 @@ def eval_command(
     view: Optional[str] = typer.Option(None, "--view", help="AVA: full (whole frame) | center (centre square) [default: the detector's training config, else full]."),
 ) -> int:
     """Evaluate a classifier (or an AVA detector: --dataset ava) on a dataset split (works under torchrun: one shard per process)."""
-    if sampling is not None and sampling not in ("dense", "segment"):  # checked before any work
-        raise HieraVideoError(f"unknown --sampling '{sampling}'; use dense or segment")
+    check_choices(sampling=sampling, backend=backend)  # before any work
     if dataset == "ava":
         return eval_ava(root, split, annotations, labels, weights, proposals, exclusions, proposal_threshold, frames, view,
                         allow_pickle, batch_size, workers, limit, output, all_classes, device, dtype, backend, as_json)

@@ -31,6 +31,17 @@ DATASET_PRESETS = {
 MAX_SUBSTITUTED_FRACTION = 0.25
 
 
+def check_choices(sampling: str | None = None, backend: str | None = None) -> None:
+    """Refuse an unknown sampling kind or decoder (None: not given); commands call it before
+    any work, :class:`ClipSpec` on construction."""
+    from hiera_video.data.decode import BACKENDS
+
+    if backend is not None and backend not in BACKENDS:
+        raise HieraVideoError(f"unknown --backend '{backend}'; use one of {', '.join(BACKENDS)}")
+    if sampling is not None and sampling not in ("dense", "segment"):
+        raise HieraVideoError(f"unknown --sampling '{sampling}'; use dense or segment")
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     """How clips are cut from a video; recorded with every result so it can be reproduced."""
@@ -49,12 +60,7 @@ class ClipSpec:
 
     def __post_init__(self):
         # Checked once here, so a bad option is a usage error instead of one failure per video.
-        from hiera_video.data.decode import BACKENDS
-
-        if self.backend not in BACKENDS:
-            raise HieraVideoError(f"unknown --backend '{self.backend}'; use one of {', '.join(BACKENDS)}")
-        if self.sampling not in ("dense", "segment"):
-            raise HieraVideoError(f"unknown --sampling '{self.sampling}'; use dense or segment")
+        check_choices(sampling=self.sampling, backend=self.backend)
         object.__setattr__(self, "mean", tuple(self.mean))
         object.__setattr__(self, "std", tuple(self.std))
 

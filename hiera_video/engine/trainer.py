@@ -108,6 +108,11 @@ def precision(name: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
+def _merged_bad(parts: list[dict]) -> list[tuple[str, str]]:
+    """The skipped items every rank reported in an agreement (``bad`` payloads), unique, sorted."""
+    return sorted({(path, reason) for part in parts for path, reason in part["bad"]})
+
+
 @torch.no_grad()
 def fingerprint(modules: list[nn.Module]) -> list[float]:
     """Two float64 sums per tensor (plain and absolute) of every tensor of ``modules``:
@@ -527,8 +532,7 @@ class Trainer:
 
     def _gather_bad(self) -> list[tuple[str, str]]:
         """Every rank's skipped items, unique and sorted (on every rank)."""
-        parts = distributed.agree(self.world, bad=[list(b) for b in self.bad])
-        return sorted({(p, r) for part in parts for p, r in part["bad"]})
+        return _merged_bad(distributed.agree(self.world, bad=[list(b) for b in self.bad]))
 
     def _write_logs(self, bad: list[tuple[str, str]] | None = None) -> None:
         if not self.world.is_main:
@@ -556,7 +560,7 @@ class Trainer:
             )
         with distributed.together(self.world):
             if self.world.is_main:
-                bad = sorted({(p, r) for part in parts for p, r in part["bad"]})
+                bad = _merged_bad(parts)
                 save_checkpoint(
                     self.ckpt_path, self.model, self.meta, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
                     ema=self.ema.state_dict() if self.ema else None, run_state=dict(vars(self.state)),
