@@ -39,7 +39,7 @@ def main() -> None:
     device = pick_device("cpu")
     low = resolve_dtype(args.dtype, device)
     net = prepare_inference(create_model(args.model, num_classes=2), device, low)
-    clf = Classifier(net, args.model, None, ["a", "b"], device, low, net.spec.mean, net.spec.std)
+    clf = Classifier(net, args.model, None, ["a", "b"], device, low, net.spec.clip)
     protocol = clf.protocol(parse_views(args.views))
     with tempfile.TemporaryDirectory() as d:
         for i in range(args.videos):

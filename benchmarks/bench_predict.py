@@ -61,8 +61,7 @@ def main() -> None:
     device = pick_device("cpu")
     low = resolve_dtype(args.dtype, device)
     net = prepare_inference(create_model(args.model), device, low)
-    spec = net.spec
-    clf = Classifier(net, args.model, None, [f"c{i}" for i in range(net.num_classes)], device, low, spec.mean, spec.std)
+    clf = Classifier(net, args.model, None, [f"c{i}" for i in range(net.num_classes)], device, low, net.spec.clip)
     protocol = clf.protocol((t_views, s_views), backend=args.backend)
 
     with tempfile.TemporaryDirectory() as d:

@@ -26,10 +26,10 @@ from hiera_video.cli import (
 from hiera_video.errors import HieraVideoError, Interrupted
 
 try:  # typer >= 0.2x carries its own copy of click and no longer installs click
-    from typer import Abort
+    from typer import Abort, BadParameter
     from typer._click.exceptions import ClickException
 except ImportError:  # older typer runs on click
-    from click.exceptions import Abort, ClickException
+    from click.exceptions import Abort, BadParameter, ClickException
 
 err = Console(stderr=True)
 
@@ -77,11 +77,6 @@ app.command("doctor")(doctor.doctor)
 app.command("models")(models.models)
 app.command("benchmark")(benchmark.benchmark)
 
-
-try:
-    from typer import BadParameter
-except ImportError:  # pragma: no cover
-    from click.exceptions import BadParameter
 
 # Option metavars by Python type: flags take no value and show none (typer's help showed
 # <bool>, <int>, <str> type tags on every option, flags included).

@@ -8,10 +8,9 @@ import time
 
 import torch
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from hiera_video.cli import options
-from hiera_video.errors import HieraVideoError
 from hiera_video.report import console
 from hiera_video.models.factory import create_model
 from hiera_video.runtime import autocast, pick_device, resolve_dtype
@@ -29,19 +28,16 @@ def run_benchmark(
     frames: int | None = None, size: int | None = None, train: bool = False,
 ) -> dict:
     device = pick_device(device_name)
-    overrides = {}
     model = create_model(model_name)
-    if frames or size:
-        in_size = list(model.input_size)
-        if frames and len(in_size) == 3:
-            in_size[0] = frames
-        if size:
-            in_size[-2:] = [size, size]
-        overrides["input_size"] = tuple(in_size)
+    in_size = list(model.input_size)
+    if frames and len(in_size) == 3:
+        in_size[0] = frames
+    if size:
+        in_size[-2:] = [size, size]
     model.to(device).train(train)
     low = resolve_dtype(dtype, device)
     fn = torch.compile(model) if compile else model
-    x = torch.randn(batch_size, 3, *overrides.get("input_size", model.input_size), device=device)
+    x = torch.randn(batch_size, 3, *in_size, device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -87,15 +83,11 @@ def benchmark(
     as_json: bool = options.as_json("Print JSON."),
 ) -> None:
     """Measure clips/s (images/s) and peak memory of a model on random input."""
-    if iters < 1:
-        raise HieraVideoError("--iters must be at least 1")
     r = run_benchmark(model, batch_size, dtype, device, compile, iters, warmup, frames, size, train)
     if as_json:
         print(json.dumps(r))
         return
-    t = Table(title=f"benchmark: {model}")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
+    t = Table("metric", Column("value", justify="right"), title=f"benchmark: {model}")
     t.add_row("device / dtype", f"{r['device']} / {r['dtype']}" + (" / compiled" if compile else ""))
     t.add_row("mode", r["mode"])
     t.add_row("input", "x".join(map(str, [r["batch_size"], *r["input"]])))

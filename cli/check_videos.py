@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from hiera_video.cli import options
 from hiera_video.data.check import CATEGORIES, FileResult, check_dataset, write_bad_list
@@ -34,8 +34,6 @@ def check_videos(
     """Open every video of a dataset (in parallel) and list the ones that cannot be used. Exits 1 if any is bad."""
     if backend not in ("auto", "decord", "pyav"):
         raise HieraVideoError(f"unknown --backend '{backend}'; use auto, decord or pyav")
-    if timeout <= 0:
-        raise HieraVideoError(f"--timeout must be > 0 seconds, got {timeout:g}")
     check_output(output, "--output")
     ds = build_dataset(dataset, root, annotations=annotations, split=split, labels=labels, limit=limit)
     out = console()
@@ -66,9 +64,8 @@ def check_videos(
         print(json.dumps(summary, indent=2))
     else:
         counts = report.counts()
-        table = Table(title=f"check-videos: {ds.name}" + (f" ({ds.split})" if ds.split else ""))
-        table.add_column("result")
-        table.add_column("videos", justify="right")
+        table = Table("result", Column("videos", justify="right"),
+                      title=f"check-videos: {ds.name}" + (f" ({ds.split})" if ds.split else ""))
         table.add_row("[green]ok[/]", str(counts.get("ok", 0)))
         for cat in CATEGORIES:
             if counts.get(cat):
@@ -76,9 +73,8 @@ def check_videos(
         table.add_row("[bold]total[/]", str(len(report.results)))
         out.print(table)
         if bad:
-            examples = Table(title=f"Bad files (first {min(10, len(bad))} of {len(bad)})")
-            examples.add_column("file", overflow="fold")
-            examples.add_column("reason", overflow="fold")
+            examples = Table(Column("file", overflow="fold"), Column("reason", overflow="fold"),
+                             title=f"Bad files (first {min(10, len(bad))} of {len(bad)})")
             for r in bad[:10]:
                 examples.add_row(r.path, r.reason)
             out.print(examples)

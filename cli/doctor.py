@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from hiera_video.engine.doctor import healthy, report, run_checks
 from hiera_video.report import console
@@ -19,11 +19,8 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print the checks 
     if as_json:
         print(json.dumps(report(rows), indent=2))
     else:
-        t = Table(title="hiera-video doctor", title_justify="left")
-        t.add_column("check", no_wrap=True)
-        t.add_column("value", overflow="fold")
-        t.add_column("status", no_wrap=True)
-        t.add_column("fix", overflow="fold")
+        t = Table(Column("check", no_wrap=True), Column("value", overflow="fold"), Column("status", no_wrap=True),
+                  Column("fix", overflow="fold"), title="hiera-video doctor", title_justify="left")
         for r in rows:
             t.add_row(r.name, r.value, _STYLE.get(r.status, r.status), r.fix)
         console().print(t)

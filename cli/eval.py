@@ -11,13 +11,12 @@ import typer
 from hiera_video.cli import options
 from hiera_video.data import DATASET_PRESETS
 from hiera_video.data.clip_spec import check_choices
-from hiera_video.data.datasets import build_dataset, check_missing
 from hiera_video.engine import distributed
-from hiera_video.engine.evaluate import evaluate, write_failure_lists, write_outputs
-from hiera_video.engine.inference import load_classifier, parse_views, substitution_warning
+from hiera_video.engine.evaluate import eval_job, evaluate, write_failure_lists, write_outputs
+from hiera_video.engine.inference import parse_views, substitution_warning
 from hiera_video.errors import HieraVideoError, Interrupted
 from hiera_video.metrics.classification import render_metrics
-from hiera_video.report import check_output, console, progress_bar
+from hiera_video.report import console, progress_bar
 
 
 def eval_command(
@@ -58,16 +57,10 @@ def eval_command(
                         allow_pickle, batch_size, workers, limit, output, all_classes, device, dtype, backend, as_json)
     if dataset not in DATASET_PRESETS:
         raise HieraVideoError(f"unknown dataset '{dataset}'; use one of {', '.join(DATASET_PRESETS)}")
-    # Device and process group first (one device per torchrun process), then the model.
-    with distributed.session(device) as (world, dev):
-        if world.is_main:  # only rank 0 writes; checked before any work
-            check_output(output, "--output", "dir")
-        clf = load_classifier(model, weights, labels if dataset in ("k400", "k600", "k700", "ssv2") else None, dev, dtype, allow_random_weights)
+    with eval_job(dataset, root, annotations, split, labels, limit, strict, output, model, weights,
+                  parse_views(views) if views else None, sampling, stride, backend, device, dtype, allow_random_weights) as job:
+        world, clf, ds, missing, protocol = job.world, job.clf, job.dataset, job.missing, job.protocol
         out = console(stderr=as_json)
-        ds = build_dataset(dataset, root, annotations, split, labels, limit)  # its class names meet the model's in evaluate
-        missing = check_missing(ds, strict)
-        protocol = clf.protocol(parse_views(views) if views else None, **DATASET_PRESETS[dataset]).with_(
-            sampling=sampling, stride=stride, backend=backend)
         if world.is_main:
             out.print(
                 f"eval {ds.name} {split}: {len(ds)} videos ({missing} missing), model {clf.name}, "
@@ -137,30 +130,18 @@ def eval_command(
 def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions, threshold, frames, view, allow_pickle, batch_size, workers,
              limit, output, all_classes, device, dtype, backend, as_json) -> int:
     """Frame-mAP@0.5 of a detector saved by ``finetune --dataset ava`` (official protocol)."""
-    from hiera_video.data.datasets.ava import open_ava_split
     from hiera_video.engine.ava import evaluate_ava_model, render_ava_metrics, write_ava_outputs
-    from hiera_video.engine.ava_finetune import load_ava_detector
-    from hiera_video.runtime import resolve_dtype
+    from hiera_video.engine.ava_finetune import ava_eval_job
 
-    if not weights:
-        raise HieraVideoError("AVA evaluation needs --weights RUN_DIR/best.pt (a detector saved by finetune --dataset ava)")
-    with distributed.session(device) as (world, dev):  # device and process group before the model
-        if world.is_main:  # only rank 0 writes; checked before any work
-            check_output(output, "--output", "dir")
-        model, meta = load_ava_detector(weights, dev)
-        amp = resolve_dtype(dtype, dev)
+    with ava_eval_job(root, split, annotations, label_map, weights, proposals, exclusions, threshold, frames, view,
+                      allow_pickle, limit, output, device, dtype, backend) as job:
+        world, ds = job.world, job.dataset
         out = console(stderr=as_json)
-        pre = meta["preprocessing"]
-        ds = open_ava_split(root, split, "val", annotations, exclusions, proposals, label_map or meta.get("label_map"),
-                            default_proposals=True, num_frames=pre["num_frames"], stride=pre["stride"], crop_size=pre["crop_size"],
-                            mean=pre["mean"], std=pre["std"], proposal_threshold=threshold, backend=backend,
-                            frames_layout="frames" if frames else "video", test_view=view or pre.get("test_view", "full"),
-                            allow_pickle=allow_pickle, limit=limit)
         if world.is_main:
             boxes = "proposals" if ds.proposals is not None else "ground-truth boxes"
-            out.print(f"eval ava {split}: {len(ds)} keyframes on {boxes}, model {meta['model']}, {world.world_size} process(es)",
+            out.print(f"eval ava {split}: {len(ds)} keyframes on {boxes}, model {job.prov.meta['model']}, {world.world_size} process(es)",
                       highlight=False)
-        rows, metrics = evaluate_ava_model(model, ds, batch_size, dev, workers, amp_dtype=amp, world=world)
+        rows, metrics = evaluate_ava_model(job.model, ds, batch_size, job.device, workers, amp_dtype=job.amp, world=world)
         if not world.is_main:  # rank 0 reports; every process exits with its code
             return distributed.from_main(None, world)
         if len(ds) and not rows:

@@ -46,9 +46,7 @@ def export(
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        t = Table(title=f"export {result.path}", title_justify="left", show_header=False)
-        t.add_column("key")
-        t.add_column("value")
+        t = Table("key", "value", title=f"export {result.path}", title_justify="left", show_header=False)
         t.add_row("format", result.format + (f" (opset {result.opset})" if result.opset else ""))
         t.add_row("model", f"{result.model} ({result.weights or 'random weights'})")
         t.add_row("input", f"clips float32 {result.input_shape} (normalised, [B, 3, T, H, W])")

@@ -7,19 +7,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from hiera_video.cli import options
 from hiera_video.data.feature_store import INDEX
 from hiera_video.engine import distributed
 from hiera_video.engine.extract import (
-    LEVELS,
-    Extracted,
-    Extractor,
-    jobs_for_dataset,
-    jobs_for_paths,
-    level_stride,
-    load_feature_model,
+    LEVELS, Extracted, Extractor, jobs_for_dataset, jobs_for_paths, level_stride, load_feature_model,
 )
 from hiera_video.engine.inference import parse_views
 from hiera_video.engine.predict import expand_inputs
@@ -140,11 +134,8 @@ def extract(
 
 
 def _table(results: list[Extracted], output: Path) -> Table:
-    t = Table(title=f"features in {output}", title_justify="left")
-    t.add_column("video")
-    t.add_column("file")
-    t.add_column("shape", justify="right")
-    t.add_column("status")
+    t = Table("video", "file", Column("shape", justify="right"), "status",
+              title=f"features in {output}", title_justify="left")
     for r in results:
         status = "[red]failed[/]" if not r.ok else ("skipped (done)" if r.skipped else "written")
         t.add_row(r.path, r.output or "", "x".join(str(d) for d in r.shape) if r.shape else "", status)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
-from hiera_video.config import describe, list_presets, load_config
+from hiera_video.cli.options import config_overrides, print_config
+from hiera_video.config import list_presets, load_config
 from hiera_video.errors import HieraVideoError
 from hiera_video.report import console
 
@@ -35,22 +34,11 @@ def finetune(
         return 0
     if config and config.removesuffix(".yaml").startswith("pretrain") and "/" not in config:
         raise HieraVideoError(f"'{config}' is an MAE pretraining preset: run it with hiera-video pretrain --config {config}")
-    overrides: dict = {}
-    for section, key, value in (("data", "dataset", dataset), ("data", "root", root), ("data", "annotations", annotations),
-                                ("data", "val_annotations", val_annotations), ("model", "name", model),
-                                ("model", "weights", weights), ("run", "output", output)):
-        if value is not None:
-            overrides.setdefault(section, {})[key] = str(value)
+    data = dict(dataset=dataset, root=root, annotations=annotations, val_annotations=val_annotations)
+    overrides = config_overrides(data=data, model=dict(name=model, weights=weights), run=dict(output=output))
     cfg = load_config(config, set_, overrides)
     out = console()
-    table = Table(title="configuration" + (f" ({config})" if config else ""), show_lines=False)
-    table.add_column("key", no_wrap=True)
-    table.add_column("value")
-    table.add_column("meaning", style="dim")
-    for key, value, meaning in describe(cfg):
-        table.add_row(key, value, meaning)
-    if show_config or os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 prints it
-        out.print(table)
+    print_config(cfg, "configuration" + (f" ({config})" if config else ""), show_config, out)
     if show_config:
         return 0
     from hiera_video.engine.finetune import finetune as run
@@ -61,3 +49,4 @@ def finetune(
     if final.get("mAP") is not None:
         out.print(f"final frame-mAP@0.5: {100 * final['mAP']:.2f}%  (run folder: {cfg.run.output})", highlight=False)
     return 0
+

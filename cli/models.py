@@ -6,7 +6,7 @@ import json
 
 import torch
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from hiera_video.models.factory import build_model, list_models
 from hiera_video.models.zoo import MODELS
@@ -29,24 +29,18 @@ def models(
     rows = []
     for name in list_models(kind=kind, mae=mae):
         spec = MODELS[name]
-        rows.append(
-            dict(
-                name=name, kind=spec.kind, mae=spec.mae, params_m=round(count_params(name) / 1e6, 1),
-                input="x".join(map(str, spec.input_size)),
-                weights={t: dict(url=w.url, dataset=w.dataset, top1=w.top1, license=w.license) for t, w in spec.weights.items()},
-                default_weights=spec.default_weights, note=spec.note,
-            )
-        )
+        rows.append(dict(
+            name=name, kind=spec.kind, mae=spec.mae, params_m=round(count_params(name) / 1e6, 1),
+            input="x".join(map(str, spec.input_size)),
+            weights={t: dict(url=w.url, dataset=w.dataset, top1=w.top1, license=w.license) for t, w in spec.weights.items()},
+            default_weights=spec.default_weights, note=spec.note,
+        ))
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title="Hiera models", show_lines=False)
-    table.add_column("name", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("params", justify="right", no_wrap=True)
-    table.add_column("input", no_wrap=True)
-    table.add_column("weights (tag: top-1 %)", no_wrap=True)
-    table.add_column("licence", no_wrap=True)
+    columns = ["name", "kind", "params", "input", "weights (tag: top-1 %)", "licence"]
+    table = Table(*[Column(c, justify="right" if c == "params" else "left", no_wrap=True) for c in columns],
+                  title="Hiera models", show_lines=False)
     for r in rows:
         weights = "\n".join(f"{t}: {w['top1']}" if w["top1"] else t for t, w in r["weights"].items()) or "-"
         licence = next((w["license"] for w in r["weights"].values()), "-")

@@ -1,11 +1,16 @@
 """Options several commands share, each defined once with one help text. A command uses
 them as parameter defaults (``device: str = options.device()``); the keyword arguments
-cover what legitimately differs between commands (a default, or what a model may be)."""
+cover what legitimately differs between commands (a default, or what a model may be). Also
+the training commands' shared handling of their config options."""
 
 from __future__ import annotations
 
-import typer
+import os
 
+import typer
+from rich.table import Column, Table
+
+from hiera_video.config import describe
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT
 
 
@@ -49,3 +54,21 @@ def decode_timeout():
 def as_json(help: str):
     """``--json``; ``help`` says what is printed."""
     return typer.Option(False, "--json", help=help)
+
+
+# ---------------------------------------------------------------------------- training configs
+
+
+def config_overrides(**sections: dict) -> dict:
+    """``{section: {key: str(value)}}`` of the options that were given (None: not given)."""
+    given = {name: {k: str(v) for k, v in keys.items() if v is not None} for name, keys in sections.items()}
+    return {name: keys for name, keys in given.items() if keys}
+
+
+def print_config(cfg, title: str, show_config: bool, out) -> None:
+    """Every config key with its value and meaning; under torchrun only rank 0 prints it (unless --show-config)."""
+    table = Table(Column("key", no_wrap=True), "value", Column("meaning", style="dim"), title=title, show_lines=False)
+    for key, value, meaning in describe(cfg):
+        table.add_row(key, value, meaning)
+    if show_config or os.environ.get("RANK", "0") == "0":
+        out.print(table)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from hiera_video.cli import options
 from hiera_video.engine.inference import load_classifier, parse_views
@@ -108,20 +108,16 @@ def predict(
 
 
 def result_table(r: Result) -> Table:
-    t = Table(title=r.path, title_justify="left")
-    t.add_column("rank", justify="right")
-    t.add_column("label")
-    t.add_column("probability", justify="right")
+    t = Table(Column("rank", justify="right"), "label", Column("probability", justify="right"),
+              title=r.path, title_justify="left")
     for i, item in enumerate(r.top, 1):
         t.add_row(str(i), item["label"], f"{item['score']:.4f}")
     return t
 
 
 def _timeline_table(r: Result) -> Table:
-    t = Table(title=f"timeline: {r.path}", title_justify="left")
-    t.add_column("start (s)", justify="right")
-    t.add_column("end (s)", justify="right")
-    t.add_column("top labels")
+    t = Table(Column("start (s)", justify="right"), Column("end (s)", justify="right"), "top labels",
+              title=f"timeline: {r.path}", title_justify="left")
     for row in r.timeline:
         t.add_row(f"{row['start']:.1f}", f"{row['end']:.1f}", ", ".join(f"{x['label']} {x['score']:.2f}" for x in row["top"][:3]))
     return t

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
-from hiera_video.config import describe, list_presets
+from hiera_video.cli.options import config_overrides, print_config
+from hiera_video.config import list_presets
 from hiera_video.report import console
 
 DEFAULT_CONFIG = "pretrain_video"
@@ -36,24 +35,14 @@ def pretrain(
         return 0
     from hiera_video.engine.pretrain import load_pretrain_config
 
-    overrides: dict = {}
-    for section, key, value in (("data", "dataset", dataset), ("data", "root", root), ("data", "annotations", annotations),
-                                ("model", "name", model), ("model", "weights", weights), ("run", "output", output)):
-        if value is not None:
-            overrides.setdefault(section, {})[key] = str(value)
+    overrides = config_overrides(data=dict(dataset=dataset, root=root, annotations=annotations),
+                                 model=dict(name=model, weights=weights), run=dict(output=output))
     if mask_ratio is not None:
         overrides.setdefault("model", {})["mask_ratio"] = mask_ratio
     source = config or DEFAULT_CONFIG
     cfg = load_pretrain_config(source, set_, overrides)
     out = console()
-    table = Table(title=f"configuration ({source})", show_lines=False)
-    table.add_column("key", no_wrap=True)
-    table.add_column("value")
-    table.add_column("meaning", style="dim")
-    for key, value, meaning in describe(cfg):
-        table.add_row(key, value, meaning)
-    if show_config or os.environ.get("RANK", "0") == "0":
-        out.print(table)
+    print_config(cfg, f"configuration ({source})", show_config, out)
     if show_config:
         return 0
     from hiera_video.engine.pretrain import pretrain as run

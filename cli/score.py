@@ -9,13 +9,7 @@ import typer
 
 from hiera_video.errors import HieraVideoError
 from hiera_video.metrics.classification import (
-    classification_metrics,
-    load_predictions,
-    metrics_summary,
-    to_jsonable,
-    predictions_probs,
-    render_metrics,
-    write_metrics,
+    classification_metrics, load_predictions, metrics_summary, to_jsonable, predictions_probs, render_metrics, write_metrics,
 )
 from hiera_video.report import check_output, console
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from hiera_video.data.synthetic import CLASSES, make_synthetic_dataset
 from hiera_video.report import check_output, console, progress_bar
@@ -42,10 +42,8 @@ def synth(
     if as_json:
         print(json.dumps(summary))
         return
-    t = Table(title=f"synthetic dataset: {summary['root']}")
-    t.add_column("id", justify="right")
-    t.add_column("class", no_wrap=True)
-    t.add_column("what happens")
+    t = Table(Column("id", justify="right"), Column("class", no_wrap=True), "what happens",
+              title=f"synthetic dataset: {summary['root']}")
     for i, (name, desc) in enumerate(CLASSES):
         t.add_row(str(i), name, desc)
     con.print(t)

@@ -290,7 +290,7 @@ def _coerce(value: Any, typ, key: str):
         if optional:
             return None
         raise HieraVideoError(f"config key '{key}' cannot be null")
-    base = next((a for a in args if a is not type(None)), typ) if args else typ
+    base = _base_type(typ)
     if base is bool:
         if isinstance(value, bool):
             return value
@@ -300,23 +300,17 @@ def _coerce(value: Any, typ, key: str):
             return value
         raise HieraVideoError(f"config key '{key}' must be an integer, got {_short(value)}")
     if base is float:
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = value
-        elif isinstance(value, str):  # YAML 1.1 reads 2e-3 (no dot) as a string
-            try:
-                number = float(value)
-            except ValueError:
-                pass
-        if number is not None:
-            try:
-                number = float(number)
-            except OverflowError:
-                number = math.inf
-            if math.isfinite(number):
-                return number
+        try:  # a string too: YAML 1.1 reads 2e-3 (no dot) as a string
+            number = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+        except ValueError:
+            number = None
+        except OverflowError:  # an int too large for a float
+            number = math.inf
+        if number is None:
+            raise HieraVideoError(f"config key '{key}' must be a number, got {_short(value)}")
+        if not math.isfinite(number):
             raise HieraVideoError(f"config key '{key}' must be a finite number, got {_short(value)}")
-        raise HieraVideoError(f"config key '{key}' must be a number, got {_short(value)}")
+        return number
     if base is str:
         if isinstance(value, (dict, list, tuple)):
             raise HieraVideoError(f"config key '{key}' must be a single value, got {_short(value)}")
@@ -360,9 +354,7 @@ def parse_set(item: str) -> dict:
     sec, k = key.strip().split(".", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    except (RecursionError, ValueError, TypeError, OverflowError):
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError):
         value = raw
     _check_size(value, f"--set {_clip(key.strip(), 60)}")
     return {sec: {k: value}}
@@ -487,9 +479,5 @@ def _validate(cfg) -> None:
 
 def describe(cfg: TrainConfig) -> list[tuple[str, str, str]]:
     """(key, value, meaning) for every config key: what ``--help-config`` and the run log show."""
-    rows = []
-    for sec in dataclasses.fields(cfg):
-        obj = getattr(cfg, sec.name)
-        for f in dataclasses.fields(obj):
-            rows.append((f"{sec.name}.{f.name}", repr(getattr(obj, f.name)), f.metadata.get("help", "")))
-    return rows
+    return [(f"{sec.name}.{f.name}", repr(getattr(getattr(cfg, sec.name), f.name)), f.metadata.get("help", ""))
+            for sec in dataclasses.fields(cfg) for f in dataclasses.fields(getattr(cfg, sec.name))]

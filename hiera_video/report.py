@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import tempfile
@@ -122,8 +123,6 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def write_csv(path: str | Path, header: list[str], rows: Iterable[Iterable]) -> None:
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(header)

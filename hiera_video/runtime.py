@@ -48,9 +48,7 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     native bf16, else fp16 (with a grad scaler when training); bf16 on CPUs that have it."""
     if device.type == "cuda":
         return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
-    if device.type == "cpu":
-        return torch.bfloat16 if cpu_has_bf16() else None
-    return None
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
 
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -1,4 +1,4 @@
-"""Fixtures several test files share. A module opts in with
+"""Fixtures several test files share. A module opts in to ``one_thread`` with
 ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
 
 import pytest
@@ -15,3 +15,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def ava_set(tmp_path_factory):
+    """The generated AVA-format set that detectors are trained on (12 videos of 8 s, 3 of them
+    for validation; seed 0). Made once per session: read it, never write into it."""
+    from hiera_video.data.synthetic_ava import make_synthetic_ava
+
+    return make_synthetic_ava(tmp_path_factory.mktemp("ava"), seed=0, num_videos=12, val_videos=3, seconds=8)

@@ -9,16 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from hiera_video.data.synthetic_ava import make_synthetic_ava
 from hiera_video.data.ava_files import read_ava_csv, resolve_label_map
 from hiera_video.metrics.ava import evaluate_ava
 
 from helpers import assert_same_weights, run_cli
-
-
-@pytest.fixture(scope="module")
-def ava(tmp_path_factory):
-    return make_synthetic_ava(tmp_path_factory.mktemp("ava"), seed=0, num_videos=12, val_videos=3, seconds=8)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,9 +37,9 @@ def run(args) -> int:
     return run_cli(args)[0]
 
 
-def test_finetune_then_eval_beats_chance(ava, tmp_path, capsys):
+def test_finetune_then_eval_beats_chance(ava_set, tmp_path, capsys):
     out = tmp_path / "run"
-    assert run(tiny(ava, out)) == 0
+    assert run(tiny(ava_set, out)) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["steps"] == 50 and m["val_boxes"] == "proposals" and m["num_val_keyframes"] > 0
     assert m["best_val_mAP"] is not None and {r["kind"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())} == {"train", "epoch", "val"}
@@ -53,15 +47,15 @@ def test_finetune_then_eval_beats_chance(ava, tmp_path, capsys):
 
     # Chance: the same detections with random scores.
     det = read_ava_csv(out / "eval" / "detections.csv", kind="detections")
-    lm, gt = resolve_label_map(ava.label_map), read_ava_csv(ava.val_csv)
+    lm, gt = resolve_label_map(ava_set.label_map), read_ava_csv(ava_set.val_csv)
     rng = np.random.default_rng(0)
-    chance = [evaluate_ava(gt, [r._replace(score=float(rng.random())) for r in det], lm, ava.val_exclusions)["mAP"]
+    chance = [evaluate_ava(gt, [r._replace(score=float(rng.random())) for r in det], lm, ava_set.val_exclusions)["mAP"]
               for _ in range(20)]
     assert m["mAP"] > max(chance) and m["mAP"] > np.mean(chance) + 0.15, (m["mAP"], chance)
 
     # The saved detector carries everything eval needs; same model and data -> same mAP.
     capsys.readouterr()
-    assert run(["eval", "--dataset", "ava", "--root", str(ava.root), "--weights", str(out / "last.pt"),
+    assert run(["eval", "--dataset", "ava", "--root", str(ava_set.root), "--weights", str(out / "last.pt"),
                 "--output", str(tmp_path / "ev"), "--workers", "0", "--dtype", "fp32", "--json"]) == 0
     ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert ev["mAP"] == pytest.approx(m["mAP"], abs=1e-6)
@@ -70,24 +64,24 @@ def test_finetune_then_eval_beats_chance(ava, tmp_path, capsys):
     assert per_class and all("ap" in v and "num_gt" in v for v in per_class.values())
 
 
-def test_exact_resume(ava, tmp_path):
+def test_exact_resume(ava_set, tmp_path):
     extra = ("optim.epochs=2", "run.val_every_epochs=0", "data.val_annotations=missing_on_purpose.csv")
-    assert run(tiny(ava, tmp_path / "x", *extra)) != 0  # a named file that is missing is an error
+    assert run(tiny(ava_set, tmp_path / "x", *extra)) != 0  # a named file that is missing is an error
     extra = ("optim.epochs=2", "run.val_every_epochs=0", "data.limit_val=2")
-    assert run(tiny(ava, tmp_path / "a", *extra)) == 0
-    assert run(tiny(ava, tmp_path / "b", *extra, "run.halt_after_steps=3")) == 0
-    assert run(tiny(ava, tmp_path / "b", *extra) + ["--resume", "auto"]) == 0
+    assert run(tiny(ava_set, tmp_path / "a", *extra)) == 0
+    assert run(tiny(ava_set, tmp_path / "b", *extra, "run.halt_after_steps=3")) == 0
+    assert run(tiny(ava_set, tmp_path / "b", *extra) + ["--resume", "auto"]) == 0
     assert_same_weights(tmp_path / "a", tmp_path / "b", steps=10)
 
 
-def test_bad_input_gives_one_line_errors(ava, tmp_path, capsys):
+def test_bad_input_gives_one_line_errors(ava_set, tmp_path, capsys):
     bad = tmp_path / "bad.csv"
-    bad.write_text(ava.train_csv.read_text().splitlines()[0] + "\n-5xQ,0902,0.1,0.1\n")
-    assert run(tiny(ava, tmp_path / "r", f"data.annotations={bad}")) != 0
+    bad.write_text(ava_set.train_csv.read_text().splitlines()[0] + "\n-5xQ,0902,0.1,0.1\n")
+    assert run(tiny(ava_set, tmp_path / "r", f"data.annotations={bad}")) != 0
     err = capsys.readouterr().err
     assert "bad.csv" in err and "line 2" in err and "Traceback" not in err
     # A classifier checkpoint is not a detector.
-    assert run(["eval", "--dataset", "ava", "--root", str(ava.root), "--weights", str(tmp_path / "nope.pt")]) != 0
+    assert run(["eval", "--dataset", "ava", "--root", str(ava_set.root), "--weights", str(tmp_path / "nope.pt")]) != 0
     assert "not found" in capsys.readouterr().err
 
 
@@ -104,7 +98,7 @@ def test_ava_proposals_command_converts_a_pickle_only_on_request(tmp_path, capsy
     assert out.read_text() == "vidA,0902,0.100000,0.200000,0.500000,0.900000,,0.950000\n"
 
 
-def test_ddp_two_cpu_processes(ava, tmp_path):
+def test_ddp_two_cpu_processes(ava_set, tmp_path):
     """AVA finetuning under torchrun: 2 gloo processes, each with its shard of every epoch, and
     the validation keyframes split between them and gathered once."""
     import os
@@ -115,7 +109,7 @@ def test_ddp_two_cpu_processes(ava, tmp_path):
 
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     out = tmp_path / "ddp"
-    args = tiny(ava, out, "optim.epochs=2", "run.batch_size=4", "run.global_batch=8", "run.val_every_epochs=1")
+    args = tiny(ava_set, out, "optim.epochs=2", "run.batch_size=4", "run.global_batch=8", "run.val_every_epochs=1")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "hiera_video.cli.app", *args],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
@@ -125,5 +119,5 @@ def test_ddp_two_cpu_processes(ava, tmp_path):
     # every validation keyframe scored exactly once across the two processes
     from hiera_video.data.datasets.ava import open_ava_split
 
-    val = open_ava_split(ava.root, "val", "val", default_proposals=True, num_frames=4, stride=8, crop_size=64)
+    val = open_ava_split(ava_set.root, "val", "val", default_proposals=True, num_frames=4, stride=8, crop_size=64)
     assert m["num_val_keyframes"] == len(val) > 0

@@ -11,12 +11,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from hiera_video.data.datasets.ava import AvaDataset, ava_collate
-from hiera_video.data.synthetic_ava import make_synthetic_ava
 from hiera_video.engine.ava import ava_loss, evaluate_ava_model, render_ava_metrics, write_ava_outputs
 from hiera_video.errors import HieraVideoError
 from hiera_video.data.ava_files import read_ava_csv
 from hiera_video.metrics.ava import evaluate_ava
 from hiera_video.models.heads import AvaDetector, AvaRoIHead, build_ava_model
+
+from helpers import save_official
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,8 +101,7 @@ def test_build_from_a_kinetics_checkpoint(tmp_path):
     from hiera_video import create_model
 
     k400 = create_model("hiera_nano_8x64")
-    torch.save({"model_state": k400.state_dict()}, tmp_path / "nano_k400.pth")  # official layout
-    m = build_ava_model("hiera_nano_8x64", weights=str(tmp_path / "nano_k400.pth"))
+    m = build_ava_model("hiera_nano_8x64", weights=save_official(tmp_path / "nano_k400.pth", k400))
     assert torch.equal(m.backbone.blocks[0].attn.qkv.weight, k400.blocks[0].attn.qkv.weight)
     assert any("400-class classifier" in n and "unused for AVA" in n for n in m.notes)
     assert not any(k.startswith("backbone.head.") for k in m.state_dict())
@@ -111,11 +111,11 @@ def test_build_from_a_kinetics_checkpoint(tmp_path):
         build_ava_model("hiera_tiny_224")
 
 
-def test_short_training_beats_chance(tmp_path):
+def test_short_training_beats_chance(ava_set, tmp_path):
     """50 CPU steps of a tiny Hiera detector on the synthetic AVA set: its frame-mAP
     on the val proposals must beat the mAP of random scores for the same boxes."""
     torch.manual_seed(0)
-    data = make_synthetic_ava(tmp_path / "ava", seed=0, num_videos=12, val_videos=3, seconds=8)
+    data = ava_set
     common = dict(num_frames=4, stride=8, crop_size=64, max_open_videos=8)
     train = AvaDataset(data.videos, data.train_csv, data.label_map, "train", "train",
                        generator=torch.Generator().manual_seed(0), **common)

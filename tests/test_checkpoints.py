@@ -23,9 +23,12 @@ import torch.nn as nn
 
 import hiera
 from hiera_video import HieraVideoError, create_model
+from hiera_video.models import create_model_and_report
 from hiera_video.models import checkpoints as ck
 from hiera_video.models.posembed import resample_grid
 from hiera_video.models.zoo import MODELS, Weights
+
+from helpers import save_official
 
 NANO = "hiera_nano_8x64"
 MAE_NANO = "mae_hiera_nano_8x64"
@@ -84,7 +87,7 @@ def nano() -> nn.Module:
 @pytest.fixture(scope="module")
 def nano_pth(nano, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("official") / "hiera_nano_8x64.pth"
-    torch.save({"model_state": nano.state_dict()}, path)  # how the official repo stores weights
+    save_official(path, nano)  # how the official repo stores weights
     return str(path)
 
 
@@ -96,7 +99,7 @@ def mae_nano() -> nn.Module:
 @pytest.fixture(scope="module")
 def mae_pth(mae_nano, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("official") / "mae_hiera_nano_8x64.pth"
-    torch.save({"model_state": mae_nano.state_dict()}, path)
+    save_official(path, mae_nano)
     return str(path)
 
 
@@ -107,9 +110,9 @@ def tiny() -> nn.Module:
 
 # ---------------------------------------------------------------------- layouts
 def test_official_pth_matches_official_model(nano, nano_pth):
-    model = create_model(NANO, weights=nano_pth)
-    assert model.load_report.layout == "official"
-    assert model.load_report.messages() == []
+    model, report = create_model_and_report(NANO, weights=nano_pth)
+    assert report.layout == "official"
+    assert report.messages() == []
     assert model.num_classes == 400
     assert_same_probs(model, nano, video())
 
@@ -117,8 +120,8 @@ def test_official_pth_matches_official_model(nano, nano_pth):
 def test_wrapper_prefix_and_bare_state_dict(nano, tmp_path):
     path = tmp_path / "ddp.pth"
     torch.save({f"module.{k}": v for k, v in nano.state_dict().items()}, path)
-    model = create_model(NANO, weights=str(path))
-    assert model.load_report.layout == "official"
+    model, report = create_model_and_report(NANO, weights=str(path))
+    assert report.layout == "official"
     assert_same_probs(model, nano, video())
 
 
@@ -126,8 +129,8 @@ def test_official_hub_directory(nano, tmp_path):
     hub = tmp_path / "facebook--hiera_nano"
     nano.save_pretrained(hub)  # config.json + model.safetensors, as on the official hub
     assert {"config.json", "model.safetensors"} <= set(os.listdir(hub))
-    model = create_model(NANO, weights=str(hub))
-    assert model.load_report.layout == "official-hub"
+    model, report = create_model_and_report(NANO, weights=str(hub))
+    assert report.layout == "official-hub"
     ckpt = ck.read_checkpoint(hub)
     assert ckpt.config["embed_dim"] == 32 and ckpt.config["input_size"] == [8, 64, 64]
     assert_same_probs(model, nano, video())
@@ -135,8 +138,8 @@ def test_official_hub_directory(nano, tmp_path):
     assert ck.read_checkpoint(hub / "model.safetensors").layout == "official-hub"
     lone = tmp_path / "weights.safetensors"
     lone.write_bytes((hub / "model.safetensors").read_bytes())
-    model = create_model(NANO, weights=str(lone))
-    assert model.load_report.layout == "official"
+    model, report = create_model_and_report(NANO, weights=str(lone))
+    assert report.layout == "official"
     assert_same_probs(model, nano, video())
 
 
@@ -173,8 +176,9 @@ def test_timm_layout(tmp_path):
     assert "head.fc.weight" in sd and "head.norm.weight" in sd  # timm's own names
     path = tmp_path / "timm_hiera_tiny.pth"
     torch.save(sd, path)
-    model = create_model(TINY, weights=str(path), input_size=SMALL_IMAGE).eval()
-    assert model.load_report.layout == "timm" and model.num_classes == 10
+    model, report = create_model_and_report(TINY, weights=str(path), input_size=SMALL_IMAGE)
+    model.eval()
+    assert report.layout == "timm" and model.num_classes == 10
     x = image()
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref(x), atol=1e-5, rtol=1e-5)
@@ -225,8 +229,8 @@ def test_hf_transformers_layout(tiny, tmp_path):
         "id2label": {str(i): f"class {i}" for i in range(10)},
     }
     (folder / "config.json").write_text(json.dumps(config))
-    model = create_model(TINY, weights=str(folder), input_size=SMALL_IMAGE)
-    assert model.load_report.layout == "hf-transformers" and model.num_classes == 10
+    model, report = create_model_and_report(TINY, weights=str(folder), input_size=SMALL_IMAGE)
+    assert report.layout == "hf-transformers" and model.num_classes == 10
     ckpt = ck.read_checkpoint(folder)
     assert ckpt.meta["labels"][3] == "class 3"
     assert_same_probs(model, tiny, image())
@@ -234,9 +238,10 @@ def test_hf_transformers_layout(tiny, tmp_path):
     # classifier, no config -> encoder loaded, the head stays initialised.
     base = {"model." + k[len("hiera."):]: v for k, v in sd.items() if k.startswith("hiera.")}
     torch.save(base, tmp_path / "hf_base.pth")
-    backbone = create_model(TINY, weights=str(tmp_path / "hf_base.pth"), input_size=SMALL_IMAGE, num_classes=10)
-    assert backbone.load_report.layout == "hf-transformers"
-    assert "no classification head" in " ".join(backbone.load_report.messages())
+    backbone, report = create_model_and_report(TINY, weights=str(tmp_path / "hf_base.pth"), input_size=SMALL_IMAGE,
+                                               num_classes=10)
+    assert report.layout == "hf-transformers"
+    assert "no classification head" in " ".join(report.messages())
     with torch.no_grad():
         x = image()
         torch.testing.assert_close(backbone.eval().forward_head(backbone.forward_features(x), pre_logits=True),
@@ -245,8 +250,7 @@ def test_hf_transformers_layout(tiny, tmp_path):
 
 # ---------------------------------------------------------------------- adapting
 def test_mae_checkpoint_into_classifier(mae_nano, mae_pth):
-    model = create_model(NANO, weights=mae_pth)  # strict by default: must not raise
-    report = model.load_report
+    model, report = create_model_and_report(NANO, weights=mae_pth)  # strict by default: must not raise
     assert report.dropped and all(k.startswith(ck.MAE_ONLY_PREFIXES) for k in report.dropped)
     assert any(k.startswith("decoder_blocks.") for k in report.dropped)
     assert "norm.weight" in report.initialised and "head.projection.weight" in report.initialised
@@ -257,8 +261,8 @@ def test_mae_checkpoint_into_classifier(mae_nano, mae_pth):
         if k in ours and not k.startswith(ck.MAE_ONLY_PREFIXES):
             assert torch.equal(ours[k], v), k
     # The MAE model itself takes the same file strictly.
-    mae = create_model(MAE_NANO, weights=mae_pth)
-    assert mae.load_report.messages() == []
+    mae, report = create_model_and_report(MAE_NANO, weights=mae_pth)
+    assert report.messages() == []
     for k, v in mae_nano.state_dict().items():
         assert torch.equal(mae.state_dict()[k], v), k
 
@@ -274,10 +278,10 @@ def test_classifier_checkpoint_into_mae_is_an_error(nano_pth):
 
 
 def test_other_num_classes_reinitialises_head(nano, nano_pth):
-    model = create_model(NANO, weights=nano_pth, num_classes=10)
+    model, report = create_model_and_report(NANO, weights=nano_pth, num_classes=10)
     assert model.head.projection.weight.shape == (10, 256)
-    assert model.load_report.head_reset == (10, 400)
-    assert "head re-initialised for 10 classes (checkpoint has 400)" in " ".join(model.load_report.messages())
+    assert report.head_reset == (10, 400)
+    assert "head re-initialised for 10 classes (checkpoint has 400)" in " ".join(report.messages())
     assert torch.equal(model.state_dict()["blocks.3.attn.qkv.weight"], nano.state_dict()["blocks.3.attn.qkv.weight"])
     assert torch.equal(model.state_dict()["norm.weight"], nano.state_dict()["norm.weight"])
     with torch.no_grad():
@@ -286,8 +290,9 @@ def test_other_num_classes_reinitialises_head(nano, nano_pth):
 
 @pytest.mark.parametrize("size", [(8, 96, 96), (16, 64, 64)])
 def test_pos_embed_resampled_to_other_input_size(nano, nano_pth, size):
-    model = create_model(NANO, weights=nano_pth, input_size=size).eval()
-    resized = {k: (old, new) for k, old, new in model.load_report.resized}
+    model, report = create_model_and_report(NANO, weights=nano_pth, input_size=size)
+    model.eval()
+    resized = {k: (old, new) for k, old, new in report.resized}
     t, h, w = model.tokens_spatial_shape
     if t != 4:
         assert resized["pos_embed_temporal"] == ((1, 4, 32), (1, t, 32))
@@ -301,15 +306,15 @@ def test_pos_embed_resampled_to_other_input_size(nano, nano_pth, size):
         out = model(video(size[0], size[1]))
     assert out.shape == (2, 400) and torch.isfinite(out).all()
     # At the grid the weights were made for, nothing is resampled.
-    same = create_model(NANO, weights=nano_pth)
-    assert same.load_report.resized == []
+    same, report = create_model_and_report(NANO, weights=nano_pth)
+    assert report.resized == []
     assert torch.equal(same.pos_embed_spatial, nano.pos_embed_spatial)
     assert torch.equal(same.pos_embed_temporal, nano.pos_embed_temporal)
 
 
 def test_mae_decoder_pos_embed_resampled(mae_pth):
-    model = create_model(MAE_NANO, weights=mae_pth, input_size=(8, 96, 96))
-    keys = [k for k, _, _ in model.load_report.resized]
+    model, report = create_model_and_report(MAE_NANO, weights=mae_pth, input_size=(8, 96, 96))
+    keys = [k for k, _, _ in report.resized]
     assert keys == ["pos_embed_spatial", "decoder_pos_embed"]
     loss, *_ = model(video(8, 96), mask_ratio=0.5)
     assert torch.isfinite(loss)
@@ -318,7 +323,7 @@ def test_mae_decoder_pos_embed_resampled(mae_pth):
 def test_grid_from_checkpoint_config(tmp_path):
     # Non-square grid: only the config can tell its shape.
     other = official_model(NANO, input_size=(8, 64, 96))
-    torch.save({"model_state": other.state_dict()}, tmp_path / "wide.pth")
+    save_official(tmp_path / "wide.pth", other)
     with pytest.raises(HieraVideoError) as e:
         create_model(NANO, weights=str(tmp_path / "wide.pth"))
     assert "token grid" in one_line_error(e)
@@ -351,8 +356,8 @@ def test_project_checkpoint_roundtrip(tmp_path):
     assert os.listdir(path.parent) == ["last.pth"]  # no temp file left behind
     raw = torch.load(path, map_location="cpu", weights_only=True)
     assert raw["format"] == "hiera-video" and raw["epoch"] == 3
-    loaded = create_model(NANO, weights=str(path))
-    assert loaded.load_report.layout == "hiera-video" and loaded.num_classes == 5
+    loaded, report = create_model_and_report(NANO, weights=str(path))
+    assert report.layout == "hiera-video" and loaded.num_classes == 5
     ckpt = ck.read_checkpoint(path)
     assert ckpt.meta["model"] == NANO and ckpt.meta["labels"][4] == "c4" and ckpt.meta["config"]["embed_dim"] == 32
     x = video()
@@ -597,8 +602,9 @@ def test_real_hf_transformers_checkpoints(tmp_path):
             if n.endswith("bias") or "norm" in n:
                 p.add_(torch.randn_like(p) * 0.02)
     hf.save_pretrained(tmp_path / "cls")
-    ours = create_model("hiera_tiny_224", weights=str(tmp_path / "cls")).eval()
-    assert ours.load_report.layout == "hf-transformers" and ours.num_classes == 10
+    ours, report = create_model_and_report("hiera_tiny_224", weights=str(tmp_path / "cls"))
+    ours.eval()
+    assert report.layout == "hf-transformers" and ours.num_classes == 10
     assert ck.read_checkpoint(tmp_path / "cls").meta["labels"][3] == "c3"
     with torch.no_grad():
         torch.testing.assert_close(ours(x), hf(pixel_values=x).logits, atol=1e-5, rtol=1e-5)
@@ -613,8 +619,9 @@ def test_real_hf_transformers_checkpoints(tmp_path):
     mae = HieraForPreTraining(HieraConfig(**common, num_query_pool=2, decoder_hidden_size=512, decoder_depth=8,
                                           decoder_num_heads=16, mask_ratio=0.6)).eval()
     mae.save_pretrained(tmp_path / "mae")
-    ours = create_model("mae_hiera_tiny_224", weights=str(tmp_path / "mae")).eval()
-    assert not ours.load_report.messages()  # strict: nothing missing, nothing left over
+    ours, report = create_model_and_report("mae_hiera_tiny_224", weights=str(tmp_path / "mae"))
+    ours.eval()
+    assert not report.messages()  # strict: nothing missing, nothing left over
     noise = torch.rand(2, 49)  # HF keeps the units with the smallest noise (7x7 units, 40% kept)
     keep = torch.zeros(2, 49, dtype=torch.bool).scatter_(1, noise.argsort(dim=1)[:, :19], True)
     with torch.no_grad():
@@ -625,7 +632,7 @@ def test_real_hf_transformers_checkpoints(tmp_path):
     with pytest.raises(HieraVideoError, match="q_pool=2"):
         create_model("hiera_tiny_224", weights=str(tmp_path / "q2"))
     # ... while MAE weights (q_pool 2) go into the classifier (q_pool 3) as the official recipe does.
-    assert create_model("hiera_tiny_224", weights=str(tmp_path / "mae")).load_report.layout == "hf-transformers"
+    assert create_model_and_report("hiera_tiny_224", weights=str(tmp_path / "mae"))[1].layout == "hf-transformers"
 
 
 # ---------------------------------------------------------------------- model inferred from shapes
@@ -633,34 +640,32 @@ def test_model_inferred_from_official_files(nano, nano_pth, mae_pth, tmp_path):
     """An official file says nothing about its variant, but its tensor shapes do: with no
     model name the one registered variant they fit is used (it used to stop with "does not
     say which model it belongs to")."""
-    from hiera_video.models.factory import load_model
-
-    model = load_model(nano_pth)
+    
+    model = create_model(weights=nano_pth)
     assert model.spec.name == NANO
     assert_same_probs(model, nano, video())
-    assert load_model(mae_pth).spec.name == MAE_NANO
+    assert create_model(weights=mae_pth).spec.name == MAE_NANO
     tiny_image = official_model(TINY, input_size=SMALL_IMAGE, num_classes=10)  # other size and classes: still tiny
-    torch.save({"model_state": tiny_image.state_dict()}, tmp_path / "tiny.pth")
-    assert load_model(str(tmp_path / "tiny.pth"), input_size=SMALL_IMAGE).spec.name == TINY
+    save_official(tmp_path / "tiny.pth", tiny_image)
+    assert create_model(weights=str(tmp_path / "tiny.pth"), input_size=SMALL_IMAGE).spec.name == TINY
     hub = tmp_path / "hub"
     nano.save_pretrained(hub)
-    assert load_model(str(hub)).spec.name == NANO
+    assert create_model(weights=str(hub)).spec.name == NANO
 
 
 def test_model_inference_lists_candidates_or_none(nano_pth, tmp_path, monkeypatch):
-    from hiera_video.models.factory import load_model
-
+    
     twin = dataclasses.replace(MODELS[NANO], name="hiera_nano_twin_8x64")
     monkeypatch.setitem(MODELS, twin.name, twin)
     with pytest.raises(HieraVideoError) as e:
-        load_model(nano_pth)
+        create_model(weights=nano_pth)
     msg = one_line_error(e)
     assert "fit several" in msg and NANO in msg and twin.name in msg and "--model" in msg
     monkeypatch.delitem(MODELS, twin.name)
     odd = official_model(NANO, embed_dim=40)
-    torch.save({"model_state": odd.state_dict()}, tmp_path / "odd.pth")
+    save_official(tmp_path / "odd.pth", odd)
     with pytest.raises(HieraVideoError) as e:
-        load_model(str(tmp_path / "odd.pth"))
+        create_model(weights=str(tmp_path / "odd.pth"))
     msg = one_line_error(e)
     assert "fit no registered model" in msg and "embed_dim 40" in msg and "--model" in msg
 

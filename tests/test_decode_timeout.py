@@ -9,22 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-import hiera_video
 from hiera_video.data import ClipSpec
-from hiera_video.models.checkpoints import save_checkpoint
 
-from helpers import run_cli as run
+from helpers import nano_classifier, run_cli as run
 from videogen import write_video
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     d = tmp_path_factory.mktemp("hang")
-    torch.manual_seed(0)
-    model = hiera_video.create_model("hiera_nano_8x64", num_classes=3)
-    ckpt = save_checkpoint(d / "nano.pt", model, meta=dict(labels=["a", "b", "c"]))
+    _, ckpt = nano_classifier(d / "nano.pt", ["a", "b", "c"])
     videos = [str(write_video(d / f"{name}.mp4", num_frames=48, height=48, width=64)) for name in ("first", "hang", "last")]
     return dict(dir=d, ckpt=str(ckpt), videos=videos)
 

@@ -14,7 +14,7 @@ from hiera_video import create_model
 from hiera_video.engine import distributed
 from hiera_video.errors import HieraVideoError
 
-from helpers import run_cli
+from helpers import nano_classifier, run_cli
 from videogen import write_video
 
 
@@ -68,9 +68,8 @@ def media(tmp_path_factory):
         write_video(root / f"v{k}.mp4", num_frames=16, height=64, width=64)
     (root / "list.txt").write_text("v0.mp4 0\nv1.mp4 1\n")
     (root / "labels.txt").write_text("a\nb\n")
+    nano_classifier(root / "clf.pt", ["a", "b"])
     from hiera_video.models.checkpoints import save_checkpoint
-
-    save_checkpoint(root / "clf.pt", create_model("hiera_nano_8x64", num_classes=2), dict(labels=["a", "b"]))
     from hiera_video.models.heads import build_ava_model
 
     ava = build_ava_model("hiera_nano_8x64", drop_path_rate=0.0, dropout=0.0)

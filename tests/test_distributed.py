@@ -19,12 +19,12 @@ import torch
 
 from hiera_video.engine.train_data import EpochSampler
 
-from helpers import assert_same_weights
-from videogen import write_video
+from helpers import COLOURS, assert_same_weights, colour_videos, nano_classifier
 
 SCENARIO_TIMEOUT = float(os.environ.get("HIERA_VIDEO_TEST_TIMEOUT", "240"))
-COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
 SEED = 0
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the one-process tests train in this process
 
 
 def _free_port() -> int:
@@ -71,11 +71,7 @@ def colours(tmp_path_factory):
     """12 training videos (4 per colour) + 2 unreadable ones placed so that rank 1's first
     micro-batch (2 videos) is entirely unreadable, 3 validation videos."""
     root = tmp_path_factory.mktemp("colours")
-    good, val = [], []
-    for c, (name, rgb) in enumerate(COLOURS.items()):
-        for k in range(5):
-            path = write_video(root / f"{name}{k}.mp4", num_frames=16, height=64, width=64, color=rgb)
-            (good if k < 4 else val).append(f"{path.name} {c}")
+    good = colour_videos(root, 5, num_train=4, num_frames=16)
     for name in ("broken_a.mp4", "broken_b.mp4"):
         (root / name).write_bytes(os.urandom(3000))
     n = len(good) + 2
@@ -84,8 +80,6 @@ def colours(tmp_path_factory):
     lines[first[0]], lines[first[1]] = "broken_a.mp4 0", "broken_b.mp4 1"
     lines = [line if line is not None else next(rest) for line in lines]
     (root / "train.txt").write_text("\n".join(lines) + "\n")
-    (root / "val.txt").write_text("\n".join(val) + "\n")
-    (root / "labels.txt").write_text("\n".join(COLOURS) + "\n")
     return root
 
 
@@ -172,12 +166,7 @@ def test_a_hung_rank_ends_the_others_within_the_timeout(colours, tmp_path):
 def test_eval_failure_on_one_rank_fails_every_rank(colours, tmp_path):
     """eval --strict under 2 processes: the unreadable video is in rank 1's shard; both
     ranks stop with rank 1's reason (rank 0 does not wait for a result that never comes)."""
-    from hiera_video import create_model
-    from hiera_video.models.checkpoints import save_checkpoint
-
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "model.pt", create_model("hiera_nano_8x64", num_classes=3),
-                           dict(labels=list(COLOURS), preprocessing=dict(sampling="dense", stride=2)))
+    _, ckpt = nano_classifier(tmp_path / "model.pt", list(COLOURS), preprocessing=dict(sampling="dense", stride=2))
     (colours / "eval.txt").write_text("red0.mp4 0\nbroken_a.mp4 0\ngreen0.mp4 1\n")  # shard of rank 1: index 1
     args = ["eval", "--dataset", "list", "--root", str(colours), "--annotations", str(colours / "eval.txt"), "--labels",
             str(colours / "labels.txt"), "--weights", ckpt, "--views", "1x1", "--workers", "0", "--strict", "--dtype", "fp32",
@@ -202,7 +191,6 @@ def test_accumulation_leftover_and_resume_from_the_epoch_end(colours, tmp_path):
         args = finetune_args(colours, out, "run.batch_size=4", "run.global_batch=8", *sets)[1:]
         return load_config(None, [a for a in args if a != "--set"])
 
-    torch.set_num_threads(1)
     finetune(cfg(tmp_path / "a"))
     halted = finetune(cfg(tmp_path / "b", "run.halt_after_steps=2"))
     assert halted == {"halted_at_step": 2}
@@ -238,6 +226,5 @@ def test_a_run_folder_in_use_is_refused_and_a_killed_runs_leftovers_removed(colo
     finally:
         holder.kill()
         holder.wait()
-    torch.set_num_threads(1)
     finetune(cfg)
     assert not leftover.exists() and (out / "metrics.json").is_file()

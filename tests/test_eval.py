@@ -18,7 +18,7 @@ from hiera_video.data import ClipSpec, make_views
 from hiera_video.data.labels import load_labels
 from hiera_video.models.checkpoints import save_checkpoint
 
-from helpers import damaged_video, run_cli as run
+from helpers import damaged_video, nano_classifier, run_cli as run
 from videogen import write_video
 
 
@@ -27,11 +27,7 @@ def setup(tmp_path_factory):
     """A 3-class folder dataset (two good videos per class, one corrupt), a K400-format copy, and
     a classifier checkpoint whose predictions are not uniform."""
     d = tmp_path_factory.mktemp("eval")
-    torch.manual_seed(0)
-    model = hiera_video.create_model("hiera_nano_8x64", num_classes=3)
-    with torch.no_grad():
-        model.head.projection.weight.normal_(0, 2.0)
-    ckpt = save_checkpoint(d / "nano3.pt", model, meta=dict(labels=["left", "right", "up"]))
+    model, ckpt = nano_classifier(d / "nano3.pt", ["left", "right", "up"], head_std=2.0)
     root = d / "folder"
     colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
     for c, cls in enumerate(["left", "right", "up"]):
@@ -39,7 +35,7 @@ def setup(tmp_path_factory):
         for k in range(2):
             write_video(root / cls / f"{cls}{k}.mp4", num_frames=24 + 8 * k, height=48, width=64, color=colours[2 * c + k])
     (root / "up" / "broken.mp4").write_bytes(os.urandom(3000))
-    return dict(dir=d, root=root, ckpt=str(ckpt), model=model.eval())
+    return dict(dir=d, root=root, ckpt=ckpt, model=model)
 
 
 def expected_metrics(setup, views=(2, 3)):
@@ -270,3 +266,32 @@ def test_substituted_frames_are_counted_and_listed(setup, capsys, tmp_path):
     failed = list(csv.DictReader((out_dir / "failed.csv").open()))
     assert [r["path"] for r in failed] == [many] and f"{n_many} of the {n_sampled} frames" in failed[0]["reason"]
     assert "few.mkv" in out and "could not be decoded" in out
+
+
+def test_clip_spec_layers_a_saved_spec_wins_over_the_dataset(tmp_path):
+    """The clips of a test: the model's defaults < the zoo weights' spec < a dataset's test
+    protocol < the spec the checkpoint saved < the command's options."""
+    from hiera_video.engine.inference import load_classifier
+    from hiera_video.models import get_spec
+
+    # Official weights carry their clips, as torchvision's weights carry their transforms.
+    k400 = get_spec("hiera_base_16x224").weights["mae_k400_ft_k400"].clip
+    assert (k400.sampling, k400.num_frames, k400.stride, k400.crop_size, k400.mean) == ("dense", 16, 4, 224, (0.45,) * 3)
+    assert get_spec("hiera_base_224").weights["mae_in1k_ft_in1k"].clip.mean == (0.485, 0.456, 0.406)
+
+    torch.manual_seed(0)
+    net = hiera_video.create_model("hiera_nano_8x64", num_classes=2)
+    recipe = dict(sampling="segment", stride=2)
+    saved = save_checkpoint(tmp_path / "saved.pt", net, dict(labels=["a", "b"], preprocessing=recipe))
+    bare = save_checkpoint(tmp_path / "bare.pt", net, dict(labels=["a", "b"]))
+    clf = load_classifier(weights=saved, dtype="fp32")
+    k = clf.protocol(None, "k400")  # Kinetics' views, but the checkpoint's sampling and stride
+    assert (k.sampling, k.stride, k.temporal_views, k.spatial_views) == ("segment", 2, 5, 3)
+    assert (k.num_frames, k.crop_size) == (8, 64)  # the model's input
+    opt = clf.protocol((1, 1), "k400", sampling="dense", stride=3)  # options win over everything
+    assert (opt.sampling, opt.stride, opt.num_views) == ("dense", 3, 1)
+    plain = load_classifier(weights=bare, dtype="fp32")
+    s = plain.protocol(None, "ssv2")  # nothing saved: the dataset's protocol
+    assert (s.sampling, s.stride, s.temporal_views, s.spatial_views) == ("segment", 4, 1, 3)
+    d = plain.protocol()  # no dataset: the model's defaults, one view
+    assert (d.sampling, d.stride, d.num_views, d.num_frames, d.mean) == ("dense", 4, 1, 8, (0.45,) * 3)

@@ -8,25 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-import hiera_video
 import hiera_video.engine.export as hexport
 from hiera_video.models import fused
-from hiera_video.models.checkpoints import save_checkpoint
 
-from helpers import run_cli as run
+from helpers import NANO, nano_classifier, run_cli as run
 
-NANO = "hiera_nano_8x64"
 LABELS = ["a", "b", "c", "d", "e"]
 
 
 @pytest.fixture(scope="module")
 def nano(tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
-    torch.manual_seed(0)
-    model = hiera_video.create_model(NANO, num_classes=len(LABELS)).eval()
-    with torch.no_grad():  # logits of order 1, so the tolerance is not trivially met
-        model.head.projection.weight.normal_(0, 1.0)
-    return dict(model=model, ckpt=save_checkpoint(d / "nano.pt", model, meta=dict(labels=LABELS)))
+    model, ckpt = nano_classifier(d / "nano.pt", LABELS, head_std=1.0)  # logits of order 1: the tolerance is not trivially met
+    return dict(model=model, ckpt=ckpt)
 
 
 def test_fused_disabled_context():

@@ -21,19 +21,14 @@ from hiera_video.engine.extract import load_feature_model, stage_map
 from hiera_video.engine.predict import FrameRange
 from hiera_video.models.checkpoints import save_checkpoint
 
-from helpers import run_cli as run
-
+from helpers import NANO, nano_classifier, run_cli as run, save_official
 from videogen import write_bad_inputs, write_video
-
-NANO = "hiera_nano_8x64"
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     d = tmp_path_factory.mktemp("extract")
-    torch.manual_seed(0)
-    model = hiera_video.create_model(NANO, num_classes=6).eval()
-    ckpt = save_checkpoint(d / "nano.pt", model, meta=dict(labels=[f"c{i}" for i in range(6)]))
+    model, ckpt = nano_classifier(d / "nano.pt", [f"c{i}" for i in range(6)])
     vids = d / "videos"
     (vids / "a").mkdir(parents=True)
     a = write_video(vids / "a" / "clip.mp4", num_frames=48, height=72, width=96)  # 1.6 s
@@ -207,12 +202,11 @@ def test_mae_weights_and_random_weights(media, capsys, tmp_path):
     torch.manual_seed(1)
     mae = hiera_video.create_model("mae_" + NANO).eval()
     ours = save_checkpoint(tmp_path / "mae.pt", mae)  # names its model: mae_hiera_nano_8x64
-    official = tmp_path / "mae_official.pth"
-    torch.save({"model_state": mae.state_dict()}, official)
+    official = save_official(tmp_path / "mae_official.pth", mae)
     x = torch.randn(1, 3, 8, 64, 64)
     with torch.no_grad():
         want = mae.forward_intermediates(x)[0]  # stage 1 does not depend on q_pool
-    for kw in (dict(weights=ours), dict(weights=str(official), model=NANO), dict(weights=str(official), model="mae_" + NANO)):
+    for kw in (dict(weights=ours), dict(weights=official, model=NANO), dict(weights=official, model="mae_" + NANO)):
         clf = load_feature_model(device="cpu", dtype="fp32", **kw)
         assert clf.name == NANO
         with torch.no_grad():
@@ -232,7 +226,7 @@ def test_headless_backbone_gives_features_but_nan_weights_are_refused(media, cap
     """Features need no classifier head (a backbone without one is fine here, unlike in
     predict/eval), but weights holding NaN would write NaN features: refused."""
     sd = media["model"].state_dict()
-    torch.save({"model_state": {k: v for k, v in sd.items() if not k.startswith("head.")}}, tmp_path / "backbone.pth")
+    save_official(tmp_path / "backbone.pth", {k: v for k, v in sd.items() if not k.startswith("head.")})
     code, _, err = run(["extract", media["videos"][1], "-o", str(tmp_path / "f"), "--model", NANO,
                         "--weights", str(tmp_path / "backbone.pth"), "--dtype", "fp32"], capsys)
     assert code == 0, err
@@ -243,7 +237,7 @@ def test_headless_backbone_gives_features_but_nan_weights_are_refused(media, cap
     np.testing.assert_allclose(feats, want.numpy(), atol=1e-4, rtol=1e-4)
     bad = {k: v.clone() for k, v in sd.items()}
     bad["blocks.0.attn.qkv.weight"][0, 0] = float("inf")
-    torch.save({"model_state": bad}, tmp_path / "inf.pth")
+    save_official(tmp_path / "inf.pth", bad)
     code, _, err = run(["extract", media["videos"][1], "-o", str(tmp_path / "g"), "--model", NANO,
                         "--weights", str(tmp_path / "inf.pth")], capsys)
     assert code == 2 and "NaN or infinite" in " ".join(err.split()) and not (tmp_path / "g" / "clip.mp4.npy").exists()

@@ -19,10 +19,7 @@ from hiera_video.config import load_config
 from hiera_video.engine.finetune import finetune
 from hiera_video.errors import HieraVideoError
 
-from helpers import assert_same_weights, run_cli
-from videogen import write_video
-
-COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
+from helpers import assert_same_weights, colour_videos, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +27,9 @@ def colour_data(tmp_path_factory):
     """3 classes told apart by colour (the loop must learn this easily), 8 + 3 videos each,
     as a 'path label' list dataset, plus a corrupt training video."""
     root = tmp_path_factory.mktemp("colours")
-    train, val = [], []
-    for c, (name, rgb) in enumerate(COLOURS.items()):
-        (root / name).mkdir()
-        for k in range(11):
-            jitter = tuple(max(0, min(255, v + 9 * (k % 4) - 12)) for v in rgb)
-            path = write_video(root / name / f"{k}.mp4", num_frames=20, height=64, width=64, color=jitter)
-            (train if k < 8 else val).append(f"{path.relative_to(root)} {c}")
+    train = colour_videos(root, 11, num_train=8, num_frames=20, jitter=True, folders=True)
     (root / "broken.mp4").write_bytes(os.urandom(2000))
     (root / "train.txt").write_text("\n".join(train + ["broken.mp4 0"]) + "\n")
-    (root / "val.txt").write_text("\n".join(val) + "\n")
-    (root / "labels.txt").write_text("\n".join(COLOURS) + "\n")
     return root
 
 

@@ -13,9 +13,7 @@ import sys
 import pytest
 import torch
 
-import hiera_video
-from hiera_video.models.checkpoints import save_checkpoint
-
+from helpers import nano_classifier
 from videogen import write_video
 
 NOT_PROCESSED = "not processed: the run was interrupted (SIGINT)"
@@ -25,9 +23,7 @@ NOT_PROCESSED = "not processed: the run was interrupted (SIGINT)"
 def media(tmp_path_factory):
     """A classifier and 30 small videos in two class folders (plus a corrupt one)."""
     d = tmp_path_factory.mktemp("sigint")
-    torch.manual_seed(0)
-    model = hiera_video.create_model("hiera_nano_8x64", num_classes=2)
-    ckpt = save_checkpoint(d / "nano.pt", model, meta=dict(labels=["one", "two"]))
+    _, ckpt = nano_classifier(d / "nano.pt", ["one", "two"])
     videos = []
     for c in ("one", "two"):
         (d / "data" / c).mkdir(parents=True)

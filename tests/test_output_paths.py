@@ -23,7 +23,7 @@ COMMANDS = {
     "predict --plot": (["predict", "{dir}", "--weights", "w.pt", "--window", "1", "--plot", "{out}.png"], "file",
                        "hiera_video.cli.predict.load_classifier", "--plot"),
     "eval": (["eval", "--dataset", "folder", "--root", "{dir}", "--weights", "w.pt", "-o", "{out}"], "dir",
-             "hiera_video.cli.eval.load_classifier", "--output"),
+             "hiera_video.engine.evaluate.load_classifier", "--output"),
     "extract": (["extract", "{dir}", "--weights", "w.pt", "-o", "{out}"], "dir",
                 "hiera_video.cli.extract.load_feature_model", "--output"),
     "score": (["score", "preds.pt", "--output", "{out}"], "dir", "hiera_video.cli.score.load_predictions", "--output"),

@@ -16,7 +16,7 @@ import hiera_video
 from hiera_video.models import zoo
 from hiera_video.models.checkpoints import save_checkpoint
 
-from helpers import damaged_video, run_cli as run
+from helpers import damaged_video, run_cli as run, save_official
 from videogen import write_bad_inputs, write_video
 
 LABELS = [f"action {i}" for i in range(6)]
@@ -162,9 +162,9 @@ def test_untrained_or_broken_weights_are_refused(media, capsys, tmp_path):
     """An MAE checkpoint or a headless backbone has no trained head, NaN weights give NaN
     scores: predict refuses them (exit 2, one line) instead of printing random numbers."""
     mae = hiera_video.create_model("mae_hiera_nano_8x64")
-    torch.save({"model_state": mae.state_dict()}, tmp_path / "mae.pth")
+    save_official(tmp_path / "mae.pth", mae)
     headless = {k: v for k, v in media["model"].state_dict().items() if not k.startswith("head.")}
-    torch.save({"model_state": headless}, tmp_path / "backbone.pth")
+    save_official(tmp_path / "backbone.pth", headless)
     broken = hiera_video.create_model("hiera_nano_8x64", num_classes=6)
     broken.load_state_dict(media["model"].state_dict())
     with torch.no_grad():
@@ -192,10 +192,10 @@ def test_head_reinitialised_for_another_class_count_is_named():
 
     src = hiera_video.create_model("hiera_nano_8x64", num_classes=6)
     net = hiera_video.create_model("hiera_nano_8x64", num_classes=4)
-    net.load_report = apply_checkpoint(net, Checkpoint(state_dict=src.state_dict(), layout="official"))
-    assert untrained_head(net.load_report) == "its head has 6 classes, the model 4, so the head was re-initialised"
-    net.load_report = apply_checkpoint(net, Checkpoint(state_dict=net.state_dict(), layout="official"))
-    assert untrained_head(net.load_report) is None
+    report = apply_checkpoint(net, Checkpoint(state_dict=src.state_dict(), layout="official"))
+    assert untrained_head(report) == "its head has 6 classes, the model 4, so the head was re-initialised"
+    report = apply_checkpoint(net, Checkpoint(state_dict=net.state_dict(), layout="official"))
+    assert untrained_head(report) is None
 
 
 def test_random_weights_need_opt_in(media, capsys):
@@ -224,14 +224,14 @@ def loopback_server(tmp_path):
 def _with_zoo_weights(monkeypatch, url):
     """Give hiera_nano_8x64 a default zoo entry at ``url`` (as if it had official weights)."""
     spec = zoo.MODELS["hiera_nano_8x64"]
-    w = zoo.Weights("test_k6", url, "test", None, 6, None, zoo.VIDEO_MEAN, zoo.VIDEO_STD)
+    w = zoo.Weights("test_k6", url, "test", None, 6, None, zoo.KINETICS_CLIP)
     monkeypatch.setitem(zoo.MODELS, "hiera_nano_8x64", replace(spec, weights={"test_k6": w}, default_weights="test_k6"))
 
 
 def test_default_weights_download_into_empty_cache(media, capsys, tmp_path, monkeypatch, loopback_server):
     root, base = loopback_server
     # An official-format file: {"model_state": state_dict}.
-    torch.save({"model_state": media["model"].state_dict()}, root / "hiera_nano_8x64.pth")
+    save_official(root / "hiera_nano_8x64.pth", media["model"])
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "torch_home" / "hub"))
     _with_zoo_weights(monkeypatch, f"{base}/hiera_nano_8x64.pth")

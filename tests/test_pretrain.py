@@ -216,8 +216,8 @@ def test_exact_resume(videos, tmp_path):
 
 
 def test_pretrained_weights_initialise_the_classifier(run_dir):
-    model = hiera_video.create_model("hiera_nano_8x64", weights=str(run_dir / "last.pt"), num_classes=6)
-    report = model.load_report
+    last = str(run_dir / "last.pt")
+    model, report = hiera_video.models.create_model_and_report("hiera_nano_8x64", weights=last, num_classes=6)
     assert any(k.startswith("decoder_blocks.") for k in report.dropped)
     assert {"mask_token", "decoder_pos_embed", "encoder_norm.weight"} <= set(report.dropped)
     assert any("MAE checkpoint" in line and "dropped" in line for line in report.messages())

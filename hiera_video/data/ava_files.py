@@ -31,6 +31,7 @@ from typing import Iterable, Mapping, NamedTuple
 import numpy as np
 
 from hiera_video.data.datasets.lists import find_list_file
+from hiera_video.data.labels import load_label_map
 from hiera_video.errors import HieraVideoError
 from hiera_video.report import atomic_write_text
 
@@ -77,12 +78,8 @@ def read_lines(path: str | Path, what: str) -> list[tuple[int, list[str]]]:
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise HieraVideoError(f"{what} file '{path}' is not a text (UTF-8) CSV file ({e.reason})") from None
-    out = []
-    for n, fields in enumerate(csv.reader(io.StringIO(text)), 1):
-        if not fields or all(not f.strip() for f in fields):
-            continue
-        out.append((n, [f.strip() for f in fields]))
-    return out
+    rows = ((n, [f.strip() for f in fields]) for n, fields in enumerate(csv.reader(io.StringIO(text)), 1))
+    return [(n, fields) for n, fields in rows if any(fields)]
 
 
 def _int(value: str, where: str, what: str) -> int:
@@ -122,9 +119,7 @@ def parse_ava_row(fields: list[str], where: str, kind: str = "gt") -> AvaRow:
     if ts < 0:
         raise HieraVideoError(f"{where}: timestamp {ts} is negative")
     x1, y1, x2, y2 = (_float(v, where, name) for v, name in zip(fields[2:6], ("x1", "y1", "x2", "y2")))
-    action = None
-    if fields[6] != "" or kind != "proposals":
-        action = _int(fields[6], where, "action id")
+    action = _int(fields[6], where, "action id") if fields[6] != "" or kind != "proposals" else None
     score, person = 1.0, None
     if len(fields) == 8 and fields[7] != "":
         if kind == "gt":
@@ -137,9 +132,8 @@ def parse_ava_row(fields: list[str], where: str, kind: str = "gt") -> AvaRow:
 
 
 def read_ava_csv(path: str | Path, kind: str = "gt") -> list[AvaRow]:
-    """Read an AVA CSV (no header) strictly: a wrong column count, a bad number or a
-    non-integer timestamp raises :class:`HieraVideoError` naming the file and line.
-    Blank lines are skipped. See :func:`parse_ava_row` for ``kind``."""
+    """Read an AVA CSV strictly (see the module docstring), skipping blank lines; ``kind``
+    as in :func:`parse_ava_row`."""
     what = {"gt": "ground-truth", "detections": "detections", "proposals": "proposals"}.get(kind, kind)
     return [parse_ava_row(fields, f"{path}, line {n}", kind) for n, fields in read_lines(path, what)]
 
@@ -242,18 +236,11 @@ def read_label_map(path: str | Path) -> dict[int, str]:
 def resolve_label_map(label_map) -> dict[int, str]:
     """A label map given as ``{id: name}``, a ``.pbtxt`` path, ``None`` or ``"ava"``
     (the built-in 60-class v2.2 list) -> ``{id: name}``."""
-    if label_map is None or (isinstance(label_map, str) and label_map == "ava"):
-        from hiera_video.data.labels import load_label_map
-
-        return load_label_map("ava")
     if isinstance(label_map, Mapping):
         return {int(k): str(v) for k, v in label_map.items()}
-    p = Path(label_map)
-    if p.suffix.lower() == ".txt":
-        from hiera_video.data.labels import load_label_map
-
-        return load_label_map(p)
-    return read_label_map(p)
+    if label_map is None or label_map == "ava" or Path(label_map).suffix.lower() == ".txt":
+        return load_label_map(label_map or "ava")
+    return read_label_map(Path(label_map))
 
 
 def format_detection_row(row) -> str:
@@ -265,8 +252,7 @@ def format_detection_row(row) -> str:
 def write_detections_csv(path: str | Path, rows: Iterable) -> Path:
     """Write detections in the official format (no header), atomically. ``rows`` are
     :class:`AvaRow` or any 8-sequences ``(video_id, timestamp, x1, y1, x2, y2, action, score)``."""
-    text = "".join(format_detection_row(r) + "\n" for r in rows)
-    atomic_write_text(path, text)
+    atomic_write_text(path, "".join(format_detection_row(r) + "\n" for r in rows))
     return Path(path)
 
 
@@ -296,14 +282,6 @@ def read_proposals_csv(path: str | Path) -> Proposals:
     return {k: list(v.items()) for k, v in out.items()}
 
 
-def _refuse_pickle(path) -> HieraVideoError:
-    return HieraVideoError(
-        f"refusing to unpickle '{path}': loading a pickle can run arbitrary code. If you trust the "
-        "file, pass allow_pickle=True (CLI: --allow-pickle), or convert it once to a CSV with "
-        "convert_proposals_pickle(pkl, out_csv, allow_pickle=True) and use the CSV"
-    )
-
-
 def load_proposals_pickle(path: str | Path, allow_pickle: bool = False) -> Proposals:
     """mmaction2 proposals pickle ``{"video_id,%04d": [N, 4|5] array}`` -> proposals dict.
 
@@ -312,7 +290,11 @@ def load_proposals_pickle(path: str | Path, allow_pickle: bool = False) -> Propo
     """
     path = Path(path)
     if not allow_pickle:
-        raise _refuse_pickle(path)
+        raise HieraVideoError(
+            f"refusing to unpickle '{path}': loading a pickle can run arbitrary code. If you trust the "
+            "file, pass allow_pickle=True (CLI: --allow-pickle), or convert it once to a CSV with "
+            "convert_proposals_pickle(pkl, out_csv, allow_pickle=True) and use the CSV"
+        )
     if not path.is_file():
         raise HieraVideoError(f"proposals file '{path}' not found; check the path")
     warnings.warn(
@@ -389,6 +371,6 @@ def find_ava_file(root: Path, given: str | Path | None, default_name: str | None
                 return candidate
         raise HieraVideoError(f"AVA file '{given}' not found (also looked under '{root}'); check the path")
     if default_name:
-        return find_list_file(root, "", [f"annotations/{default_name}", default_name])[0]
+        return find_list_file(root, [f"annotations/{default_name}", default_name])[0]
     return None
 

@@ -17,8 +17,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = iw * ih
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    return iou
+        return np.where(union > 0, inter / union, 0.0)
 
 
 def boxes_to_pixels(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -34,8 +33,7 @@ def resize_boxes(boxes: np.ndarray, old_hw: tuple[int, int], new_hw: tuple[int, 
 
 def crop_boxes_px(boxes: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
     """Pixel boxes after cropping ``[top:top+height, left:left+width]``, clipped to the crop."""
-    b = np.asarray(boxes, np.float64) - np.array([left, top, left, top])
-    return clip_boxes(b, height, width)
+    return clip_boxes(np.asarray(boxes, np.float64) - np.array([left, top, left, top]), height, width)
 
 
 def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:

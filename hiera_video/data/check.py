@@ -24,6 +24,8 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable, Iterable
 
+from hiera_video.data.decode import open_video
+from hiera_video.data.probe import one_line, path_problem
 from hiera_video.errors import HieraVideoError
 
 # Reason categories, in the order the summary shows them.
@@ -52,21 +54,14 @@ class CheckReport:
     def bad(self) -> list[FileResult]:
         return [r for r in self.results if not r.ok]
 
-    @property
-    def num_ok(self) -> int:
-        return sum(r.ok for r in self.results)
-
     def counts(self) -> dict[str, int]:
         c = Counter(r.status for r in self.results)
         return {k: c[k] for k in ("ok", *CATEGORIES) if c[k]}
 
     def summary(self) -> dict:
-        return {"checked": len(self.results), "ok": self.num_ok, "bad": len(self.bad), "by_reason": self.counts(),
+        ok = sum(r.ok for r in self.results)
+        return {"checked": len(self.results), "ok": ok, "bad": len(self.bad), "by_reason": self.counts(),
                 "seconds": round(self.seconds, 2)}
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 _PATH_PREFIX = re.compile(r"^cannot (?:decode|open) video '.*?': ")
@@ -75,7 +70,7 @@ _PATH_PREFIX = re.compile(r"^cannot (?:decode|open) video '.*?': ")
 def _reason(error: object) -> str:
     """The error's message without the "cannot decode video 'PATH': " prefix (the path is
     already the first column of every report)."""
-    return _PATH_PREFIX.sub("", _one_line(error), count=1)
+    return _PATH_PREFIX.sub("", one_line(error), count=1)
 
 
 def _category(message: str) -> str:
@@ -93,9 +88,6 @@ def _category(message: str) -> str:
 
 def check_file(path: str, backend: str = "auto", decode: bool = True) -> FileResult:
     """Check one file (runs in a worker; never raises)."""
-    from hiera_video.data.decode import open_video
-    from hiera_video.data.probe import path_problem
-
     problem = path_problem(path)  # stat only: a FIFO or device is never opened
     if problem is not None:
         return FileResult(path, *problem)
@@ -104,16 +96,15 @@ def check_file(path: str, backend: str = "auto", decode: bool = True) -> FileRes
     except HieraVideoError as e:
         return FileResult(path, _category(str(e)), _reason(e))
     except Exception as e:  # decode.py promises HieraVideoError; be safe anyway
-        return FileResult(path, "unreadable", _one_line(f"{type(e).__name__}: {e}"))
+        return FileResult(path, "unreadable", one_line(f"{type(e).__name__}: {e}"))
     try:
         frames = reader.num_frames
         if decode:
             try:
                 reader.get_frames([0, frames - 1])
-            except HieraVideoError as e:
-                return FileResult(path, "decode failed", _reason(e), frames)
             except Exception as e:
-                return FileResult(path, "decode failed", _one_line(f"{type(e).__name__}: {e}"), frames)
+                reason = _reason(e) if isinstance(e, HieraVideoError) else one_line(f"{type(e).__name__}: {e}")
+                return FileResult(path, "decode failed", reason, frames)
         return FileResult(path, "ok", "", frames)
     finally:
         try:
@@ -135,7 +126,7 @@ def _worker_main(conn, check_fn, backend: str, decode: bool) -> None:
         try:
             result = check_fn(path, backend, decode)
         except BaseException as e:
-            result = FileResult(path, "crashed", _one_line(f"{type(e).__name__}: {e}"))
+            result = FileResult(path, "crashed", one_line(f"{type(e).__name__}: {e}"))
         try:
             conn.send((i, result))
         except (BrokenPipeError, OSError):
@@ -143,8 +134,7 @@ def _worker_main(conn, check_fn, backend: str, decode: bool) -> None:
 
 
 def _context():
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
+    if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         # Import the decoders once in the server, not in every worker. (Not "__main__": a script
         # without an `if __name__ == "__main__"` guard would then run inside the server.)
@@ -282,11 +272,8 @@ def write_bad_list(path: str | Path, bad: Iterable[FileResult | tuple[str, str]]
     """``path<TAB>reason`` per line (atomic write)."""
     from hiera_video.report import atomic_write_text
 
-    lines = []
-    for entry in bad:
-        p, reason = (entry.path, entry.reason) if isinstance(entry, FileResult) else entry
-        lines.append(f"{p}\t{_one_line(reason)}\n")
-    atomic_write_text(path, "".join(lines))
+    pairs = ((e.path, e.reason) if isinstance(e, FileResult) else e for e in bad)
+    atomic_write_text(path, "".join(f"{p}\t{one_line(reason)}\n" for p, reason in pairs))
     return Path(path)
 
 
@@ -296,7 +283,7 @@ def check_dataset(dataset, workers: int | None = None, backend: str = "auto", de
     entries come first in the report as ``missing``."""
     report = check_videos([item.path for item in dataset.items], workers=workers, backend=backend, decode=decode,
                           timeout=timeout, progress=progress)
-    missing = [FileResult(p, "missing", _one_line(reason)) for p, reason in dataset.missing]
+    missing = [FileResult(p, "missing", one_line(reason)) for p, reason in dataset.missing]
     report.results = missing + report.results
     return report
 

@@ -43,9 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hiera_video.data.probe import (
-    decode_error, one_line, open_container, Probe, probe_open, short,
-)
+from hiera_video.data.probe import decode_error, one_line, open_container, Probe, probe_open, short
 from hiera_video.errors import HieraVideoError
 
 try:  # PyAV is required: it probes every file, whichever backend decodes it.
@@ -136,8 +134,7 @@ class VideoReader:
         if idx.size == 0:
             return np.zeros((0, self.height, self.width, 3), np.uint8)
         unique, inverse = np.unique(idx, return_inverse=True)
-        frames = self._decode_sorted(unique.tolist())
-        return frames[inverse.reshape(-1)]
+        return self._decode_sorted(unique.tolist())[inverse.reshape(-1)]
 
     def _decode_sorted(self, unique: list[int]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -203,7 +200,8 @@ class PyAVReader(VideoReader):
 
     def _decode_sorted(self, unique: list[int]) -> np.ndarray:
         try:
-            got = self._decode_runs(unique) if self._pts is not None else self._decode_sequential(unique)
+            seek = self._pts is not None and self._seekable
+            got = self._decode_runs(unique) if seek else self._decode_from_start(unique)
         except HieraVideoError:
             raise
         except Exception as e:
@@ -216,8 +214,6 @@ class PyAVReader(VideoReader):
         A seek that yields no frame at all, or lands after the target even from the first
         keyframe (demuxers without an index, e.g. MPEG-TS, can land on a frame that needs an
         earlier keyframe), falls back to decoding from the start of the file."""
-        if not self._seekable:
-            return self._decode_from_start(unique, {})
         got: dict[int, np.ndarray] = {}
         j = 0
         while j < len(unique):
@@ -231,7 +227,7 @@ class PyAVReader(VideoReader):
                 status = "mismatch"
             if status == "mismatch":  # timestamps unusable: number frames by decode order
                 self._pts = None  # from now on, for this reader
-                return self._decode_sequential(unique)
+                return self._decode_from_start(unique)
             if status in ("overshoot", "empty"):  # the seek lost frames: decode from the start
                 return self._decode_from_start(unique, got)
             if status == "eof":
@@ -275,20 +271,24 @@ class PyAVReader(VideoReader):
             return "error", j
         return ("empty" if first else "eof"), j
 
-    def _decode_from_start(self, unique: list[int], got: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        """Decode from the start of the file without seeking, frames identified by timestamp,
-        adding ``unique`` frames to ``got``. When this finds frames that seeking did not, the
-        reader stops seeking (every later read decodes from the start)."""
+    def _decode_from_start(self, unique: list[int], got: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+        """Decode from the start (reopened: some streams cannot seek back), adding ``unique``
+        frames to ``got``, identified by timestamp or, once ``_pts is None``, by output order.
+        When this finds frames that seeking did not, the reader stops seeking (every later
+        read decodes from the start)."""
+        got = {} if got is None else got
         before = set(got)
-        self._reopen()
-        last = unique[-1]
-        wanted = set(unique)
+        wanted, last = set(unique), unique[-1]
+        self._container.close()
+        self._container = open_container(self.path)
+        self._stream = self._container.streams.video[0]
+        self._stream.codec_context.thread_type = "AUTO"
         try:
-            for frame in self._container.decode(self._stream):
-                idx = self._index_of_pts.get(frame.pts)
+            for n, frame in enumerate(self._container.decode(self._stream)):
+                idx = n if self._pts is None else self._index_of_pts.get(frame.pts)
                 if idx is None:  # timestamps unusable: number frames by decode order
                     self._pts = None
-                    return self._decode_sequential(unique)
+                    return self._decode_from_start(unique)
                 if idx in wanted and idx not in got:
                     got[idx] = self._frame_rgb(frame)
                 if idx >= last:
@@ -297,28 +297,6 @@ class PyAVReader(VideoReader):
             pass
         if set(got) - before:
             self._seekable = False
-        return got
-
-    def _reopen(self) -> None:
-        """A fresh container positioned at the start (some streams cannot seek back to it)."""
-        self._container.close()
-        self._container = open_container(self.path)
-        self._stream = self._container.streams.video[0]
-        self._stream.codec_context.thread_type = "AUTO"
-
-    def _decode_sequential(self, unique: list[int]) -> dict[int, np.ndarray]:
-        """Decode from the start, numbering frames in output order (no usable timestamps)."""
-        got: dict[int, np.ndarray] = {}
-        wanted, last = set(unique), unique[-1]
-        self._reopen()  # reopen instead of seeking: such streams may not seek
-        try:
-            for idx, frame in enumerate(self._container.decode(self._stream)):
-                if idx in wanted:
-                    got[idx] = self._frame_rgb(frame)
-                if idx >= last:
-                    break
-        except av.error.FFmpegError:
-            pass
         return got
 
     def _assemble(self, unique: list[int], got: dict[int, np.ndarray]) -> np.ndarray:
@@ -358,7 +336,6 @@ class DecordReader(VideoReader):
             self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
             reported = len(self._vr)
         except Exception as e:
-            self._vr = None
             if not fallback:
                 raise decode_error(path, f"decord could not open it ({short(e)}); try backend='pyav'") from None
             reported = self.num_frames
@@ -420,8 +397,6 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
         container.close()
         raise HieraVideoError("video backend 'decord' is not installed; pip install decord or use backend='pyav'")
     if use_decord:
-        # decord allocates from the header's frame count before reading anything (2^31
-        # claimed frames = std::bad_alloc = the whole process aborts): check it first.
         problem = probe.header_problem(path.stat().st_size)
         if problem is not None:
             if backend == "decord":
@@ -477,8 +452,7 @@ def read_clip(
     idx = indices.tolist() if isinstance(indices, torch.Tensor) else [int(i) for i in indices]
     if timeout is None:
         return torch.from_numpy(_read_numpy(str(path), idx, backend))
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_clip_worker, args=(sender, str(path), idx, backend), daemon=True)
     proc.start()

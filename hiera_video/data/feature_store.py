@@ -33,12 +33,6 @@ JOURNAL = "index.rank{rank}.jsonl"
 _SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64"}
 
 
-def _tmp_path(final: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
 def remove_stale_temps(final: Path) -> None:
     """Delete temporaries of ``final`` left by a killed run."""
     for p in glob.glob(os.path.join(glob.escape(str(final.parent)), glob.escape(f".{final.name}.") + "*.tmp")):
@@ -58,7 +52,9 @@ class FeatureWriter:
         self.extra = {k: np.ascontiguousarray(v) for k, v in (extra or {}).items()}  # small tensors (safetensors)
         self.final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.final)
-        self.tmp = _tmp_path(self.final)
+        fd, tmp = tempfile.mkstemp(dir=self.final.parent, prefix=f".{self.final.name}.", suffix=".tmp")
+        os.close(fd)
+        self.tmp = Path(tmp)
         self.shape: tuple[int, ...] | None = None
         self.done = 0
         self._f = None
@@ -85,12 +81,11 @@ class FeatureWriter:
         # then the raw tensors back to back in header order.
         header: dict = {}
         offset = 0
-        nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
-        header["features"] = dict(dtype=_SAFETENSORS_DTYPES[self.dtype], shape=list(self.shape), data_offsets=[0, nbytes])
-        offset = nbytes
-        for name, arr in self.extra.items():
-            header[name] = dict(dtype=_SAFETENSORS_DTYPES[arr.dtype], shape=list(arr.shape), data_offsets=[offset, offset + arr.nbytes])
-            offset += arr.nbytes
+        tensors = [("features", self.dtype, self.shape, int(np.prod(self.shape)) * self.dtype.itemsize)]
+        tensors += [(name, arr.dtype, arr.shape, arr.nbytes) for name, arr in self.extra.items()]
+        for name, dtype, shape, nbytes in tensors:
+            header[name] = dict(dtype=_SAFETENSORS_DTYPES[dtype], shape=list(shape), data_offsets=[offset, offset + nbytes])
+            offset += nbytes
         header["__metadata__"] = self.metadata
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)
@@ -103,7 +98,6 @@ class FeatureWriter:
             raise HieraVideoError(f"internal: wrote {self.done} of {self.n} feature items for {self.final}")
         if self._mm is not None:
             self._mm.flush()
-            del self._mm
             self._mm = None
             with open(self.tmp, "rb+") as f:
                 os.fsync(f.fileno())
@@ -120,9 +114,7 @@ class FeatureWriter:
         os.replace(self.tmp, self.final)
 
     def abort(self) -> None:
-        if self._mm is not None:
-            del self._mm
-            self._mm = None
+        self._mm = None
         if self._f is not None:
             self._f.close()
             self._f = None
@@ -159,19 +151,17 @@ def stored_shape(path: Path) -> tuple[int, ...] | None:
         if not path.is_file():
             return None
         if path.suffix == ".npy":
-            arr = np.load(path, mmap_mode="r")  # checks the header and that the data is all there
-            return tuple(arr.shape)
+            return tuple(np.load(path, mmap_mode="r").shape)  # checks the header and that the data is all there
         from safetensors import safe_open
 
         with safe_open(str(path), "np") as f:
             if "features" not in f.keys():
                 return None
             shape = tuple(f.get_slice("features").get_shape())
-        size = path.stat().st_size
         (hlen,) = struct.unpack("<Q", path.open("rb").read(8))
         header = json.loads(path.open("rb").read(8 + hlen)[8:])
         end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
-        return shape if size >= 8 + hlen + end else None
+        return shape if path.stat().st_size >= 8 + hlen + end else None
     except Exception:  # truncated, foreign or unreadable: redo it
         return None
 
@@ -183,12 +173,9 @@ def _read_jsonl(path: Path) -> list[dict]:
     except OSError:
         return rows
     for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
         try:
-            row = json.loads(line)
-        except ValueError:  # a line cut by a killed run
+            row = json.loads(line.strip())
+        except ValueError:  # a blank line, or one cut by a killed run
             continue
         if isinstance(row, dict) and isinstance(row.get("output"), str):
             rows.append(row)
@@ -198,8 +185,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 def read_index_rows(out_dir: Path) -> dict[str, list[dict]]:
     """Rows per output file from ``index.jsonl`` and any journals a killed run left."""
     by_output: dict[str, list[dict]] = {}
-    sources = [out_dir / INDEX] + _journals(out_dir)
-    for src in sources:
+    for src in [out_dir / INDEX] + _journals(out_dir):
         fresh: dict[str, list[dict]] = {}
         for row in _read_jsonl(src):
             fresh.setdefault(row["output"], []).append(row)

@@ -51,9 +51,8 @@ class Probe:
         self.height = int(stream.codec_context.height or 0)
         self.width = int(stream.codec_context.width or 0)
         self.time_base = stream.time_base or Fraction(1, 1)
-        # What the header claims (never trusted: a hostile or broken header can claim 2^31
-        # frames, and decord allocates from this number before reading anything). Without a
-        # frame count (webm, mkv) decord estimates it as average rate x container duration.
+        # What the header claims (never trusted, see header_problem). Without a frame count
+        # (webm, mkv) decord estimates it as average rate x container duration.
         self.claimed_frames = max(int(stream.frames or 0), 0)
         if self.claimed_frames < 1:
             try:
@@ -84,18 +83,16 @@ class Probe:
         else:
             order = sorted(range(len(stamps)), key=stamps.__getitem__)
             self.pts = [stamps[i] for i in order]
-            self.keys = [pos for pos, i in enumerate(order) if keyflags[i]] or [0]
-            if self.keys[0] != 0:
-                self.keys.insert(0, 0)
+            self.keys = [0] + [pos for pos, i in enumerate(order) if pos and keyflags[i]]  # decoding can start at 0
             for pos, i in enumerate(order):
                 if by_dts and keyflags[i] and dts[i] is not None and dts[i] <= stamps[i]:
                     self.seek_ts[pos] = dts[i]
-        self.fps = self._frame_rate(stream)
+        # seconds from the first to the last frame (None without timestamps or with one frame)
+        span = None
         if self.pts is not None and self.num_frames > 1:
             span = float((self.pts[-1] - self.pts[0]) * self.time_base)
-            self.duration = span + 1.0 / self.fps
-        else:
-            self.duration = self.num_frames / self.fps
+        self.fps = self._frame_rate(stream, span)
+        self.duration = self.num_frames / self.fps if span is None else span + 1.0 / self.fps
 
     def header_problem(self, file_size: int) -> str | None:
         """Why the header's frame count cannot be handed to a decoder that allocates from it
@@ -109,18 +106,11 @@ class Probe:
         return (f"the header claims {claimed} frames but the stream holds {self.num_frames} "
                 f"(the file has {file_size} bytes)")
 
-    def _frame_rate(self, stream) -> float:
+    def _frame_rate(self, stream, span: float | None) -> float:
         """The stream's nominal rate when it agrees with the timestamps, else the measured one."""
-        nominal = 0.0
-        for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-            if rate is not None and 0 < float(rate) < 1000:
-                nominal = float(rate)
-                break
-        measured = 0.0
-        if self.pts is not None and self.num_frames > 1:
-            span = float((self.pts[-1] - self.pts[0]) * self.time_base)
-            if span > 0:
-                measured = (self.num_frames - 1) / span
+        rates = (stream.average_rate, stream.guessed_rate, stream.base_rate)
+        nominal = next((float(r) for r in rates if r is not None and 0 < float(r) < 1000), 0.0)
+        measured = (self.num_frames - 1) / span if span is not None and span > 0 else 0.0
         if measured and (not nominal or abs(measured - nominal) > 0.02 * nominal):
             return measured
         return nominal or measured or 30.0
@@ -155,12 +145,6 @@ def path_problem(path: str | os.PathLike) -> tuple[str, str] | None:
     return "not a file", f"it is {kind}, not a video file; pass a regular file"
 
 
-def check_path(path: Path) -> None:
-    problem = path_problem(path)
-    if problem is not None:
-        raise HieraVideoError(f"cannot open video '{path}': {problem[1]}")
-
-
 def open_container(path: Path):
     """``av.open`` with every failure turned into a HieraVideoError."""
     if av is None:  # pragma: no cover
@@ -183,18 +167,19 @@ def open_container(path: Path):
 
 def probe_open(path: Path):
     """Open ``path`` with PyAV and demux it; returns ``(container, stream, probe)``."""
-    check_path(path)
+    problem = path_problem(path)
+    if problem is not None:
+        raise HieraVideoError(f"cannot open video '{path}': {problem[1]}")
     container = open_container(path)
     try:
         stream = container.streams.video[0]
         probe = Probe(path, container, stream)
+        if probe.height <= 0 or probe.width <= 0:
+            raise decode_error(path, "the video stream has no frame size (corrupt header?)")
     except HieraVideoError:
         container.close()
         raise
     except Exception as e:
         container.close()
         raise decode_error(path, f"corrupt video data ({short(e)}); check or re-download the file") from None
-    if probe.height <= 0 or probe.width <= 0:
-        container.close()
-        raise decode_error(path, "the video stream has no frame size (corrupt header?)")
     return container, stream, probe

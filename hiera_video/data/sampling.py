@@ -21,11 +21,6 @@ def _check(num_frames: int, mode: str | None = None) -> None:
         raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
 
 
-def _randint(high: int, generator: torch.Generator | None) -> int:
-    """Uniform integer in ``[0, high]`` (inclusive)."""
-    return int(torch.randint(0, high + 1, (1,), generator=generator))
-
-
 def clip_span(fps: float, num_sample_frames: int = 16, stride: int = 4, target_fps: float = 30.0) -> float:
     """Source frames covered by a dense clip: ``stride * T / target_fps * fps``."""
     return stride * num_sample_frames / target_fps * fps
@@ -80,7 +75,8 @@ def dense_indices(
         raise ValueError(f"clip_idx must be in [0, {num_clips - 1}], got {clip_idx}")
     span = clip_span(fps, num_sample_frames, stride, target_fps)
     if mode == "train":
-        start = _randint(int(math.floor(max(num_frames - span, 0.0))), generator)
+        high = int(math.floor(max(num_frames - span, 0.0)))  # inclusive
+        start = int(torch.randint(0, high + 1, (1,), generator=generator))
     else:
         start = dense_clip_starts(num_frames, fps, num_sample_frames, stride, target_fps, num_clips)[clip_idx]
     step = span / num_sample_frames

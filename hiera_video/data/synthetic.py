@@ -72,11 +72,6 @@ def twin(label: int) -> int:
     return int(label) ^ 1
 
 
-def is_reversed(label: int) -> bool:
-    """True for the backwards member of a pair (1, 3, 5)."""
-    return bool(int(label) & 1)
-
-
 def _slug(name: str) -> str:
     return name.replace(" ", "_")
 
@@ -89,11 +84,6 @@ def _slug(name: str) -> str:
 # against about 85 % top-1 with this rule.)
 BG_RANGE = (0.0, 70.0)
 OBJECT_RANGE = (150.0, 255.0)
-
-
-def _random_colour(rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
-    """An RGB colour (float, 0-255) with every channel uniform in ``[lo, hi]``."""
-    return rng.uniform(lo, hi, 3)
 
 
 def _shape_sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -114,7 +104,7 @@ def _sample_object(rng: np.random.Generator) -> dict:
     """A bright, solid-coloured object: shape, colour (in ``OBJECT_RANGE``), orientation."""
     return dict(
         shape=SHAPES[rng.integers(len(SHAPES))],
-        colour=_random_colour(rng, *OBJECT_RANGE),
+        colour=rng.uniform(*OBJECT_RANGE, 3),
         angle=float(rng.uniform(0, 2 * math.pi)),
     )
 
@@ -149,7 +139,7 @@ def _draw_object(frames: np.ndarray, obj: dict, cx, cy, radius) -> None:
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Static dark background ``float32 [H, W, 3]``: a gentle linear gradient between two
     colours of ``BG_RANGE`` in a random direction."""
-    a, b = _random_colour(rng, *BG_RANGE), _random_colour(rng, *BG_RANGE)
+    a, b = rng.uniform(*BG_RANGE, 3), rng.uniform(*BG_RANGE, 3)
     theta = rng.uniform(0, 2 * math.pi)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     g = np.clip(((xx * math.cos(theta) + yy * math.sin(theta)) / size + 1.0) / 2.0, 0.0, 1.0)
@@ -199,7 +189,7 @@ def render_video(
         second = first if rng.random() < 0.5 else _sample_object(rng)  # twins or two different objects
         for sign, obj in ((1.0, first), (-1.0, second)):
             _draw_object(video, obj, c[0] + sign * half * math.cos(axis), c[1] + sign * half * math.sin(axis), radius)
-    if is_reversed(label):
+    if int(label) & 1:  # the backwards member of a pair (1, 3, 5)
         video = video[::-1]
     if not noise:
         return np.clip(video, 0, 255).round().astype(np.uint8)
@@ -296,9 +286,8 @@ def make_synthetic_dataset(
     counts = {"train": num_train_per_class, "val": num_val_per_class}
     total = NUM_CLASSES * (num_train_per_class + num_val_per_class)
     done = 0
-    lists: dict[str, list[str]] = {}
     for split, n in counts.items():
-        for label, name in enumerate(CLASS_NAMES):
+        for name in CLASS_NAMES:
             folder = out / split / _slug(name)
             if folder.is_dir():  # stale videos of an earlier, larger dataset
                 for old in folder.glob("*.mp4"):
@@ -313,7 +302,6 @@ def make_synthetic_dataset(
                 done += 1
                 if progress is not None:
                     progress(done, total)
-        lists[split] = lines
         atomic_write_text(out / f"{split}.txt", "".join(line + "\n" for line in lines))
     atomic_write_text(out / "labels.txt", "".join(name + "\n" for name in CLASS_NAMES))
     atomic_write_text(out / "README.txt", _readme(seed, num_train_per_class, num_val_per_class, frames, size, fps))
@@ -325,8 +313,8 @@ def make_synthetic_dataset(
         "readme": str(out / "README.txt"),
         "classes": list(CLASS_NAMES),
         "num_classes": NUM_CLASSES,
-        "num_train": len(lists["train"]),
-        "num_val": len(lists["val"]),
+        "num_train": NUM_CLASSES * num_train_per_class,
+        "num_val": NUM_CLASSES * num_val_per_class,
         "frames": frames,
         "size": size,
         "fps": fps,

@@ -146,8 +146,7 @@ def _draw(frame: np.ndarray, p: dict, f: int, H: int, W: int) -> None:
     if 17 in p["extras"]:  # held object: yellow square at the right side
         s = max(3, (x2 - x1) // 3)
         oy = y1 + (y2 - y1) // 2
-        ox = x2 - s
-        frame[oy : oy + s, ox:x2] = (235, 220, 30)
+        frame[oy : oy + s, x2 - s : x2] = (235, 220, 30)
 
 
 def _background(rng, H: int, W: int) -> np.ndarray:
@@ -178,8 +177,7 @@ def _render(rng, persons: list[dict], n_frames: int, H: int, W: int) -> np.ndarr
 
 
 def _fmt_box(b, H, W) -> str:
-    x1, y1, x2, y2 = b
-    return f"{x1 / W:.3f},{y1 / H:.3f},{x2 / W:.3f},{y2 / H:.3f}"
+    return ",".join(f"{v / s:.3f}" for v, s in zip(b, (W, H, W, H)))
 
 
 def _write_jpegs(folder: Path, vid: str, video: np.ndarray) -> None:
@@ -236,8 +234,7 @@ def make_synthetic_ava(
         for v_i, vid in enumerate(vids):
             vrng = np.random.default_rng([seed, 7919, ids.index(vid)])
             n_p = int(vrng.integers(1, max_persons + 1))
-            lanes = [(W * j / n_p, W * (j + 1) / n_p) for j in range(n_p)]
-            persons = [_person(vrng, lane, H, W) for lane in lanes]
+            persons = [_person(vrng, (W * j / n_p, W * (j + 1) / n_p), H, W) for j in range(n_p)]  # one lane each
             video = _render(vrng, persons, n_frames, H, W)
             write_mp4(vids_dir / f"{vid}.mp4", video, fps=FPS)
             if frames_dir is not None:
@@ -267,12 +264,11 @@ def make_synthetic_ava(
         "train_proposals": ann / "ava_train_predicted_boxes.csv",
         "val_proposals": ann / "ava_val_predicted_boxes.csv",
     }
-    atomic_write_text(paths["train_csv"], "".join(gt_lines["train"]))
-    atomic_write_text(paths["val_csv"], "".join(gt_lines["val"]))
+    for split in ("train", "val"):
+        atomic_write_text(paths[f"{split}_csv"], "".join(gt_lines[split]))
+        atomic_write_text(paths[f"{split}_proposals"], "".join(prop_lines[split]))
     atomic_write_text(paths["train_exclusions"], "")
     atomic_write_text(paths["val_exclusions"], "".join(f"{v},{t:04d}\n" for v, t in excluded))
     atomic_write_text(paths["label_map"], label_map_pbtxt(load_label_map("ava")))
-    atomic_write_text(paths["train_proposals"], "".join(prop_lines["train"]))
-    atomic_write_text(paths["val_proposals"], "".join(prop_lines["val"]))
     return SyntheticAva(root=root, videos=vids_dir, frames=frames_dir, video_ids=splits, keyframes=keyframes,
                         excluded=excluded, size=(H, W), fps=FPS, **paths)

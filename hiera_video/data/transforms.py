@@ -197,9 +197,8 @@ def ssv2_flip_label(label):
     """
     if isinstance(label, torch.Tensor):
         out = label.clone()
-        for a, b in SSV2_FLIP_PAIRS:
+        for a, b in _SSV2_SWAP.items():
             out[label == a] = b
-            out[label == b] = a
         return out
     return _SSV2_SWAP.get(int(label), int(label))
 
@@ -285,10 +284,9 @@ def apply_randaug_op(
     level = magnitude / _MAX_LEVEL
     fill = [float(v) for v in fill]
     t, _, h, w = x.shape
-    if op == "AutoContrast":
-        return _from_one_image(F.autocontrast(_as_one_image(x)), t)
-    if op == "Equalize":
-        return _from_one_image(F.equalize(_as_one_image(x)), t)
+    if op in ("AutoContrast", "Equalize"):
+        histogram_op = F.autocontrast if op == "AutoContrast" else F.equalize
+        return _from_one_image(histogram_op(_as_one_image(x)), t)
     if op == "Invert":
         return F.invert(x)
     if op == "Rotate":
@@ -322,32 +320,6 @@ def apply_randaug_op(
     raise ValueError(f"unknown RandAugment op {op!r}")
 
 
-def sample_randaug(
-    num_ops: int = 2,
-    magnitude: float = 7.0,
-    magnitude_std: float = 0.5,
-    prob: float = 0.5,
-    generator: torch.Generator | None = None,
-) -> list[tuple[str, float, float]]:
-    """Draw the RandAugment ops for one clip: ``[(op, magnitude, sign)]``.
-
-    ``num_ops`` ops are chosen with replacement; each is kept with probability ``prob``;
-    magnitude ~ N(magnitude, magnitude_std) clipped to [0, 10]; signed ops get +-1.
-    """
-    chosen = []
-    for _ in range(num_ops):
-        op = RANDAUG_OPS[int(torch.randint(0, len(RANDAUG_OPS), (1,), generator=generator))]
-        keep = _uniform(generator) < prob
-        m = magnitude
-        if magnitude_std > 0:
-            m += magnitude_std * float(torch.randn((), generator=generator, dtype=torch.float64))
-        m = min(max(m, 0.0), _MAX_LEVEL)
-        sign = -1.0 if (op in _SIGNED and _uniform(generator) < 0.5) else 1.0
-        if keep:
-            chosen.append((op, m, sign))
-    return chosen
-
-
 def rand_augment(
     clip: torch.Tensor,
     num_ops: int = 2,
@@ -356,13 +328,27 @@ def rand_augment(
     generator: torch.Generator | None = None,
     fill=(128, 128, 128),
 ) -> tuple[torch.Tensor, list[tuple[str, float, float]]]:
-    """RandAugment with one draw of ops/magnitudes applied to every frame of ``[T, H, W, 3]``."""
+    """RandAugment with one draw of ops/magnitudes applied to every frame of ``[T, H, W, 3]``.
+
+    ``num_ops`` ops are chosen with replacement; each is kept with probability 0.5;
+    magnitude ~ N(magnitude, magnitude_std) clipped to [0, 10]; signed ops get +-1.
+    Returns ``(clip, [(op, magnitude, sign)])``, the ops that were applied.
+    """
     _check_clip(clip)
-    ops = sample_randaug(num_ops, magnitude, magnitude_std, generator=generator)
     x = _to_tchw(clip).contiguous()
-    for op, m, sign in ops:
-        x = apply_randaug_op(x, op, m, sign, fill)
-    return _to_thwc(x), ops
+    applied = []
+    for _ in range(num_ops):
+        op = RANDAUG_OPS[int(torch.randint(0, len(RANDAUG_OPS), (1,), generator=generator))]
+        keep = _uniform(generator) < 0.5
+        m = magnitude
+        if magnitude_std > 0:
+            m += magnitude_std * float(torch.randn((), generator=generator, dtype=torch.float64))
+        m = min(max(m, 0.0), _MAX_LEVEL)
+        sign = -1.0 if (op in _SIGNED and _uniform(generator) < 0.5) else 1.0
+        if keep:
+            x = apply_randaug_op(x, op, m, sign, fill)
+            applied.append((op, m, sign))
+    return _to_thwc(x), applied
 
 
 def random_erasing(
@@ -392,10 +378,7 @@ def random_erasing(
             top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
             left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
             out = clip.clone()
-            if mode == "pixel":
-                patch = torch.randn((clip.shape[0], 1, h, w), generator=generator, dtype=clip.dtype)
-            else:
-                patch = torch.zeros((), dtype=clip.dtype)
+            patch = torch.randn((clip.shape[0], 1, h, w), generator=generator, dtype=clip.dtype) if mode == "pixel" else 0.0
             out[:, :, top : top + h, left : left + w] = patch
             return out, (top, left, h, w)
     return clip, None
@@ -455,5 +438,4 @@ class TrainTransform:
         erased = None
         if self.erase_p > 0:
             out, erased = random_erasing(out, self.erase_p, mode=self.erase_mode, generator=g)
-        params = {"crop": crop, "flipped": flipped, "randaug": ops, "erase": erased}
-        return out, label, params
+        return out, label, {"crop": crop, "flipped": flipped, "randaug": ops, "erase": erased}

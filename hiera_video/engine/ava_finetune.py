@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,13 +25,15 @@ from torch.utils.data import Dataset
 
 from hiera_video.config import TrainConfig
 from hiera_video.data.ava_files import find_ava_file
-from hiera_video.data.datasets.ava import ava_collate, open_ava_split
+from hiera_video.data.clip_spec import ClipSpec
+from hiera_video.data.datasets.ava import AvaDataset, ava_collate, open_ava_split
 from hiera_video.engine.ava import ava_loss, evaluate_ava_model, render_ava_metrics, write_ava_outputs
+from hiera_video.engine import distributed
 from hiera_video.engine.train_data import item_seed
 from hiera_video.engine.trainer import Trainer
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.heads import AvaDetector, build_ava_model
-from hiera_video.models.load import load
+from hiera_video.models.load import Provenance, load
 
 log = logging.getLogger("hiera_video")
 
@@ -61,7 +65,14 @@ def collate_keyframes(items):
     return (ava_collate(good) if good else None), bad
 
 
-def open_ava_data(cfg: TrainConfig, num_frames: int, crop: int, mean, std):
+def ava_clip_options(clip: ClipSpec) -> dict:
+    """The :class:`~hiera_video.data.datasets.ava.AvaDataset` options for ``clip``: its frames
+    around each keyframe (``num_frames`` at ``stride``), crop, normalisation and decoder."""
+    return dict(num_frames=clip.num_frames, stride=clip.stride, crop_size=clip.crop_size, mean=clip.mean, std=clip.std,
+                backend=clip.backend)
+
+
+def open_ava_data(cfg: TrainConfig, clip: ClipSpec):
     """Training split (GT boxes, plus ``data.proposals`` when set) and validation split (the
     detector boxes of ``data.val_proposals`` or ``ava_val_predicted_boxes.csv``, else GT
     boxes); the validation split is None when ``data.val_annotations`` is not set and the
@@ -69,8 +80,8 @@ def open_ava_data(cfg: TrainConfig, num_frames: int, crop: int, mean, std):
     d = cfg.data
     if not d.root:
         raise HieraVideoError("no dataset root: pass --root DIR (or data.root in the config)")
-    common = dict(num_frames=num_frames, stride=d.stride, crop_size=crop, frames_layout=d.frames_layout, backend=d.backend,
-                  proposal_threshold=d.proposal_threshold, allow_pickle=d.allow_pickle, mean=mean, std=std)
+    common = dict(**ava_clip_options(clip), frames_layout=d.frames_layout, proposal_threshold=d.proposal_threshold,
+                  allow_pickle=d.allow_pickle)
     train = open_ava_split(d.root, d.train_split, "train", d.annotations, d.exclusions, d.proposals, d.labels,
                            flip_p=0.0 if cfg.augment.flip == "none" else 0.5, limit=d.limit_train, **common)
     val = None
@@ -100,9 +111,10 @@ def _finetune_ava(trainer: Trainer, cfg: TrainConfig, resume: str | None, consol
     model = build_ava_model(cfg.model.name, weights=cfg.model.weights, drop_path_rate=cfg.model.drop_path, **head, **arch)
     model.backbone.set_grad_checkpointing(cfg.model.grad_checkpointing)
     model.to(device)
-    spec = model.backbone.spec
-    num_frames, crop = model.backbone.input_size[0], model.backbone.input_size[-1]
-    train_set, val_set = open_ava_data(cfg, num_frames, crop, spec.mean, spec.std)
+    backbone = model.backbone
+    clip = backbone.spec.clip.with_(num_frames=backbone.input_size[0], stride=cfg.data.stride, crop_size=backbone.input_size[-1],
+                                    backend=cfg.data.backend)
+    train_set, val_set = open_ava_data(cfg, clip)
     if cfg.data.repeated_aug != 1:
         log.info("AVA: data.repeated_aug=%d ignored (one clip per keyframe)", cfg.data.repeated_aug)
     trainer.plan(len(train_set), 1)
@@ -111,8 +123,7 @@ def _finetune_ava(trainer: Trainer, cfg: TrainConfig, resume: str | None, consol
     meta = dict(
         task="ava", model=cfg.model.name, arch={k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}, head=head,
         label_map={str(k): v for k, v in train_set.label_map.items()}, train_config=cfg.to_dict(),
-        preprocessing=dict(num_frames=num_frames, stride=cfg.data.stride, crop_size=crop, mean=list(spec.mean), std=list(spec.std),
-                           test_view=cfg.data.test_view),
+        preprocessing=dict(clip.recipe(), test_view=cfg.data.test_view),
     )
     trainer.prepare(model, meta, ema=cfg.run.ema, ema_decay=cfg.run.ema_decay, compile=cfg.model.compile, resume=resume)
 
@@ -150,8 +161,43 @@ def _finetune_ava(trainer: Trainer, cfg: TrainConfig, resume: str | None, consol
     return final if world.is_main else {}
 
 
-def load_ava_detector(weights: str | Path, device: str | torch.device = "cpu") -> tuple[AvaDetector, dict]:
-    """A detector saved by :func:`finetune_ava` (``best.pt`` / ``last.pt``) and its meta."""
+@dataclass
+class AvaEvalJob:
+    """What ``hiera-video eval --dataset ava`` evaluates, inside its process group."""
+
+    world: distributed.World
+    model: AvaDetector
+    prov: Provenance
+    dataset: AvaDataset
+    device: torch.device
+    amp: torch.dtype | None
+
+
+@contextmanager
+def ava_eval_job(root, split, annotations, label_map, weights, proposals, exclusions, threshold: float, frames: bool,
+                 view: str | None, allow_pickle: bool, limit, output, device: str, dtype: str, backend: str):
+    """The device and the process group, the output check (rank 0), then the detector and the
+    split with the clips it was trained on (the process group ends with the block)."""
+    from hiera_video.report import check_output
+    from hiera_video.runtime import resolve_dtype
+
+    if not weights:
+        raise HieraVideoError("AVA evaluation needs --weights RUN_DIR/best.pt (a detector saved by finetune --dataset ava)")
+    with distributed.session(device) as (world, dev):
+        if world.is_main:
+            check_output(output, "--output", "dir")
+        model, prov = load_ava_detector(weights, dev)
+        ds = open_ava_split(root, split, "val", annotations, exclusions, proposals, label_map or prov.meta.get("label_map"),
+                            default_proposals=True, **ava_clip_options(prov.clip.with_(backend=backend)),
+                            proposal_threshold=threshold, frames_layout="frames" if frames else "video",
+                            test_view=view or prov.meta["preprocessing"].get("test_view", "full"),
+                            allow_pickle=allow_pickle, limit=limit)
+        yield AvaEvalJob(world, model, prov, ds, dev, resolve_dtype(dtype, dev))
+
+
+def load_ava_detector(weights: str | Path, device: str | torch.device = "cpu") -> tuple[AvaDetector, Provenance]:
+    """A detector saved by :func:`finetune_ava` (``best.pt`` / ``last.pt``) and its provenance
+    (``clip``: the clips it was trained on; ``meta``: label map, test view...)."""
     model, prov = load("ava", weights=weights)
     model.to(device).eval()
-    return model, prov.meta
+    return model, prov

@@ -14,6 +14,7 @@ index, a window of a video) and ``fn(task)`` decodes it, raising
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence
 
 from torch.utils.data import DataLoader, Dataset
@@ -59,14 +60,9 @@ def _as_is(item):
     return item
 
 
-def decode_in_order(
-    tasks: Iterable,
-    fn: Callable,
-    workers: int = 0,
-    timeout: float | None = None,
-    describe: Callable[[Any], Any] = str,
-    group: Callable[[Any], Hashable] | None = None,
-) -> Iterator[tuple[Any, Any, str | None]]:
+def decode_in_order(tasks: Iterable, fn: Callable, workers: int = 0, timeout: float | None = None,
+                    describe: Callable[[Any], Any] = str,
+                    group: Callable[[Any], Hashable] | None = None) -> Iterator[tuple[Any, Any, str | None]]:
     """``(task, fn(task) or None, error or None)`` for every task, in order.
 
     With ``workers`` >= 1 and a ``timeout`` (seconds; None or 0 = no limit), a task that does
@@ -116,20 +112,17 @@ def by_group(stream: Iterator[tuple[Any, Any, str | None]], sizes: Iterable[tupl
     one. What a group's consumer leaves (after an error) is skipped before the next group."""
     stream = iter(stream)
     for key, n in sizes:
-        state = dict(taken=0)
+        part = islice(stream, n)
 
-        def values(n=n, state=state):
-            while state["taken"] < n:
-                _, value, error = next(stream)
-                state["taken"] += 1
+        def values(part=part):
+            for _, value, error in part:
                 if error is not None:
                     raise HieraVideoError(error)
                 yield value
 
         yield key, values()
-        while state["taken"] < n:
-            next(stream)
-            state["taken"] += 1
+        for _ in part:  # skip what the consumer left
+            pass
 
 
 class ReaderCache:

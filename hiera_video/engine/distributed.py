@@ -157,12 +157,11 @@ def agree(world: World, error: BaseException | None = None, **payload) -> list[d
             f"{TIMEOUT_ENV})"
         ) from error
     for rank, part in enumerate(everyone):
-        if part["_error"] is not None:
-            text, interrupted = part["_error"]
+        failure = part.pop("_error")
+        if failure is not None:
+            text, interrupted = failure
             cls = AgreedInterrupt if interrupted else Agreed
             raise cls(f"rank {rank}: {text}" if not text.startswith("rank ") else text) from error
-    for part in everyone:
-        del part["_error"]
     return everyone
 
 
@@ -216,12 +215,6 @@ def gather_to_main(obj, world: World) -> list | None:
 def from_main(value, world: World):
     """Rank 0's ``value`` on every rank (what rank 0 decided), through an agreement."""
     return agree(world, value=value if world.is_main else None)[0]["value"]
-
-
-def barrier(world: World) -> None:
-    """Wait for every rank; an agreement, so a failed rank fails everyone."""
-    if world.distributed:
-        agree(world)
 
 
 @torch.no_grad()

@@ -38,19 +38,19 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def _version(module: str) -> str | None:
+def _package(module: str, fix: str, missing: str = "not installed", status: str = "warn", essential: bool = False) -> Check:
+    """The version of an importable package, or ``missing`` with ``status`` and ``fix``."""
     try:
-        mod = importlib.import_module(module)
+        version = str(getattr(importlib.import_module(module), "__version__", "installed"))
     except Exception:
-        return None
-    return str(getattr(mod, "__version__", "installed"))
+        return Check(module, missing, status, fix, essential=essential)
+    return Check(module, version, essential=essential)
 
 
 # ====================================================================== checks
 def check_python() -> Check:
-    v = sys.version_info
     value = f"{platform.python_version()} ({sys.executable})"
-    if (v.major, v.minor) < MIN_PYTHON:
+    if sys.version_info[:2] < MIN_PYTHON:
         return Check("python", value, "fail", f"hiera-video needs Python >= {'.'.join(map(str, MIN_PYTHON))}", essential=True)
     return Check("python", value, essential=True)
 
@@ -58,13 +58,8 @@ def check_python() -> Check:
 def check_torch() -> list[Check]:
     import torch
 
-    rows = [Check("torch", f"{torch.__version__} (CUDA build {torch.version.cuda or 'none'})", essential=True)]
-    tv = _version("torchvision")
-    if tv is None:
-        rows.append(Check("torchvision", "not importable", "fail", "pip install torchvision (matching your torch build)", essential=True))
-    else:
-        rows.append(Check("torchvision", tv, essential=True))
-    return rows
+    return [Check("torch", f"{torch.__version__} (CUDA build {torch.version.cuda or 'none'})", essential=True),
+            _package("torchvision", "pip install torchvision (matching your torch build)", "not importable", "fail", True)]
 
 
 def check_gpu() -> list[Check]:
@@ -205,13 +200,8 @@ def check_default_weights(model: str = DEFAULT_MODEL, tag: str = DEFAULT_WEIGHTS
 
 
 def check_onnx() -> list[Check]:
-    rows = []
-    ort = _version("onnxruntime")
-    onnx = _version("onnx")
-    rows.append(Check("onnx", onnx) if onnx else Check("onnx", "not installed", "warn", "pip install onnx (export --format onnx checks the graph with it)"))
-    rows.append(Check("onnxruntime", ort) if ort else Check("onnxruntime", "not installed", "warn",
-                                                             "pip install onnxruntime (export --format onnx runs its numerical check with it)"))
-    return rows
+    return [_package("onnx", "pip install onnx (export --format onnx checks the graph with it)"),
+            _package("onnxruntime", "pip install onnxruntime (export --format onnx runs its numerical check with it)")]
 
 
 def check_hiera_video() -> Check:

@@ -28,12 +28,11 @@ class ModelEMA:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
         self.decay = float(decay)
-        self.device = torch.device(device) if device is not None else None
         self.module = copy.deepcopy(unwrap_model(model))
         self.module.eval()
         self.module.requires_grad_(False)
-        if self.device is not None:
-            self.module.to(self.device)
+        if device is not None:
+            self.module.to(device)
         self.num_updates = 0
 
     def _pairs(self, model: nn.Module):
@@ -50,25 +49,17 @@ class ModelEMA:
         w = 1.0 - self.decay
         groups: dict[tuple, tuple[list, list]] = {}
         for e, m in self._pairs(model):
-            m = m.detach()
-            if m.device != e.device or m.dtype != e.dtype:
-                m = m.to(device=e.device, dtype=e.dtype)
+            m = m.detach().to(device=e.device, dtype=e.dtype)  # no copy when both match
             if e.is_floating_point():
-                groups.setdefault((e.device, e.dtype), ([], []))
-                groups[(e.device, e.dtype)][0].append(e)
-                groups[(e.device, e.dtype)][1].append(m)
+                dst, src = groups.setdefault((e.device, e.dtype), ([], []))
+                dst.append(e)
+                src.append(m)
             else:
                 e.copy_(m)
         for dst, src in groups.values():
             # ema += (model - ema) * (1 - decay), all tensors of a device/dtype in one call.
             torch._foreach_lerp_(dst, src, w)
         self.num_updates += 1
-
-    @torch.no_grad()
-    def set(self, model: nn.Module) -> None:
-        """Copy ``model``'s weights into the EMA (e.g. after loading a checkpoint)."""
-        for e, m in self._pairs(model):
-            e.copy_(m.detach())
 
     def state_dict(self) -> dict:
         """``{"decay", "num_updates", "module"}``; loadable with ``torch.load(weights_only=True)``."""

@@ -13,20 +13,21 @@ import os
 import re
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from hiera_video.data.clip_spec import MAX_SUBSTITUTED_FRACTION, ClipSpec
-from hiera_video.data.datasets import VideoDataset
+from hiera_video.data.datasets import VideoDataset, build_dataset, check_missing
 from hiera_video.data.datasets.base import normalize_name, warn
 from hiera_video.engine import distributed, faults
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, decode_in_order
-from hiera_video.engine.inference import Classifier
+from hiera_video.engine.inference import Classifier, load_classifier
 from hiera_video.errors import HieraVideoError
 from hiera_video.metrics.classification import aggregate_views, classification_metrics, save_predictions, write_metrics
-from hiera_video.report import write_csv
+from hiera_video.report import check_output, write_csv
 
 log = logging.getLogger("hiera_video")
 
@@ -228,6 +229,34 @@ def evaluate(
     substituted = [(str(dataset.items[i].path), *merged[i][2]) for i in order if merged[i][2][0]]
     return EvalResult(metrics, order, probs, view_logits, all_failed, max(p[2] for p in parts), substituted=substituted,
                       interrupted=any(p[3] for p in parts), not_evaluated=sum(p[4] for p in parts))
+
+
+@dataclass
+class EvalJob:
+    """What ``hiera-video eval`` evaluates, inside its process group (:func:`eval_job`)."""
+
+    world: distributed.World
+    clf: Classifier
+    dataset: VideoDataset
+    missing: int  # annotated videos not on disk
+    protocol: ClipSpec
+
+
+@contextmanager
+def eval_job(dataset: str, root, annotations, split: str, labels, limit, strict: bool, output, model, weights,
+             views: tuple[int, int] | None, sampling, stride, backend: str, device: str, dtype: str, allow_random: bool):
+    """The device and the process group first (one device per torchrun process), then the
+    output check (rank 0, before any work), the model, the dataset and its clips
+    (:meth:`Classifier.protocol`); the process group ends with the block."""
+    with distributed.session(device) as (world, dev):
+        if world.is_main:
+            check_output(output, "--output", "dir")
+        named = labels if dataset in ("k400", "k600", "k700", "ssv2") else None  # list datasets' labels name the data
+        clf = load_classifier(model, weights, named, dev, dtype, allow_random)
+        ds = build_dataset(dataset, root, annotations, split, labels, limit)  # its class names meet the model's in evaluate
+        missing = check_missing(ds, strict)
+        protocol = clf.protocol(views, dataset, sampling=sampling, stride=stride, backend=backend)
+        yield EvalJob(world, clf, ds, missing, protocol)
 
 
 def substitution_record(result: EvalResult) -> dict:

@@ -88,15 +88,13 @@ class ExportResult:
 def with_input_size(model: nn.Module, frames: int, size: int) -> nn.Module:
     """A copy of ``model`` built for ``frames x size x size`` clips, position embeddings
     resampled to that grid once (the same values the model computes on the fly)."""
-    from hiera_video.models.factory import build_model
-
     size_now = tuple(model.input_size)
     want = (frames, size, size)
     if size_now == want:
         return model
     cfg = {k: v for k, v in model.config.items()}
     cfg["input_size"] = want
-    new = build_model(model.spec, **cfg)
+    new = type(model)(**cfg)
     sd = model.state_dict()
     grid = [i // s for i, s in zip(want, model.patch_stride)]
     if model.sep_pos_embed:
@@ -252,8 +250,8 @@ def export(
         raise HieraVideoError("export needs the model in fp32 on the CPU (load it with device='cpu', dtype='fp32')")
     output = Path(output)
     model = clf.model.eval()
-    frames = frames or clf.num_frames
-    size = size or clf.crop_size
+    frames = frames or clf.clip.num_frames
+    size = size or clf.clip.crop_size
     _check_size(model, frames, size)
     model = with_input_size(model, frames, size).float().eval()
     opset = (opset or DEFAULT_OPSET) if fmt == "onnx" else None

@@ -68,13 +68,8 @@ _SETTING_KEYS = ("model", "weights", "level", "format", "store_dtype", "mode", "
 
 
 # ====================================================================== model
-def load_feature_model(
-    model: str | None = None,
-    weights: str | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    allow_random_weights: bool = False,
-) -> Classifier:
+def load_feature_model(model: str | None = None, weights: str | None = None, device: str = "auto", dtype: str = "auto",
+                       allow_random_weights: bool = False) -> Classifier:
     """A video classifier ready for feature extraction (like :func:`load_classifier`, no
     trained head needed), that also accepts MAE weights: an MAE model name (``mae_hiera_*``),
     an MAE zoo tag (``mae_k400``) or an MAE checkpoint file loads the encoder into the matching
@@ -158,11 +153,10 @@ def output_name(path: str, base: str, fmt: str) -> str:
 
 def jobs_for_paths(paths: Sequence[str], fmt: str, base: str | None = None) -> list[Job]:
     """One job per distinct file (a file named twice, e.g. by itself and through its folder, once)."""
-    unique = list(dict.fromkeys(os.path.abspath(p) for p in paths))
     first = {}
     for p in paths:
         first.setdefault(os.path.abspath(p), p)
-    paths = [first[a] for a in unique]
+    paths = list(first.values())
     base = common_base(paths) if base is None else base
     return [Job(p, output_name(p, base, fmt)) for p in paths]
 
@@ -276,29 +270,21 @@ class Extractor:
                         "or --overwrite to redo every video"
                     )
         self.prev = {} if self.overwrite else read_index_rows(self.out_dir)
-        distributed.barrier(self.world)
+        distributed.agree(self.world)  # a barrier
         if self.world.is_main:
             atomic_write_text(path, json.dumps(mine, indent=2) + "\n")
         self._journal = IndexJournal(self.out_dir, self.world.rank)
-        distributed.barrier(self.world)
+        distributed.agree(self.world)  # a barrier
 
     # ------------------------------------------------------------------ one video
     def done_already(self, job: Job) -> Extracted | None:
-        if self.overwrite:
-            return None
-        final = self.out_dir / job.output
-        rows = self.prev.get(job.output)
+        rows = self.prev.get(job.output)  # none with overwrite
         if not rows:
             return None
-        shape = stored_shape(final)
+        shape = stored_shape(self.out_dir / job.output)
         if shape is None or shape[0] != len(rows) or not all(_same_file(r.get("path"), job.path) for r in rows):
             return None
         return Extracted(job.path, ok=True, output=job.output, skipped=True, shape=list(shape), rows=rows)
-
-    def process(self, job: Job) -> Extracted:
-        """Extract one video (or skip it when its complete file is there), decoding it in this
-        process; never raises for a bad video: the error is in the result."""
-        return next(self._process_all([job]))
 
     def _process_all(self, jobs: Sequence[Job]) -> Iterator[Extracted]:
         """One :class:`Extracted` per job, in order; never raises for a bad video. The videos
@@ -418,17 +404,14 @@ class Extractor:
                 self._journal.close()
                 self._journal = None
         gathered = distributed.gather_to_main(results, self.world)
-        distributed.barrier(self.world)
+        distributed.agree(self.world)  # a barrier
         if not self.world.is_main:
             return results
         everything = sorted((r for part in gathered for r in part), key=lambda r: r.order)
-        self.write_index(everything)
+        # index.jsonl = earlier rows of files not touched now (if still there) + this run's rows
+        # in input order; the journals are removed.
+        write_index(self.out_dir, [(r.output, r.rows) for r in everything if r.ok], keep_previous=not self.overwrite)
         return everything
-
-    def write_index(self, results: Sequence[Extracted]) -> Path:
-        """``index.jsonl`` = earlier rows of files not touched now (if still there) + this
-        run's rows in input order; the journals are removed."""
-        return write_index(self.out_dir, [(r.output, r.rows) for r in results if r.ok], keep_previous=not self.overwrite)
 
     @staticmethod
     def _check_unique(jobs: Sequence[Job]) -> None:

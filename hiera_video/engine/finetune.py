@@ -132,10 +132,8 @@ def _finetune(trainer: Trainer, cfg: TrainConfig, resume: str | None) -> dict:
 def _run_eval(cfg, model, val_set, classes, views, device, world, amp=None):
     """Multi-view evaluation of the training model as it is (fp32 weights, the run's autocast)."""
     model.eval()
-    spec = model.spec
-    clf = Classifier(model, spec.name, None, list(classes), device, amp, tuple(spec.mean), tuple(spec.std))
-    protocol = clf.protocol(views, sampling=cfg.data.sampling, stride=cfg.data.stride, target_fps=cfg.data.target_fps,
-                            backend=cfg.data.backend)
+    clf = Classifier(model, model.spec.name, None, list(classes), device, amp, train_clip_spec(cfg.data, model))
+    protocol = clf.protocol(views)
     result = evaluate(clf, protocol, val_set, batch_size=cfg.run.batch_size, workers=cfg.data.workers, world=world)
     model.train()
     return result, clf, protocol

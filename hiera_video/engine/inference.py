@@ -7,13 +7,13 @@ video --decode once--> all views [V, 3, T, S, S] --chunks of batch_size--> logit
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 
-from hiera_video.data import ClipSpec
+from hiera_video.data import DATASET_PRESETS, ClipSpec
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.load import Provenance, load
 from hiera_video.runtime import autocast, casts_weights, pick_device, resolve_dtype
@@ -43,7 +43,7 @@ def substitution_warning(substituted: int, sampled: int) -> str | None:
 @dataclass
 class Classifier:
     """A video classifier ready for inference: model on its device and precision, labels,
-    preprocessing, and where its weights came from."""
+    clip recipe, and where its weights came from."""
 
     model: nn.Module
     name: str
@@ -51,24 +51,16 @@ class Classifier:
     labels: list[str]
     device: torch.device
     dtype: torch.dtype | None
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    meta: dict = field(default_factory=dict)
+    clip: ClipSpec  # its clips (frames and crop of its input); see protocol
+    saved: frozenset[str] = frozenset()  # the clip fields its checkpoint fixed
 
-    @property
-    def num_frames(self) -> int:
-        return self.model.input_size[0]
-
-    @property
-    def crop_size(self) -> int:
-        return self.model.input_size[-1]
-
-    def protocol(self, views: tuple[int, int] | None = (1, 1), **kw) -> ClipSpec:
-        """This model's clips: its input (frames, crop, normalisation) over the spec its
-        checkpoint saved, then ``kw`` (None keeps a field), then ``views`` (None keeps kw's)."""
-        pre = self.meta.get("preprocessing") if isinstance(self.meta.get("preprocessing"), dict) else {}
-        spec = ClipSpec.from_dict(pre).with_(num_frames=self.num_frames, crop_size=self.crop_size, mean=self.mean,
-                                             std=self.std).with_(**kw)
+    def protocol(self, views: tuple[int, int] | None = (1, 1), dataset: str | None = None, **kw) -> ClipSpec:
+        """The clips to test with: :attr:`clip`, under a ``dataset``'s test protocol
+        (:data:`~hiera_video.data.clip_spec.DATASET_PRESETS`: its views, and its sampling and
+        stride where the checkpoint saved none: a saved spec wins over a dataset's defaults),
+        under the options ``kw`` (None keeps a field), under ``views`` (None keeps the others')."""
+        preset = {k: v for k, v in DATASET_PRESETS.get(dataset, {}).items() if k not in self.saved}
+        spec = self.clip.with_(**preset).with_(**kw)
         return spec.with_(**dict(zip(("temporal_views", "spatial_views"), views or ())))
 
     @torch.inference_mode()
@@ -110,7 +102,8 @@ def classifier_on(net: nn.Module, prov: Provenance, device: str, dtype: str) -> 
     dev = pick_device(device)
     low = resolve_dtype(dtype, dev)
     net = prepare_inference(net, dev, low)
-    return Classifier(net, prov.spec.name, prov.source, prov.labels, dev, low, prov.mean, prov.std, prov.meta)
+    clip = prov.clip.with_(num_frames=net.input_size[0], crop_size=net.input_size[-1])  # what the model takes
+    return Classifier(net, prov.spec.name, prov.source, prov.labels, dev, low, clip, prov.saved)
 
 
 def prepare_inference(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> nn.Module:

@@ -82,17 +82,9 @@ class Mixup:
     call's choice (``mode``: "none" | "mixup" | "cutmix", ``lam``, ``box``).
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        mixup_alpha: float = 0.8,
-        cutmix_alpha: float = 1.0,
-        prob: float = 1.0,
-        switch_prob: float = 0.5,
-        label_smoothing: float = 0.1,
-        correct_lam: bool = True,
-        generator: torch.Generator | None = None,
-    ):
+    def __init__(self, num_classes: int, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0, prob: float = 1.0,
+                 switch_prob: float = 0.5, label_smoothing: float = 0.1, correct_lam: bool = True,
+                 generator: torch.Generator | None = None):
         if num_classes < 1:
             raise HieraVideoError(f"mixup needs num_classes >= 1, got {num_classes}")
         if mixup_alpha < 0 or cutmix_alpha < 0:
@@ -165,8 +157,7 @@ class Mixup:
             out = clips.clone()
             # Same box in every frame and channel: index only the last two (H, W) dims.
             out[..., y0:y1, x0:x1] = clips.flip(0)[..., y0:y1, x0:x1]
-        y = y * lam + y.flip(0) * (1.0 - lam)
-        return out, y
+        return out, y * lam + y.flip(0) * (1.0 - lam)
 
 
 class SoftTargetCrossEntropy(nn.Module):

@@ -44,13 +44,8 @@ def _skips_decay(name: str, param: torch.Tensor, skip: set[str]) -> bool:
     return name in skip or any(name.startswith(s + ".") for s in skip)
 
 
-def param_groups(
-    model: nn.Module,
-    weight_decay: float,
-    layer_decay: float | None = None,
-    lr: float | None = None,
-    no_weight_decay: set[str] | None = None,
-) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None, lr: float | None = None,
+                 no_weight_decay: set[str] | None = None) -> list[dict]:
     """Optimizer parameter groups (see the module docstring). Frozen parameters
     (``requires_grad=False``) are left out.
 
@@ -79,11 +74,8 @@ def param_groups(
         if not p.requires_grad:
             continue
         decay = not _skips_decay(name, p, skip)
-        if layer_decay is None:
-            lid, scale = None, 1.0
-        else:
-            lid = int(m.layer_id(name))
-            scale = float(layer_decay ** (num_layers - 1 - lid))
+        lid = None if layer_decay is None else int(m.layer_id(name))
+        scale = 1.0 if lid is None else float(layer_decay ** (num_layers - 1 - lid))
         key = (lid, decay)
         if key not in groups:
             kind = "decay" if decay else "no_decay"
@@ -106,21 +98,12 @@ def param_groups(
     return [groups[k] for k in order]
 
 
-def build_optimizer(
-    model: nn.Module,
-    name: str = "adamw",
-    lr: float = 1e-3,
-    weight_decay: float = 0.05,
-    betas: tuple[float, float] = (0.9, 0.999),
-    momentum: float = 0.9,
-    layer_decay: float | None = None,
-    eps: float = 1e-8,
-    nesterov: bool = False,
-    fused: bool = False,
-) -> torch.optim.Optimizer:
-    """AdamW (``betas``, ``eps``) or SGD (``momentum``, optional ``nesterov``) over
-    :func:`param_groups`. Works on DDP-wrapped and ``torch.compile``'d models. ``fused``: one
-    fused kernel for the whole AdamW update (the trainer uses it on CUDA)."""
+def build_optimizer(model: nn.Module, name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.05,
+                    betas: tuple[float, float] = (0.9, 0.999), momentum: float = 0.9, layer_decay: float | None = None,
+                    fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW (``betas``) or SGD (``momentum``) over :func:`param_groups`. Works on DDP-wrapped
+    and ``torch.compile``'d models. ``fused``: one fused kernel for the whole AdamW update (the
+    trainer uses it on CUDA)."""
     key = str(name).lower()
     if key not in OPTIMIZERS:
         raise HieraVideoError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
@@ -130,13 +113,11 @@ def build_optimizer(
     if key == "adamw":
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise HieraVideoError(f"AdamW betas must be two numbers in [0, 1), got {tuple(betas)}")
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(float(b) for b in betas), eps=eps, weight_decay=weight_decay,
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(float(b) for b in betas), weight_decay=weight_decay,
                                  fused=fused or None)
     if not 0.0 <= momentum < 1.0:
         raise HieraVideoError(f"SGD momentum must be in [0, 1), got {momentum}")
-    if nesterov and momentum == 0:
-        raise HieraVideoError("SGD with nesterov needs a momentum > 0")
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def scaled_lr(base_lr: float, base_batch: int, global_batch: int) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -133,17 +134,6 @@ def timeline_spans(reader: VideoReader, window: float, stride: float) -> list[tu
     return spans
 
 
-def classify_timeline(
-    clf: Classifier, protocol: ClipSpec, path: str, window: float, stride: float, batch_size: int, top_k: int
-) -> Result:
-    """Predictions for windows of ``window`` seconds every ``stride`` seconds over the whole
-    video. Each window is decoded on its own, so memory stays bounded for long videos."""
-    with open_video(path, protocol.backend) as reader:
-        spans = timeline_spans(reader, window, stride)
-        windows = (protocol.decode(FrameRange(reader, f0, f1)) for _, _, f0, f1 in spans)  # a damaged window fails the video
-        return _timeline_result(clf, path, spans, windows, batch_size, top_k)
-
-
 def _timeline_result(clf: Classifier, path: str, spans, windows: Iterable, batch_size: int, top_k: int) -> Result:
     rows, per_window = [], []
     substituted = sampled = 0
@@ -159,25 +149,10 @@ def _timeline_result(clf: Classifier, path: str, spans, windows: Iterable, batch
                   warnings=[note] if note else [])
 
 
-class DecodeVideo:
-    """Decoding task of a whole video: path -> (all views, (substituted, sampled))."""
-
-    def __init__(self, protocol: ClipSpec):
-        self.protocol = protocol
-
-    def __call__(self, path: str):
-        return self.protocol.decode(path)
-
-
-class VideoSpans:
+def _video_spans(path: str, backend: str, window: float, stride: float):
     """Decoding task ``path -> timeline_spans`` (opens the video, reads its length)."""
-
-    def __init__(self, backend: str, window: float, stride: float):
-        self.backend, self.window, self.stride = backend, window, stride
-
-    def __call__(self, path: str):
-        with open_video(path, self.backend) as reader:
-            return timeline_spans(reader, self.window, self.stride)
+    with open_video(path, backend) as reader:
+        return timeline_spans(reader, window, stride)
 
 
 class DecodeWindow:
@@ -211,8 +186,8 @@ def decode_windows(
     ``(path, None, None, error)``. Everything is decoded by
     :func:`~hiera_video.engine.decoding.decode_in_order` (``workers`` processes, ``timeout``
     seconds per item); memory holds a few windows, never a whole long video."""
-    planned = {p: (spans, error) for p, spans, error in
-               decode_in_order(paths, VideoSpans(protocol.backend, window, stride), workers, timeout)}
+    spans_of = partial(_video_spans, backend=protocol.backend, window=window, stride=stride)
+    planned = {p: (spans, error) for p, spans, error in decode_in_order(paths, spans_of, workers, timeout)}
     tasks = [(p, f0, f1) for p in paths if planned[p][0] for _, _, f0, f1 in planned[p][0]]
     stream = decode_in_order(tasks, DecodeWindow(protocol, check_frames), workers, timeout, describe=_first, group=_first)
     try:
@@ -235,24 +210,17 @@ def predict_paths(
     ``decode_timeout`` seconds (a decoder stuck in native code) is stopped and fails alone."""
     if window:
         stream = decode_windows(protocol, paths, window, stride or window, workers, decode_timeout)
-        try:
-            for path, spans, windows, error in stream:
-                try:
-                    if error is not None:
-                        raise HieraVideoError(error)
-                    yield _timeline_result(clf, path, spans, windows, batch_size, top_k)
-                except HieraVideoError as e:
-                    yield Result(path, error=str(e))
-        finally:
-            stream.close()
-        return
-    stream = decode_in_order(paths, DecodeVideo(protocol), workers, decode_timeout)
+    else:
+        stream = decode_in_order(paths, protocol.decode, workers, decode_timeout)
     try:
-        for path, decoded, error in stream:
+        for path, *decoded, error in stream:
             try:
                 if error is not None:
                     raise HieraVideoError(error)
-                yield _video_result(clf, path, decoded, batch_size, top_k)
+                if window:
+                    yield _timeline_result(clf, path, *decoded, batch_size, top_k)
+                else:
+                    yield _video_result(clf, path, *decoded, batch_size, top_k)
             except HieraVideoError as e:
                 yield Result(path, error=str(e))
     finally:

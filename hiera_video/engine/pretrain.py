@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from hiera_video.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, setting, load_config, variant
+from hiera_video.config import (
+    AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, load_config, setting, variant,
+)
 from hiera_video.data import TrainTransform
 from hiera_video.data.datasets import VideoDataset, build_unlabeled
 from hiera_video.engine.train_data import TrainClips, collate_clips, train_clip_spec
@@ -81,17 +83,14 @@ PretrainRunConfig = variant(
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(TrainConfig):
+    """:class:`TrainConfig`'s five sections, each the pretraining variant above."""
+
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     model: PretrainModelConfig = field(default_factory=PretrainModelConfig)
     optim: PretrainOptimConfig = field(default_factory=PretrainOptimConfig)
     augment: PretrainAugmentConfig = field(default_factory=PretrainAugmentConfig)
     run: PretrainRunConfig = field(default_factory=PretrainRunConfig)
-
-    def to_dict(self) -> dict:
-        import dataclasses
-
-        return dataclasses.asdict(self)
 
 
 def load_pretrain_config(source: str | None = None, sets=(), overrides: dict | None = None) -> PretrainConfig:
@@ -190,13 +189,14 @@ def _write_preview(cfg: PretrainConfig, model, train_set: VideoDataset, png: Pat
     """reconstruction.png of the first readable training video (centre clip, seeded mask)."""
     from hiera_video.engine.reconstruct import reconstruct_clip, save_png
 
+    clip = train_clip_spec(cfg.data, model)
     for item in train_set.items[:5]:
         try:
-            views, _ = train_clip_spec(cfg.data, model).views(str(item.path))
+            views, _ = clip.views(str(item.path))
         except HieraVideoError:
             continue
         try:
-            rec = reconstruct_clip(model, views[0], cfg.model.mask_ratio, cfg.run.seed, model.spec.mean, model.spec.std)
+            rec = reconstruct_clip(model, views[0], cfg.model.mask_ratio, cfg.run.seed, clip.mean, clip.std)
             save_png(rec, png)
         except Exception as e:  # a preview must never fail a finished run
             log.warning("could not write the reconstruction preview: %s", e)

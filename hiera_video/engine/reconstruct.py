@@ -288,17 +288,14 @@ def reconstruct_video(
     """Decode the centre dense clip of ``video`` at the model's input size and reconstruct it.
     Sampling and normalisation come from the checkpoint (a pretraining run records them):
     ``prov`` is :func:`load_mae`'s provenance record."""
-    from hiera_video.data import ClipSpec
     from hiera_video.runtime import pick_device
 
-    pre = prov.preprocessing
     T, S = net.input_size[0], net.input_size[-1]
-    clip = ClipSpec.from_dict(pre, mean=net.spec.mean, std=net.spec.std).with_(
-        num_frames=T, crop_size=S, stride=stride, temporal_views=1, spatial_views=1, backend=backend)
+    clip = prov.clip.with_(num_frames=T, crop_size=S, stride=stride, temporal_views=1, spatial_views=1, backend=backend)
     views, infos = clip.views(str(video))
     net = net.to(pick_device(device))
     rec = reconstruct_clip(net, views[0], mask_ratio, seed, clip.mean, clip.std, all_frames)
-    protocol = dict(video=str(video), model=net.spec.name, weights=prov.source, frames=T, size=S,
+    protocol = dict(video=str(video), model=prov.spec.name, weights=prov.source, frames=T, size=S,
                     sampling=clip.sampling, stride=int(clip.stride), target_fps=float(clip.target_fps), seed=seed,
                     clip_frames=infos[0].frame_indices)
     return rec, protocol

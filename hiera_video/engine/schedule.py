@@ -64,14 +64,8 @@ class Scheduler:
     re-applies the lr, so the next :meth:`step` gives what the interrupted run would have.
     """
 
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer | None,
-        total_steps: int,
-        warmup_steps: int,
-        base_lr: float,
-        min_lr: float = 0.0,
-    ):
+    def __init__(self, optimizer: torch.optim.Optimizer | None, total_steps: int, warmup_steps: int, base_lr: float,
+                 min_lr: float = 0.0):
         _check(total_steps, warmup_steps, base_lr, min_lr)
         self.optimizer = optimizer
         self.total_steps = int(total_steps)
@@ -79,7 +73,6 @@ class Scheduler:
         self.base_lr = float(base_lr)
         self.min_lr = float(min_lr)
         self.step_count = 0  # iterations already stepped
-        self.last_lr: float | None = None
 
     def lr(self, step: int | None = None) -> float:
         """The lr of ``step`` (default: the next iteration's)."""
@@ -91,31 +84,21 @@ class Scheduler:
         lr = self.lr()
         if self.optimizer is not None:
             apply_lr(self.optimizer, lr)
-        self.last_lr = lr
         self.step_count += 1
         return lr
 
     def state_dict(self) -> dict:
-        return {
-            "step": self.step_count,
-            "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps,
-            "base_lr": self.base_lr,
-            "min_lr": self.min_lr,
-        }
+        return dict(step=self.step_count, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
+                    base_lr=self.base_lr, min_lr=self.min_lr)
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the step counter. The schedule itself comes from the constructor (the run's
         config); a saved schedule that differs is reported, not silently adopted."""
         self.step_count = int(state["step"])
-        saved = {k: state[k] for k in ("total_steps", "warmup_steps", "base_lr", "min_lr") if k in state}
         mine = self.state_dict()
-        diff = {k: (v, mine[k]) for k, v in saved.items() if v != mine[k]}
+        diff = [f"{k} {state[k]} -> {mine[k]}" for k in ("total_steps", "warmup_steps", "base_lr", "min_lr")
+                if k in state and state[k] != mine[k]]
         if diff:
-            log.warning(
-                "lr schedule differs from the checkpoint's (saved -> now): %s",
-                ", ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items()),
-            )
-        self.last_lr = self.lr(self.step_count - 1) if self.step_count > 0 else None
-        if self.optimizer is not None and self.last_lr is not None:
-            apply_lr(self.optimizer, self.last_lr)
+            log.warning("lr schedule differs from the checkpoint's (saved -> now): %s", ", ".join(diff))
+        if self.optimizer is not None and self.step_count > 0:
+            apply_lr(self.optimizer, self.lr(self.step_count - 1))

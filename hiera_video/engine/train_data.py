@@ -61,9 +61,8 @@ class TrainClips(Dataset):
 def train_clip_spec(data_cfg, model) -> ClipSpec:
     """The clips ``model`` trains on; checkpoints save its :meth:`~ClipSpec.recipe` so that
     predict/eval feed the model exactly as training did."""
-    return ClipSpec(sampling=data_cfg.sampling, num_frames=model.input_size[0], stride=data_cfg.stride,
-                    target_fps=data_cfg.target_fps, crop_size=model.input_size[-1], mean=model.spec.mean,
-                    std=model.spec.std, backend=data_cfg.backend)
+    return model.spec.clip.with_(sampling=data_cfg.sampling, num_frames=model.input_size[0], stride=data_cfg.stride,
+                                 target_fps=data_cfg.target_fps, crop_size=model.input_size[-1], backend=data_cfg.backend)
 
 
 def collate_clips(items):

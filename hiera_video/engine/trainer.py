@@ -6,13 +6,12 @@ says how a batch becomes a loss; :class:`Trainer` does everything else, the same
     Trainer(cfg)                 device + torchrun process group (one place), seeds, precision
     .running()                   the context a task runs in: one failure ends every rank alike
     .plan(num_videos, k)         per-process batch, gradient accumulation, global batch, steps
-    .prepare(model, ...)         rank 0's weights on every rank, optimizer (layer decay, no decay
-                                 on 1-D params), warmup+cosine, grad scaler, EMA, resume,
-                                 torch.compile
-    .fit(items, collate, loss)   epochs of steps: micro-batches -> loss -> backward; then ONE
-                                 agreement of all ranks -> gradient all-reduce -> clip -> step ->
-                                 log / checkpoint; bad videos skipped and listed; SIGINT/SIGTERM
-                                 -> checkpoint + exit 130; NaN -> stop
+    .prepare(model, ...)         rank 0's weights on every rank, optimizer (layer decay, no decay on
+                                 1-D params), warmup+cosine, grad scaler, EMA, resume, torch.compile
+    .fit(items, collate, loss)   epochs of steps: micro-batches -> loss -> backward; then ONE agreement
+                                 of all ranks -> gradient all-reduce -> clip -> step -> log / checkpoint;
+                                 bad videos skipped and listed; SIGINT/SIGTERM -> checkpoint + exit 130;
+                                 NaN -> stop
     .finish(summary)             metrics.json, bad_videos.csv, curves.png
 
 Multi-process rule: every rank joins every step. The only collectives of a step come after
@@ -52,6 +51,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from hiera_video.engine import distributed, faults
@@ -65,7 +65,7 @@ from hiera_video.errors import HieraVideoError
 from hiera_video.models.checkpoints import check_resumable, load_training_state, save_checkpoint
 from hiera_video.engine.train_log import MetricsLog, Progress, plot_curves
 from hiera_video.report import check_output, write_csv, write_json
-from hiera_video.runtime import autocast, cuda_has_native_bf16
+from hiera_video.runtime import DTYPES, autocast, autocast_dtype
 
 log = logging.getLogger("hiera_video")
 
@@ -100,12 +100,10 @@ def precision(name: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for training (None = fp32). ``auto``: bf16 on GPUs with native bf16
     (compute capability >= 8.0), fp16 with the grad scaler on older GPUs, fp32 on CPU."""
     if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
-        return None
+        return autocast_dtype(device) if device.type == "cuda" else None
     if name == "fp16" and device.type != "cuda":
         raise HieraVideoError("fp16 training needs a GPU; use run.precision=bf16 or fp32 on CPU")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return DTYPES[name]
 
 
 def _merged_bad(parts: list[dict]) -> list[tuple[str, str]]:
@@ -248,8 +246,6 @@ class Trainer:
         with distributed.together(world):
             if world.is_main:
                 write_json(self.out / "config.json", self.cfg.to_dict())
-                import yaml
-
                 (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
                 self.logger = MetricsLog(self.out, self.run.tensorboard)
                 log.info("training: %s", ", ".join(f"{k} {v}" for k, v in self.info.items()))
@@ -483,22 +479,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ results
 
-    def log_val(self, metrics: dict, key: str) -> bool:
-        """Record one validation; True when ``metrics[key]`` is the best so far (rank 0)."""
-        state = self.state
-        if self.logger is not None:
-            self.logger.write(dict(kind="val", step=state.step, epoch=state.epoch, **metrics))
-        if self.progress is not None:
-            self.progress.note(f"epoch {state.epoch}: val {key} {metrics[key]:.4g}")
-        if metrics.get(key) is None or metrics[key] <= state.best_val:
-            return False
-        state.best_val = metrics[key]
-        return True
-
     def note_val(self, metrics: dict | None, key: str, best_path: Path) -> None:
-        """Record a validation (``metrics`` on rank 0, None elsewhere); when it is the best so
-        far (rank 0 decides), every rank joins publishing it to ``best_path``."""
-        is_best = self.world.is_main and metrics is not None and self.log_val(metrics, key)
+        """Record a validation (``metrics`` on rank 0, None elsewhere); when ``metrics[key]`` is
+        the best so far (rank 0 decides), every rank joins publishing it to ``best_path``."""
+        state, is_best = self.state, False
+        if self.world.is_main and metrics is not None:
+            if self.logger is not None:
+                self.logger.write(dict(kind="val", step=state.step, epoch=state.epoch, **metrics))
+            if self.progress is not None:
+                self.progress.note(f"epoch {state.epoch}: val {key} {metrics[key]:.4g}")
+            is_best = metrics.get(key) is not None and not metrics[key] <= state.best_val
+            if is_best:
+                state.best_val = metrics[key]
         if distributed.from_main(is_best, self.world):
             self.save_published(best_path, dict(val=metrics))
 
@@ -534,12 +526,11 @@ class Trainer:
         """Every rank's skipped items, unique and sorted (on every rank)."""
         return _merged_bad(distributed.agree(self.world, bad=[list(b) for b in self.bad]))
 
-    def _write_logs(self, bad: list[tuple[str, str]] | None = None) -> None:
+    def _write_logs(self, bad: list[tuple[str, str]]) -> None:
         if not self.world.is_main:
             return
         if self.logger is not None:
             self.logger.close()
-        bad = sorted(set(self.bad)) if bad is None else bad
         if bad:
             write_csv(self.out / "bad_videos.csv", ["path", "reason"], bad)
 

@@ -103,10 +103,8 @@ def average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
     ctp, cfp = np.cumsum(t), np.cumsum(1.0 - t)
     last_of_tie = np.r_[s[1:] != s[:-1], True]  # keep only the point after each tie group
     ctp, cfp = ctp[last_of_tie], cfp[last_of_tie]
-    precision = ctp / (ctp + cfp)
-    recall = ctp / num_gt
-    recall = np.concatenate([[0.0], recall, [1.0]])
-    precision = np.concatenate([[0.0], precision, [0.0]])
+    recall = np.concatenate([[0.0], ctp / num_gt, [1.0]])
+    precision = np.concatenate([[0.0], ctp / (ctp + cfp), [0.0]])
     precision = np.maximum.accumulate(precision[::-1])[::-1]  # monotone from the right
     changes = np.flatnonzero(recall[1:] != recall[:-1]) + 1
     return float(np.sum((recall[changes] - recall[changes - 1]) * precision[changes]))
@@ -131,14 +129,9 @@ def cap_detections(rows: list, max_per_key: int = MAX_DETECTIONS_PER_KEYFRAME) -
     return out
 
 
-def evaluate_ava(
-    gt_rows: Iterable[AvaRow],
-    det_rows: Iterable[AvaRow],
-    label_map=None,
-    exclusions: Iterable[tuple[str, int]] | str | Path | None = None,
-    iou_threshold: float = IOU_THRESHOLD,
-    max_detections: int = MAX_DETECTIONS_PER_KEYFRAME,
-) -> dict:
+def evaluate_ava(gt_rows: Iterable[AvaRow], det_rows: Iterable[AvaRow], label_map=None,
+                 exclusions: Iterable[tuple[str, int]] | str | Path | None = None, iou_threshold: float = IOU_THRESHOLD,
+                 max_detections: int = MAX_DETECTIONS_PER_KEYFRAME) -> dict:
     """Frame-mAP@0.5 of ``det_rows`` against ``gt_rows`` (see the module docstring).
 
     ``label_map``: ``{id: name}``, a ``.pbtxt`` path or None (the built-in 60 classes).
@@ -213,10 +206,8 @@ def evaluate_ava(
 
     per_class = {}
     for c, name in sorted(classes.items()):
-        if scores[c]:
-            ap = average_precision(np.concatenate(scores[c]), np.concatenate(tps[c]), num_gt[c])
-        else:
-            ap = average_precision(np.zeros(0), np.zeros(0, bool), num_gt[c])
+        ap = average_precision(np.concatenate([np.zeros(0), *scores[c]]), np.concatenate([np.zeros(0, bool), *tps[c]]),
+                               num_gt[c])
         per_class[c] = {"name": name, "ap": ap, "num_gt": num_gt[c], "num_detections": num_det[c], "group": group_of(c)}
     groups = {g: _nanmean(v["ap"] for v in per_class.values() if v["group"] == g) for g in GROUPS}
     return {

@@ -110,13 +110,8 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, class_name
     correct_k = torch.bincount(y[hitk], minlength=c)
     predicted = torch.bincount(pred, minlength=c)
     confusion = torch.bincount(y * c + pred, minlength=c * c).reshape(c, c)
-    per_class = []
-    for i in range(c):
-        s = int(support[i])
-        per_class.append(dict(
-            index=i, name=class_names[i], support=s, correct=int(correct[i]),
-            accuracy=_pct(correct[i], s), top5=_pct(correct_k[i], s), predicted=int(predicted[i]),
-        ))
+    per_class = [dict(index=i, name=class_names[i], support=s, correct=int(correct[i]), accuracy=_pct(correct[i], s),
+                      top5=_pct(correct_k[i], s), predicted=int(predicted[i])) for i, s in enumerate(support.tolist())]
     accs = [pc["accuracy"] for pc in per_class if pc["accuracy"] is not None]
     return dict(
         top1=_pct(hit1.sum(), len(y)),
@@ -179,10 +174,8 @@ def plot_confusion(path: str | Path, confusion: torch.Tensor, class_names: list[
     im = ax.imshow(norm, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     if labelled:
-        ax.set_xticks(range(c))
-        ax.set_yticks(range(c))
-        ax.set_xticklabels([_short(n) for n in class_names], rotation=90, fontsize=7)
-        ax.set_yticklabels([_short(n) for n in class_names], fontsize=7)
+        ax.set_xticks(range(c), [_short(n) for n in class_names], rotation=90, fontsize=7)
+        ax.set_yticks(range(c), [_short(n) for n in class_names], fontsize=7)
         if c <= 20:
             counts = torch.as_tensor(confusion).long()
             for i in range(c):
@@ -320,15 +313,10 @@ class Predictions:
     view_logits: torch.Tensor | None = None  # float [N, V, C]
     meta: dict = field(default_factory=dict)
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
 
 def _plain(value, where: str):
     """Meta values restricted to types ``torch.load(weights_only=True)`` accepts."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
+    if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, os.PathLike):
         return os.fspath(value)
@@ -348,15 +336,8 @@ def _plain(value, where: str):
     raise TypeError(f"predictions meta value at {where} has type {type(value).__name__}; use plain values")
 
 
-def save_predictions(
-    path: str | Path,
-    paths: list[str],
-    labels: torch.Tensor,
-    probs: torch.Tensor,
-    classes: list[str],
-    view_logits: torch.Tensor | None = None,
-    meta: dict | None = None,
-) -> Path:
+def save_predictions(path: str | Path, paths: list[str], labels: torch.Tensor, probs: torch.Tensor, classes: list[str],
+                     view_logits: torch.Tensor | None = None, meta: dict | None = None) -> Path:
     """Write a predictions file atomically (temp file + rename). Shapes are checked."""
     path = Path(path)
     labels = torch.as_tensor(labels).detach().cpu().long()
@@ -392,10 +373,9 @@ def _validate(data, path: Path) -> Predictions:
                               f"{PREDICTIONS_VERSION}, upgrade it")
     paths, labels, probs, classes = data.get("paths"), data.get("labels"), data.get("probs"), data.get("classes")
     view_logits, meta = data.get("view_logits"), data.get("meta", {})
-    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        raise bad("'paths' must be a list of strings")
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise bad("'classes' must be a list of strings")
+    for name, value in (("paths", paths), ("classes", classes)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad(f"'{name}' must be a list of strings")
     if not isinstance(probs, torch.Tensor) or probs.dim() != 2 or not probs.is_floating_point():
         raise bad("'probs' must be a float tensor [N, C]")
     n, c = probs.shape

@@ -55,41 +55,35 @@ def build_model(spec: ModelSpec, **overrides) -> Hiera:
     if spec.mae:
         kwargs.pop("num_classes", None)
     model = cls(**kwargs)
-    model.spec = spec
+    model.spec = spec  # declared on Hiera
     return model
 
 
-def create_model(name: str, weights: str | None = None, num_classes: int | None = None, **overrides) -> nn.Module:
+def create_model(name: str | None = None, weights: str | None = None, num_classes: int | None = None,
+                 **overrides) -> nn.Module:
     """Build model ``name`` (see :func:`list_models`).
 
     ``weights``: ``None`` (random init), a zoo tag of this model (e.g. ``"mae_k400_ft_k400"``,
     downloaded into the torch hub cache when missing), a URL, or a local checkpoint path in any
     supported layout (official ``.pth``, official hub directory, timm, HF transformers, MAE into
-    a classifier, this project's checkpoints). ``num_classes`` different from the checkpoint's
-    re-initialises the head (and says so). ``overrides`` are constructor arguments, e.g.
-    ``input_size=(8, 224, 224)`` or ``drop_path_rate=0.2``; position embeddings of weights
-    made for another input size are resampled. With weights, ``model.load_report`` says how
-    they fit (:class:`~hiera_video.models.checkpoints.LoadReport`).
+    a classifier, this project's checkpoints); with a path, ``name`` may be left out: the
+    checkpoint names its model, or its tensor shapes tell it. ``num_classes`` different from the
+    checkpoint's re-initialises the head (and says so). ``overrides`` are constructor arguments,
+    e.g. ``input_size=(8, 224, 224)`` or ``drop_path_rate=0.2``; position embeddings of weights
+    made for another input size are resampled. :func:`create_model_and_report` also returns how
+    the weights fitted.
     """
-    return _with_report(*create_model_and_report(name, weights, num_classes, **overrides))
+    return create_model_and_report(name, weights, num_classes, **overrides)[0]
 
 
-def create_model_and_report(name: str, weights: str | None = None, num_classes: int | None = None, **overrides):
-    """:func:`create_model`, returning ``(model, load report)`` (report None without weights)."""
+def create_model_and_report(name: str | None = None, weights: str | None = None, num_classes: int | None = None,
+                            **overrides):
+    """:func:`create_model`, returning ``(model, load report)``
+    (:class:`~hiera_video.models.checkpoints.LoadReport`; None without weights)."""
+    if weights is None and name is None:
+        raise HieraVideoError("create_model needs a model name, or weights that name their model")
     spec, ckpt = open_weights(weights, name) if weights else (get_spec(name), None)
     return build_from_checkpoint(spec, ckpt, num_classes, **overrides)
-
-
-def load_model(weights: str, name: str | None = None, num_classes: int | None = None, **overrides) -> nn.Module:
-    """Like :func:`create_model`, but the model name may come from the checkpoint itself
-    (this project's checkpoints record it, with the architecture they were trained with)."""
-    return _with_report(*build_from_checkpoint(*open_weights(weights, name), num_classes, **overrides))
-
-
-def _with_report(model: nn.Module, report) -> nn.Module:
-    if report is not None:
-        model.load_report = report  # the public create_model API; loaders use models.load.Provenance
-    return model
 
 
 def open_weights(weights, name: str | None = None, ckpt=None):

@@ -72,20 +72,15 @@ def usable(x: torch.Tensor) -> bool:
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()  # inductor fuses on its own (and needs constant weights)
-        and not getattr(_off, "depth", 0)
+        and not is_disabled()
         and supported()
     )
 
 
-def linear(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
-    """``lin(x)`` through oneDNN (bias inside the GEMM instead of a separate copy)."""
-    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), lin.weight, lin.bias, "none", [], "")
-    return out.view(*x.shape[:-1], out.shape[-1])
-
-
-def linear_gelu(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
-    """``gelu(lin(x))`` (exact GELU) in one oneDNN call."""
-    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), lin.weight, lin.bias, "gelu", [], "none")
+def linear(x: torch.Tensor, lin: nn.Linear, gelu: bool = False) -> torch.Tensor:
+    """``lin(x)``, or ``gelu(lin(x))`` (exact GELU), in one oneDNN call (bias inside the GEMM instead of a separate copy)."""
+    attr, algorithm = ("gelu", "none") if gelu else ("none", "")
+    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), lin.weight, lin.bias, attr, [], algorithm)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 

@@ -69,20 +69,10 @@ class MaskUnitAttention(nn.Module):
     folded into the batch, so the attention is a single 4-D SDPA call.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        dim_out: int,
-        heads: int,
-        q_stride: int = 1,
-        window_size: int = 0,
-        use_mask_unit_attn: bool = False,
-    ):
+    def __init__(self, dim: int, dim_out: int, heads: int, q_stride: int = 1, use_mask_unit_attn: bool = False):
         super().__init__()
-        self.dim, self.dim_out, self.heads = dim, dim_out, heads
+        self.dim_out, self.heads, self.head_dim = dim_out, heads, dim_out // heads
         self.q_stride = q_stride
-        self.head_dim = dim_out // heads
-        self.window_size = window_size
         self.use_mask_unit_attn = use_mask_unit_attn
         self.qkv = nn.Linear(dim, 3 * dim_out)
         self.proj = nn.Linear(dim_out, dim_out)
@@ -101,9 +91,7 @@ class MaskUnitAttention(nn.Module):
             q = q.reshape(B, num_units, self.q_stride, -1, h, d).amax(dim=2)
         groups = B * num_units if self.use_mask_unit_attn else B
         # [B, N, h, d] -> [groups, h, tokens_per_group, d]; a view, no copy.
-        q = q.reshape(groups, -1, h, d).transpose(1, 2)
-        k = k.reshape(groups, -1, h, d).transpose(1, 2)
-        v = v.reshape(groups, -1, h, d).transpose(1, 2)
+        q, k, v = (t.reshape(groups, -1, h, d).transpose(1, 2) for t in (q, k, v))
         if not isinstance(groups, int) or groups <= SDPA_MAX_BATCH:  # (export/compile trace a symbolic batch: no split)
             out = F.scaled_dot_product_attention(q, k, v)
         else:  # past the fused kernels' launch limit (see SDPA_MAX_BATCH): chunks of the batch
@@ -113,23 +101,13 @@ class MaskUnitAttention(nn.Module):
 
 
 class HieraBlock(nn.Module):
-    def __init__(
-        self,
-        dim: int,
-        dim_out: int,
-        heads: int,
-        mlp_ratio: float = 4.0,
-        drop_path: float = 0.0,
-        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
-        act_layer: type[nn.Module] = nn.GELU,
-        q_stride: int = 1,
-        window_size: int = 0,
-        use_mask_unit_attn: bool = False,
-    ):
+    def __init__(self, dim: int, dim_out: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
+                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm, act_layer: type[nn.Module] = nn.GELU,
+                 q_stride: int = 1, use_mask_unit_attn: bool = False):
         super().__init__()
         self.dim, self.dim_out = dim, dim_out
         self.norm1 = norm_layer(dim)
-        self.attn = MaskUnitAttention(dim, dim_out, heads, q_stride, window_size, use_mask_unit_attn)
+        self.attn = MaskUnitAttention(dim, dim_out, heads, q_stride, use_mask_unit_attn)
         self.norm2 = norm_layer(dim_out)
         self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), act_layer=act_layer)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -145,7 +123,7 @@ class HieraBlock(nn.Module):
         if self.fusable and fused.usable(x):
             # Same maths, with bias, GELU and residual adds inside the GEMMs (inference only).
             x = fused.linear_add(self.attn.attend(x_norm, num_units), x, self.attn.proj)
-            return fused.linear_add(fused.linear_gelu(self.norm2(x), self.mlp.fc1), x, self.mlp.fc2)
+            return fused.linear_add(fused.linear(self.norm2(x), self.mlp.fc1, gelu=True), x, self.mlp.fc2)
         x = x + self.drop_path(self.attn(x_norm, num_units))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -176,12 +154,12 @@ class PatchEmbed(nn.Module):
         return self.proj(x)
 
 
-def _as_tuple(v) -> tuple:
-    return tuple(v) if isinstance(v, (list, tuple)) else (v,)
-
-
 class Hiera(nn.Module):
     """Hiera encoder + classification head. Same constructor arguments as the official class."""
+
+    #: The zoo entry (:class:`~hiera_video.models.zoo.ModelSpec`) it was built from: set by
+    #: ``models.factory.build_model``; None for a model built directly.
+    spec = None
 
     def __init__(
         self,
@@ -209,16 +187,13 @@ class Hiera(nn.Module):
     ):
         super().__init__()
         self.config = dict(
-            input_size=list(input_size), in_chans=in_chans, embed_dim=embed_dim,
-            num_heads=num_heads, num_classes=num_classes, stages=list(stages), q_pool=q_pool,
-            q_stride=list(q_stride), mask_unit_size=list(mask_unit_size),
-            mask_unit_attn=list(mask_unit_attn), dim_mul=dim_mul, head_mul=head_mul,
-            patch_kernel=list(patch_kernel), patch_stride=list(patch_stride),
-            patch_padding=list(patch_padding), mlp_ratio=mlp_ratio,
-            drop_path_rate=drop_path_rate,
+            input_size=list(input_size), in_chans=in_chans, embed_dim=embed_dim, num_heads=num_heads,
+            num_classes=num_classes, stages=list(stages), q_pool=q_pool, q_stride=list(q_stride),
+            mask_unit_size=list(mask_unit_size), mask_unit_attn=list(mask_unit_attn), dim_mul=dim_mul, head_mul=head_mul,
+            patch_kernel=list(patch_kernel), patch_stride=list(patch_stride), patch_padding=list(patch_padding),
+            mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
             norm_layer=norm_layer if isinstance(norm_layer, str) else "LayerNorm",
-            head_dropout=head_dropout, head_init_scale=head_init_scale,
-            sep_pos_embed=sep_pos_embed,
+            head_dropout=head_dropout, head_init_scale=head_init_scale, sep_pos_embed=sep_pos_embed,
         )
         if isinstance(norm_layer, str):
             norm_layer = partial(getattr(nn, norm_layer), eps=1e-6)
@@ -243,9 +218,6 @@ class Hiera(nn.Module):
                     f"to the power of (stages - 1) = {len(stages) - 1} in every dimension"
                 )
         self.tokens_spatial_shape = [i // s for i, s in zip(input_size, patch_stride)]
-        self.mask_spatial_shape = [t // m for t, m in zip(self.tokens_spatial_shape, mask_unit_size)]
-        flat_mu = math.prod(mask_unit_size)
-        flat_q = math.prod(q_stride)
 
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_kernel, patch_stride, patch_padding)
         if sep_pos_embed:
@@ -269,27 +241,18 @@ class Hiera(nn.Module):
                 dim_out = int(dim * dim_mul)
                 num_heads = int(num_heads * head_mul)
                 cur_stage += 1
-                if i in q_pool_blocks:
-                    flat_mu //= flat_q
-            self.blocks.append(
-                HieraBlock(
-                    dim=dim, dim_out=dim_out, heads=num_heads, mlp_ratio=mlp_ratio,
-                    drop_path=dpr[i], norm_layer=norm_layer,
-                    q_stride=flat_q if i in q_pool_blocks else 1,
-                    window_size=flat_mu, use_mask_unit_attn=use_mu_attn,
-                )
-            )
+            self.blocks.append(HieraBlock(
+                dim=dim, dim_out=dim_out, heads=num_heads, mlp_ratio=mlp_ratio, drop_path=dpr[i], norm_layer=norm_layer,
+                q_stride=math.prod(q_stride) if i in q_pool_blocks else 1, use_mask_unit_attn=use_mu_attn,
+            ))
             dim = dim_out
         self.num_features = dim
         self.norm = norm_layer(dim)
         self.head = Head(dim, num_classes, dropout_rate=head_dropout)
         self.grad_checkpointing = False
 
-        if sep_pos_embed:
-            nn.init.trunc_normal_(self.pos_embed_spatial, std=0.02)
-            nn.init.trunc_normal_(self.pos_embed_temporal, std=0.02)
-        else:
-            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for pos in (self.pos_embed_spatial, self.pos_embed_temporal) if sep_pos_embed else (self.pos_embed,):
+            nn.init.trunc_normal_(pos, std=0.02)
         self.apply(self._init_weights)
         self.head.projection.weight.data.mul_(head_init_scale)
         self.head.projection.bias.data.mul_(head_init_scale)
@@ -317,27 +280,16 @@ class Hiera(nn.Module):
     def feature_info(self) -> list[dict]:
         """Per stage: channels, spatial and temporal stride (in input pixels / frames)."""
         info = []
-        pools = 0
         for s, end in enumerate(self.stage_ends):
-            if s > 0 and s <= self.q_pool:
-                pools += 1
+            pools = min(s, self.q_pool)  # stage s + 1 comes after this many q-pools
             stride = [p * q**pools for p, q in zip(self.patch_stride, self.q_stride)]
-            info.append(
-                dict(
-                    stage=s + 1,
-                    module=f"blocks.{end}",
-                    channels=self.blocks[end].dim_out,
-                    spatial_stride=stride[-1],
-                    temporal_stride=stride[0] if self.is_video else 1,
-                )
-            )
+            info.append(dict(stage=s + 1, module=f"blocks.{end}", channels=self.blocks[end].dim_out,
+                             spatial_stride=stride[-1], temporal_stride=stride[0] if self.is_video else 1))
         return info
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that must not get weight decay (besides 1-D params and biases)."""
-        if self.sep_pos_embed:
-            return {"pos_embed_spatial", "pos_embed_temporal"}
-        return {"pos_embed"}
+        return {"pos_embed_spatial", "pos_embed_temporal"} if self.sep_pos_embed else {"pos_embed"}
 
     def layer_id(self, name: str) -> int:
         """BEiT-style layer id for layer-wise lr decay: embeddings 0, block i -> i + 1,
@@ -355,8 +307,7 @@ class Hiera(nn.Module):
         """Replace the head with a freshly initialised one for ``num_classes`` classes."""
         old = self.head
         self.head = Head(self.num_features, num_classes, dropout_rate=getattr(old.dropout, "p", 0.0))
-        nn.init.trunc_normal_(self.head.projection.weight, std=0.02)
-        nn.init.constant_(self.head.projection.bias, 0.02)
+        self.head.apply(self._init_weights)
         self.head.projection.weight.data.mul_(self.config["head_init_scale"])
         self.head.projection.bias.data.mul_(self.config["head_init_scale"])
         self.head.to(old.projection.weight.device)
@@ -384,9 +335,7 @@ class Hiera(nn.Module):
         if x.dim() != nd + 2:
             kind = "[B, C, T, H, W]" if nd == 3 else "[B, C, H, W]"
             hint = " (add a batch dimension with x[None])" if x.dim() == nd + 1 else ""
-            raise HieraVideoError(
-                f"expected a {nd + 2}-D input {kind}, got shape {tuple(x.shape)}{hint}"
-            )
+            raise HieraVideoError(f"expected a {nd + 2}-D input {kind}, got shape {tuple(x.shape)}{hint}")
         if x.shape[1] != self.in_chans:
             raise HieraVideoError(f"expected {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
         for size, p, m, name in zip(x.shape[2:], self.patch_stride, self.mask_unit_size, "THW"[-nd:]):
@@ -408,8 +357,7 @@ class Hiera(nn.Module):
             temporal = resample_grid(self.pos_embed_temporal, self.tokens_spatial_shape[:1], [t])
             # [1, T, 1, C] + [1, 1, HW, C] -> [1, T*HW, C]: spatial tiled over time,
             # temporal repeated per location (official order).
-            pos = temporal[:, :, None, :] + spatial[:, None, :, :]
-            return pos.flatten(1, 2)
+            return (temporal[:, :, None, :] + spatial[:, None, :, :]).flatten(1, 2)
         return resample_grid(self.pos_embed, self.tokens_spatial_shape, grid)
 
     def embed_tokens(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> tuple[torch.Tensor, int]:
@@ -437,7 +385,7 @@ class Hiera(nn.Module):
         return x.reshape(B, -1, x.shape[-1]), n_units
 
     def _blocks(self, x: torch.Tensor, n_units: int, keep: Sequence[int] = ()):
-        """Run the blocks; yields ``(block_index, tokens)`` after each index in ``keep``."""
+        """Run the blocks; returns the last tokens and the tokens after each block index in ``keep``."""
         outs = []
         for i, blk in enumerate(self.blocks):
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
@@ -460,19 +408,15 @@ class Hiera(nn.Module):
         official ``return_intermediates`` layout).
         """
         B, N, C = x.shape
-        units = layout.windows_to_units(
-            x.view(B, n_units, N // n_units, C), self._strides_left(block_idx), len(self.input_size)
-        )
-        if mask is not None:
-            return units
-        return layout.units_to_spatial(units, mask_grid)
+        strides = self._strides_left(block_idx)
+        units = layout.windows_to_units(x.view(B, n_units, N // n_units, C), strides, len(self.input_size))
+        return units if mask is not None else layout.units_to_spatial(units, mask_grid)
 
     def forward_features(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Final-stage tokens ``[B, N, C]`` (window-major order; spatial order when q_pool
         consumed every stride, as in the classifiers)."""
         x, n_units = self.embed_tokens(x, mask)
-        x, _ = self._blocks(x, n_units)
-        return x
+        return self._blocks(x, n_units)[0]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.norm(x.mean(dim=1))
@@ -482,13 +426,8 @@ class Hiera(nn.Module):
         """``x: [B, 3, T, H, W]`` (video) or ``[B, 3, H, W]`` (image) -> logits ``[B, classes]``."""
         return self.forward_head(self.forward_features(x))
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        mask: Optional[torch.Tensor] = None,
-        channels_last: bool = True,
-        dense: bool = True,
-    ) -> list[torch.Tensor]:
+    def forward_intermediates(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, channels_last: bool = True,
+                              dense: bool = True) -> list[torch.Tensor]:
         """Spatially ordered feature map of every stage.
 
         Unmasked: ``[B, T', H', W', C]`` (channels_last) or ``[B, C, T', H', W']``.
@@ -506,10 +445,6 @@ class Hiera(nn.Module):
                 full = m.new_zeros(B, math.prod(mask_grid), *m.shape[2:])
                 full[mask.bool()] = m.flatten(0, 1)
                 m = layout.units_to_spatial(full, mask_grid)
-            elif mask is not None:
-                maps.append(m)
-                continue
-            if not channels_last:
-                m = m.movedim(-1, 1)
-            maps.append(m)
+            spatial = mask is None or dense  # the per-unit (official) layout stays channels-last
+            maps.append(m if channels_last or not spatial else m.movedim(-1, 1))
         return maps

@@ -32,17 +32,7 @@ from typing import Sequence
 import torch
 
 
-def _digit_shape(num_units: Sequence[int], strides: Sequence[Sequence[int]]) -> list[int]:
-    """Shape ``[U_0, .., U_D-1, d1_0, .., d1_D-1, d2_0, ...]`` for a window-major tensor."""
-    shape = list(num_units)
-    for s in strides:
-        shape += list(s)
-    return shape
-
-
-def spatial_to_windows(
-    x: torch.Tensor, unit_size: Sequence[int], strides: Sequence[Sequence[int]]
-) -> torch.Tensor:
+def spatial_to_windows(x: torch.Tensor, unit_size: Sequence[int], strides: Sequence[Sequence[int]]) -> torch.Tensor:
     """Spatial map ``[B, C, *grid]`` -> window-major tokens ``[B, num_units, unit_tokens, C]``.
 
     ``strides`` lists the pooling strides finest first (``[(1,2,2)] * 3`` for video); their
@@ -51,8 +41,7 @@ def spatial_to_windows(
     ``(U..., d_1..., ..., d_K...)``.
     """
     B, C, *grid = x.shape
-    D = len(grid)
-    K = len(strides)
+    D, K = len(grid), len(strides)
     num_units = [g // m for g, m in zip(grid, unit_size)]
     # View each grid dim as [U, d_K, ..., d_1].
     split = []
@@ -69,9 +58,7 @@ def spatial_to_windows(
     return x.reshape(B, math.prod(num_units), math.prod(unit_size), C)
 
 
-def windows_to_units(
-    x: torch.Tensor, strides_left: Sequence[Sequence[int]], ndim: int
-) -> torch.Tensor:
+def windows_to_units(x: torch.Tensor, strides_left: Sequence[Sequence[int]], ndim: int) -> torch.Tensor:
     """Window-major ``[B, n_units, L, C]`` -> per-unit spatial ``[B, n_units, *unit_shape, C]``.
 
     ``strides_left`` are the pooling digits still present in each unit (finest first); the
@@ -79,7 +66,7 @@ def windows_to_units(
     ``(d_j, d_j+1, ..., d_K)`` with the finest digit outermost; spatial order needs, per
     dimension, the coarsest digit first, hence the reversal.
     """
-    B, n, L, C = x.shape
+    B, n, _, C = x.shape
     K, D = len(strides_left), ndim
     x = x.reshape(B, n, *[s for st in strides_left for s in st], C)
     # Axis of (level j, dim d) = 2 + j*D + d; spatial order wants, for each d, j = K-1 .. 0.
@@ -94,9 +81,7 @@ def units_to_spatial(x: torch.Tensor, units_grid: Sequence[int]) -> torch.Tensor
     Units are in row-major order of ``units_grid``; interleave unit and in-unit axes:
     ``[B, U_0, U_1, .., u_0, u_1, .., C] -> [B, U_0, u_0, U_1, u_1, .., C]``.
     """
-    B = x.shape[0]
-    C = x.shape[-1]
-    unit_shape = list(x.shape[2:-1])
+    B, _, *unit_shape, C = x.shape
     D = len(unit_shape)
     x = x.reshape(B, *units_grid, *unit_shape, C)
     order = [0] + [a for d in range(D) for a in (1 + d, 1 + D + d)] + [2 * D + 1]

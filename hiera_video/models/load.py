@@ -8,7 +8,9 @@ evaluation (``"ava"``):
   missing); a checkpoint path needs no model name (the checkpoint names it, or its shapes);
 * random weights: ``weights="none"`` needs ``allow_random``; so, for ``"classify"``, do weights
   that leave the classifier head untrained; weights holding NaN or infinite values are refused;
-* labels and normalisation: ``--labels``, else the checkpoint's, else the zoo tag's.
+* labels: ``--labels``, else the checkpoint's, else the zoo tag's;
+* clips (:class:`~hiera_video.data.clip_spec.ClipSpec`): the model's defaults, under the zoo
+  weights' spec, under the recipe the checkpoint saved (a saved spec wins).
 
 It returns the model and one :class:`Provenance` record (instead of attributes on the model).
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from hiera_video.data.clip_spec import ClipSpec
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.factory import build_from_checkpoint, build_model, get_spec, open_weights, valid_kwargs
 from hiera_video.models.zoo import ModelSpec
@@ -49,17 +52,11 @@ class Provenance:
 
     spec: ModelSpec
     source: str | None  # the weights as given (zoo tag, URL, path); None: random initialisation
-    labels: list[str] = field(default_factory=list)  # class names (empty: no classifier)
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
+    labels: list[str]  # class names (empty: no classifier)
+    clip: ClipSpec  # the model's defaults < the zoo weights' spec < the checkpoint's saved recipe
+    saved: frozenset[str] = frozenset()  # the clip fields the checkpoint fixed (they win over a dataset's)
     meta: dict = field(default_factory=dict)  # the checkpoint's metadata (this project's files)
     load_report: object = None  # checkpoints.LoadReport (None: random weights)
-
-    @property
-    def preprocessing(self) -> dict:
-        """The clip recipe saved with the checkpoint (sampling, stride, ...; {} when none)."""
-        pre = self.meta.get("preprocessing")
-        return pre if isinstance(pre, dict) else {}
 
 
 def load(task: str, name: str | None = None, weights: str | None = None, *, allow_random: bool = False,
@@ -109,7 +106,7 @@ def load(task: str, name: str | None = None, weights: str | None = None, *, allo
     net, report = build_from_checkpoint(spec, ckpt)
     _check_kind(task, spec)
     meta = dict(ckpt.meta) if ckpt is not None else {}
-    prov = Provenance(spec, weights, [], *_mean_std(spec, weights, meta), meta, report)
+    prov = Provenance(spec, weights, [], *_clip(spec, weights, meta), meta, report)
     if task == "mae":
         return net, prov
     if weights is not None:
@@ -146,11 +143,13 @@ def _check_kind(task: str, spec: ModelSpec) -> None:
         raise HieraVideoError(f"{spec.name} is an image model; video commands need a video model (hiera_*_16x224)")
 
 
-def _mean_std(spec: ModelSpec, weights, meta: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Normalisation: the checkpoint's recorded one, else the zoo tag's, else the model's."""
-    pre = meta.get("preprocessing") if isinstance(meta.get("preprocessing"), dict) else {}
+def _clip(spec: ModelSpec, weights, meta: dict) -> tuple[ClipSpec, frozenset[str]]:
+    """The clips for these weights and the fields the checkpoint fixed: the model's defaults,
+    under the zoo tag's spec, under the checkpoint's saved recipe (``meta["preprocessing"]``)."""
     tag = spec.weights.get(weights) if isinstance(weights, str) else None
-    return tuple(pre.get("mean", tag.mean if tag else spec.mean)), tuple(pre.get("std", tag.std if tag else spec.std))
+    saved = meta.get("preprocessing") if isinstance(meta.get("preprocessing"), dict) else {}
+    clip = ClipSpec.from_dict(saved, **(tag.clip if tag else spec.clip).to_dict())
+    return clip, frozenset(k for k in saved if k in clip.to_dict())
 
 
 def _mae_encoder(ckpt, cls_name: str, weights: str) -> tuple[nn.Module, Provenance]:
@@ -177,9 +176,10 @@ def _mae_encoder(ckpt, cls_name: str, weights: str) -> tuple[nn.Module, Provenan
         net.norm.bias.zero_()
     log.info("MAE encoder weights %s loaded into %s (decoder dropped); features only, no classifier", weights, cls_name)
     # Only mean and std are taken from the pretraining run's recipe (features sample as the classifier does).
-    mean, std = _mean_std(spec, None, dict(ckpt.meta))
+    mae_clip, _ = _clip(spec, None, dict(ckpt.meta))
     labels = [f"class {i}" for i in range(net.num_classes)]
-    return net, Provenance(spec, weights, labels, mean, std, dict(mae=True), report)
+    return net, Provenance(spec, weights, labels, spec.clip.with_(mean=mae_clip.mean, std=mae_clip.std), meta=dict(mae=True),
+                           load_report=report)
 
 
 def _ava_detector(weights) -> tuple[nn.Module, Provenance]:
@@ -197,7 +197,7 @@ def _ava_detector(weights) -> tuple[nn.Module, Provenance]:
     model = build_ava_model(meta["model"], weights=None, drop_path_rate=0.0, **meta.get("head", {}), **arch)
     model.load_state_dict(ckpt["model"])
     spec = get_spec(meta["model"])
-    return model, Provenance(spec, str(weights), [], *_mean_std(spec, None, meta), meta)
+    return model, Provenance(spec, str(weights), [], *_clip(spec, None, meta), meta)
 
 
 def untrained_head(report) -> str | None:

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from hiera_video.models import layout
 from hiera_video.models.hiera import Hiera, HieraBlock
+from hiera_video.models.posembed import resample_grid
 
 
 class MaskedAutoencoderHiera(Hiera):
@@ -25,23 +26,12 @@ class MaskedAutoencoderHiera(Hiera):
     predicted and target normalised pixels of the masked tokens, ``[num_masked, P]``.
     """
 
-    def __init__(
-        self,
-        in_chans: int = 3,
-        patch_stride: Sequence[int] = (4, 4),
-        mlp_ratio: float = 4.0,
-        decoder_embed_dim: int = 512,
-        decoder_depth: int = 8,
-        decoder_num_heads: int = 16,
-        norm_layer="LayerNorm",
-        mask_ratio: float = 0.6,
-        **kwargs,
-    ):
+    def __init__(self, in_chans: int = 3, patch_stride: Sequence[int] = (4, 4), mlp_ratio: float = 4.0,
+                 decoder_embed_dim: int = 512, decoder_depth: int = 8, decoder_num_heads: int = 16,
+                 norm_layer="LayerNorm", mask_ratio: float = 0.6, **kwargs):
         super().__init__(in_chans=in_chans, patch_stride=patch_stride, mlp_ratio=mlp_ratio, norm_layer=norm_layer, **kwargs)
-        self.config.update(
-            decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
-            decoder_num_heads=decoder_num_heads, mask_ratio=mask_ratio,
-        )
+        self.config.update(decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
+                           decoder_num_heads=decoder_num_heads, mask_ratio=mask_ratio)
         self.default_mask_ratio = mask_ratio
         norm = partial(nn.LayerNorm, eps=1e-6)
         del self.norm, self.head
@@ -59,25 +49,19 @@ class MaskedAutoencoderHiera(Hiera):
         for end in self.stage_ends[: self.q_pool]:
             kernel = [u // f for u, f in zip(unit, self.unit_shape_final)]
             unit = [u // q for u, q in zip(unit, self.q_stride)]
-            self.multi_scale_fusion_heads.append(
-                conv(self.blocks[end].dim_out, enc_dim, kernel_size=kernel, stride=kernel)
-            )
+            self.multi_scale_fusion_heads.append(conv(self.blocks[end].dim_out, enc_dim, kernel_size=kernel, stride=kernel))
         self.multi_scale_fusion_heads.append(nn.Identity())
 
         self.decoder_embed = nn.Linear(enc_dim, decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
-        self.decoder_pos_embed = nn.Parameter(
-            torch.zeros(1, math.prod(self.tokens_spatial_shape_final), decoder_embed_dim)
-        )
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, math.prod(self.tokens_spatial_shape_final), decoder_embed_dim))
         self.decoder_blocks = nn.ModuleList(
             HieraBlock(decoder_embed_dim, decoder_embed_dim, decoder_num_heads, norm_layer=norm, mlp_ratio=mlp_ratio)
             for _ in range(decoder_depth)
         )
         self.decoder_norm = norm(decoder_embed_dim)
         self.pred_stride = self.patch_stride[-1] * self.q_stride[-1] ** self.q_pool
-        self.decoder_pred = nn.Linear(
-            decoder_embed_dim, self.pred_stride ** min(2, len(self.q_stride)) * in_chans
-        )
+        self.decoder_pred = nn.Linear(decoder_embed_dim, self.pred_stride ** min(2, len(self.q_stride)) * in_chans)
         self._init_mae()
 
     def _init_mae(self) -> None:
@@ -101,9 +85,8 @@ class MaskedAutoencoderHiera(Hiera):
         raise TypeError("an MAE model has no classifier; create the hiera_* classifier and load the MAE weights into it")
 
     # ------------------------------------------------------------------ encoder
-    def forward_encoder(
-        self, x: torch.Tensor, mask_ratio: float, mask: Optional[torch.Tensor] = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_encoder(self, x: torch.Tensor, mask_ratio: float,
+                        mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns fused latents ``[B, kept_units, *unit_shape_final, C]`` and the mask."""
         if mask is None:
             mask = self.get_random_mask(x, mask_ratio)
@@ -124,23 +107,17 @@ class MaskedAutoencoderHiera(Hiera):
         """``latent: [B, kept, *unit, C]`` -> predictions ``[B, N_final, P]`` in spatial
         order, and the per-token keep mask ``[B, N_final]``."""
         x = self.decoder_embed(latent)
-        B = x.shape[0]
-        unit = x.shape[2:-1]
-        C = x.shape[-1]
+        B, unit, C = x.shape[0], x.shape[2:-1], x.shape[-1]
         full = self.mask_token.to(x.dtype).expand(B, mask.shape[1], *unit, C).clone()
         full[mask] = x.flatten(0, 1)
         x = layout.units_to_spatial(full, mask_grid).reshape(B, -1, C)  # [B, N, C], spatial order
         token_mask = mask.view(B, mask.shape[1], *([1] * len(unit))).expand(B, mask.shape[1], *unit)
         token_mask = layout.units_to_spatial(token_mask[..., None], mask_grid).reshape(B, -1)
-        x = x + self._decoder_pos_embed([g * u for g, u in zip(mask_grid, unit)])
+        grid = [g * u for g, u in zip(mask_grid, unit)]
+        x = x + resample_grid(self.decoder_pos_embed, self.tokens_spatial_shape_final, grid)
         for blk in self.decoder_blocks:
             x = blk(x, 1)
         return self.decoder_pred(self.decoder_norm(x)), token_mask
-
-    def _decoder_pos_embed(self, grid) -> torch.Tensor:
-        from hiera_video.models.posembed import resample_grid
-
-        return resample_grid(self.decoder_pos_embed, self.tokens_spatial_shape_final, grid)
 
     # ------------------------------------------------------------------ targets and loss
     def pixel_targets(self, x: torch.Tensor, norm: bool = True) -> torch.Tensor:
@@ -165,9 +142,7 @@ class MaskedAutoencoderHiera(Hiera):
             t = (t - mean) / (var + 1.0e-6) ** 0.5
         return t
 
-    def forward(
-        self, x: torch.Tensor, mask_ratio: Optional[float] = None, mask: Optional[torch.Tensor] = None
-    ):
+    def forward(self, x: torch.Tensor, mask_ratio: Optional[float] = None, mask: Optional[torch.Tensor] = None):
         """Returns ``(loss, pred, label, mask)`` like the official model (mask: True = keep)."""
         mask_ratio = self.default_mask_ratio if mask_ratio is None else mask_ratio
         mask_grid = self.mask_grid(x)

@@ -10,16 +10,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hiera_video.data.clip_spec import ClipSpec
+from hiera_video.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VIDEO_MEAN, VIDEO_STD
+
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/hiera/{file}"
 LICENSE = "CC-BY-NC-4.0"
 
-VIDEO_MEAN, VIDEO_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
-IMAGE_MEAN, IMAGE_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: The clips the official weights were trained and tested with (REFERENCE 2.2): Kinetics dense
+#: 16 frames at stride 4 (30 fps), 224 crops; ImageNet 224 crops. Datasets add their views.
+KINETICS_CLIP = ClipSpec(sampling="dense", num_frames=16, stride=4, target_fps=30.0, crop_size=224,
+                         mean=VIDEO_MEAN, std=VIDEO_STD)
+IMAGENET_CLIP = ClipSpec(num_frames=1, crop_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 @dataclass(frozen=True)
 class Weights:
-    """One official checkpoint: where it lives and how its inputs must look."""
+    """One official checkpoint: where it lives and how its clips must look (as torchvision's
+    weights carry their transforms)."""
 
     tag: str
     url: str
@@ -27,8 +34,7 @@ class Weights:
     labels: str | None  # class-name file in hiera_video/data/labels (None: no classifier)
     num_classes: int | None
     top1: float | None  # reported top-1 accuracy (K400 5x3 views / IN-1K), percent
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    clip: ClipSpec
     license: str = LICENSE
 
     @property
@@ -52,12 +58,10 @@ class ModelSpec:
         return tuple(self.kwargs["input_size"])
 
     @property
-    def mean(self) -> tuple[float, ...]:
-        return VIDEO_MEAN if self.kind == "video" else IMAGE_MEAN
-
-    @property
-    def std(self) -> tuple[float, ...]:
-        return VIDEO_STD if self.kind == "video" else IMAGE_STD
+    def clip(self) -> ClipSpec:
+        """The architecture's default clips: its input frames and size, its kind's normalisation."""
+        base = KINETICS_CLIP if self.kind == "video" else IMAGENET_CLIP
+        return base.with_(num_frames=self.input_size[0] if self.kind == "video" else 1, crop_size=self.input_size[-1])
 
 
 VIDEO = dict(
@@ -86,27 +90,14 @@ SMALL_VIDEO = {
 ALIASES = {"hiera_micro_16x112": "hiera_micro_16x128", "mae_hiera_micro_16x112": "mae_hiera_micro_16x128"}
 
 
-def _video_weights(size: str, top1: float | None) -> tuple[dict[str, Weights], dict[str, Weights]]:
-    cls = Weights(
-        "mae_k400_ft_k400", OFFICIAL_URL.format(file=f"hiera_{size}_16x224.pth"),
-        "Kinetics-400 (MAE pretrain + finetune)", "kinetics400", 400, top1, VIDEO_MEAN, VIDEO_STD,
-    )
-    mae = Weights(
-        "mae_k400", OFFICIAL_URL.format(file=f"mae_hiera_{size}_16x224.pth"),
-        "Kinetics-400 (MAE pretrain only)", None, None, None, VIDEO_MEAN, VIDEO_STD,
-    )
-    return {cls.tag: cls, mae.tag: mae}, {mae.tag: mae}
-
-
-def _image_weights(size: str, top1: float | None) -> tuple[dict[str, Weights], dict[str, Weights]]:
-    cls = Weights(
-        "mae_in1k_ft_in1k", OFFICIAL_URL.format(file=f"hiera_{size}_224.pth"),
-        "ImageNet-1K (MAE pretrain + finetune)", "imagenet1k", 1000, top1, IMAGE_MEAN, IMAGE_STD,
-    )
-    mae = Weights(
-        "mae_in1k", OFFICIAL_URL.format(file=f"mae_hiera_{size}_224.pth"),
-        "ImageNet-1K (MAE pretrain only)", None, None, None, IMAGE_MEAN, IMAGE_STD,
-    )
+def _official_weights(size: str, top1: float | None, video: bool) -> tuple[dict[str, Weights], dict[str, Weights]]:
+    """The weights of one official size: ``({finetuned, MAE}, {MAE})`` (classifier's, MAE model's)."""
+    res, data, name, labels, n, clip = (("16x224", "k400", "Kinetics-400", "kinetics400", 400, KINETICS_CLIP) if video
+                                        else ("224", "in1k", "ImageNet-1K", "imagenet1k", 1000, IMAGENET_CLIP))
+    cls = Weights(f"mae_{data}_ft_{data}", OFFICIAL_URL.format(file=f"hiera_{size}_{res}.pth"),
+                  f"{name} (MAE pretrain + finetune)", labels, n, top1, clip)
+    mae = Weights(f"mae_{data}", OFFICIAL_URL.format(file=f"mae_hiera_{size}_{res}.pth"),
+                  f"{name} (MAE pretrain only)", None, None, None, clip)
     return {cls.tag: cls, mae.tag: mae}, {mae.tag: mae}
 
 
@@ -116,7 +107,7 @@ def _build_registry() -> dict[str, ModelSpec]:
     for size, (dim, heads, stages, k400, in1k) in SIZES.items():
         arch = dict(embed_dim=dim, num_heads=heads, stages=stages)
         # Image
-        cls_w, mae_w = _image_weights(size, in1k)
+        cls_w, mae_w = _official_weights(size, in1k, video=False)
         reg[f"hiera_{size}_224"] = ModelSpec(
             f"hiera_{size}_224", "image", False, {**IMAGE, **arch, "num_classes": 1000}, cls_w, "mae_in1k_ft_in1k"
         )
@@ -125,7 +116,7 @@ def _build_registry() -> dict[str, ModelSpec]:
         )
         # Video
         official = k400 is not None
-        cls_w, mae_w = _video_weights(size, k400) if official else ({}, {})
+        cls_w, mae_w = _official_weights(size, k400, video=True) if official else ({}, {})
         note = "" if official else "project config: no official video weights exist for this size"
         reg[f"hiera_{size}_16x224"] = ModelSpec(
             f"hiera_{size}_16x224", "video", False, {**VIDEO, **arch, "num_classes": 400}, cls_w,

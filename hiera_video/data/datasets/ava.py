@@ -160,20 +160,6 @@ def find_video(root: Path, video_id: str) -> Path | None:
     return None
 
 
-class _VideoSource:
-    def __init__(self, path: Path, backend: str):
-        self.path = path
-        self.reader = open_video(path, backend)
-        self.fps = float(self.reader.fps)
-        self.num_frames = self.reader.num_frames
-
-    def get_frames(self, indices: list[int]) -> torch.Tensor:
-        return self.reader.get_frames(indices)
-
-    def close(self) -> None:
-        self.reader.close()
-
-
 def _decode_jpeg(path: Path) -> torch.Tensor:
     """``uint8 [H, W, 3]`` from a JPEG file (torchvision.io, PIL as fallback)."""
     try:
@@ -429,7 +415,7 @@ class AvaDataset(Dataset):
         if self.frames_layout == "frames":
             src = _FrameFolderSource(path, vid, self.frames_fps)
         else:
-            src = _VideoSource(path, self.backend)
+            src = open_video(path, self.backend)  # a VideoReader: fps, num_frames, get_frames, close
         self._sources[vid] = src
         while len(self._sources) > self.max_open_videos:
             _, old = self._sources.popitem(last=False)

@@ -92,10 +92,6 @@ class VideoDataset:
         return len(self.classes)
 
     @property
-    def paths(self) -> list[Path]:
-        return [item.path for item in self.items]
-
-    @property
     def labels(self) -> list[int | None]:
         return [item.label for item in self.items]
 
@@ -164,9 +160,8 @@ def note_duplicates(dataset: VideoDataset) -> None:
     conflicts = [d for d in dups if d[2] != d[3]]
     if conflicts:
         cpath, cwhere, first, other = conflicts[0]
-        names = dataset.classes
         def name(i):
-            return names[i] if i is not None and 0 <= i < len(names) else str(i)
+            return dataset.classes[i] if i is not None and 0 <= i < len(dataset.classes) else str(i)
         msg += (f"; {len(conflicts)} of them give another label than the first row (first: {cpath}"
                 + (f", {cwhere}" if cwhere else "") + f": '{name(other)}' vs '{name(first)}'), the first row's label is used")
     warn(dataset, msg)
@@ -174,11 +169,6 @@ def note_duplicates(dataset: VideoDataset) -> None:
 
 def is_video_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
-
-
-def _ext_rank(path: str) -> int:
-    ext = os.path.splitext(path)[1].lower()
-    return VIDEO_EXTENSIONS.index(ext) if ext in VIDEO_EXTENSIONS else len(VIDEO_EXTENSIONS)
 
 
 class FileIndex:
@@ -244,7 +234,8 @@ class FileIndex:
 
         def rank(p: str) -> tuple[int, int, str]:
             parts = set(Path(os.path.relpath(p, self.root)).parts[:-1])
-            return (0 if parts.intersection(prefer) else 1, _ext_rank(p), p)
+            ext = os.path.splitext(p)[1].lower()  # one of VIDEO_EXTENSIONS: the walk keeps no other files
+            return (0 if parts.intersection(prefer) else 1, VIDEO_EXTENSIONS.index(ext), p)
 
         return Path(min(paths, key=rank))
 
@@ -276,6 +267,4 @@ class ClassLookup:
 
     def get(self, name: str) -> int | None:
         i = self.exact.get(name)
-        if i is None:
-            i = self.loose.get(normalize_name(name))
-        return i
+        return self.loose.get(normalize_name(name)) if i is None else i

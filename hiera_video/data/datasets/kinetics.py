@@ -31,24 +31,16 @@ from hiera_video.errors import HieraVideoError
 
 KINETICS = {"k400": 400, "k600": 600, "k700": 700}
 REQUIRED = ("youtube_id", "time_start", "time_end")
+# Annotation file names tried for a split ``s`` of Kinetics-``num``, in annotations/ and then in the root.
+CANDIDATES = ("{s}.csv", "kinetics{num}_{s}.csv", "kinetics_{num}_{s}.csv", "kinetics-{num}_{s}.csv",
+              "kinetics{num}_{s}_list_videos.txt", "{s}_list_videos.txt", "{s}.txt")
 
 
 def annotation_candidates(split: str, num: int) -> list[str]:
     """Relative paths tried (in order) when no annotations file is given."""
-    names: list[str] = []
-    for s in split_aliases(split):
-        for folder in ("annotations/", ""):
-            names += [
-                f"{folder}{s}.csv",
-                f"{folder}kinetics{num}_{s}.csv",
-                f"{folder}kinetics_{num}_{s}.csv",
-                f"{folder}kinetics-{num}_{s}.csv",
-                f"{folder}kinetics{num}_{s}_list_videos.txt",
-                f"{folder}{s}_list_videos.txt",
-                f"{folder}{s}.txt",
-            ]
-    seen: set[str] = set()
-    return [n for n in names if not (n in seen or seen.add(n))]
+    names = [folder + name.format(s=s, num=num)
+             for s in split_aliases(split) for folder in ("annotations/", "") for name in CANDIDATES]
+    return list(dict.fromkeys(names))  # without repeats, in order
 
 
 def is_official_csv(path: Path) -> bool:
@@ -133,11 +125,8 @@ def dataset_from_csv(kind: str, root: Path, path: Path, classes: list[str], spli
     lookup = ClassLookup(classes)
     labelled: list[int | None] = []
     for n, label, *_ in rows:
-        if label is None:
-            labelled.append(None)
-            continue
-        i = lookup.get(label)
-        if i is None:
+        i = None if label is None else lookup.get(label)
+        if label is not None and i is None:
             raise HieraVideoError(
                 f"{path}, line {n}: class '{label}' is not one of the {len(classes)} classes of {class_source}; "
                 "pass --labels with this dataset's class list"
@@ -185,7 +174,7 @@ def build_kinetics(kind: str, root: Path, annotations: Path | None, split: str, 
     if classes is None:
         classes = load_labels(f"kinetics{num}")
     if annotations is None:
-        annotations, tried = find_list_file(root, split, annotation_candidates(split, num))
+        annotations, _ = find_list_file(root, annotation_candidates(split, num))
         if annotations is None:
             aliases = split_aliases(split)
             names = [n for n in annotation_candidates(split, num) if n.startswith("annotations/") and f"{split}" in n
@@ -199,5 +188,4 @@ def build_kinetics(kind: str, root: Path, annotations: Path | None, split: str, 
     annotations = Path(annotations)
     if is_official_csv(annotations):
         return dataset_from_csv(kind, root, annotations, classes, split, limit, class_source)
-    ds = dataset_from_list(kind, root, annotations, classes, split, limit)
-    return ds
+    return dataset_from_list(kind, root, annotations, classes, split, limit)

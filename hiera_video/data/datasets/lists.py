@@ -31,8 +31,19 @@ _HEADER_WORDS = {"label", "labels", "class", "class_id", "label_id", "target", "
 
 
 def _is_int(text: str) -> bool:
-    t = text.strip()
-    return t.lstrip("-").isdigit() and t not in ("-", "")
+    return text.strip().lstrip("-").isdigit()
+
+
+def _list_lines(path: Path, expected: str) -> list[tuple[int, str]]:
+    """``(line number, stripped line)`` of a list file, blank lines and ``#`` comments left out."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark (spreadsheet tools) is not data
+    except FileNotFoundError:
+        raise HieraVideoError(f"list file '{path}' not found; check --annotations") from None
+    except UnicodeDecodeError as e:
+        raise HieraVideoError(f"{path}: not a text file ({e.reason} at byte {e.start}); pass {expected}") from None
+    lines = ((n, raw.strip()) for n, raw in enumerate(text.splitlines(), 1))
+    return [(n, line) for n, line in lines if line and not line.startswith("#")]
 
 
 def read_list_file(path: Path) -> list[tuple[int, str, int]]:
@@ -43,16 +54,9 @@ def read_list_file(path: Path) -> list[tuple[int, str, int]]:
     path = Path(path)
     if not path.is_file():
         raise HieraVideoError(f"annotations file '{path}' not found; check --annotations")
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (spreadsheet tools) is not data
-    except UnicodeDecodeError as e:
-        raise HieraVideoError(f"{path}: not a text file ({e.reason} at byte {e.start}); pass a 'path label' list") from None
     rows: list[tuple[int, str, int]] = []
     comma: bool | None = None  # separator, decided by the first data line
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for n, line in _list_lines(path, "a 'path label' list"):
         if comma is None:
             parts = line.split(",")
             comma = len(parts) >= 2 and (_is_int(parts[-1]) or parts[-1].strip().lower() in _HEADER_WORDS)
@@ -92,17 +96,8 @@ def read_path_list(path: Path) -> list[tuple[int, str]]:
     """``[(line number, video path)]`` from a list of videos: one path per line, optionally
     followed by a label (whitespace or comma separated, ignored). Blank lines, ``#`` comments and
     a ``path,label`` header are skipped; paths may contain spaces."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM from spreadsheet tools is not part of the first path
-    except FileNotFoundError:
-        raise HieraVideoError(f"list file '{path}' not found; check --annotations") from None
-    except UnicodeDecodeError as e:
-        raise HieraVideoError(f"{path}: not a text file ({e.reason} at byte {e.start}); pass a list of video paths") from None
     rows = []
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for n, line in _list_lines(path, "a list of video paths"):
         video = line
         if "," in line and _is_int(line.rsplit(",", 1)[1]):
             video = line.rsplit(",", 1)[0].strip()
@@ -123,7 +118,7 @@ def _resolve_listed(video: str, root: Path, index_holder: list, prefer: tuple[st
     anywhere under root (lists written for another folder layout). ``index_holder`` caches
     the lazily built FileIndex."""
     p = Path(video)
-    full = p if p.is_absolute() else root / p
+    full = root / p  # an absolute listed path stays as it is
     if full.is_file():
         return full, ""
     if not index_holder:
@@ -156,18 +151,15 @@ def dataset_from_list(
 ) -> VideoDataset:
     """Items from a "path label" list; ``classes=None`` names them ``class_N``."""
     rows = read_list_file(annotations)
-    if classes is None:
-        top = max((label for _, _, label in rows), default=-1)
-        classes = [f"class_{i}" for i in range(top + 1)]
-        generated = True
-    else:
-        generated = False
-        for n, _, label in rows:
-            if label >= len(classes):
-                raise HieraVideoError(
-                    f"{annotations}, line {n}: label {label} is out of range for {len(classes)} classes; "
-                    "pass the matching --labels file"
-                )
+    generated = classes is None
+    if generated:
+        classes = [f"class_{i}" for i in range(max((label for _, _, label in rows), default=-1) + 1)]
+    for n, _, label in rows:
+        if label >= len(classes):
+            raise HieraVideoError(
+                f"{annotations}, line {n}: label {label} is out of range for {len(classes)} classes; "
+                "pass the matching --labels file"
+            )
     ds = VideoDataset(name=name, items=[], classes=classes, root=root, annotations=annotations, split=split,
                       annotated=len(rows), limit=limit)
     if split:
@@ -182,14 +174,13 @@ def dataset_from_list(
         path, reason = _resolve_listed(video, root, index_holder, prefer)
         item_id = Path(video).with_suffix("").as_posix() if Path(video).suffix.lower() in VIDEO_EXTENSIONS else video
         if path is None:
-            expected = Path(video) if Path(video).is_absolute() else root / video
-            ds.missing.append((str(expected), f"{reason} ({annotations.name}, line {n})"))
+            ds.missing.append((str(root / video), f"{reason} ({annotations.name}, line {n})"))
         else:
             ds.add(VideoItem(path=path, label=label, id=item_id), f"{annotations.name}, line {n}")
     return ds
 
 
-def find_list_file(root: Path, split: str, names: list[str]) -> tuple[Path | None, list[Path]]:
+def find_list_file(root: Path, names: list[str]) -> tuple[Path | None, list[Path]]:
     """The first existing candidate file; returns ``(found, tried)``."""
     tried = []
     for name in names:
@@ -218,7 +209,7 @@ def build_list(root: Path, annotations: Path | None, split: str, classes: list[s
         for s in split_aliases(split):
             names += [f"{s}.txt", f"{s}.csv", f"{s}_list.txt", f"{s}_list_videos.txt"] + ([] if labelled else [f"{s}_videos.txt"])
             names += [f"annotations/{s}.txt", f"annotations/{s}.csv"]
-        annotations, tried = find_list_file(root, split, names + ([] if labelled else ["videos.txt", "list.txt"]))
+        annotations, tried = find_list_file(root, names + ([] if labelled else ["videos.txt", "list.txt"]))
         if annotations is None:
             shown = ", ".join(str(p.relative_to(root)) for p in tried[:6])
             raise HieraVideoError(
@@ -233,8 +224,7 @@ def build_list(root: Path, annotations: Path | None, split: str, classes: list[s
     for n, video in rows:
         found, reason = _resolve_listed(video, root, index_holder, (split,) if split else ())
         if found is None:
-            expected = Path(video) if Path(video).is_absolute() else root / video
-            ds.missing.append((str(expected), f"{reason} ({Path(annotations).name}, line {n})"))
+            ds.missing.append((str(root / video), f"{reason} ({Path(annotations).name}, line {n})"))
         else:
             ds.items.append(VideoItem(path=found, label=-1, id=Path(video).with_suffix("").as_posix()))
     return ds
@@ -251,9 +241,7 @@ def build_video_tree(root: Path, limit: int | None) -> VideoDataset:
 
 def build_folder(root: Path, split: str | None, classes: list[str] | None, limit: int | None) -> VideoDataset:
     """``root/<class>/<video>``; uses ``root/<split>/`` when that folder exists."""
-    base = root
-    if split and (root / split).is_dir():
-        base = root / split
+    base = root / split if split and (root / split).is_dir() else root
     try:
         subdirs = sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
         loose = sum(1 for e in os.scandir(base) if e.is_file() and is_video_name(e.name))
@@ -275,24 +263,20 @@ def build_folder(root: Path, split: str | None, classes: list[str] | None, limit
             f"no class folders with videos under '{base}' (expected <class>/<video> with extensions "
             f"{', '.join(VIDEO_EXTENSIONS)}); check --root"
         )
-    if classes is None:
-        classes = sorted(per_class)
-        index_of = {name: i for i, name in enumerate(classes)}
-    else:
-        lookup = ClassLookup(classes)
-        index_of = {}
-        for d in per_class:
-            i = lookup.get(d)
-            if i is None:
-                raise HieraVideoError(
-                    f"folder '{base / d}' is not a class of the given labels ({len(classes)} classes); "
-                    "rename the folder or pass matching --labels"
-                )
-            index_of[d] = i
+    classes = sorted(per_class) if classes is None else classes
+    lookup = ClassLookup(classes)
+    index_of = {}
+    for d in per_class:
+        i = lookup.get(d)
+        if i is None:  # only with given labels
+            raise HieraVideoError(
+                f"folder '{base / d}' is not a class of the given labels ({len(classes)} classes); "
+                "rename the folder or pass matching --labels"
+            )
+        index_of[d] = i
     ds = VideoDataset(name="folder", items=[], classes=classes, root=root, annotations=None, split=split if base != root else None,
                       limit=limit)
-    order = sorted(per_class, key=lambda d: (index_of[d], d))
-    for d in order:
+    for d in sorted(per_class, key=lambda d: (index_of[d], d)):
         for p in per_class[d]:
             ds.items.append(VideoItem(path=p, label=index_of[d], id=p.relative_to(base).with_suffix("").as_posix()))
     ds.annotated = len(ds.items)

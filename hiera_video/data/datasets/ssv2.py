@@ -92,18 +92,11 @@ def read_split_json(path: Path, lookup: ClassLookup | None, num_classes: int) ->
 def _search_dirs(root: Path, annotations: Path | None) -> list[Path]:
     dirs = [annotations.parent] if annotations is not None else []
     dirs += [root, root / "annotations", root / "labels", root / "label", root / PREFIX]
-    unique: list[Path] = []
-    for d in dirs:
-        if d not in unique:
-            unique.append(d)
-    return unique
+    return list(dict.fromkeys(dirs))  # without repeats, in order
 
 
 def _find(dirs: list[Path], name: str) -> Path | None:
-    for d in dirs:
-        if (d / name).is_file():
-            return d / name
-    return None
+    return next((d / name for d in dirs if (d / name).is_file()), None)
 
 
 def build_ssv2(root: Path, annotations: Path | None, split: str, labels: str | None, limit: int | None) -> VideoDataset:
@@ -119,8 +112,7 @@ def build_ssv2(root: Path, annotations: Path | None, split: str, labels: str | N
             notes.append(f"{LABELS_FILE} not found (looked in {', '.join(map(str, dirs))}); using the built-in ssv2 class order")
         else:
             classes = read_labels_json(labels_path)
-            builtin = load_labels("ssv2")
-            if classes != builtin:
+            if classes != load_labels("ssv2"):
                 notes.append(
                     f"class order in {labels_path} differs from the built-in ssv2 order used by public checkpoints; "
                     "indices follow the file"

@@ -20,12 +20,6 @@ BUILTIN = {"kinetics400": "kinetics400.txt", "kinetics600": "kinetics600.txt", "
 _ID_LINE = re.compile(r"^\s*(\d+)\s*:\s*(.+?)\s*$")
 
 
-def _imagenet() -> list[str]:
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
-
-    return list(_IMAGENET_CATEGORIES)
-
-
 def load_label_map(source: str | Path) -> dict[int, str]:
     """Class index -> name. ``source`` is a built-in name or a file:
 
@@ -34,7 +28,9 @@ def load_label_map(source: str | Path) -> dict[int, str]:
     """
     src = str(source)
     if src == "imagenet1k":
-        return dict(enumerate(_imagenet()))
+        from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+        return dict(enumerate(_IMAGENET_CATEGORIES))
     if src in BUILTIN:
         text = resources.files(__name__).joinpath(BUILTIN[src]).read_text()
         return _parse_txt(text, f"built-in labels '{src}'")
@@ -59,8 +55,7 @@ def load_labels(source: str | Path) -> list[str]:
 
 
 def _parse_txt(text: str, where: str) -> dict[int, str]:
-    lines = [(n, ln.rstrip("\r\n")) for n, ln in enumerate(text.splitlines(), 1)]
-    lines = [(n, ln) for n, ln in lines if ln.strip()]
+    lines = [(n, ln) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
     if not lines:
         raise HieraVideoError(f"{where}: no class names found (expected one name per line)")
     with_ids = [_ID_LINE.match(ln) for _, ln in lines]

@@ -4,6 +4,7 @@ short texts error messages are made of."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Iterable, Mapping, Sequence
 
 import torch
@@ -44,10 +45,7 @@ def few(items: Sequence[object], n: int = 3) -> str:
 
 def groups(keys: Iterable[str]) -> str:
     """Keys summarised by their top-level module: ``"decoder_blocks (24), encoder_norm (2)"``."""
-    counts: dict[str, int] = {}
-    for k in keys:
-        top = k.split(".", 1)[0]
-        counts[top] = counts.get(top, 0) + 1
+    counts = Counter(k.split(".", 1)[0] for k in keys)  # in order of first appearance
     return ", ".join(f"{k} ({v})" for k, v in counts.items())
 
 

@@ -79,9 +79,6 @@ def official_defaults(mae: bool) -> dict:
         for p in inspect.signature(cls.__init__).parameters.values():
             if p.default is not inspect.Parameter.empty:
                 out[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
-    if not mae:
-        for k in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads", "mask_ratio"):
-            out.pop(k, None)
     return out
 
 
@@ -169,13 +166,11 @@ def load_file(path: str) -> tuple[Any, str]:
 
 
 def _strip_wrapper_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    changed = True
-    while changed and sd:
-        changed = False
-        for p in WRAPPER_PREFIXES:
-            if all(k.startswith(p) for k in sd):
-                sd = {k[len(p):]: v for k, v in sd.items()}
-                changed = True
+    while sd:  # at most one of the prefixes can be on every key
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in sd)), None)
+        if prefix is None:
+            break
+        sd = {k[len(prefix):]: v for k, v in sd.items()}
     return sd
 
 
@@ -221,6 +216,8 @@ def _stage_blocks(keys: Iterable[str], pattern: str) -> dict[tuple[int, int], in
     return index
 
 
+# Key prefix renames: the first match applies. Block parts not listed (attn.qkv, attn.proj,
+# mlp.fc1, mlp.fc2, proj) have the same names.
 _HF_BLOCK_PARTS = (("layernorm_before.", "norm1."), ("layernorm_after.", "norm2."))
 _HF_RENAMES = (
     ("embeddings.patch_embeddings.projection.", "patch_embed.proj."),
@@ -234,13 +231,14 @@ _HF_RENAMES = (
     ("decoder.decoder_pred.", "decoder_pred."),
     ("multiscale_fusion.multi_scale_fusion_heads.", "multi_scale_fusion_heads."),
 )
+_TIMM_RENAMES = (("head.fc.", "head.projection."), ("head.norm.", "norm."))
 
 
-def _block_part(rest: str) -> str:
-    for old, new in _HF_BLOCK_PARTS:
-        if rest.startswith(old):
-            return new + rest[len(old):]
-    return rest  # attn.qkv, attn.proj, mlp.fc1, mlp.fc2, proj: same names
+def _rename(key: str, renames: Iterable[tuple[str, str]]) -> str:
+    for old, new in renames:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
 
 
 def _from_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -251,27 +249,11 @@ def _from_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in sd.items():
         if m := re.match(enc, k):
-            out[f"blocks.{index[(int(m.group(1)), int(m.group(2)))]}.{_block_part(m.group(3))}"] = v
-            continue
-        if m := re.match(r"^decoder\.decoder_block\.layers\.(\d+)\.(.+)$", k):
-            out[f"decoder_blocks.{m.group(1)}.{_block_part(m.group(2))}"] = v
-            continue
-        for old, new in _HF_RENAMES:
-            if k.startswith(old):
-                k = new + k[len(old):]
-                break
-        out[k] = v
-    return out
-
-
-def _from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """timm Hiera keys -> official keys (``head.fc`` -> ``head.projection``, ``head.norm`` -> ``norm``)."""
-    out = {}
-    for k, v in sd.items():
-        if k.startswith("head.fc."):
-            k = "head.projection." + k[len("head.fc."):]
-        elif k.startswith("head.norm."):
-            k = "norm." + k[len("head.norm."):]
+            k = f"blocks.{index[(int(m.group(1)), int(m.group(2)))]}.{_rename(m.group(3), _HF_BLOCK_PARTS)}"
+        elif m := re.match(r"^decoder\.decoder_block\.layers\.(\d+)\.(.+)$", k):
+            k = f"decoder_blocks.{m.group(1)}.{_rename(m.group(2), _HF_BLOCK_PARTS)}"
+        else:
+            k = _rename(k, _HF_RENAMES)
         out[k] = v
     return out
 
@@ -289,7 +271,8 @@ def _convert(sd: dict[str, torch.Tensor], path: str) -> tuple[dict[str, torch.Te
             "architecture and cannot be loaded here; use official or timm hiera_*_224 weights"
         )
     elif any(k.startswith(("head.fc.", "head.norm.")) for k in sd) and not any(k.startswith("head.projection.") for k in sd):
-        sd, layout = _from_timm(sd), "timm"
+        # timm Hiera keys -> official keys (head.fc -> head.projection, head.norm -> norm)
+        sd, layout = {_rename(k, _TIMM_RENAMES): v for k, v in sd.items()}, "timm"
     if not ("patch_embed.proj.weight" in sd and any(k.startswith("blocks.") for k in sd)):
         raise HieraVideoError(
             f"{path} is not a Hiera checkpoint: it has {len(sd)} tensors but no patch_embed.proj.weight / blocks.* "
@@ -317,52 +300,44 @@ def _config_from_hf(cfg: Mapping) -> dict:
             out["head_mul"] = heads[1] / heads[0]
     elif isinstance(heads, int):
         out["num_heads"] = heads
-    id2label = cfg.get("id2label")
-    if isinstance(id2label, Mapping) and id2label and any(
-        "Classification" in a for a in cfg.get("architectures") or []
-    ):
-        out["num_classes"] = len(id2label)
+    if labels := _labels_from_hf(cfg):
+        out["num_classes"] = len(labels)
     return {k: v for k, v in out.items() if v is not None}
 
 
 def _labels_from_hf(cfg: Mapping) -> list[str] | None:
+    """Class names of an HF classifier config (``id2label``), else None."""
     id2label = cfg.get("id2label")
     if not isinstance(id2label, Mapping) or not any("Classification" in a for a in cfg.get("architectures") or []):
         return None
-    try:
-        return [str(id2label.get(str(i), id2label.get(i))) for i in range(len(id2label))]
-    except (TypeError, ValueError):  # pragma: no cover - odd id2label
-        return None
+    return [str(id2label.get(str(i), id2label.get(i))) for i in range(len(id2label))]
 
 
 def _check_config(sd: Mapping[str, torch.Tensor], cfg: Mapping, cfg_path: str, weights_path: str) -> None:
     """Compare a config.json with the tensors; any disagreement is an error."""
     bad = []
 
-    def expect(what: str, said, has) -> None:
+    def expect(what: str, said, has) -> None:  # None on either side: nothing to compare
         if said is not None and has is not None and list(as_list(said)) != list(as_list(has)):
             bad.append(f"{what}: config {said}, weights {has}")
 
+    def size(key: str, dim: int) -> int | None:
+        return int(sd[key].shape[dim]) if key in sd else None
+
     pe = sd.get("patch_embed.proj.weight")
-    if pe is not None:
-        expect("embed_dim", cfg.get("embed_dim"), int(pe.shape[0]))
-        expect("in_chans", cfg.get("in_chans"), int(pe.shape[1]))
-        expect("patch_kernel", cfg.get("patch_kernel"), list(pe.shape[2:]))
+    expect("embed_dim", cfg.get("embed_dim"), size("patch_embed.proj.weight", 0))
+    expect("in_chans", cfg.get("in_chans"), size("patch_embed.proj.weight", 1))
+    expect("patch_kernel", cfg.get("patch_kernel"), list(pe.shape[2:]) if pe is not None else None)
     if cfg.get("stages") is not None:
         expect("number of blocks", sum(cfg["stages"]), block_count(sd, "blocks."))
-    head = sd.get("head.projection.weight")
-    if head is not None and cfg.get("num_classes") is not None:
-        expect("num_classes", cfg["num_classes"], int(head.shape[0]))
+    expect("num_classes", cfg.get("num_classes"), size("head.projection.weight", 0))
     grid = token_grid(cfg)
     if grid:
-        if "pos_embed" in sd:
-            expect("position tokens", math.prod(grid), int(sd["pos_embed"].shape[1]))
-        if "pos_embed_spatial" in sd:
-            expect("spatial position tokens", math.prod(grid[1:]), int(sd["pos_embed_spatial"].shape[1]))
-        if "pos_embed_temporal" in sd:
-            expect("temporal position tokens", grid[0], int(sd["pos_embed_temporal"].shape[1]))
+        expect("position tokens", math.prod(grid), size("pos_embed", 1))
+        expect("spatial position tokens", math.prod(grid[1:]), size("pos_embed_spatial", 1))
+        expect("temporal position tokens", grid[0], size("pos_embed_temporal", 1))
     if "decoder_embed.weight" in sd:
-        expect("decoder_embed_dim", cfg.get("decoder_embed_dim"), int(sd["decoder_embed.weight"].shape[0]))
+        expect("decoder_embed_dim", cfg.get("decoder_embed_dim"), size("decoder_embed.weight", 0))
         expect("decoder_depth", cfg.get("decoder_depth"), block_count(sd, "decoder_blocks."))
     if bad:
         raise HieraVideoError(
@@ -447,14 +422,12 @@ def _read_dir(path: str) -> Checkpoint:
                 "(official hub layout), or pass the checkpoint file itself"
             )
     cfg = _read_json(cfg_path) if os.path.isfile(cfg_path) else None
-    if weights.endswith(".index.json"):
-        obj = _load_sharded(weights)
-    else:
-        obj, _ = load_file(weights)
-    return _finish(obj, weights, cfg, cfg_path if cfg is not None else None)
+    obj = _load_sharded(weights) if weights.endswith(".index.json") else load_file(weights)[0]
+    return _finish(obj, weights, cfg, cfg_path)
 
 
-def _finish(obj: Any, path: str, cfg: Optional[dict], cfg_path: Optional[str]) -> Checkpoint:
+def _finish(obj: Any, path: str, cfg: Optional[dict], cfg_path: str) -> Checkpoint:
+    """Key layout and config of a loaded object; ``cfg`` was read from ``cfg_path``."""
     sd, meta, layout = _unwrap(obj, path)
     sd, key_layout = _convert(sd, path)
     is_mae = any(k.startswith(MAE_ONLY_PREFIXES) for k in sd)
@@ -464,7 +437,7 @@ def _finish(obj: Any, path: str, cfg: Optional[dict], cfg_path: Optional[str]) -
                 official = _config_from_hf(cfg)
             except (TypeError, ValueError, ZeroDivisionError, AttributeError):
                 raise HieraVideoError(
-                    f"{cfg_path or 'config.json'} has values of the wrong type (e.g. num_heads); "
+                    f"{cfg_path} has values of the wrong type (e.g. num_heads); "
                     "download or copy the checkpoint's config.json again"
                 ) from None
             labels = _labels_from_hf(cfg)
@@ -476,8 +449,8 @@ def _finish(obj: Any, path: str, cfg: Optional[dict], cfg_path: Optional[str]) -
             official = {k: v for k, v in cfg.items() if k in valid}
             layout = layout or "official-hub"
         full = {**official_defaults(is_mae), **official}
-        _check_config_types(full, official_defaults(True), cfg_path or "config.json")
-        _check_config(sd, full, cfg_path or "config.json", path)
+        _check_config_types(full, official_defaults(True), cfg_path)
+        _check_config(sd, full, cfg_path, path)
         meta.setdefault("config", full)
         meta.setdefault("config_file", cfg_path)
     layout = key_layout or layout or "official"
@@ -494,7 +467,5 @@ def read_checkpoint(source) -> Checkpoint:
     obj, _ = load_file(path)
     # model.safetensors / pytorch_model.bin next to a config.json: read like the directory.
     cfg_path = os.path.join(os.path.dirname(path), "config.json")
-    cfg = None
-    if os.path.basename(path) in _WEIGHT_FILES and os.path.isfile(cfg_path):
-        cfg = _read_json(cfg_path)
-    return _finish(obj, path, cfg, cfg_path if cfg is not None else None)
+    cfg = _read_json(cfg_path) if os.path.basename(path) in _WEIGHT_FILES and os.path.isfile(cfg_path) else None
+    return _finish(obj, path, cfg, cfg_path)

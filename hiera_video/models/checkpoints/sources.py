@@ -70,10 +70,7 @@ def download_cached(url: str, progress: bool = True, timeout: float = DOWNLOAD_T
                 total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"downloading {name}",
                 disable=None if progress else True, leave=False,
             ) as bar:
-                while True:
-                    chunk = resp.read(1 << 20)
-                    if not chunk:
-                        break
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
                     f.write(chunk)
                     got += len(chunk)
                     bar.update(len(chunk))
