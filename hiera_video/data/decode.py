@@ -397,6 +397,8 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
         container.close()
         raise HieraVideoError("video backend 'decord' is not installed; pip install decord or use backend='pyav'")
     if use_decord:
+        # decord allocates from the header's frame count before reading anything (2^31 claimed
+        # frames = std::bad_alloc = the whole process aborts): check it first.
         problem = probe.header_problem(path.stat().st_size)
         if problem is not None:
             if backend == "decord":
