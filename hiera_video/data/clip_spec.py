@@ -11,11 +11,20 @@ record of every result.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING
 
-import torch
-
-from hiera_video.data.transforms import VIDEO_MEAN, VIDEO_STD, ViewInfo, make_views
 from hiera_video.errors import HieraVideoError
+
+if TYPE_CHECKING:
+    import torch
+
+    from hiera_video.data.transforms import ViewInfo
+
+# Normalisation of the official weights: Kinetics (video) and ImageNet (image) statistics.
+VIDEO_MEAN = (0.45, 0.45, 0.45)
+VIDEO_STD = (0.225, 0.225, 0.225)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _KINETICS = dict(sampling="dense", stride=4, temporal_views=5, spatial_views=3)
 #: The paper's test protocols per dataset (REFERENCE 2.2-2.4), as overrides of a model's spec:
@@ -93,6 +102,8 @@ class ClipSpec:
 
     def views(self, source) -> tuple[torch.Tensor, list[ViewInfo]]:
         """All views of one video (path or open reader), decoded once: ``[V, 3, T, S, S]``."""
+        from hiera_video.data.transforms import make_views  # decoders and torchvision: only when clips are cut
+
         return make_views(source, self)
 
     def decode(self, source) -> tuple[torch.Tensor, tuple[int, int]]:

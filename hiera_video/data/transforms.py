@@ -22,15 +22,11 @@ import torchvision.transforms.v2.functional as F
 from torchvision.transforms import InterpolationMode
 
 from hiera_video.data import sampling as _sampling
+from hiera_video.data.clip_spec import VIDEO_MEAN, VIDEO_STD
 from hiera_video.data.decode import VideoReader, open_video
 
 if TYPE_CHECKING:
     from hiera_video.data.clip_spec import ClipSpec
-
-VIDEO_MEAN = (0.45, 0.45, 0.45)
-VIDEO_STD = (0.225, 0.225, 0.225)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _check_clip(clip: torch.Tensor) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hiera_video.data.clip_spec import ClipSpec
-from hiera_video.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VIDEO_MEAN, VIDEO_STD
+from hiera_video.data.clip_spec import IMAGENET_MEAN, IMAGENET_STD, VIDEO_MEAN, VIDEO_STD, ClipSpec
 
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/hiera/{file}"
 LICENSE = "CC-BY-NC-4.0"

@@ -69,7 +69,8 @@ from hiera_video.data.ava_files import (
 from hiera_video.data.boxes import box_iou, boxes_to_pixels, clip_boxes, crop_boxes_px, flip_boxes, resize_boxes
 from hiera_video.data.datasets.base import VIDEO_EXTENSIONS
 from hiera_video.data.decode import open_video
-from hiera_video.data.transforms import VIDEO_MEAN, VIDEO_STD, hflip, normalize, resize_short_side, short_side_size
+from hiera_video.data.clip_spec import VIDEO_MEAN, VIDEO_STD
+from hiera_video.data.transforms import hflip, normalize, resize_short_side, short_side_size
 from hiera_video.errors import HieraVideoError
 
 log = logging.getLogger("hiera_video.data.datasets")
