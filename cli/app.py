@@ -1,14 +1,20 @@
 """Entry point: builds the Typer app from one small module per command.
 
-Errors a user can cause (``HieraVideoError``) are printed as one line and exit non-zero;
-``--debug`` shows the traceback instead.
+Errors a user can cause (``HieraVideoError``, file-system errors such as a full disk) are
+printed as one line and exit 2; any other exception is a bug: one line, exit 3. ``--debug``
+adds the traceback. A SIGINT disposition of "ignore" inherited from the caller is reset, so
+SIGINT stops every command the same way (:func:`_take_sigint`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import signal
 import sys
+import threading
+import traceback
 import typing
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,6 +38,19 @@ except ImportError:  # older typer runs on click
     from click.exceptions import Abort, BadParameter, ClickException
 
 err = Console(stderr=True)
+
+#: Exit codes (README, "Commands"): 0 done; 1 results written, some inputs failed (the batch
+#: commands return it); 2 a usage or user-fixable error (HieraVideoError, click usage errors,
+#: a file-system error such as a full disk); 3 an internal error (an uncaught exception: a bug);
+#: 130 interrupted.
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
+#: OSErrors that are the machine's or the user's to fix (a full disk, a read-only or missing
+#: path, no permission), reported in one line as user errors; other OSErrors are internal.
+FILE_SYSTEM_ERRNOS = frozenset(getattr(errno, n) for n in (
+    "ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "ENOENT", "ENOTDIR", "EISDIR", "ENAMETOOLONG", "EFBIG", "EIO",
+    "EEXIST", "EXDEV", "EMFILE", "ENFILE", "ELOOP", "ENOTEMPTY", "EBUSY", "ETXTBSY",
+) if hasattr(errno, n))
 
 app = typer.Typer(
     name="hiera-video",
@@ -139,10 +158,37 @@ def harden(command) -> None:
             param.metavar = _METAVARS[inner_type]
 
 
+def _take_sigint():
+    """Make SIGINT raise KeyboardInterrupt, as it does when Python starts with SIGINT at its
+    default. A process started with SIGINT ignored (a background job ``cmd &`` of a
+    non-interactive shell) inherits "ignore", Python then installs no handler, and ``kill -INT`` (or
+    Ctrl-C reaching the process group) did nothing: ``predict`` and ``eval`` ran on instead of
+    writing their partial results and exiting 130. Every command now stops on SIGINT the same
+    way however it was started (training installs its own handler as well). Returns the
+    previous handler for :func:`main` to put back (None: nothing changed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # handlers can only be set in the main thread
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:
+        return None
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return previous
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     command = typer.main.get_command(app)
     harden(command)
+    previous_sigint = _take_sigint()
+    try:
+        _run(command, args)
+    finally:  # main() called in a process that goes on (tests, scripts): its handler back
+        if previous_sigint is not None:
+            signal.signal(signal.SIGINT, previous_sigint)
+
+
+def _run(command, args: list[str]) -> typing.NoReturn:
+    """Run ``command`` with ``args`` and exit with the code of the README's exit-code rule."""
     try:
         code = command.main(args=args, prog_name="hiera-video", standalone_mode=False)
     except ClickException as e:
@@ -156,10 +202,32 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except HieraVideoError as e:
         if "--debug" in args:
-            raise
+            traceback.print_exc()
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # text, not markup
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as e:
+        if e.errno not in FILE_SYSTEM_ERRNOS:
+            _internal_error(e, args)
+        if "--debug" in args:
+            traceback.print_exc()
+        where = "".join(f"{name}: " for name in (e.filename, e.filename2) if name)
+        err.print(f"[bold red]error:[/] {escape(where)}{escape(e.strerror or str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_USER_ERROR)
+    except Exception as e:  # a bug, not something the user did: its own exit code
+        _internal_error(e, args)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _internal_error(e: BaseException, args: list[str]) -> typing.NoReturn:
+    """An uncaught exception: one line saying it is an internal error (the traceback with
+    ``--debug``), exit code :data:`EXIT_INTERNAL_ERROR` (never 1, which means "results written,
+    some inputs failed")."""
+    if "--debug" in args:
+        traceback.print_exc()
+    text = " ".join(str(e).split())[:300]
+    err.print(f"[bold red]internal error:[/] {type(e).__name__}{': ' if text else ''}{escape(text)} "
+              "(a bug in hiera-video; rerun with --debug for the traceback and report it)", highlight=False, soft_wrap=True)
+    sys.exit(EXIT_INTERNAL_ERROR)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ import typer
 from hiera_video.cli import options
 from hiera_video.data import DATASET_PRESETS
 from hiera_video.data.clip_spec import check_choices
-from hiera_video.engine import distributed
 from hiera_video.engine.evaluate import eval_job, evaluate, write_failure_lists, write_outputs
 from hiera_video.engine.inference import parse_views, substitution_warning
+from hiera_video.engine.shard_files import finish_on_main, wait_on_others
 from hiera_video.errors import HieraVideoError, Interrupted
 from hiera_video.metrics.classification import render_metrics
 from hiera_video.report import console, progress_bar
@@ -24,7 +24,9 @@ def eval_command(
     root: Path = typer.Option(..., "--root", help="Dataset folder (video paths are relative to it)."),
     annotations: Optional[Path] = typer.Option(None, help="Annotation file (official CSV/JSON or a 'path label' list) [default: looked up under --root]."),
     split: str = typer.Option("val", help="Split to evaluate."),
-    labels: Optional[str] = typer.Option(None, help="Class names for list datasets (.txt/.json or a built-in set)."),
+    labels: Optional[str] = typer.Option(None, help=options.labels_help(
+        "Class names: of the videos for list/folder datasets; of the weights for k400/k600/k700/ssv2 (checked against "
+        "the names the weights carry; e.g. kinetics400 names official weights given by path); the label map for ava.")),
     model: Optional[str] = options.model(),
     weights: Optional[str] = options.weights(),
     views: Optional[str] = typer.Option(None, help="Temporal x spatial views [default: the dataset preset: K400 5x3, SSv2 1x3]."),
@@ -49,17 +51,22 @@ def eval_command(
     frames: bool = typer.Option(False, "--frames", help="AVA: media are frame folders <vid>/<vid>_%06d.jpg (root/frames), not videos."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="AVA: read an mmaction2 proposals .pkl (pickle can run code: trusted files only)."),
     view: Optional[str] = typer.Option(None, "--view", help="AVA: full (whole frame) | center (centre square) [default: the detector's training config, else full]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run that left results in --output (killed or interrupted): its finished videos are kept; the protocol must match."),
 ) -> int:
     """Evaluate a classifier (or an AVA detector: --dataset ava) on a dataset split (works under torchrun: one shard per process)."""
     check_choices(sampling=sampling, backend=backend)  # before any work
+    if resume and output is None:
+        raise HieraVideoError("--resume needs --output: the folder of the run to continue")
     if dataset == "ava":
         return eval_ava(root, split, annotations, labels, weights, proposals, exclusions, proposal_threshold, frames, view,
-                        allow_pickle, batch_size, workers, limit, output, all_classes, device, dtype, backend, as_json)
+                        allow_pickle, batch_size, workers, limit, output, all_classes, device, dtype, backend, as_json, resume,
+                        allow_random_weights)
     if dataset not in DATASET_PRESETS:
         raise HieraVideoError(f"unknown dataset '{dataset}'; use one of {', '.join(DATASET_PRESETS)}")
     with eval_job(dataset, root, annotations, split, labels, limit, strict, output, model, weights,
-                  parse_views(views) if views else None, sampling, stride, backend, device, dtype, allow_random_weights) as job:
-        world, clf, ds, missing, protocol = job.world, job.clf, job.dataset, job.missing, job.protocol
+                  parse_views(views) if views else None, sampling, stride, backend, device, dtype, allow_random_weights,
+                  resume=resume, save_views=save_views) as job:
+        world, clf, ds, missing, protocol, files = job.world, job.clf, job.dataset, job.missing, job.protocol, job.results
         out = console(stderr=as_json)
         if world.is_main:
             out.print(
@@ -67,102 +74,135 @@ def eval_command(
                 f"{protocol.temporal_views}x{protocol.spatial_views} views, {protocol.sampling} sampling, "
                 f"{world.world_size} process(es)", highlight=False,
             )
+            if files is not None and files.earlier:
+                out.print(f"resuming: {len(files.earlier)} videos done by the earlier run in {output}, "
+                          f"{len(ds) - len(files.earlier)} left", highlight=False)
         progress = progress_bar("[bold]eval", "{task.fields[rate]}", "failed {task.fields[failed]}", console=out,
                                 disable=not world.is_main)
         with progress:
-            task = progress.add_task("eval", total=len(distributed.shard(len(ds), world)), rate="", failed=0)
+            task = progress.add_task("eval", total=None, rate="", failed=0)
 
             def tick(done, total, failed):
                 elapsed = progress.tasks[0].elapsed or 1e-9
-                progress.update(task, completed=done, failed=failed, rate=f"{done / elapsed:.2f} videos/s")
+                progress.update(task, completed=done, total=total, failed=failed, rate=f"{done / elapsed:.2f} videos/s")
 
             result = evaluate(clf, protocol, ds, batch_size, workers, strict, save_views, world, tick, decode_timeout,
-                              partial_on_interrupt=True)
+                              stop=lambda: False, results=files)  # interruptible: SIGINT keeps finished videos
         if not world.is_main:  # rank 0 reports; every process exits with its code
-            return distributed.from_main(None, world)
-        for path, reason in result.failed:
-            out.print(f"[yellow]skipped[/] {reason}", highlight=False, soft_wrap=True)
-        stopped = (f"SIGINT after {len(result.indices) + len(result.failed)} of {len(ds)} videos"
-                   if result.interrupted else None)
-        if stopped and not result.indices:
-            raise Interrupted(f"{stopped}, none scored: nothing written")
-        if stopped:
-            out.print(f"[yellow]warning:[/] {stopped}: the metrics cover the {len(result.indices)} videos scored before it "
-                      f"(partial; {result.not_evaluated} not evaluated)", highlight=False)
-        if not result.indices:  # nothing scored: an error that names why, not an empty result
-            lists = write_failure_lists(output, result, ds) if output is not None else []
-            raise HieraVideoError(
-                f"no video of {ds.name} could be evaluated: all {len(result.failed)} failed"
-                + (f" (first: {result.failed[0][1]})" if result.failed else "")
-                + (f"; listed in {lists[0]}" if lists else "") + "; check them with hiera-video check-videos"
-            )
-        for path, n, m in result.substituted:
-            out.print(f"[yellow]warning:[/] {path}: {substitution_warning(n, m)}", highlight=False, soft_wrap=True)
-        if result.failed or missing:
-            out.print(
-                f"[yellow]warning:[/] {len(result.failed)} unreadable and {missing} missing videos are excluded from the metrics",
-                highlight=False,
-            )
-        extra = dict(world_size=world.world_size, split=split)
-        if output is not None:
-            files = write_outputs(output, result, ds, clf, protocol, extra)
-            out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
-        if result.metrics is None:
-            out.print("no labelled videos: predictions only (no metrics)")
-        elif not as_json:
-            render_metrics(result.metrics, out, all_classes=all_classes)
-        if as_json:
-            m = result.metrics or {}
-            print(json.dumps(dict(
-                top1=m.get("top1"), top5=m.get("top5"), mean_class_accuracy=m.get("mean_class_accuracy"),
-                num_videos=len(result.indices), num_failed=len(result.failed), num_missing=missing,
-                num_videos_with_substituted_frames=len(result.substituted), seconds=round(result.seconds, 3),
-                partial=result.interrupted, num_not_evaluated=result.not_evaluated,
-            )))
-        if stopped:
-            where = ([f"written to {output} (metrics.json: \"partial\": true)"] if output is not None else []) + (
-                ["printed as JSON"] if as_json else [])
-            raise Interrupted(f"{stopped}: partial metrics over the {len(result.indices)} videos scored"
-                              + (f" {' and '.join(where)}" if where else " shown above (--output DIR keeps them)"))
-        return distributed.from_main(1 if result.failed or missing else 0, world)  # 1: written, but not every annotated video
+            return wait_on_others(files, world)
+        return finish_on_main(files, world, lambda: _report(result, ds, clf, protocol, missing, world, split, output, out,
+                                                            all_classes, as_json))
+
+
+def _report(result, ds, clf, protocol, missing, world, split, output, out, all_classes, as_json) -> int:
+    """Rank 0: print and write the merged result; returns the exit code."""
+    for path, reason in result.failed:
+        out.print(f"[yellow]skipped[/] {reason}", highlight=False, soft_wrap=True)
+    stopped = (f"SIGINT after {len(result.indices) + len(result.failed)} of {len(ds)} videos"
+               if result.interrupted else None)
+    if stopped and not result.indices:
+        raise Interrupted(f"{stopped}, none scored: nothing written")
+    if stopped:
+        out.print(f"[yellow]warning:[/] {stopped}: the metrics cover the {len(result.indices)} videos scored before it "
+                  f"(partial; {result.not_evaluated} not evaluated)", highlight=False)
+    if not result.indices:  # nothing scored: an error that names why, not an empty result
+        lists = write_failure_lists(output, result, ds) if output is not None else []
+        raise HieraVideoError(
+            f"no video of {ds.name} could be evaluated: all {len(result.failed)} failed"
+            + (f" (first: {result.failed[0][1]})" if result.failed else "")
+            + (f"; listed in {lists[0]}" if lists else "") + "; check them with hiera-video check-videos"
+        )
+    for path, n, m in result.substituted:
+        out.print(f"[yellow]warning:[/] {path}: {substitution_warning(n, m)}", highlight=False, soft_wrap=True)
+    if result.failed or missing:
+        out.print(
+            f"[yellow]warning:[/] {len(result.failed)} unreadable and {missing} missing videos are excluded from the metrics",
+            highlight=False,
+        )
+    extra = dict(world_size=world.world_size, split=split)
+    if output is not None:
+        files = write_outputs(output, result, ds, clf, protocol, extra)
+        out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
+    if result.metrics is None:
+        out.print("no labelled videos: predictions only (no metrics)")
+    elif not as_json:
+        render_metrics(result.metrics, out, all_classes=all_classes)
+    if as_json:
+        m = result.metrics or {}
+        print(json.dumps(dict(
+            top1=m.get("top1"), top5=m.get("top5"), mean_class_accuracy=m.get("mean_class_accuracy"),
+            num_videos=len(result.indices), num_failed=len(result.failed), num_missing=missing,
+            num_videos_with_substituted_frames=len(result.substituted), seconds=round(result.seconds, 3),
+            partial=result.interrupted, num_not_evaluated=result.not_evaluated, resumed=result.resumed,
+        )))
+    if stopped:
+        where = ([f"written to {output} (metrics.json: \"partial\": true)"] if output is not None else []) + (
+            ["printed as JSON"] if as_json else [])
+        raise Interrupted(f"{stopped}: partial metrics over the {len(result.indices)} videos scored"
+                          + (f" {' and '.join(where)}" if where else " shown above (--output DIR keeps them)")
+                          + ("; --resume continues it" if output is not None else ""))
+    return 1 if result.failed or missing else 0  # 1: written, but not every annotated video
 
 
 def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions, threshold, frames, view, allow_pickle, batch_size, workers,
-             limit, output, all_classes, device, dtype, backend, as_json) -> int:
+             limit, output, all_classes, device, dtype, backend, as_json, resume: bool = False, allow_random: bool = False) -> int:
     """Frame-mAP@0.5 of a detector saved by ``finetune --dataset ava`` (official protocol)."""
-    from hiera_video.engine.ava import evaluate_ava_model, render_ava_metrics, write_ava_outputs
+    from hiera_video.data.ava_files import resolve_label_map
+    from hiera_video.engine.ava import ava_protocol, evaluate_ava_model
     from hiera_video.engine.ava_finetune import ava_eval_job
+    from hiera_video.engine.shard_files import open_shard_files
 
     with ava_eval_job(root, split, annotations, label_map, weights, proposals, exclusions, threshold, frames, view,
-                      allow_pickle, limit, output, device, dtype, backend) as job:
+                      allow_pickle, limit, output, device, dtype, backend, allow_random) as job:
         world, ds = job.world, job.dataset
         out = console(stderr=as_json)
-        if world.is_main:
-            boxes = "proposals" if ds.proposals is not None else "ground-truth boxes"
-            out.print(f"eval ava {split}: {len(ds)} keyframes on {boxes}, model {job.prov.meta['model']}, {world.world_size} process(es)",
-                      highlight=False)
-        rows, metrics = evaluate_ava_model(job.model, ds, batch_size, job.device, workers, amp_dtype=job.amp, world=world)
-        if not world.is_main:  # rank 0 reports; every process exits with its code
-            return distributed.from_main(None, world)
-        if len(ds) and not rows:
-            skipped = (metrics or {}).get("skipped") or []
-            raise HieraVideoError(
-                f"no AVA keyframe could be evaluated: all {len(ds)} failed"
-                + (f" (first: {skipped[0][2]})" if skipped else "") + "; check the videos with hiera-video check-videos"
-            )
-        if output is not None:
-            files = write_ava_outputs(output, rows, metrics, dict(split=split, weights=str(weights)))
-            out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
-        if metrics is None:
-            out.print("no ground truth for this split: detections only (no metrics)")
-        elif not as_json:
-            render_ava_metrics(metrics, out, all_classes=all_classes)
-        if metrics is not None and metrics.get("subset"):
-            sub = metrics["subset"]
-            out.print(f"[yellow]note:[/] mAP of a subset: {sub['keyframes']} of {sub['of']} keyframes (--limit), scored against "
-                      "their own ground truth only; not comparable with a full-split mAP", highlight=False)
-        if as_json:
-            m = metrics or {}
-            print(json.dumps(dict(mAP=m.get("mAP"), groups=m.get("groups"), num_keyframes=m.get("num_keyframes"),
-                                  skipped=len(m.get("skipped", [])), num_detections=len(rows), subset=m.get("subset"))))
-        return distributed.from_main(1 if (metrics or {}).get("skipped") or ds.missing else 0, world)  # 1: skipped or missing
+        files = None
+        if output is not None:  # per-process result files (see engine/shard_files.py)
+            protocol = ava_protocol(job.model, ds, job.amp, resolve_label_map(ds.label_map)) if world.is_main else None
+            files = open_shard_files(output, world, "eval --dataset ava", protocol, resume, what="keyframes")
+        try:
+            if world.is_main:
+                boxes = "proposals" if ds.proposals is not None else "ground-truth boxes"
+                out.print(f"eval ava {split}: {len(ds)} keyframes on {boxes}, model {job.prov.meta['model']}, {world.world_size} process(es)",
+                          highlight=False)
+                if files is not None and files.earlier:
+                    out.print(f"resuming: {len(files.earlier)} keyframes done by the earlier run in {output}, "
+                              f"{len(ds) - len(files.earlier)} left", highlight=False)
+            rows, metrics = evaluate_ava_model(job.model, ds, batch_size, job.device, workers, amp_dtype=job.amp, world=world,
+                                               results=files)
+            if not world.is_main:  # rank 0 reports; every process exits with its code
+                return wait_on_others(files, world)
+            return finish_on_main(files, world, lambda: _report_ava(rows, metrics, ds, split, weights, output, out, all_classes,
+                                                                    as_json))
+        finally:
+            if files is not None:
+                files.close()
+
+
+def _report_ava(rows, metrics, ds, split, weights, output, out, all_classes, as_json) -> int:
+    """Rank 0: print and write the merged AVA result; returns the exit code."""
+    from hiera_video.engine.ava import render_ava_metrics, write_ava_outputs
+
+    if len(ds) and not rows:
+        skipped = (metrics or {}).get("skipped") or []
+        raise HieraVideoError(
+            f"no AVA keyframe could be evaluated: all {len(ds)} failed"
+            + (f" (first: {skipped[0][2]})" if skipped else "") + "; check the videos with hiera-video check-videos"
+        )
+    if output is not None:
+        files = write_ava_outputs(output, rows, metrics, dict(split=split, weights=str(weights)))
+        out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
+    if metrics is None:
+        out.print("no ground truth for this split: detections only (no metrics)")
+    elif not as_json:
+        render_ava_metrics(metrics, out, all_classes=all_classes)
+    if metrics is not None and metrics.get("subset"):
+        sub = metrics["subset"]
+        out.print(f"[yellow]note:[/] mAP of a subset: {sub['keyframes']} of {sub['of']} keyframes (--limit), scored against "
+                  "their own ground truth only; not comparable with a full-split mAP", highlight=False)
+    if as_json:
+        m = metrics or {}
+        print(json.dumps(dict(mAP=m.get("mAP"), groups=m.get("groups"), num_keyframes=m.get("num_keyframes"),
+                              skipped=len(m.get("skipped", [])), num_detections=len(rows), subset=m.get("subset"),
+                              resumed=m.get("resumed", 0))))
+    return 1 if (metrics or {}).get("skipped") or ds.missing else 0  # 1: skipped or missing

@@ -18,7 +18,9 @@ from hiera_video.report import check_output, console
 def export(
     model: Optional[str] = options.model(),
     weights: Optional[str] = options.weights(),
-    labels: Optional[str] = typer.Option(None, help="Class-name file written into the sidecar [default: the labels of the weights]."),
+    labels: Optional[str] = typer.Option(None, help=options.labels_help(
+        "Class names written into the sidecar [default: the weights' own]; checked against the names the weights carry, "
+        "as in predict.")),
     fmt: str = typer.Option(..., "--format", "-f", help="onnx | torch-export (.pt2, saved with torch.export.save)."),
     output: Path = typer.Option(..., "--output", "-o", help="File to write (e.g. model.onnx / model.pt2); the sidecar is FILE.json."),
     frames: Optional[int] = typer.Option(None, min=1, help="Clip length T of the exported input [default: the model's]."),

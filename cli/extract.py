@@ -17,6 +17,7 @@ from hiera_video.engine.extract import (
 )
 from hiera_video.engine.inference import parse_views
 from hiera_video.engine.predict import expand_inputs
+from hiera_video.engine.shard_files import finish_on_main, wait_on_others
 from hiera_video.errors import HieraVideoError
 from hiera_video.report import check_output, console, progress_bar
 
@@ -89,48 +90,57 @@ def extract(
             for f in failures:
                 err.print(f"[red]error:[/] {f.error}", highlight=False, soft_wrap=True)
         results: list[Extracted] = []
-        if jobs:
-            ex = Extractor(clf, output, level, fmt, view_counts, window, stride, batch_size, store_dtype, backend, overwrite, world,
-                           workers, decode_timeout)
-            if world.is_main:
-                what = f"windows of {window:g} s every {ex.stride:g} s" if window else f"{view_counts[0]}x{view_counts[1]} views"
-                st = level_stride(clf.model, level)
-                err.print(
-                    f"extract {level}{'' if st is None else f' (stride {st[0]} frames, {st[1]} px)'} of {len(jobs)} videos, "
-                    f"{what}, model {clf.name}, {world.world_size} process(es) -> {output}", highlight=False, soft_wrap=True,
+        ex = None
+        try:
+            if jobs:
+                ex = Extractor(clf, output, level, fmt, view_counts, window, stride, batch_size, store_dtype, backend, overwrite,
+                               world, workers, decode_timeout)
+                if world.is_main:
+                    what = f"windows of {window:g} s every {ex.stride:g} s" if window else f"{view_counts[0]}x{view_counts[1]} views"
+                    st = level_stride(clf.model, level)
+                    err.print(
+                        f"extract {level}{'' if st is None else f' (stride {st[0]} frames, {st[1]} px)'} of {len(jobs)} videos, "
+                        f"{what}, model {clf.name}, {world.world_size} process(es) -> {output}", highlight=False, soft_wrap=True,
+                    )
+                progress = progress_bar(
+                    "[bold]extract", "{task.fields[rate]}", "skipped {task.fields[skipped]} failed {task.fields[failed]}",
+                    "{task.fields[name]}", console=err if as_json else out, disable=not world.is_main,
                 )
-            progress = progress_bar(
-                "[bold]extract", "{task.fields[rate]}", "skipped {task.fields[skipped]} failed {task.fields[failed]}",
-                "{task.fields[name]}", console=err if as_json else out, disable=not world.is_main,
-            )
-            counts = dict(skipped=0, failed=0)
-            with progress:
-                task = progress.add_task("extract", total=len(distributed.shard(len(jobs), world)), rate="", name="", **counts)
+                counts = dict(skipped=0, failed=0)
+                with progress:
+                    task = progress.add_task("extract", total=len(distributed.shard(len(jobs), world)), rate="", name="", **counts)
 
-                def tick(r: Extracted) -> None:
-                    counts["skipped"] += r.skipped
-                    counts["failed"] += not r.ok
-                    if not r.ok:
-                        err.print(f"[red]error:[/] {r.error}", highlight=False, soft_wrap=True)
-                    elapsed = progress.tasks[0].elapsed or 1e-9
-                    done = progress.tasks[0].completed + 1
-                    progress.update(task, advance=1, name=Path(r.path).name, rate=f"{done / elapsed:.2f} videos/s", **counts)
+                    def tick(r: Extracted) -> None:
+                        counts["skipped"] += r.skipped
+                        counts["failed"] += not r.ok
+                        if not r.ok:
+                            err.print(f"[red]error:[/] {r.error}", highlight=False, soft_wrap=True)
+                        elapsed = progress.tasks[0].elapsed or 1e-9
+                        done = progress.tasks[0].completed + 1
+                        progress.update(task, advance=1, name=Path(r.path).name, rate=f"{done / elapsed:.2f} videos/s", **counts)
 
-                results = ex.run(jobs, tick)
-            if not world.is_main:  # rank 0 reports; every process exits with its code
-                return distributed.from_main(None, world)
-        results = failures + results
-        if as_json:
-            print(json.dumps([r.to_json() for r in results], indent=2))
-        else:
-            out.print(_table(results, output))
-        n_bad = sum(not r.ok for r in results)
-        n_skip = sum(r.skipped for r in results)
-        err.print(
-            f"{len(results) - n_bad} of {len(results)} videos ok ({n_skip} already done), {n_bad} failed"
-            + (f"; index: {output / INDEX}" if jobs else ""), highlight=False, soft_wrap=True,
-        )
-        return distributed.from_main(1 if n_bad else 0, world)
+                    results = ex.run(jobs, tick)
+                if not world.is_main:  # rank 0 reports; every process exits with its code
+                    return wait_on_others(ex.results, world)
+
+            def report() -> int:
+                everything = failures + results
+                if as_json:
+                    print(json.dumps([r.to_json() for r in everything], indent=2))
+                else:
+                    out.print(_table(everything, output))
+                n_bad = sum(not r.ok for r in everything)
+                n_skip = sum(r.skipped for r in everything)
+                err.print(
+                    f"{len(everything) - n_bad} of {len(everything)} videos ok ({n_skip} already done), {n_bad} failed"
+                    + (f"; index: {output / INDEX}" if jobs else ""), highlight=False, soft_wrap=True,
+                )
+                return 1 if n_bad else 0
+
+            return finish_on_main(ex.results if ex is not None else None, world, report)
+        finally:
+            if ex is not None and ex.results is not None:
+                ex.results.close()
 
 
 def _table(results: list[Extracted], output: Path) -> Table:

@@ -22,6 +22,15 @@ def weights(help="Zoo tag, URL or checkpoint path [default: the model's official
     return typer.Option(None, "--weights", "-w", help=help)
 
 
+#: The built-in label sets ``--labels`` takes by name (hiera_video/data/labels).
+BUILTIN_LABELS = "kinetics400, kinetics600, kinetics700, ssv2 (174 classes), ava (AVA v2.2's 60), imagenet1k"
+
+
+def labels_help(what: str) -> str:
+    """The ``--labels`` help: ``what`` the names are for, then what may be passed."""
+    return f"{what} A .txt (one class per line, or 'id: name' lines) or .json file, or a built-in set: {BUILTIN_LABELS}."
+
+
 def device():
     return typer.Option("auto", help="auto | cpu | cuda | cuda:N")
 

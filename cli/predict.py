@@ -23,7 +23,9 @@ def predict(
     paths: List[str] = typer.Argument(..., help="Video files, directories or glob patterns."),
     model: Optional[str] = options.model(),
     weights: Optional[str] = options.weights(),
-    labels: Optional[str] = typer.Option(None, help="Class-name file (.txt one per line, or .json) or a built-in set (kinetics400, ...)."),
+    labels: Optional[str] = typer.Option(None, help=options.labels_help(
+        "Class names [default: the weights' own]. Checked against the names the weights carry (the same classes in "
+        "another order are matched by name; other names are an error); they name weights that carry none.")),
     views: str = typer.Option("1x1", help="Temporal x spatial views, e.g. 5x3 (the Kinetics protocol)."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1),
     device: str = options.device(),

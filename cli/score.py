@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 import typer
 
 from hiera_video.errors import HieraVideoError
@@ -27,6 +28,10 @@ def score(
     check_output(output, "--output", "dir")
     preds = load_predictions(predictions)
     probs, used = predictions_probs(preds, agg)
+    bad = ~torch.isfinite(probs).all(dim=1)  # the file holds finite values; their aggregate must be too
+    if bad.any():
+        raise HieraVideoError(f"'{predictions}': aggregating its view logits with '{used}' gives NaN or infinite scores for "
+                              f"{int(bad.sum())} of {len(bad)} videos (logits too large?); nothing was scored")
     if int((preds.labels >= 0).sum()) == 0:
         raise HieraVideoError(f"'{predictions}' has no ground-truth labels (all -1, e.g. a test split); nothing to score")
     metrics = classification_metrics(probs, preds.labels, preds.classes)

@@ -130,6 +130,7 @@ class RunConfig:
     dist_timeout: float | None = setting(None, "torchrun: seconds a process waits for the others before the run stops with an error (null = $HIERA_VIDEO_DIST_TIMEOUT or 1800)")
     seed: int = setting(0, "random seed")
     ckpt_every_steps: int = setting(0, "also checkpoint every N optimizer steps (0 = only each epoch)")
+    lock: bool = setting(True, "lock the run folder against a second run (false: for file systems without file locks, e.g. some NFS/FUSE mounts; then make sure only one run writes there)")
     val_every_epochs: int = setting(1, "fast validation (centre view) every N epochs (0 = off)")
     val_views: str = setting("1x1", "views of the periodic validation")
     final_views: str | None = setting(None, "views of the final evaluation (default: the dataset preset, e.g. 5x3)")
@@ -475,6 +476,45 @@ def _validate(cfg) -> None:
             f"run.batch_size ({cfg.run.batch_size}) must be a multiple of data.repeated_aug ({cfg.data.repeated_aug}): "
             "each decoded video gives repeated_aug clips of the batch"
         )
+    _validate_model(cfg.model)
+
+
+#: ``model.arch`` keys that have their own config key (or come from the data): giving them in
+#: ``arch`` as well would be two values for one argument (the constructor call failed with a
+#: TypeError traceback, or one silently won).
+_ARCH_ELSEWHERE = {"input_size": "model.input_size", "drop_path_rate": "model.drop_path",
+                   "head_dropout": "model.head_dropout", "mask_ratio": "model.mask_ratio"}
+
+
+def _validate_model(model) -> None:
+    """``model.name``, ``model.input_size`` and every ``model.arch`` key against the model's
+    constructor (:func:`hiera_video.models.factory.check_arch`: known names, types, ranges and
+    the combinations the model needs), so an architecture that cannot train (``q_pool: -5``,
+    an input the strides do not divide) is refused before any work, naming the key."""
+    from hiera_video.models.factory import check_arch
+    from hiera_video.models.zoo import ALIASES, MODELS
+
+    spec = MODELS.get(ALIASES.get(model.name, model.name))
+    if spec is None:
+        import difflib
+
+        close = difflib.get_close_matches(model.name, MODELS, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise HieraVideoError(f"config key 'model.name' must be a model of 'hiera-video models', got {_short(model.name)}{hint}")
+    for key in model.arch:
+        if not isinstance(key, str):
+            raise HieraVideoError(f"config key 'model.arch' must map argument names to values, got the key {_short(key)}")
+        elsewhere = _ARCH_ELSEWHERE.get(key)
+        if elsewhere is not None and hasattr(model, elsewhere.split(".")[1]):
+            raise HieraVideoError(f"config key 'model.arch.{_clip(key, 60)}': set it with {elsewhere}, not in model.arch")
+        if key == "num_classes":
+            raise HieraVideoError("config key 'model.arch.num_classes': the number of classes comes from the dataset")
+    if model.arch.get("in_chans", 3) != 3:
+        raise HieraVideoError(f"config key 'model.arch.in_chans' must be 3: training clips are RGB, got {_short(model.arch['in_chans'])}")
+    overrides = dict(model.arch)
+    if model.input_size:
+        overrides["input_size"] = list(model.input_size)
+    check_arch(spec, overrides, lambda key: f"config key '{'model.input_size' if key == 'input_size' else 'model.arch.' + _clip(key, 60)}'")
 
 
 def describe(cfg: TrainConfig) -> list[tuple[str, str, str]]:

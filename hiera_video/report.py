@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from rich.console import Console
+
+from hiera_video.errors import HieraVideoError, OutputError
 
 MIN_PIPE_WIDTH = 160
 
@@ -44,11 +47,11 @@ def check_output(path: str | Path | None, option: str = "--output", kind: str = 
     never ends with a traceback and its results lost). ``kind``: ``"file"`` or ``"dir"``
     (a folder the command creates or fills). Checked: an existing path of the wrong kind (a
     folder where a file is expected or the other way round), a path under a file, a name too
-    long for the file system, and write permission in the folder that will hold it (the
-    nearest existing one when folders are to be created). Returns the path (None stays None);
+    long for the file system, and that a file can really be created (and is removed again)
+    in the folder that will hold it (the nearest existing one when folders are to be
+    created): ``os.access`` answers yes to root everywhere, ``/proc`` and ``/sys`` included,
+    and knows nothing of read-only mounts or quotas. Returns the path (None stays None);
     raises :class:`~hiera_video.errors.HieraVideoError` with one line naming ``option``."""
-    from hiera_video.errors import HieraVideoError
-
     if path is None:
         return None
     raw = str(path)
@@ -63,13 +66,15 @@ def check_output(path: str | Path | None, option: str = "--output", kind: str = 
         if kind == "dir":
             if not os.path.isdir(p):
                 fail("it is an existing file, not a folder")
-            if not os.access(p, os.W_OK | os.X_OK):
-                fail("no permission to write in this folder")
+            problem = _cannot_create_in(p)
+            if problem:
+                fail("no permission to write in this folder" if problem == PERMISSION else f"cannot create files in it ({problem})")
             return p
         if os.path.isdir(p):
             fail("it is an existing folder, not a file name")
-        if not os.access(p, os.W_OK) or not os.access(p.parent, os.W_OK | os.X_OK):
-            fail("no permission to replace this file")  # replaced by a rename in its folder
+        problem = _cannot_create_in(p.parent)  # the file is replaced by a rename in its folder
+        if problem:
+            fail("no permission to replace this file" if problem == PERMISSION else f"cannot create files in '{p.parent}' ({problem})")
         return p
     anchor = p.parent if p.parent != p else p  # nearest folder that exists
     while not os.path.exists(anchor) and anchor.parent != anchor:
@@ -83,9 +88,40 @@ def check_output(path: str | Path | None, option: str = "--output", kind: str = 
     long = [part for part in p.parts if len(os.fsencode(part)) > name_max]
     if long:
         fail(f"the name '{long[0][:40]}...' is longer than the file system allows ({name_max} bytes)")
-    if not os.access(anchor, os.W_OK | os.X_OK):
-        fail(f"no permission to create files in '{anchor}'")
+    problem = _cannot_create_in(anchor)
+    if problem:
+        fail(f"no permission to create files in '{anchor}'" if problem == PERMISSION else f"cannot create files in '{anchor}' ({problem})")
     return p
+
+
+PERMISSION = "permission denied"
+
+
+def _cannot_create_in(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (:data:`PERMISSION`, or the system's reason,
+    e.g. "Read-only file system"), or None when it can: found by creating an empty, uniquely
+    named file there and removing it again."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".hiera-video-check-")
+    except OSError as e:
+        return PERMISSION if e.errno in (errno.EACCES, errno.EPERM) else (e.strerror or str(e))
+    os.close(fd)
+    try:
+        os.unlink(probe)
+    except OSError:  # pragma: no cover - created but not removable (e.g. a sticky folder): writing works
+        pass
+    return None
+
+
+#: errnos of a failed write, turned into :class:`~hiera_video.errors.OutputError` when the
+#: block of :func:`atomic_path` raises them (other OSErrors there, e.g. a lost connection while
+#: downloading into the file, are the caller's to report).
+WRITE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG", "EIO", "EACCES", "EPERM")
+                         if hasattr(errno, n))
+
+
+def _output_error(path: Path, e: OSError) -> OutputError:
+    return OutputError(f"cannot write '{path}': {e.strerror or ' '.join(str(e).split())}", e)
 
 
 @contextmanager
@@ -93,20 +129,39 @@ def atomic_path(path: str | Path, suffix: str = ".tmp", fsync: bool = False) -> 
     """The one way files are replaced: yields a temporary ``.NAME.*SUFFIX`` in ``path``'s
     folder to write; when the block ends normally it is (optionally) fsynced, given ordinary
     permissions (0666 minus the umask; mkstemp makes 0600) and renamed over ``path``, so a
-    reader sees the old file or the new one, never half of one. On an exception it is removed."""
+    reader sees the old file or the new one, never half of one. On an exception it is removed.
+
+    A write that fails (disk full, read-only file system, no permission: creating the folder or
+    the temporary file, the block's writes with an errno of :data:`WRITE_ERRNOS`, the fsync, the
+    rename) raises :class:`~hiera_video.errors.OutputError`: one line naming ``path``, which
+    the CLI prints without a traceback (exit 2)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    except OSError as e:
+        raise _output_error(path, e) from e
     os.close(fd)
     try:
-        yield Path(tmp)
-        if fsync:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        try:
+            yield Path(tmp)
+        except OSError as e:
+            if e.errno in WRITE_ERRNOS and not isinstance(e, HieraVideoError):
+                raise _output_error(path, e) from e
+            raise
+        try:
+            if fsync:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            try:
+                os.chmod(tmp, 0o666 & ~umask)
+            except OSError:  # a file system without Unix permissions (some network mounts): keep mkstemp's
+                pass
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _output_error(path, e) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

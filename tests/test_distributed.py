@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -228,3 +229,53 @@ def test_a_run_folder_in_use_is_refused_and_a_killed_runs_leftovers_removed(colo
         holder.wait()
     finetune(cfg)
     assert not leftover.exists() and (out / "metrics.json").is_file()
+
+
+def test_sigterm_during_validation_stops_within_seconds_then_resume_validates_again(colours, tmp_path):
+    """SIGTERM to both processes (as torchrun forwards it) while they validate after epoch 1,
+    validation slowed to 3 s a video (6 videos each: 18 s): both exit 130 within seconds, with
+    last.pt at the epoch's end; the cut validation recorded nothing and stays pending, so
+    --resume auto runs it again first and ends with the weights and validation rows of an
+    uninterrupted run."""
+    import shutil
+
+    lines = []
+    for k in range(4):  # 12 validation videos (copies: a list must not name a file twice)
+        for line in (colours / "val.txt").read_text().split("\n"):
+            if line.strip():
+                name, label = line.split()
+                shutil.copy(colours / name, colours / f"copy{k}_{name}")
+                lines.append(f"copy{k}_{name} {label}")
+    (colours / "val_long.txt").write_text("\n".join(lines) + "\n")
+    sets = ("data.val_annotations=val_long.txt", "run.val_every_epochs=1")
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert [rc for rc, _ in launch(finetune_args(colours, full, *sets), tmp_path)] == [0, 0]
+
+    procs = start_ranks(finetune_args(colours, cut, *sets), tmp_path, HIERA_VIDEO_DIST_TIMEOUT="60", HIERA_VIDEO_FAULTS="slow@:3")
+    try:
+        deadline = time.time() + SCENARIO_TIMEOUT
+        log = cut / "metrics.jsonl"
+        while not (log.is_file() and any(json.loads(r)["kind"] == "epoch" for r in log.read_text().splitlines())):
+            assert time.time() < deadline and all(p.poll() is None for p in procs), "epoch 1 never ended"
+            time.sleep(0.1)
+        time.sleep(1.0)  # inside the validation's first video
+        t0 = time.time()
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        errs = [p.communicate(timeout=SCENARIO_TIMEOUT)[1] for p in procs]
+        stopped_after = time.time() - t0
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [130, 130], errs[0][-2000:]
+    assert stopped_after < 10, stopped_after  # the rest of the validation alone would take 15 s
+    assert "SIGTERM" in last_line(errs[0]) and "at step 2" in last_line(errs[0]), last_line(errs[0])
+    state = torch.load(cut / "last.pt", weights_only=True)["run_state"]
+    assert state["step"] == 2 and state["epoch"] == 1 and state["val_pending"]
+    assert not [r for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "val"]
+
+    assert [rc for rc, _ in launch(finetune_args(colours, cut, *sets) + ["--resume", "auto"], tmp_path)] == [0, 0]
+    assert_same_weights(full, cut, steps=4)
+    val_rows = [(r["epoch"], r["top1"]) for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "val"]
+    assert val_rows == [(r["epoch"], r["top1"]) for r in map(json.loads, (full / "metrics.jsonl").read_text().splitlines())
+                        if r["kind"] == "val"] and len(val_rows) == 2

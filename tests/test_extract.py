@@ -274,3 +274,39 @@ def test_torchrun_shards_and_merged_index(media, tmp_path):
         with torch.no_grad():
             ref = model.forward_head(model.forward_features(views), pre_logits=True)
         np.testing.assert_allclose(np.load(out / name), ref.numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_resume_compares_the_weights_content_and_every_setting(media, capsys, tmp_path):
+    """An extract folder is resumed only with what made its features: other weights behind the
+    same path, another --level or --dtype are refused with the difference named; a missing or
+    corrupt extract.json leaves nothing to compare against and is refused too; random weights
+    (--weights none) are seeded, so rerunning with them resumes the same model."""
+    weights = tmp_path / "w.pt"
+    shutil.copy(media["ckpt"], weights)
+    out = tmp_path / "out"
+    argv = ["extract", media["videos"][0], "-o", str(out), "--weights", str(weights), "--dtype", "fp32"]
+    assert run(argv, capsys)[0] == 0
+    for extra, named in ((["--level", "stage1"], "level: 'pooled' -> 'stage1'"), (["--dtype", "bf16"], "compute_dtype")):
+        code, _, err = run(argv + extra, capsys)
+        assert code == 2 and "other settings" in err and named in err, err
+    nano_classifier(tmp_path / "other.pt", [f"c{i}" for i in range(6)], head_std=1.0)
+    shutil.copy(tmp_path / "other.pt", weights)  # same path, other content
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "weights_sha256" in err, err
+    shutil.copy(media["ckpt"], weights)
+    (out / "extract.json").write_text("{ torn")
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "extract.json is unreadable" in err, err
+    (out / "extract.json").unlink()
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "extract.json is missing" in err, err
+
+    rand = ["extract", media["videos"][0], "-o", str(tmp_path / "r"), "--model", NANO, "--weights", "none",
+            "--allow-random-weights", "--dtype", "fp32"]
+    assert run(rand, capsys)[0] == 0
+    first = np.load(tmp_path / "r" / "clip.mp4.npy")
+    code, _, err = run(rand + ["--overwrite"], capsys)
+    assert code == 0, err
+    again = np.load(tmp_path / "r" / "clip.mp4.npy")
+    np.testing.assert_array_equal(first, again)
+    assert run(rand, capsys)[0] == 0  # the same random model: resumed, not refused

@@ -74,7 +74,7 @@ def test_exact_resume(colour_data, tmp_path):
     a, b = assert_same_weights(tmp_path / "a", tmp_path / "b", steps=12)
     assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
     # A fresh run never mixes into an earlier one's folder.
-    with pytest.raises(HieraVideoError, match="already holds a training run"):
+    with pytest.raises(HieraVideoError, match=r"already holds an earlier training run \(last.pt, .*continue it with --resume auto"):
         finetune(tiny_config(colour_data, tmp_path / "a", *sets))
 
 

@@ -259,3 +259,116 @@ def test_help_keeps_bracketed_defaults(capsys, monkeypatch):
     assert code == 0
     assert "Model name [default: hiera_base_16x224, or the one a checkpoint names]." in out
     assert re.search(r"--window\s+NUMBER", out) and re.search(r"--top-k\s+-k\s+INTEGER", out)
+
+
+# ---------------------------------------------------------------------------- issue 20 item 6: exit codes
+
+
+def _raise(exc):
+    def boom(*args, **kwargs):
+        raise exc
+
+    return boom
+
+
+def test_an_internal_error_has_its_own_exit_code(capsys, monkeypatch):
+    """An uncaught exception (a bug) exits 3, not 1 (1 means "results written, some inputs
+    failed"): one line saying it is internal, the traceback with --debug, same code."""
+    monkeypatch.setattr("hiera_video.cli.score.load_predictions", _raise(ZeroDivisionError("division by zero")))
+    code, out, err = run_cli(["score", "preds.pt"], capsys)
+    assert code == 3, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "internal error: ZeroDivisionError: division by zero" in err and "--debug" in err, err
+    code, out, err = run_cli(["--debug", "score", "preds.pt"], capsys)
+    assert code == 3 and "Traceback" in err and "ZeroDivisionError" in err, err
+
+
+def test_debug_keeps_the_exit_code_of_a_user_error(capsys):
+    """--debug adds the traceback of a user error and keeps its exit code 2 (re-raising it
+    used to exit 1)."""
+    code, out, err = run_cli(["score", "no/such/preds.pt"], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    code, out, err = run_cli(["--debug", "score", "no/such/preds.pt"], capsys)
+    assert code == 2 and "Traceback" in err and "error:" in err, err
+
+
+@pytest.mark.parametrize("exc,code", [
+    (PermissionError(13, "Permission denied", "/data/preds.pt"), 2),
+    (OSError(28, "No space left on device"), 2),
+    (ConnectionResetError(104, "Connection reset by peer"), 3),
+])
+def test_file_system_errors_are_one_line_user_errors(exc, code, capsys, monkeypatch):
+    """An OSError of the file system (no permission, a full disk) that no command turned into
+    a message is still one line (exit 2); other OSErrors are internal errors (exit 3)."""
+    monkeypatch.setattr("hiera_video.cli.score.load_predictions", _raise(exc))
+    got, out, err = run_cli(["score", "preds.pt"], capsys)
+    assert got == code and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert exc.strerror in err and (exc.filename is None or exc.filename in err), err
+
+
+# ---------------------------------------------------------------------------- issue 20 item 4: model.arch
+
+BAD_ARCH = [  # (--set item, the key the error must name, a word of the reason)
+    ("model.arch={q_pool: -5}", "model.arch.q_pool", ">= 0"),
+    ("model.arch={q_pool: 4}", "model.arch.q_pool", "smaller than the number of stages"),
+    ("model.arch={q_pool: 2.0}", "model.arch.q_pool", "integer"),
+    ("model.arch={qpool: 2}", "model.arch.qpool", "not an architecture argument"),
+    ("model.arch={stages: [1, 1, 1]}", "model.arch.stages", "one flag per stage"),
+    ("model.arch={stages: [1, 0, 2, 1]}", "model.arch.stages", "block counts >= 1"),
+    ("model.arch={num_heads: 3}", "model.arch.num_heads", "divisible by its heads"),
+    ("model.arch={embed_dim: 0}", "model.arch.embed_dim", ">= 1"),
+    ("model.arch={mask_unit_attn: [1, 0, 0, 0]}", "model.arch.mask_unit_attn", "true/false"),
+    ("model.arch={q_stride: [1, 3, 3]}", "model.arch.q_stride", "power of (stages - 1)"),
+    ("model.arch={patch_padding: [0, 0, 0]}", "model.arch.patch_padding", "one token per stride"),
+    ("model.arch={patch_stride: [2, 4]}", "model.arch.patch_stride", "3 entries"),
+    ("model.arch={norm_layer: BatchNorm1d}", "model.arch.norm_layer", "LayerNorm"),
+    ("model.arch={sep_pos_embed: 1}", "model.arch.sep_pos_embed", "true or false"),
+    ("model.arch={mlp_ratio: -1}", "model.arch.mlp_ratio", "> 0"),
+    ("model.arch={in_chans: 1}", "model.arch.in_chans", "RGB"),
+    ("model.arch={drop_path_rate: 0.1}", "model.arch.drop_path_rate", "model.drop_path"),
+    ("model.arch={input_size: [8, 64, 64]}", "model.arch.input_size", "model.input_size"),
+    ("model.arch={num_classes: 7}", "model.arch.num_classes", "dataset"),
+    ("model.input_size=[8, 64, 63]", "model.input_size", "multiple of 32"),
+    ("model.input_size=[8, 64]", "model.input_size", "3 entries"),
+    ("model.input_size=[7, 64, 64]", "model.input_size", "multiple of 2"),
+    ("model.name=hiera_nan_8x64", "model.name", "hiera_nano_8x64"),
+]
+
+
+@pytest.mark.parametrize("item,key,reason", BAD_ARCH, ids=[b[0] for b in BAD_ARCH])
+def test_bad_architectures_are_refused_at_load_time(item, key, reason):
+    """Every model.arch key (and model.input_size) is checked against the model's constructor
+    when the config loads: `model.arch={q_pool: -5}` used to train to the end with exit 0."""
+    with pytest.raises(HieraVideoError) as e:
+        load_config(None, ["model.name=hiera_nano_8x64", item])
+    msg = str(e.value)
+    assert f"'{key}'" in msg and reason in msg and "\n" not in msg, msg
+
+
+def test_good_architectures_load():
+    cfg = load_config(None, ["model.name=hiera_nano_8x64", "model.arch={q_pool: 2, mlp_ratio: 2.0}", "model.input_size=[4, 96, 64]"])
+    assert cfg.model.arch == {"q_pool": 2, "mlp_ratio": 2.0}
+    three = "model.arch={stages: [1, 2, 1], q_pool: 2, mask_unit_size: [1, 4, 4], mask_unit_attn: [true, false, false]}"
+    load_config(None, ["model.name=hiera_nano_8x64", three, "model.input_size=[8, 32, 32]"])
+    load_pretrain_config(None, ["model.name=mae_hiera_nano_8x64", "model.arch={decoder_num_heads: 4}"])
+    with pytest.raises(HieraVideoError, match="'model.arch.decoder_num_heads'.*divisible"):
+        load_pretrain_config(None, ["model.name=mae_hiera_nano_8x64", "model.arch={decoder_num_heads: 3}"])
+    with pytest.raises(HieraVideoError, match="'model.arch.mask_ratio': set it with model.mask_ratio"):
+        load_pretrain_config(None, ["model.name=mae_hiera_nano_8x64", "model.arch={mask_ratio: 0.5}"])
+
+
+def test_create_model_checks_its_arguments_too():
+    with pytest.raises(HieraVideoError, match="model option 'q_pool' must be an integer >= 0"):
+        hiera_video.create_model("hiera_nano_8x64", q_pool=-5)
+    with pytest.raises(HieraVideoError, match="model option 'input_size': input height 60 must be a multiple of 32"):
+        hiera_video.create_model("hiera_nano_8x64", input_size=(8, 60, 64))
+
+
+def test_finetune_with_a_bad_arch_stops_before_any_work(tmp_path, capsys, monkeypatch):
+    def started(*args, **kwargs):
+        raise AssertionError("the work started")
+
+    monkeypatch.setattr("hiera_video.engine.finetune.build_data", started)
+    code, out, err = run_cli(["finetune", "--config", "demo", "--root", str(tmp_path), "-o", str(tmp_path / "run"),
+                              "--set", "model.arch={q_pool: -5}"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "'model.arch.q_pool'" in err, err

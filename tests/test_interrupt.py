@@ -32,20 +32,27 @@ def media(tmp_path_factory):
     return dict(dir=d, ckpt=str(ckpt), videos=videos, broken=str(d / "broken.mp4"))
 
 
-def _cli(args, cwd, env=None):
+def _cli(args, cwd, env=None, sigint="default"):
+    """The CLI in a child process whose SIGINT disposition is set here, not inherited from the
+    test runner (issue 20 item 9: from a background job or under some launchers the runner
+    ignores SIGINT, and so did the child). ``sigint="ignored"``: started as such a job is."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **(env or {}))
+    disposition = signal.SIG_IGN if sigint == "ignored" else signal.SIG_DFL
     return subprocess.Popen([sys.executable, "-m", "hiera_video.cli.app", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
 
 
-def test_sigint_during_predict_writes_the_finished_results(media, tmp_path):
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_sigint_during_predict_writes_the_finished_results(media, tmp_path, sigint):
     """A real SIGINT from outside, sent once the first videos are done (the corrupt second input
     is reported on stderr as soon as it was tried): the JSON printed and the -o file hold the
-    finished results and the inputs not reached, everything marked partial; exit 130."""
+    finished results and the inputs not reached, everything marked partial; exit 130. The
+    same when the command was started with SIGINT ignored (it takes SIGINT back)."""
     inputs = [media["videos"][0], media["broken"], *media["videos"][1:]]
     csv_path = tmp_path / "preds.csv"
     proc = _cli(["predict", *inputs, "--weights", media["ckpt"], "--dtype", "fp32", "--workers", "0", "--json",
-                 "-o", str(csv_path)], tmp_path)
+                 "-o", str(csv_path)], tmp_path, sigint=sigint)
     lines = []
     try:
         for line in proc.stderr:  # wait until the corrupt file (input 2) was tried

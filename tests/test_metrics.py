@@ -272,3 +272,59 @@ def test_score_cli(tmp_path):
     assert isinstance(res.exception, HieraVideoError) and "no per-view logits" in str(res.exception)
     res = runner.invoke(score_app(), [str(path2), "--agg", "prob", "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["top1"] == pytest.approx(ref["top1"])
+
+
+def _raw_predictions(path: Path, probs, view_logits, labels, classes) -> Path:
+    """A predictions file written without save_predictions' checks (as a buggy or older run could)."""
+    torch.save({"format": "hiera-video-predictions", "version": 1, "paths": [f"v/{i}.mp4" for i in range(len(labels))],
+                "labels": labels, "probs": probs, "classes": classes, "view_logits": view_logits,
+                "meta": {"agg": "prob"}}, path)
+    return path
+
+
+def test_score_refuses_non_finite_scores_and_zero_views(tmp_path):
+    """NaN per-view logits, or zero saved views, used to score 100% top-1, top-5 and mean class
+    accuracy (NaN never compares greater, so every true class ranked first). Such files are
+    refused with one line naming the file and how many videos and views are affected, whichever
+    scores are asked for (stored probs, --agg prob, --agg logit)."""
+    _, logits, labels, probs, classes = make_predictions(tmp_path)
+    n, v, _c = logits.shape
+    runner = CliRunner()
+
+    def refused(path, match, args=((), ("--agg", "prob"), ("--agg", "logit"))):
+        for extra in args:
+            res = runner.invoke(score_app(), [str(path), "--json", *extra])
+            assert isinstance(res.exception, HieraVideoError), (extra, res.output)
+            msg = str(res.exception)
+            assert "\n" not in msg and str(path) in msg and match in msg, msg
+            assert '"top1"' not in res.output
+
+    all_nan = torch.full_like(logits, float("nan"))
+    refused(_raw_predictions(tmp_path / "all_nan.pt", probs, all_nan, labels, classes),
+            f"NaN or infinite in {n * v} of {n * v} views, of {n} of {n} videos")
+    some_nan = logits.clone()
+    some_nan[2, 1, 0] = float("nan")  # one view of video 2
+    some_nan[7] = float("inf")  # every view of video 7
+    refused(_raw_predictions(tmp_path / "some_nan.pt", probs, some_nan, labels, classes),
+            f"NaN or infinite in {1 + v} of {n * v} views, of 2 of {n} videos (first: 'v/2.mp4')")
+    refused(_raw_predictions(tmp_path / "no_views.pt", probs, logits[:, :0], labels, classes), f"0 views for each of the {n}")
+    # the main path: the stored probabilities
+    nan_probs = probs.clone()
+    nan_probs[[4, 9]] = float("nan")
+    refused(_raw_predictions(tmp_path / "nan_probs.pt", nan_probs, None, labels, classes),
+            f"'probs' is NaN or infinite for 2 of {n} videos (first: 'v/4.mp4')", args=((), ("--agg", "prob")))
+    inf_probs = probs.clone()
+    inf_probs[0, 1] = float("inf")
+    refused(_raw_predictions(tmp_path / "inf_probs.pt", inf_probs, None, labels, classes), f"for 1 of {n} videos",
+            args=((),))
+    # finite logits whose mean overflows float32: the aggregate is checked too
+    huge = logits.clone()
+    huge[5, :, 2] = 3e38
+    path = _raw_predictions(tmp_path / "huge.pt", probs, huge, labels, classes)
+    refused(path, f"gives NaN or infinite scores for 1 of {n} videos", args=(("--agg", "logit"),))
+    assert runner.invoke(score_app(), [str(path), "--agg", "prob", "--json"]).exit_code == 0
+    # writing such a file is refused as well, and the metrics never rank a NaN score
+    with pytest.raises(HieraVideoError, match=f"NaN or infinite in {1 + v} of {n * v} views"):
+        save_predictions(tmp_path / "w.pt", [f"v/{i}" for i in range(n)], labels, probs, classes, view_logits=some_nan)
+    with pytest.raises(HieraVideoError, match="scores of 2 of 11 labelled videos are NaN"):
+        classification_metrics(nan_probs, labels, classes)

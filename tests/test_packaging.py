@@ -86,3 +86,21 @@ def test_runtime_code_imports_only_declared_dependencies():
                 continue
             bad.append(f"{path.relative_to(ROOT)}:{line} imports {top}")
     assert not bad, "undeclared or eagerly imported optional packages:\n" + "\n".join(bad)
+
+
+def test_import_loads_no_video_decoder():
+    """Issue 20 item 8: ``import hiera_video`` (models, zoo, clip specs) loads neither decoder
+    (PyAV, decord) nor torchvision; they load when something is decoded. A fresh interpreter,
+    since this test process has imported them long ago."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hiera_video; from hiera_video.data.clip_spec import ClipSpec; ClipSpec(backend='decord'); "
+            "print(sorted(m for m in ('av', 'decord', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
+    # The backend names the light module checks are the ones the decoders accept.
+    from hiera_video.data import clip_spec, decode
+
+    assert clip_spec.BACKENDS == decode.BACKENDS

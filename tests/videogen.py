@@ -125,6 +125,10 @@ def write_video(
     gray: bool = False,
     vfr: bool = False,
     color: tuple[int, int, int] | None = None,
+    content=None,
+    display_rotation: float | None = None,
+    display_hflip: bool = False,
+    stream_metadata: dict | None = None,
 ) -> Path:
     """Encode a stamped video; frame ``i`` shows stamp ``i``.
 
@@ -132,6 +136,13 @@ def write_video(
     a 1/(2*fps) clock), so presentation times are uneven while frame order is unchanged.
     ``gray=True`` encodes a single-channel (luma only) stream where the encoder allows it,
     otherwise gray content in a colour format. ``audio=True`` adds a mono AAC/Opus track.
+
+    Orientation (for the rotation tests): ``content`` is applied to every ``height x width``
+    RGB frame before encoding (e.g. ``np.rot90``: the picture physically rotated, the stream
+    then has the turned size); ``display_rotation`` (counter-clockwise degrees, PyAV's
+    ``set_display_rotation``) and ``display_hflip`` write a display matrix into the container
+    (mp4 ``tkhd``, Matroska projection); ``stream_metadata`` sets stream tags, e.g.
+    ``{"rotate": "90"}``, the legacy tag (kept by Matroska, dropped by the mp4 muxer).
     """
     ext, codec, pix_fmt, options = FORMATS[fmt]
     path = Path(path)
@@ -141,7 +152,12 @@ def write_video(
         pix_fmt = "gray"
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps, options=dict(options))
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        coded_h, coded_w = content(make_frame(0, height, width)).shape[:2] if content is not None else (height, width)
+        stream.width, stream.height, stream.pix_fmt = coded_w, coded_h, pix_fmt
+        if display_rotation is not None or display_hflip:
+            stream.set_display_rotation(display_rotation or 0, hflip=display_hflip)
+        if stream_metadata:
+            stream.metadata.update(stream_metadata)
         if vfr:
             stream.codec_context.time_base = Fraction(1, 2 * fps)
         astream = None
@@ -153,6 +169,8 @@ def write_video(
         rng = np.random.default_rng(0)
         for i in range(num_frames):
             img = make_frame(i, height, width, color)
+            if content is not None:
+                img = np.ascontiguousarray(content(img))
             if gray:
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:, :, 0]), format="gray")
             else:

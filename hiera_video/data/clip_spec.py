@@ -40,11 +40,15 @@ DATASET_PRESETS = {
 MAX_SUBSTITUTED_FRACTION = 0.25
 
 
+#: The video decoders a spec may name (``data.decode`` reads them). Listed here, not imported
+#: from ``data.decode``: that module loads PyAV, and ``ClipSpec`` is built when the model zoo is
+#: imported, so ``import hiera_video`` would load the decoders (tests/test_packaging.py).
+BACKENDS = ("auto", "pyav", "decord")
+
+
 def check_choices(sampling: str | None = None, backend: str | None = None) -> None:
     """Refuse an unknown sampling kind or decoder (None: not given); commands call it before
     any work, :class:`ClipSpec` on construction."""
-    from hiera_video.data.decode import BACKENDS
-
     if backend is not None and backend not in BACKENDS:
         raise HieraVideoError(f"unknown --backend '{backend}'; use one of {', '.join(BACKENDS)}")
     if sampling is not None and sampling not in ("dense", "segment"):

@@ -29,6 +29,11 @@ What is protected against:
 * :func:`read_clip` with ``timeout=`` decodes in a child process that is killed when it runs
   past the timeout or crashes (a native hang or segfault in a decoder cannot be interrupted
   inside the calling process).
+
+Frames come out as displayed, whatever the backend: the display rotation/mirror of the file
+(display matrix or legacy ``rotate`` tag, see :mod:`hiera_video.data.orientation`) is applied
+as FFmpeg's tools apply it, and ``height``/``width`` are the displayed size. decord turns
+some files by itself (:func:`decord_own_orientation`); its frames are turned back first.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hiera_video.data.orientation import IDENTITY, Orientation, ffmpeg_clockwise_degrees, from_clockwise
 from hiera_video.data.probe import decode_error, one_line, open_container, Probe, probe_open, short
 from hiera_video.errors import HieraVideoError
 
@@ -78,7 +84,8 @@ class VideoReader:
     """Random access to the frames of one video. Use :func:`open_video` to create one.
 
     Attributes: ``path``, ``backend`` ("pyav" or "decord"), ``num_frames``, ``fps``,
-    ``duration`` (seconds), ``height``, ``width``, ``codec``. ``substituted_frames`` counts
+    ``duration`` (seconds), ``height``, ``width`` (as displayed), ``codec``, ``orientation``
+    (the display rotation applied to every frame). ``substituted_frames`` counts
     frames that were listed in the container but could not be decoded and were replaced by
     the nearest decodable frame.
     """
@@ -93,6 +100,7 @@ class VideoReader:
         self.height = probe.height
         self.width = probe.width
         self.codec = probe.codec
+        self.orientation = probe.orientation
         self.substituted_frames = 0
         self._closed = False
 
@@ -163,7 +171,9 @@ class PyAVReader(VideoReader):
         self._pts_at_pos = probe.pts_at_pos
         self._seek_ts = probe.seek_ts
         self._seekable = True  # False once a seek was seen to lose frames decoding from the start finds
-        stream.codec_context.thread_type = "AUTO"
+        self._coded_size = (probe.coded_height, probe.coded_width)
+        if not stream.codec_context.is_open:  # (the probe sets it before decoding its first frame)
+            stream.codec_context.thread_type = "AUTO"
         self._reformatter = av.video.reformatter.VideoReformatter()
 
     def close(self) -> None:
@@ -177,10 +187,12 @@ class PyAVReader(VideoReader):
         return self._keys[bisect.bisect_right(self._keys, index) - 1]
 
     def _frame_rgb(self, frame) -> np.ndarray:
-        if frame.width != self.width or frame.height != self.height or frame.format.name != "rgb24":
+        """RGB ``[H, W, 3]`` as displayed: the coded size, then the file's display rotation."""
+        height, width = self._coded_size
+        if frame.width != width or frame.height != height or frame.format.name != "rgb24":
             # one reformatter per reader keeps the swscale context between frames
-            frame = self._reformatter.reformat(frame, width=self.width, height=self.height, format="rgb24")
-        return frame.to_ndarray()
+            frame = self._reformatter.reformat(frame, width=width, height=height, format="rgb24")
+        return self.orientation.apply(frame.to_ndarray())
 
     def _seek(self, index: int):
         """Seek to the keyframe of frame ``index`` and yield decoded frames from there.
@@ -315,12 +327,34 @@ class PyAVReader(VideoReader):
         return out
 
 
+def decord_own_orientation(probe: Probe) -> Orientation:
+    """The turn decord 0.6.0 applies to the frames of this file by itself (it cannot be
+    switched off), mirroring its ``VideoReader::GetRotation``: the ``rotate`` tag, else the
+    stream's display matrix, both as the FFmpeg 4.1 bundled with the decord wheels exports
+    them, and only exact turns of 90, 180 or 270 degrees clockwise (``transpose`` filters; a
+    mirrored matrix is taken for a turn). That FFmpeg exports a display matrix for mp4/mov
+    only (no Matroska projection, no H.264 display-orientation SEI); the tag, in any container.
+    """
+    theta = probe.rotate_tag
+    if theta is None and probe.display_matrix is not None and "mov" in probe.format.split(","):
+        theta = ffmpeg_clockwise_degrees(probe.display_matrix)
+    if theta is None:
+        return IDENTITY
+    turn = int(theta % 360.0)  # decord truncates to int, then switches on 90/180/270
+    return from_clockwise(turn) if turn in (90, 180, 270) else IDENTITY
+
+
 class DecordReader(VideoReader):
     """decord backend; metadata and the frame count come from the PyAV probe.
 
     Frames are always requested sorted and unique (decord is more reliable going forward)
     and never beyond the verified frame count. With ``fallback=True`` (backend "auto") any
     decord failure switches this reader to PyAV instead of raising.
+
+    Orientation: decord turns some rotated files itself, not always as FFmpeg's tools do
+    (see :func:`decord_own_orientation`). Its frames are checked to have the size that turn
+    gives, then undone and replaced by the file's own orientation in one reshuffle
+    (``own.inverse().then(orientation)``).
     """
 
     backend = "decord"
@@ -332,6 +366,9 @@ class DecordReader(VideoReader):
         decord.logging.set_level(decord.logging.QUIET)
         self._fallback = fallback
         self._pyav: PyAVReader | None = None
+        own = decord_own_orientation(probe)
+        self._decord_size = own.display_size(probe.coded_height, probe.coded_width)
+        self._fix = own.inverse().then(probe.orientation)
         try:
             self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
             reported = len(self._vr)
@@ -361,8 +398,9 @@ class DecordReader(VideoReader):
             return self._decode_with_pyav(unique)
         try:
             frames = self._vr.get_batch(unique).asnumpy()
-            if frames.shape != (len(unique), self.height, self.width, 3):
+            if frames.shape != (len(unique), *self._decord_size, 3):
                 raise RuntimeError(f"decord returned frames of shape {frames.shape}")
+            frames = self._fix.apply(frames)
         except Exception as e:
             if not self._fallback:
                 raise decode_error(self.path, f"decord failed ({short(e)}); try backend='pyav'") from None
@@ -389,6 +427,8 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
         raise HieraVideoError(f"unknown video backend '{backend}'; use one of {', '.join(BACKENDS)}")
     path = Path(path)
     container, stream, probe = probe_open(path)
+    if probe.orientation_problem:
+        warnings.warn(f"video '{path}': {probe.orientation_problem}", stacklevel=2)
     formats = set(probe.format.split(","))
     use_decord = backend == "decord" or (
         backend == "auto" and probe.codec in DECORD_SAFE_CODECS and bool(formats & DECORD_SAFE_FORMATS) and decord_available()

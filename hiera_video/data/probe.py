@@ -1,17 +1,24 @@
 """What a video file is before anything decodes it: ``stat`` checks (a FIFO or a device is
 never opened), opening with PyAV with every failure turned into a one-line error, and the
 :class:`Probe` that demuxes the packets (frame count, timestamps, keyframes, the header's
-claims) without decoding. :mod:`hiera_video.data.decode` builds its readers on it.
+claims) without decoding, except the first frame, which carries the display matrix (the
+rotation a phone video asks for, see :mod:`hiera_video.data.orientation`).
+:mod:`hiera_video.data.decode` builds its readers on it.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import stat
+import struct
 from fractions import Fraction
 from pathlib import Path
 
+from hiera_video.data.orientation import (
+    IDENTITY, Orientation, ffmpeg_clockwise_degrees, from_clockwise, from_display_matrix,
+)
 from hiera_video.errors import HieraVideoError
 
 try:  # PyAV is required: it probes every file, whichever backend decodes it.
@@ -21,6 +28,9 @@ except ImportError:  # pragma: no cover - the package depends on av
 
 # Demuxers whose seeks search decoding timestamps (no index; FFmpeg's generic binary search).
 DTS_SEEK_FORMATS = frozenset({"mpegts", "mpeg"})
+# Packets fed to the decoder while probing, to get one frame (its side data holds the display
+# matrix): frame threading delays the first output by up to 16 packets, B-frames by a few more.
+ORIENTATION_PACKETS = 64
 
 
 def one_line(text: object) -> str:
@@ -43,13 +53,21 @@ class Probe:
     position == frame index; ``keys`` holds the (sorted) frame indices of keyframes.
     ``pts is None`` means the container has no usable timestamps (e.g. raw streams): frames
     are then identified by decode order and reached by decoding from the start.
+
+    ``height`` and ``width`` are the displayed size: ``coded_height`` and ``coded_width``
+    turned by ``orientation`` (the display rotation/mirror, identity for most files; see
+    :mod:`hiera_video.data.orientation`), which the readers apply to every frame.
+    ``display_matrix`` (9 ints, from the first decoded frame) and ``rotate_tag`` (clockwise
+    degrees) are the raw notes it comes from, None when absent; ``orientation_problem`` says
+    why a note was ignored (an angle that is not a multiple of 90 degrees).
     """
 
     def __init__(self, path: Path, container, stream):
         self.codec = stream.codec_context.name
         self.format = container.format.name
-        self.height = int(stream.codec_context.height or 0)
-        self.width = int(stream.codec_context.width or 0)
+        self.coded_height = int(stream.codec_context.height or 0)
+        self.coded_width = int(stream.codec_context.width or 0)
+        self.rotate_tag = _rotate_tag(stream.metadata)
         self.time_base = stream.time_base or Fraction(1, 1)
         # What the header claims (never trusted, see header_problem). Without a frame count
         # (webm, mkv) decord estimates it as average rate x container duration.
@@ -61,16 +79,31 @@ class Probe:
                 self.claimed_frames = 0
         stamps, keyflags, dts = [], [], []
         self.pts_at_pos = {}  # byte position -> timestamp, to check timestamps after a seek
+        if not stream.codec_context.is_open:  # (cannot change once the probe below has decoded)
+            stream.codec_context.thread_type = "AUTO"
+        first_frame, fed = None, 0
         for packet in container.demux(stream):
-            if packet.size == 0 or packet.is_discard:  # end-of-stream flush / cut by an edit list
+            if packet.size == 0:  # end-of-stream flush
+                continue
+            if first_frame is None and fed < ORIENTATION_PACKETS:
+                fed += 1
+                first_frame = _decode_one(stream, packet)
+            if packet.is_discard:  # cut by an edit list
                 continue
             stamps.append(packet.pts if packet.pts is not None else packet.dts)
             dts.append(packet.dts)
             keyflags.append(bool(packet.is_keyframe))
             if packet.pos is not None and packet.pos >= 0:
                 self.pts_at_pos[packet.pos] = stamps[-1]
+        if fed:
+            if first_frame is None:
+                first_frame = _decode_one(stream, None)  # drain: short videos, undecodable starts
+            stream.codec_context.flush_buffers()  # the readers start decoding from a clean state
         if not stamps:
             raise decode_error(path, "the video stream has no frames; the file is empty or truncated")
+        self.display_matrix = _display_matrix(first_frame)
+        self.orientation, self.orientation_problem = _orientation(self.display_matrix, self.rotate_tag)
+        self.height, self.width = self.orientation.display_size(self.coded_height, self.coded_width)
         self.num_frames = len(stamps)
         # keyframe index -> timestamp to seek to, where it is not the pts: demuxers without an
         # index (MPEG-TS/PS) seek by dts, so seeking to a keyframe's pts lands after it, on
@@ -114,6 +147,61 @@ class Probe:
         if measured and (not nominal or abs(measured - nominal) > 0.02 * nominal):
             return measured
         return nominal or measured or 30.0
+
+
+def _rotate_tag(metadata) -> float | None:
+    """The legacy ``rotate`` stream tag (clockwise degrees; any letter case, e.g. Matroska's
+    ``ROTATE``), None when absent, "0" or not a number (FFmpeg 4's tools read it the same way)."""
+    for key, value in (metadata or {}).items():
+        if str(key).lower() == "rotate":
+            try:
+                degrees = float(str(value).strip())
+            except ValueError:
+                return None
+            return degrees if degrees and math.isfinite(degrees) else None
+    return None
+
+
+def _decode_one(stream, packet):
+    """The first frame decoding ``packet`` gives (``None``: drain the decoder), or None."""
+    try:
+        frames = stream.decode(packet)
+    except Exception:  # a damaged first packet must not fail the probe: the readers handle it
+        return None
+    return frames[0] if frames else None
+
+
+def _display_matrix(frame) -> tuple[int, ...] | None:
+    """The display matrix side data of a decoded frame (9 int32), None when it has none.
+    FFmpeg attaches the stream's matrix (mp4 ``tkhd``, Matroska projection) and the
+    bitstream's (H.264/HEVC display orientation SEI) to every frame it decodes."""
+    if frame is None or av is None:
+        return None
+    try:
+        data = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+        raw = bytes(data) if data is not None else b""
+    except Exception:
+        return None
+    if len(raw) != 36:
+        return None
+    return struct.unpack("=9i", raw)  # native-endian int32, as FFmpeg stores it
+
+
+def _orientation(matrix, rotate_tag) -> tuple[Orientation, str | None]:
+    """The orientation to apply and, when a note is ignored, why. The display matrix wins over
+    the legacy tag (current FFmpeg no longer reads the tag at all)."""
+    if matrix is not None:
+        found = from_display_matrix(matrix)
+        if found is not None:
+            return found, None
+        return IDENTITY, (f"its display matrix asks for a rotation of {ffmpeg_clockwise_degrees(matrix):.4g} degrees, "
+                          "not a multiple of 90: frames are used as decoded")
+    if rotate_tag is not None:
+        found = from_clockwise(rotate_tag)
+        if found is not None:
+            return found, None
+        return IDENTITY, f"its rotate tag asks for {rotate_tag:g} degrees, not a multiple of 90: frames are used as decoded"
+    return IDENTITY, None
 
 
 def path_problem(path: str | os.PathLike) -> tuple[str, str] | None:
@@ -174,7 +262,7 @@ def probe_open(path: Path):
     try:
         stream = container.streams.video[0]
         probe = Probe(path, container, stream)
-        if probe.height <= 0 or probe.width <= 0:
+        if probe.coded_height <= 0 or probe.coded_width <= 0:
             raise decode_error(path, "the video stream has no frame size (corrupt header?)")
     except HieraVideoError:
         container.close()

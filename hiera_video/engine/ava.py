@@ -8,7 +8,9 @@
   ``video_id,timestamp,x1,y1,x2,y2,action_id,score`` (boxes = the dataset's original
   normalised boxes), and score them with :func:`hiera_video.metrics.ava.evaluate_ava`.
   Items whose video cannot be decoded are skipped and listed. Under ``torchrun`` each rank
-  takes every world_size-th keyframe and rank 0 gathers (no keyframe twice, none dropped).
+  takes every world_size-th keyframe and rank 0 merges them (no keyframe twice, none
+  dropped; with ``--output`` through the per-process result files of
+  :mod:`~hiera_video.engine.shard_files`, which ``--resume`` continues).
 * :func:`write_ava_outputs` and :func:`render_ava_metrics`: ``detections.csv``,
   ``metrics.json``, ``per_class.csv`` and a Rich table.
 """
@@ -60,9 +62,10 @@ class _Guarded(Dataset):
 
 
 def _collate(batch, pad_multiple: int = 32):
+    """``(ava_collate(good items) or None, their dataset indices, [(index, reason)] of the bad ones)``."""
     good = [b for b in batch if b[1] is not None]
     failed = [(b[0], b[2]) for b in batch if b[1] is None]
-    return (ava_collate([b[1] for b in good], pad_multiple) if good else None), failed
+    return (ava_collate([b[1] for b in good], pad_multiple) if good else None), [b[0] for b in good], failed
 
 
 def detection_rows(metas: list[dict], probs: torch.Tensor, classes: list[int]) -> list[AvaRow]:
@@ -97,6 +100,8 @@ def evaluate_ava_model(
     pad_multiple: int = 32,
     world=None,
     progress=None,
+    results=None,
+    stop=None,
 ) -> tuple[list[AvaRow], dict | None]:
     """Detections of ``model`` on ``dataset`` and their AVA metrics.
 
@@ -104,46 +109,53 @@ def evaluate_ava_model(
     ``exclusions`` default to the dataset's GT rows and excluded keys (``metrics`` is None
     when there is no GT). ``amp_dtype`` (e.g. ``torch.bfloat16``) runs the model under
     autocast. ``progress``: an optional callable ``progress(done, total)``.
-    Returns ``(rows, metrics)``; ``metrics`` also holds ``num_keyframes``, ``skipped``
-    (``[(video_id, timestamp, reason)]``) and ``seconds``. On ranks other than 0 of a
-    distributed run, returns ``([], None)``.
+    Returns ``(rows, metrics)``, rows in keyframe order; ``metrics`` also holds
+    ``num_keyframes``, ``skipped`` (``[(video_id, timestamp, reason)]``), ``seconds`` and
+    ``resumed`` (keyframes an earlier run did). On ranks other than 0 of a distributed run,
+    returns ``([], None)``.
+
+    ``results`` (``eval --dataset ava --output``): each keyframe's rows also go to this
+    process's result file, keyframes an earlier run did are skipped, and rank 0 merges the
+    files without a collective timeout (:mod:`~hiera_video.engine.shard_files`); without it
+    rank 0 gathers in one collective.
+
+    ``stop`` (a training run's validation: its signal flag) is asked after every batch; once it
+    says True this process stops, and ``metrics["interrupted"]`` is True (the metrics cover
+    only the keyframes finished before it).
     """
     from hiera_video.engine import distributed
+    from hiera_video.engine.shard_files import guard
 
     world = world or distributed.World()
     device = torch.device(device)
     classes = sorted(resolve_label_map(label_map if label_map is not None else getattr(dataset, "label_map", None)))
-    indices = distributed.shard(len(dataset), world)
-    loader = DataLoader(
-        _Guarded(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        collate_fn=partial(_collate, pad_multiple=pad_multiple),
-    )
-    was_training = model.training
-    model.eval()
-    rows: list[AvaRow] = []
-    failed: list[tuple[int, str]] = []
-    done, start = 0, time.perf_counter()
-    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext())
-    try:
-        for batch, bad in loader:
-            failed += bad
-            if batch is not None:
-                clips, boxes, _, metas = batch
-                with autocast:
-                    logits = model(clips.to(device, non_blocking=True), [b.to(device) for b in boxes])
-                rows += detection_rows(metas, torch.sigmoid(logits.float()), classes)
-                done += len(metas)
-            if progress is not None:
-                progress(done + len(failed), len(indices))
-    finally:
-        model.train(was_training)
+    indices = results.mine(len(dataset)) if results is not None else distributed.shard(len(dataset), world)
+    start = time.perf_counter()
+    with guard(results):  # an error here ends every process with its message
+        done, failed, interrupted = _detect_shard(model, dataset, indices, batch_size, device, num_workers, classes, amp_dtype,
+                                                  pad_multiple, world, progress, results, stop)
     seconds = time.perf_counter() - start
-    gathered = distributed.gather_to_main((rows, failed, done), world)
-    if not world.is_main:
-        return [], None
-    rows = [r for part in gathered for r in part[0]]
-    failed = sorted(f for part in gathered for f in part[1])
-    done = sum(part[2] for part in gathered)
+    resumed = 0
+    if results is not None:
+        results.finish(seconds=seconds)
+        if not world.is_main:
+            return [], None
+        merged, states = results.collect()
+        done = {i: [AvaRow(*r) for r in rec["rows"]] for i, rec in merged.items() if rec.get("error") is None}
+        failed = [(i, rec["error"]) for i, rec in merged.items() if rec.get("error") is not None]
+        seconds = max(float(s.get("seconds") or 0) for s in states)
+        earlier = set(results.earlier)
+        resumed = sum(i in earlier for i in merged)
+    else:
+        gathered = distributed.gather_to_main((done, failed, seconds, interrupted), world)
+        if not world.is_main:
+            return [], None
+        done = {i: r for part in gathered for i, r in part[0].items()}
+        failed = [f for part in gathered for f in part[1]]
+        seconds = max(part[2] for part in gathered)
+        interrupted = any(part[3] for part in gathered)
+    rows = [r for i in sorted(done) for r in done[i]]
+    failed = sorted(failed)
     items = getattr(dataset, "items", None)
     skipped = [(*(items[i] if items is not None else (str(i), -1)), reason) for i, reason in failed]
     for vid, ts, reason in skipped[:5]:
@@ -163,9 +175,73 @@ def evaluate_ava_model(
     if gt_rows:
         lm = resolve_label_map(label_map if label_map is not None else getattr(dataset, "label_map", None))
         metrics = evaluate_ava(gt_rows, rows, lm, exclusions)
-        metrics.update(num_keyframes=done, skipped=skipped, seconds=round(seconds, 3),
+        metrics.update(num_keyframes=len(done), skipped=skipped, seconds=round(seconds, 3), resumed=resumed, interrupted=interrupted,
                        subset=dict(keyframes=subset[0], of=subset[1]) if subset else None)
     return rows, metrics
+
+
+def _detect_shard(model, dataset, indices, batch_size, device, num_workers, classes, amp_dtype, pad_multiple, world, progress,
+                  results, stop) -> tuple[dict[int, list[AvaRow]], list[tuple[int, str]], bool]:
+    """This process's keyframes: ``({index: rows}, [(index, reason)] of the unreadable ones,
+    stopped early by ``stop``)``; each keyframe's outcome also goes to ``results``."""
+    from hiera_video.engine import faults
+
+    loader = DataLoader(
+        _Guarded(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        collate_fn=partial(_collate, pad_multiple=pad_multiple),
+    )
+    was_training = model.training
+    model.eval()
+    done: dict[int, list[AvaRow]] = {}
+    failed: list[tuple[int, str]] = []
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext())
+    try:
+        for batch, good, bad in loader:
+            for _ in range(len(good) + len(bad)):
+                faults.slow(world.rank)  # tests: processes that finish far apart
+            failed += bad
+            for i, reason in bad:
+                if results is not None:
+                    results.add(i, dict(error=reason))
+            if batch is not None:
+                clips, boxes, _, metas = batch
+                with autocast:
+                    logits = model(clips.to(device, non_blocking=True), [b.to(device) for b in boxes])
+                probs = torch.sigmoid(logits.float())
+                k = 0
+                for i, meta in zip(good, metas):  # one keyframe's boxes after the other
+                    n = len(meta["boxes"])
+                    done[i] = detection_rows([meta], probs[k : k + n], classes)
+                    k += n
+                    if results is not None:
+                        results.add(i, dict(rows=[tuple(r) for r in done[i]]))
+                if k != len(probs):
+                    raise HieraVideoError(f"got scores for {len(probs)} boxes but the batch has {k}")
+            if progress is not None:
+                progress(len(done) + len(failed), len(indices))
+            if results is not None and results.should_stop():
+                raise KeyboardInterrupt  # a SIGINT stopped another process: stop here too
+            if stop is not None and stop():
+                return done, failed, True
+    finally:
+        model.train(was_training)
+    return done, failed, False
+
+
+def ava_protocol(model: torch.nn.Module, dataset, amp_dtype: torch.dtype | None, classes) -> dict:
+    """What a keyframe's detections depend on, compared field by field by ``eval --dataset ava
+    --resume``: the detector's weights (content), the precision, the clips and view, the
+    classes written, and the keyframes with their boxes (the number of processes does not matter)."""
+    from hiera_video.engine.shard_files import list_fingerprint, weights_fingerprint
+
+    keyframes = [(vid, ts, dataset.entries[(vid, ts)].boxes.round(6).tolist()) for vid, ts in dataset.items]
+    return dict(
+        weights_sha256=weights_fingerprint(model), dtype=str(amp_dtype or torch.float32).replace("torch.", ""),
+        num_frames=dataset.num_frames, stride=dataset.stride, crop_size=dataset.crop_size, mean=list(dataset.mean),
+        std=list(dataset.std), backend=dataset.backend, test_view=dataset.test_view, frames_layout=dataset.frames_layout,
+        classes=sorted(int(c) for c in classes), split=dataset.split,
+        keyframes=f"{len(keyframes)} keyframes, sha256 {list_fingerprint(keyframes)[:16]}",
+    )
 
 
 def write_ava_outputs(output_dir: str | Path, detections, metrics: dict | None, extra: dict | None = None) -> dict[str, Path]:

@@ -134,13 +134,14 @@ def _finetune_ava(trainer: Trainer, cfg: TrainConfig, resume: str | None, consol
 
     def evaluate(model):
         return evaluate_ava_model(model, val_set, batch_size=cfg.run.batch_size, device=device, num_workers=cfg.data.workers,
-                                  amp_dtype=trainer.amp, world=world)
+                                  amp_dtype=trainer.amp, world=world, stop=trainer.stop_requested)
 
     def end_of_epoch():
         if val_set is None or not cfg.run.val_every_epochs or trainer.state.epoch % cfg.run.val_every_epochs:
             return
         _, metrics = evaluate(trainer.eval_model)
-        val = dict(mAP=metrics["mAP"], num_keyframes=metrics["num_keyframes"]) if metrics is not None else None
+        done = metrics is not None and not metrics["interrupted"]  # a signal cut it short: nothing to record
+        val = dict(mAP=metrics["mAP"], num_keyframes=metrics["num_keyframes"]) if done else None
         trainer.note_val(val, "mAP", out / "best.pt")
 
     items = AvaTrainItems(train_set, cfg.run.seed)
@@ -150,6 +151,7 @@ def _finetune_ava(trainer: Trainer, cfg: TrainConfig, resume: str | None, consol
     final = {}
     if val_set is not None:
         rows, metrics = evaluate(trainer.eval_model)
+        trainer.stop_if_signalled("the final evaluation")
         if world.is_main and metrics is not None:
             write_ava_outputs(out / "eval", rows, metrics, dict(split=cfg.data.val_split))
             if console is not None:
@@ -175,7 +177,8 @@ class AvaEvalJob:
 
 @contextmanager
 def ava_eval_job(root, split, annotations, label_map, weights, proposals, exclusions, threshold: float, frames: bool,
-                 view: str | None, allow_pickle: bool, limit, output, device: str, dtype: str, backend: str):
+                 view: str | None, allow_pickle: bool, limit, output, device: str, dtype: str, backend: str,
+                 allow_random: bool = False):
     """The device and the process group, the output check (rank 0), then the detector and the
     split with the clips it was trained on (the process group ends with the block)."""
     from hiera_video.report import check_output
@@ -186,18 +189,30 @@ def ava_eval_job(root, split, annotations, label_map, weights, proposals, exclus
     with distributed.session(device) as (world, dev):
         if world.is_main:
             check_output(output, "--output", "dir")
-        model, prov = load_ava_detector(weights, dev)
+        model, prov = load_ava_detector(weights, dev, allow_random)
         ds = open_ava_split(root, split, "val", annotations, exclusions, proposals, label_map or prov.meta.get("label_map"),
                             default_proposals=True, **ava_clip_options(prov.clip.with_(backend=backend)),
                             proposal_threshold=threshold, frames_layout="frames" if frames else "video",
                             test_view=view or prov.meta["preprocessing"].get("test_view", "full"),
                             allow_pickle=allow_pickle, limit=limit)
+        if len(ds) == 0:  # the rule of every eval: scoring nothing is an error, not a 0.0
+            if limit == 0:
+                source = "--limit 0"
+            elif ds.proposals is not None:
+                source = (f"the proposals ({proposals or 'ava_' + split + '_predicted_boxes.csv'}) give no person box scoring "
+                          f"at least --proposal-threshold {threshold}")
+            else:
+                source = "the annotations list no keyframe"
+            raise HieraVideoError(f"nothing to evaluate in AVA {split}: {source}; check the file, or lower --proposal-threshold")
         yield AvaEvalJob(world, model, prov, ds, dev, resolve_dtype(dtype, dev))
 
 
-def load_ava_detector(weights: str | Path, device: str | torch.device = "cpu") -> tuple[AvaDetector, Provenance]:
+def load_ava_detector(weights: str | Path, device: str | torch.device = "cpu",
+                      allow_random_weights: bool = False) -> tuple[AvaDetector, Provenance]:
     """A detector saved by :func:`finetune_ava` (``best.pt`` / ``last.pt``) and its provenance
-    (``clip``: the clips it was trained on; ``meta``: label map, test view...)."""
-    model, prov = load("ava", weights=weights)
+    (``clip``: the clips it was trained on; ``meta``: label map, test view...), through the
+    weights checks every task gets (:func:`~hiera_video.models.load.load`: NaN/inf weights
+    refused; a missing head refused unless ``allow_random_weights``)."""
+    model, prov = load("ava", weights=weights, allow_random=allow_random_weights)
     model.to(device).eval()
     return model, prov

@@ -151,11 +151,7 @@ def agree(world: World, error: BaseException | None = None, **payload) -> list[d
     try:
         dist.all_gather_object(everyone, mine)
     except Exception as e:  # a rank died or hung: the collective failed or timed out
-        raise Agreed(
-            f"rank {world.rank} ({socket.gethostname()}): lost contact with the other processes ({e}); one of them "
-            "died or hung (see its output above; the wait is bounded by run.dist_timeout / "
-            f"{TIMEOUT_ENV})"
-        ) from error
+        raise lost_contact(world, e) from error
     for rank, part in enumerate(everyone):
         failure = part.pop("_error")
         if failure is not None:
@@ -217,32 +213,40 @@ def from_main(value, world: World):
     return agree(world, value=value if world.is_main else None)[0]["value"]
 
 
-@torch.no_grad()
-def broadcast_module(module: torch.nn.Module, world: World) -> None:
-    """Give every rank rank 0's parameters and buffers (an agreement first)."""
+def agree_rows(world: World, row: list[float]) -> list[list[float]]:
+    """The cheap agreement: every rank's ``row`` of numbers (same length on every rank), on
+    every rank, through ONE all-reduce of a small ``[world_size, len(row)]`` float64 tensor in
+    which each rank fills only its own row (a sum of rows that are zero elsewhere is an
+    all-gather). No pickling, one host sync. Unlike :func:`agree` it carries no text: a rank
+    that has something to say (an error) sets a flag in its row, and then every rank joins one
+    :func:`agree` to hear it. NaN and inf travel unchanged (added to zeros)."""
     if not world.distributed:
-        return
-    agree(world)
-    for t in module.state_dict().values():
-        dist.broadcast(t, src=0)
+        return [list(row)]
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    table = torch.zeros(world.world_size, len(row), dtype=torch.float64, device=on)
+    table[world.rank] = torch.tensor(row, dtype=torch.float64)
+    try:
+        dist.all_reduce(table)
+    except Exception as e:
+        raise lost_contact(world, e) from None
+    return table.tolist()
 
 
-def all_reduce_sum(tensors: list[torch.Tensor], world: World, bucket_bytes: int = 64 << 20) -> None:
-    """Sum ``tensors`` over ranks in place, in flat buckets of about ``bucket_bytes`` per
-    dtype (few large collectives instead of one per tensor)."""
-    if not world.distributed or not tensors:
-        return
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+def ddp_buffer_option() -> dict:
+    """DDP's option for "no buffer broadcast before every forward" under the name this torch
+    knows: ``forward_sync_buffers`` (newer; ``broadcast_buffers`` is deprecated there) or
+    ``broadcast_buffers``. Our models' buffers never change during training."""
+    import inspect
 
-    by_dtype: dict[tuple, list[list[torch.Tensor]]] = {}
-    for t in tensors:
-        buckets = by_dtype.setdefault((t.dtype, t.device), [[]])
-        if buckets[-1] and sum(x.numel() * x.element_size() for x in buckets[-1]) + t.numel() * t.element_size() > bucket_bytes:
-            buckets.append([])
-        buckets[-1].append(t)
-    for buckets in by_dtype.values():
-        for bucket in buckets:
-            flat = _flatten_dense_tensors(bucket)
-            dist.all_reduce(flat)
-            for t, s in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
-                t.copy_(s)
+    from torch.nn.parallel import DistributedDataParallel
+
+    known = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers" if "forward_sync_buffers" in known else "broadcast_buffers": False}
+
+
+def lost_contact(world: World, e: BaseException) -> Agreed:
+    """The error of a rank whose collective failed or timed out."""
+    return Agreed(
+        f"rank {world.rank} ({socket.gethostname()}): lost contact with the other processes ({e}); one of them "
+        f"died or hung (see its output above; the wait is bounded by run.dist_timeout / {TIMEOUT_ENV})"
+    )

@@ -2,8 +2,12 @@
 reproduce the number (the protocol is recorded with it).
 
 One dataset item = one video with all its views (decoded once, in a DataLoader worker so that
-decoding overlaps the model). Under ``torchrun`` each rank takes every world_size-th video and
-rank 0 gathers the per-video results: no video is duplicated or dropped.
+decoding overlaps the model). Under ``torchrun`` each rank takes every world_size-th video
+(no video is duplicated or dropped). With ``--output`` every process appends each video's
+result to its own file in ``OUT/.partial`` and rank 0 merges the files
+(:mod:`~hiera_video.engine.shard_files`: no collective timeout while processes finish far
+apart, nothing finished lost to a kill, ``--resume``); without it rank 0 gathers the results
+in one collective at the end.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -25,6 +30,7 @@ from hiera_video.data.datasets.base import normalize_name, warn
 from hiera_video.engine import distributed, faults
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, decode_in_order
 from hiera_video.engine.inference import Classifier, load_classifier
+from hiera_video.engine.shard_files import ShardFiles, guard, list_fingerprint, open_shard_files, weights_fingerprint
 from hiera_video.errors import HieraVideoError
 from hiera_video.metrics.classification import aggregate_views, classification_metrics, save_predictions, write_metrics
 from hiera_video.report import check_output, write_csv
@@ -151,6 +157,8 @@ class EvalResult:
     substituted: list[tuple[str, int, int]] = field(default_factory=list)  # (path, substituted, sampled) of scored videos
     interrupted: bool = False  # stopped by SIGINT: the result covers the videos finished before it
     not_evaluated: int = 0  # videos not reached because of the interruption
+    resumed: int = 0  # videos (scored or failed) whose results an earlier run left (--resume)
+    resumed_scored: int = 0  # of those, the scored ones
 
 
 def evaluate(
@@ -164,9 +172,10 @@ def evaluate(
     world: distributed.World = distributed.World(),
     progress=None,
     decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT,
-    partial_on_interrupt: bool = False,
+    stop: Callable[[], bool] | None = None,
+    results: ShardFiles | None = None,
 ) -> EvalResult | None:
-    """Evaluate ``dataset``; returns the gathered result on rank 0 (None on other ranks).
+    """Evaluate ``dataset``; returns the merged result on rank 0 (None on other ranks).
 
     ``progress``: optional callable ``(done, total, failed)`` called after each video on this
     rank. Unreadable videos are skipped and reported (``strict`` turns them into an error), and
@@ -174,21 +183,76 @@ def evaluate(
     ``workers`` >= 1; None or 0 = no limit), and videos more than
     :data:`~hiera_video.data.clip_spec.MAX_SUBSTITUTED_FRACTION` of whose sampled frames
     cannot be decoded. The dataset's classes are matched to the model's by name first
-    (:func:`align_classes`). With ``partial_on_interrupt``, SIGINT (KeyboardInterrupt) stops
-    the loop and the result holds the videos finished before it, with ``interrupted`` set
-    (each rank stops its own loop; rank 0 gathers what every rank finished).
+    (:func:`align_classes`). ``stop`` makes the evaluation interruptible: it is asked after
+    every video, and when it says True, or on SIGINT (KeyboardInterrupt), the loop ends and
+    the result holds the videos finished before it, with ``interrupted`` set (a training
+    run's validation passes its signal flag); without it, SIGINT propagates.
+
+    ``results`` (``eval --output``): every video's result is also appended to this process's
+    file (:mod:`~hiera_video.engine.shard_files`), the videos an earlier run did are skipped
+    (taken from its files), and rank 0 merges the files, waiting for the other processes
+    without a collective timeout; a SIGINT on any process stops them all. Without it, rank 0
+    gathers the results in one collective at the end.
     """
     if len(dataset) == 0:
         raise HieraVideoError(f"nothing to evaluate: no videos of {dataset.name} were found under {dataset.root}")
     align_classes(dataset, clf.labels)
-    indices = distributed.shard(len(dataset), world)
-    loader = _views_in_order(dataset, indices, protocol, workers, decode_timeout)
-    done: dict[int, tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]] = {}  # probs, view logits, (substituted, sampled)
-    failed: list[tuple[str, str]] = []
+    indices = results.mine(len(dataset)) if results is not None else distributed.shard(len(dataset), world)
     t0 = time.perf_counter()
+    with guard(results):  # an error here ends every process with its message
+        done, failed, interrupted = _evaluate_shard(clf, protocol, dataset, indices, batch_size, workers, strict, save_views,
+                                                    world, progress, decode_timeout, stop, results)
+    seconds = time.perf_counter() - t0
+    not_evaluated = len(indices) - len(done) - len(failed)
+    if results is not None:
+        results.finish(interrupted=interrupted, seconds=seconds)
+        if not world.is_main:
+            return None
+        merged, states = results.collect()
+        interrupted = any(s.get("interrupted") for s in states)
+        seconds = max(float(s.get("seconds") or 0) for s in states)
+        done, failed = {}, []
+        for i, rec in merged.items():
+            if rec.get("error") is not None:
+                failed.append((str(dataset.items[i].path), rec["error"]))
+            else:
+                done[i] = (rec["probs"], rec.get("views"), tuple(rec["counts"]))
+        earlier = set(results.earlier)
+        resumed, resumed_scored = sum(i in earlier for i in merged), sum(i in earlier for i in done)
+        not_evaluated = len(dataset) - len(done) - len(failed)
+    else:
+        parts = distributed.gather_to_main((done, failed, seconds, interrupted, not_evaluated), world)
+        if not world.is_main:
+            return None
+        done, failed = {}, []
+        for part_done, part_failed, *_ in parts:
+            done.update(part_done)
+            failed += part_failed
+        seconds, interrupted = max(p[2] for p in parts), any(p[3] for p in parts)
+        not_evaluated, resumed, resumed_scored = sum(p[4] for p in parts), 0, 0
+    order = sorted(done)
+    num_classes = len(clf.labels)
+    probs = torch.stack([done[i][0] for i in order]) if order else torch.zeros(0, num_classes)
+    view_logits = torch.stack([done[i][1] for i in order]) if save_views and order else None
+    labels = torch.tensor([-1 if dataset.items[i].label is None else dataset.items[i].label for i in order], dtype=torch.long)
+    metrics = classification_metrics(probs, labels, dataset.classes) if (labels >= 0).any() else None
+    failed.sort()
+    substituted = [(str(dataset.items[i].path), *done[i][2]) for i in order if done[i][2][0]]
+    return EvalResult(metrics, order, probs, view_logits, failed, seconds, substituted=substituted,
+                      interrupted=interrupted, not_evaluated=not_evaluated, resumed=resumed, resumed_scored=resumed_scored)
+
+
+def _evaluate_shard(clf, protocol, dataset, indices, batch_size, workers, strict, save_views, world, progress,
+                    decode_timeout, stop, results):
+    """This process's videos: ``({index: (probs, view logits or None, (substituted, sampled))},
+    [(path, reason)] of the failed ones, interrupted)``; each result also goes to ``results``."""
+    loader = _views_in_order(dataset, indices, protocol, workers, decode_timeout)
+    done: dict[int, tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]] = {}
+    failed: list[tuple[str, str]] = []
     interrupted = False
     try:
         for n, (i, views, error, counts) in enumerate(loader, 1):
+            faults.slow(world.rank)  # tests: processes that finish far apart
             if error is None:
                 try:
                     logits = clf.logits(views, batch_size)  # [V, C]
@@ -200,35 +264,24 @@ def evaluate(
                 if strict:
                     raise HieraVideoError(f"{error} (--strict: stopping; drop --strict to skip unreadable videos)")
                 failed.append((str(dataset.items[i].path), error))
+            if results is not None:
+                results.add(i, dict(error=error) if error is not None else
+                            dict(probs=done[i][0], views=done[i][1], counts=list(counts)))
             if progress is not None:
                 progress(n, len(indices), len(failed))
             if faults.active("sigint", world.rank, n):  # tests: a SIGINT after the n-th video
                 os.kill(os.getpid(), signal.SIGINT)
+            if results is not None and n < len(indices) and results.should_stop():
+                raise KeyboardInterrupt  # a SIGINT stopped another process: stop here too
+            if stop is not None and n < len(indices) and stop():
+                raise KeyboardInterrupt  # e.g. a signal during a training run's validation
     except KeyboardInterrupt:  # keep what is finished; the caller writes it, marked partial
-        if not partial_on_interrupt:
+        if stop is None:
             raise
         interrupted = True
     finally:
         loader.close()
-    seconds = time.perf_counter() - t0
-    parts = distributed.gather_to_main((done, failed, seconds, interrupted, len(indices) - len(done) - len(failed)), world)
-    if not world.is_main:
-        return None
-    merged: dict[int, tuple] = {}
-    all_failed: list[tuple[str, str]] = []
-    for part_done, part_failed, *_ in parts:
-        merged.update(part_done)
-        all_failed += part_failed
-    order = sorted(merged)
-    num_classes = len(clf.labels)
-    probs = torch.stack([merged[i][0] for i in order]) if order else torch.zeros(0, num_classes)
-    view_logits = torch.stack([merged[i][1] for i in order]) if save_views and order else None
-    labels = torch.tensor([-1 if dataset.items[i].label is None else dataset.items[i].label for i in order], dtype=torch.long)
-    metrics = classification_metrics(probs, labels, dataset.classes) if (labels >= 0).any() else None
-    all_failed.sort()
-    substituted = [(str(dataset.items[i].path), *merged[i][2]) for i in order if merged[i][2][0]]
-    return EvalResult(metrics, order, probs, view_logits, all_failed, max(p[2] for p in parts), substituted=substituted,
-                      interrupted=any(p[3] for p in parts), not_evaluated=sum(p[4] for p in parts))
+    return done, failed, interrupted
 
 
 @dataclass
@@ -240,14 +293,21 @@ class EvalJob:
     dataset: VideoDataset
     missing: int  # annotated videos not on disk
     protocol: ClipSpec
+    results: ShardFiles | None = None  # the per-process result files (with --output)
 
 
 @contextmanager
 def eval_job(dataset: str, root, annotations, split: str, labels, limit, strict: bool, output, model, weights,
-             views: tuple[int, int] | None, sampling, stride, backend: str, device: str, dtype: str, allow_random: bool):
+             views: tuple[int, int] | None, sampling, stride, backend: str, device: str, dtype: str, allow_random: bool,
+             resume: bool = False, save_views: bool = False):
     """The device and the process group first (one device per torchrun process), then the
     output check (rank 0, before any work), the model, the dataset and its clips
-    (:meth:`Classifier.protocol`); the process group ends with the block."""
+    (:meth:`Classifier.protocol`), and with ``output`` the result files
+    (:func:`~hiera_video.engine.shard_files.open_shard_files`: earlier results are refused
+    without ``resume``, continued with it when :func:`eval_protocol` matches); the process
+    group ends with the block."""
+    if resume and output is None:
+        raise HieraVideoError("--resume needs --output: the folder of the run to continue")
     with distributed.session(device) as (world, dev):
         if world.is_main:
             check_output(output, "--output", "dir")
@@ -256,7 +316,28 @@ def eval_job(dataset: str, root, annotations, split: str, labels, limit, strict:
         ds = build_dataset(dataset, root, annotations, split, labels, limit)  # its class names meet the model's in evaluate
         missing = check_missing(ds, strict)
         protocol = clf.protocol(views, dataset, sampling=sampling, stride=stride, backend=backend)
-        yield EvalJob(world, clf, ds, missing, protocol)
+        results = None
+        if output is not None:
+            results = open_shard_files(output, world, "eval", eval_protocol(clf, protocol, ds, save_views) if world.is_main else None,
+                                       resume)
+        try:
+            yield EvalJob(world, clf, ds, missing, protocol, results)
+        finally:
+            if results is not None:
+                results.close()
+
+
+def eval_protocol(clf: Classifier, protocol: ClipSpec, dataset: VideoDataset, save_views: bool) -> dict:
+    """What a video's result depends on, compared field by field by ``eval --resume``: the
+    model, its weights' content (not their path), the precision, the clips, whether view logits
+    are kept, and the dataset's videos and labels (the number of processes does not matter)."""
+    clips = protocol.to_dict()
+    views = f"{clips.pop('temporal_views')}x{clips.pop('spatial_views')}"
+    root = str(dataset.root)
+    videos = [(os.path.relpath(str(it.path), root), it.label) for it in dataset.items]
+    return dict(model=clf.name, weights_sha256=weights_fingerprint(clf.model), dtype=clf.describe()["dtype"], views=views,
+                **clips, save_views=bool(save_views), dataset=dataset.name, split=dataset.split,
+                videos=f"{len(videos)} videos, sha256 {list_fingerprint(videos)[:16]}")
 
 
 def substitution_record(result: EvalResult) -> dict:
@@ -298,7 +379,8 @@ def write_outputs(
         substituted_frames=substitution_record(result),
         protocol=dict(**clf.describe(), **protocol.to_dict(), decoder=decoder_versions()),
         dataset=dataset.summary(), seconds=round(result.seconds, 3),
-        videos_per_second=round(len(result.indices) / result.seconds, 3) if result.seconds else None,
+        videos_per_second=round((len(result.indices) - result.resumed_scored) / result.seconds, 3) if result.seconds else None,
+        resumed=result.resumed,  # videos taken from an earlier run (--resume); 0 for a fresh run
         **extra,
     )
     files: dict[str, Path] = {}

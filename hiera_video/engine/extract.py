@@ -26,8 +26,10 @@ Files are written through the feature store (:mod:`hiera_video.data.feature_stor
 file appears complete or not at all, its index rows are journalled first). A rerun skips
 every video whose file exists, reads back, and has index rows; everything else is redone. At
 the end the journals and the previous ``index.jsonl`` are merged into ``index.jsonl`` (under
-torchrun by rank 0 after a barrier). ``extract.json`` records the settings; a rerun into the
-same folder with other settings is refused (``overwrite`` starts over).
+torchrun by rank 0, once every process's result file says it is finished: no collective
+timeout while processes end far apart, see :mod:`~hiera_video.engine.shard_files`).
+``extract.json`` records the settings, the weights' content (sha256) included; a rerun into
+the same folder with other settings is refused (``overwrite`` starts over).
 
 Output names mirror the inputs relative to their common folder (the dataset root in dataset
 mode) and keep the video's extension (``a/clip.mp4`` -> ``a/clip.mp4.npy``), so files with
@@ -37,6 +39,7 @@ collide.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -51,10 +54,11 @@ from hiera_video.data import ClipSpec, open_video
 from hiera_video.data.feature_store import (
     FORMATS, STORE_DTYPES, FeatureWriter, IndexJournal, read_index_rows, stored_shape, write_index,
 )
-from hiera_video.engine import distributed
+from hiera_video.engine import distributed, faults
 from hiera_video.engine.inference import Classifier, classifier_on, run_model
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, decode_in_order
 from hiera_video.engine.predict import decode_windows
+from hiera_video.engine.shard_files import ShardFiles, guard, open_shard_files, weights_fingerprint
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.load import load
 from hiera_video.report import atomic_write_text
@@ -64,7 +68,9 @@ log = logging.getLogger("hiera_video")
 LEVELS = ("pooled", "stage1", "stage2", "stage3", "stage4")
 SETTINGS = "extract.json"
 # Settings that change what the files hold: a rerun with other values is refused.
-_SETTING_KEYS = ("model", "weights", "level", "format", "store_dtype", "mode", "views", "window", "stride", "protocol")
+_SETTING_KEYS = ("model", "weights", "weights_sha256", "level", "format", "store_dtype", "compute_dtype", "mode", "views",
+                 "window", "stride", "protocol")
+_NEWER_KEYS = ("weights_sha256", "compute_dtype")  # compared only when extract.json has them (older folders lack them)
 
 
 # ====================================================================== model
@@ -236,6 +242,7 @@ class Extractor:
         self.protocol: ClipSpec = self.clf.protocol(self.views, backend=self.backend)
         self.prev: dict[str, list[dict]] = {}
         self._journal = None
+        self.results: ShardFiles | None = None  # this process's result file under torchrun (run)
 
     # ------------------------------------------------------------------ settings
     def settings(self) -> dict:
@@ -243,7 +250,7 @@ class Extractor:
         if isinstance(w, str) and os.path.exists(os.path.expanduser(w)):
             w = os.path.abspath(os.path.expanduser(w))
         return dict(
-            model=self.clf.name, weights=w, level=self.level, format=self.fmt, store_dtype=self.store_dtype,
+            model=self.clf.name, weights=w, weights_sha256=weights_fingerprint(self.clf.model), level=self.level, format=self.fmt, store_dtype=self.store_dtype,
             mode="windows" if self.window else "views", views=list(self.views) if not self.window else None,
             window=self.window, stride=self.stride, protocol=self.protocol.recipe(),
             feature_stride=level_stride(self.clf.model, self.level), feature_info=self.clf.model.feature_info,
@@ -256,15 +263,22 @@ class Extractor:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         mine = self.settings()
         path = self.out_dir / SETTINGS
-        if path.is_file() and not self.overwrite:
+        if not self.overwrite:
             try:
-                old = json.loads(path.read_text())
-            except ValueError:
+                old = json.loads(path.read_text()) if path.is_file() else None
+            except (ValueError, OSError):
                 old = None
-            if isinstance(old, dict):
-                diff = [k for k in _SETTING_KEYS if _norm(old.get(k)) != _norm(mine.get(k))]
+            if not isinstance(old, dict):
+                if read_index_rows(self.out_dir):
+                    state = "is unreadable" if path.is_file() else "is missing"
+                    raise HieraVideoError(
+                        f"{self.out_dir} holds features but its {SETTINGS} {state}, so the settings they were made with "
+                        "cannot be checked; use another --output, or --overwrite to redo every video"
+                    )
+            else:
+                diff = [k for k in _SETTING_KEYS if (k in old or k not in _NEWER_KEYS) and _norm(old.get(k)) != _norm(mine.get(k))]
                 if diff:
-                    shown = "; ".join(f"{k}: {old.get(k)!r} -> {mine.get(k)!r}" for k in diff[:3])
+                    shown = "; ".join(f"{k}: {_show(old.get(k))} -> {_show(mine.get(k))}" for k in diff[:3])
                     raise HieraVideoError(
                         f"{self.out_dir} holds features made with other settings ({shown}); use another --output, "
                         "or --overwrite to redo every video"
@@ -305,6 +319,7 @@ class Extractor:
             stream = decode_in_order(todo, _DecodeItems(self.protocol), self.workers, self.decode_timeout)
         try:
             for k, job in enumerate(jobs):
+                faults.slow(self.world.rank)  # tests: processes that finish far apart
                 if done[k] is not None:
                     if done[k].ok:
                         self._log(done[k].rows)
@@ -388,29 +403,48 @@ class Extractor:
     # ------------------------------------------------------------------ all videos
     def run(self, jobs: Sequence[Job], on_result: Callable[[Extracted], None] | None = None) -> list[Extracted]:
         """Extract this rank's shard of ``jobs`` (all of them in a single process), then merge
-        the index. Returns every rank's results on rank 0, this rank's elsewhere."""
+        the index. Returns every rank's results on rank 0, this rank's elsewhere.
+
+        Under torchrun each process also appends its outcomes to its own result file
+        (:mod:`~hiera_video.engine.shard_files`, :attr:`results`) and rank 0 merges those
+        files, waiting for the others without a collective timeout; the caller ends the run
+        with :func:`~hiera_video.engine.shard_files.finish_on_main` / ``wait_on_others``."""
         self._check_unique(jobs)
+        if self.world.distributed:  # first: its lock keeps a second run out of the folder
+            self.results = open_shard_files(self.out_dir, self.world, "extract", reuse=False,
+                                            resume_hint="rerun the same command to continue (finished videos are skipped)")
         self.prepare()
         results = []
-        try:
-            mine = distributed.shard(len(jobs), self.world)
-            for i, r in zip(mine, self._process_all([jobs[i] for i in mine])):
-                r.order = i
-                results.append(r)
-                if on_result is not None:
-                    on_result(r)
-        finally:
-            if self._journal is not None:
-                self._journal.close()
-                self._journal = None
-        gathered = distributed.gather_to_main(results, self.world)
-        distributed.agree(self.world)  # a barrier
-        if not self.world.is_main:
-            return results
-        everything = sorted((r for part in gathered for r in part), key=lambda r: r.order)
+        with guard(self.results):  # an error here ends every process with its message
+            try:
+                mine = distributed.shard(len(jobs), self.world)  # finished files are found by done_already
+                if self.results is not None:
+                    self.results.start(len(mine))
+                for i, r in zip(mine, self._process_all([jobs[i] for i in mine])):
+                    r.order = i
+                    results.append(r)
+                    if self.results is not None:
+                        self.results.add(i, dict(json=json.dumps(dataclasses.asdict(r))))
+                    if on_result is not None:
+                        on_result(r)
+                    if self.results is not None and self.results.should_stop():
+                        raise KeyboardInterrupt  # a SIGINT reached rank 0 while it waited: stop too
+            finally:
+                if self._journal is not None:
+                    self._journal.close()
+                    self._journal = None
+        if self.results is not None:
+            self.results.finish()  # after the journal is closed: rank 0 merges it next
+            if not self.world.is_main:
+                return results
+            merged, _ = self.results.collect()
+            everything = sorted((Extracted(**json.loads(rec["json"])) for rec in merged.values()), key=lambda r: r.order)
+        else:
+            everything = results
         # index.jsonl = earlier rows of files not touched now (if still there) + this run's rows
         # in input order; the journals are removed.
-        write_index(self.out_dir, [(r.output, r.rows) for r in everything if r.ok], keep_previous=not self.overwrite)
+        with guard(self.results):
+            write_index(self.out_dir, [(r.output, r.rows) for r in everything if r.ok], keep_previous=not self.overwrite)
         return everything
 
     @staticmethod
@@ -443,6 +477,13 @@ class _DecodeItems:
 
 def _same_file(a, b) -> bool:
     return isinstance(a, str) and os.path.abspath(a) == os.path.abspath(b)
+
+
+def _show(v) -> str:
+    """A setting in an error message (a sha256 shortened)."""
+    if isinstance(v, str) and len(v) == 64:
+        return f"sha256 {v[:12]}..."
+    return repr(v)
 
 
 def _norm(v):

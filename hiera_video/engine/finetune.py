@@ -103,7 +103,8 @@ def _finetune(trainer: Trainer, cfg: TrainConfig, resume: str | None) -> dict:
     def end_of_epoch():
         if val_set is None or not cfg.run.val_every_epochs or trainer.state.epoch % cfg.run.val_every_epochs:
             return
-        val = _validate(cfg, trainer.eval_model, val_set, classes, parse_views(cfg.run.val_views), device, world, trainer.amp)
+        val = _validate(cfg, trainer.eval_model, val_set, classes, parse_views(cfg.run.val_views), device, world, trainer.amp,
+                        trainer.stop_requested)
         trainer.note_val(val, "top1", out / "best.pt")
 
     if not trainer.fit(clips, collate_clips, loss_fn, lambda i: str(train_set.items[i].path), end_of_epoch):
@@ -115,7 +116,9 @@ def _finetune(trainer: Trainer, cfg: TrainConfig, resume: str | None) -> dict:
     if val_set is not None:
         preset = DATASET_PRESETS.get(cfg.data.dataset, DATASET_PRESETS["list"])
         views = parse_views(cfg.run.final_views) if cfg.run.final_views else (preset["temporal_views"], preset["spatial_views"])
-        result, clf, protocol = _run_eval(cfg, trainer.eval_model, val_set, classes, views, device, world, trainer.amp)
+        result, clf, protocol = _run_eval(cfg, trainer.eval_model, val_set, classes, views, device, world, trainer.amp,
+                                          trainer.stop_requested)
+        trainer.stop_if_signalled("the final evaluation")
         if world.is_main:
             files = write_outputs(out / "eval", result, val_set, clf, protocol, dict(split=cfg.data.val_split))
             m = result.metrics or {}
@@ -129,19 +132,21 @@ def _finetune(trainer: Trainer, cfg: TrainConfig, resume: str | None) -> dict:
 # ---------------------------------------------------------------------------- evaluation
 
 
-def _run_eval(cfg, model, val_set, classes, views, device, world, amp=None):
-    """Multi-view evaluation of the training model as it is (fp32 weights, the run's autocast)."""
+def _run_eval(cfg, model, val_set, classes, views, device, world, amp=None, stop=None):
+    """Multi-view evaluation of the training model as it is (fp32 weights, the run's autocast);
+    ``stop`` (the trainer's signal flag) ends it early, the result marked interrupted."""
     model.eval()
     clf = Classifier(model, model.spec.name, None, list(classes), device, amp, train_clip_spec(cfg.data, model))
     protocol = clf.protocol(views)
-    result = evaluate(clf, protocol, val_set, batch_size=cfg.run.batch_size, workers=cfg.data.workers, world=world)
+    result = evaluate(clf, protocol, val_set, batch_size=cfg.run.batch_size, workers=cfg.data.workers, world=world, stop=stop)
     model.train()
     return result, clf, protocol
 
 
-def _validate(cfg, model, val_set, classes, views, device, world, amp=None) -> dict | None:
-    result, _, _ = _run_eval(cfg, model, val_set, classes, views, device, world, amp)
-    if result is None or result.metrics is None:
+def _validate(cfg, model, val_set, classes, views, device, world, amp=None, stop=None) -> dict | None:
+    """Validation metrics (rank 0; None elsewhere, without labels, or when a signal cut it short)."""
+    result, _, _ = _run_eval(cfg, model, val_set, classes, views, device, world, amp, stop)
+    if result is None or result.metrics is None or result.interrupted:
         return None
     m = result.metrics
     return dict(top1=m["top1"], top5=m["top5"], mean_class_accuracy=m["mean_class_accuracy"], num_videos=m["num_videos"])

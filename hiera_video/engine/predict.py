@@ -18,6 +18,7 @@ from hiera_video.data.probe import path_problem
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, ReaderCache, by_group, decode_in_order
 from hiera_video.engine.inference import Classifier, substitution_warning, topk
 from hiera_video.errors import HieraVideoError
+from hiera_video.report import atomic_path
 
 
 @dataclass
@@ -246,6 +247,8 @@ def plot_timeline(result: Result, out_png: str, num_classes: int = 5) -> None:
     ax.set_title(Path(result.path).name)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(out_png, suffix=".tmp.png") as tmp:  # a failed write: one line naming --plot's file
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)

@@ -76,7 +76,7 @@ PretrainAugmentConfig = variant(
 )
 PretrainRunConfig = variant(
     RunConfig, "PretrainRunConfig",
-    "output batch_size global_batch precision device dist_timeout seed ckpt_every_steps log_every tensorboard preview halt_after_steps",
+    "output batch_size global_batch precision device dist_timeout seed ckpt_every_steps lock log_every tensorboard preview halt_after_steps",
     batch_size=setting(8, "clips per process per forward pass (a multiple of data.repeated_aug)"),
     preview=(bool, setting(True, "at the end, write reconstruction.png of the first training video")),
 )

@@ -7,15 +7,22 @@ import json
 from pathlib import Path
 
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import progress_bar
+from hiera_video.report import atomic_path, progress_bar
 
 
 class MetricsLog:
     """metrics.jsonl (one JSON object per line) and, optionally, TensorBoard."""
 
-    def __init__(self, out: Path, tensorboard: bool):
+    def __init__(self, out: Path, tensorboard: bool, keep_until: int = 0):
+        """``keep_until``: the step the run starts from (a resumed run's checkpoint); rows
+        of later steps, logged by the interrupted run after its last checkpoint, are dropped
+        (the resumed run logs those steps again)."""
         self.path = out / "metrics.jsonl"
         self.tb = None
+        rows = read_rows(self.path)
+        if any(r.get("step", 0) > keep_until for r in rows):
+            with atomic_path(self.path) as tmp:
+                Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in rows if r.get("step", 0) <= keep_until))
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -24,8 +31,11 @@ class MetricsLog:
             self.tb = SummaryWriter(str(out / "tensorboard"))
 
     def write(self, row: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            raise HieraVideoError(f"cannot write '{self.path}': {e.strerror or e}") from None
         if self.tb is not None:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):

@@ -8,21 +8,28 @@ says how a batch becomes a loss; :class:`Trainer` does everything else, the same
     .plan(num_videos, k)         per-process batch, gradient accumulation, global batch, steps
     .prepare(model, ...)         rank 0's weights on every rank, optimizer (layer decay, no decay on
                                  1-D params), warmup+cosine, grad scaler, EMA, resume, torch.compile
-    .fit(items, collate, loss)   epochs of steps: micro-batches -> loss -> backward; then ONE agreement
-                                 of all ranks -> gradient all-reduce -> clip -> step -> log / checkpoint;
-                                 bad videos skipped and listed; SIGINT/SIGTERM -> checkpoint + exit 130;
-                                 NaN -> stop
+    .fit(items, collate, loss)   epochs of steps: micro-batches -> loss -> backward under DDP; ONE
+                                 small agreement of all ranks per step; clip -> step -> log /
+                                 checkpoint; bad videos skipped and listed; SIGINT/SIGTERM ->
+                                 checkpoint + exit 130 (also during validation); NaN -> stop
     .finish(summary)             metrics.json, bad_videos.csv, curves.png
 
-Multi-process rule: every rank joins every step. The only collectives of a step come after
-its micro-batches: an agreement (:func:`~hiera_video.engine.distributed.agree`) that tells
-every rank every rank's clip count, loss, skipped videos, signal, non-finite loss or error,
-then the gradient all-reduce. So a rank whose micro-batch was all unreadable still joins (with
-zero clips), a signal or a NaN on one rank stops all ranks at the same step, and the gradient
-is the mean over the clips actually present (each micro-batch weighs its clip count). We
-all-reduce gradients ourselves instead of using DDP: DDP ties the all-reduce to a backward
-pass, which a rank without clips cannot run. (Cost: no overlap of the all-reduce with the
-backward pass; one bucketed all-reduce per optimizer step.)
+Multi-process rule: every rank joins every step, on ``DistributedDataParallel``. A step's
+micro-batches but the last run forward and backward under ``no_sync()`` (no communication);
+the last runs its forward, then the step's agreement: ONE all-reduce of a small tensor
+(:func:`~hiera_video.engine.distributed.agree_rows`) that tells every rank every rank's clip
+count, loss, skipped-video count, signal, non-finite loss and error flag. Only then the last
+backward, during which DDP averages the gradients bucket by bucket. So a failing or diverging
+rank stops every rank before any gradient is exchanged, a signal stops every rank at the same
+step, and text (an error's reason, skipped file names, RNG states) crosses ranks only when a
+flag says so or at checkpoints and epoch ends: no pickled collective per step. A rank whose
+micro-batch was all unreadable still runs forward and backward, on a stand-in batch (the
+epoch's first readable item) with weight zero, so DDP's reducer meets every rank; the gradient is then rescaled to the mean over
+the clips actually present (each micro-batch weighs its clip count).
+
+What cannot be agreed: a failure inside the last backward (e.g. out of memory) happens while
+the other ranks are inside DDP's all-reduce. The failing rank stops with its reason and rank;
+the others stop when the collective timeout (``run.dist_timeout``) ends.
 
 Gradient accumulation: a step is ``accum`` micro-batches; when an epoch's micro-batches are not
 a multiple of it, the epoch's last step takes the rest (fewer clips, same mean-over-clips
@@ -37,6 +44,7 @@ checks that all ranks hold identical weights (a fingerprint per tensor).
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -44,7 +52,7 @@ import signal
 import socket
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -52,6 +60,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from hiera_video.engine import distributed, faults
@@ -64,7 +73,7 @@ from hiera_video.engine.train_data import EpochSampler
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.checkpoints import check_resumable, load_training_state, save_checkpoint
 from hiera_video.engine.train_log import MetricsLog, Progress, plot_curves
-from hiera_video.report import check_output, write_csv, write_json
+from hiera_video.report import atomic_write_text, check_output, write_csv, write_json
 from hiera_video.runtime import DTYPES, autocast, autocast_dtype
 
 log = logging.getLogger("hiera_video")
@@ -85,6 +94,7 @@ class RunState:
     bad_videos: int = 0  # unreadable training items skipped, all ranks, all epochs
     epoch_loss_sum: float = 0.0  # this epoch's step losses so far (for the epoch mean)
     epoch_loss_steps: int = 0
+    val_pending: bool = False  # a signal cut the last epoch's validation short: run it on resume
 
 
 # Signals that stop a run with a checkpoint (SIGUSR1: the early warning SLURM sends with
@@ -92,8 +102,32 @@ class RunState:
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, n))
 
 
+# Files that only a training run writes into its folder: any of them means an earlier run, and
+# a new run there would mix its logs, curves and best weights with that run's (config.json and
+# the lock are rewritten by every start).
+EARLIER_RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "metrics.json", "curves.png", "bad_videos.csv", "eval")
+
+# Items a rank without one readable clip in its first micro-batch tries for a stand-in batch.
+STAND_IN_TRIES = 32
+
+
 class _Stop(Exception):
     """Raised inside the loop once a checkpoint is written: the agreed reason ('' = halt)."""
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the file system ``path`` is on (``nfs4``, ``fuse.sshfs``...), from
+    /proc/mounts (the longest mount point above it); "unknown" elsewhere."""
+    try:
+        target, best, kind = str(Path(path).resolve()), "", "unknown"
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            point = fields[1].replace("\\040", " ")
+            if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+                best, kind = point, fields[2]
+        return kind
+    except (OSError, IndexError):
+        return "unknown"
 
 
 def precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -147,6 +181,11 @@ class Trainer:
         self.train_seconds = 0.0
         self.ema = None
         self._lock = None  # the run folder's lock file (rank 0, from prepare() on)
+        self.ddp: DistributedDataParallel | None = None  # the model under DDP (several processes)
+        self._handlers = None  # signal handlers replaced by fit() until running() ends
+        self._signal = None  # the first stop signal this process received
+        self._cut = False  # an evaluation stopped early for a signal (since the last epoch's end)
+        self._stand_in_batch = None  # (epoch, batch) for micro-batches without a readable clip (see _stand_in)
 
     @contextmanager
     def running(self):
@@ -157,36 +196,47 @@ class Trainer:
             with distributed.together(self.world):
                 yield self
         finally:
+            for s, h in (self._handlers or {}).items():
+                signal.signal(s, h)
             if self._lock is not None:
                 self._lock.close()  # releases the flock
             distributed.cleanup(self.world)
 
     def _lock_run_folder(self) -> None:
         """Rank 0 takes an exclusive lock on RUN_DIR/.lock for the whole run, so a second run
-        into the same folder stops instead of mixing its files in. The OS releases the lock
-        when the process ends, however it ends, so a killed run leaves no stale lock. Then the
-        temporary checkpoint files a killed run may have left are removed."""
+        into the same folder stops instead of mixing its files in; the holder writes its pid
+        and host into the file, so the refusal names it. The OS releases the lock when the
+        process ends, however it ends, so a killed run leaves no stale lock. A file system
+        without file locks is named in the error (``run.lock=false`` proceeds without one).
+        Then the temporary checkpoint files a killed run may have left are removed."""
         try:
             import fcntl
         except ImportError:  # no flock (Windows): no lock
             return
         path = self.out / ".lock"
-        f = open(path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if self.run.lock:
+            f = open(path, "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                f.seek(0)
+                holder = " ".join(f.read().split())[:200] or "a process that wrote no name"
+                f.close()
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise HieraVideoError(
+                        f"{self.out} is in use by another training run ({holder}); wait for it to finish or stop it, "
+                        "or choose another --output"
+                    ) from None
+                raise HieraVideoError(
+                    f"cannot lock {path}: the file system there ({filesystem_type(self.out)}) does not support file locks "
+                    f"({e.strerror or e}); put --output on a local or lock-capable file system, or pass --set run.lock=false "
+                    "and make sure no other run writes into this folder"
+                ) from None
             f.seek(0)
-            holder = " ".join(f.read().split())[:200] or "another process"
-            f.close()
-            raise HieraVideoError(
-                f"{self.out} is in use by another training run ({holder}); wait for it to finish or stop it, "
-                "or choose another --output"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        f.flush()
-        self._lock = f
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            f.flush()
+            self._lock = f
         for leftover in list(self.out.glob(".last.pt.*.tmp")) + list(self.out.glob(".best.pt.*.tmp")):
             leftover.unlink(missing_ok=True)
             log.info("removed %s, left by a run that was killed while writing a checkpoint", leftover.name)
@@ -230,7 +280,9 @@ class Trainer:
         self.model = model
         self.meta = meta
         self.generators = generators or {}
-        distributed.broadcast_module(model, world)  # randomly initialised heads differ per rank until now
+        # DDP gives every rank rank 0's weights (randomly initialised heads differ per rank until
+        # now); an agreement first, as before every collective.
+        self.ddp = self._wrap_ddp(model, compile) if world.distributed else None
         self.optimizer = build_optimizer(model, o.name, self.lr, o.weight_decay, tuple(o.betas), o.momentum, o.layer_decay,
                                          fused=self.device.type == "cuda")
         self.scheduler = Scheduler(self.optimizer, self.total_steps, round(o.warmup_epochs * self.steps_per_epoch), self.lr, self.min_lr)
@@ -242,13 +294,28 @@ class Trainer:
             with distributed.together(world):
                 self._restore(Path(path))
             log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch, self.state.step)
-        self.train_model: nn.Module = torch.compile(model) if compile else model
+        wrapped = self.ddp if self.ddp is not None else model
+        self.train_model: nn.Module = torch.compile(wrapped) if compile else wrapped
         with distributed.together(world):
             if world.is_main:
                 write_json(self.out / "config.json", self.cfg.to_dict())
-                (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-                self.logger = MetricsLog(self.out, self.run.tensorboard)
+                atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+                self.logger = MetricsLog(self.out, self.run.tensorboard, keep_until=self.state.step)
                 log.info("training: %s", ", ".join(f"{k} {v}" for k, v in self.info.items()))
+
+    def _wrap_ddp(self, model: nn.Module, compile: bool) -> DistributedDataParallel:
+        """``DistributedDataParallel`` for the steps: gradients are averaged bucket by bucket
+        while the backward pass runs (communication overlapped with computation), straight in
+        the buckets (``gradient_as_bucket_view``: no copies). Every parameter of our models is
+        used in every step (a micro-batch without readable clips runs a stand-in with weight
+        zero, see :meth:`_stand_in`), so unused-parameter search stays off. ``static_graph``
+        (DDP skips per-step graph bookkeeping) only without gradient accumulation: with
+        ``no_sync()`` it crashes or silently stops averaging (pytorch/pytorch#143580, still
+        open in torch 2.14). No buffer broadcast per forward: our models' buffers never change."""
+        distributed.agree(self.world)
+        cuda = self.device.type == "cuda"
+        return DistributedDataParallel(model, device_ids=[self.device] if cuda else None, **distributed.ddp_buffer_option(),
+                                       gradient_as_bucket_view=True, static_graph=self.accum == 1 and not compile)
 
     def _resume_decision(self, resume: str | None) -> str | None:
         """Rank 0 alone looks at the run folder (after locking it): the checkpoint to resume
@@ -257,19 +324,19 @@ class Trainer:
             return None
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock_run_folder()
-        if not resume and self.ckpt_path.is_file():
-            raise HieraVideoError(
-                f"{self.out} already holds a training run ({self.ckpt_path.name}); continue it with --resume auto "
-                "or choose another --output"
-            )
-        if not resume:
-            return None
-        path = self.ckpt_path if resume == "auto" else Path(resume)
-        if path.is_file():
-            return str(path.resolve())
-        if resume != "auto":
+        earlier = [name for name in EARLIER_RUN_FILES if (self.out / name).exists()]
+        path = (self.ckpt_path if resume == "auto" else Path(resume)) if resume else None
+        if resume and resume != "auto" and not path.is_file():
             raise HieraVideoError(f"--resume {resume}: checkpoint not found")
-        return None
+        continuing = path is not None and path.is_file() and path.resolve() == self.ckpt_path.resolve()
+        if resume == "auto" and earlier == ["metrics.jsonl"]:
+            earlier = []  # a run stopped before its first checkpoint: --resume auto starts over (its rows dropped)
+        if earlier and not continuing:
+            how = "continue it with --resume auto" if self.ckpt_path.is_file() else "it cannot be continued (no last.pt)"
+            raise HieraVideoError(
+                f"{self.out} already holds an earlier training run ({', '.join(earlier)}); {how}, or choose another --output"
+            )
+        return str(path.resolve()) if path is not None and path.is_file() else None
 
     def _check_shared_folder(self) -> None:
         """Rank 0 writes a random token into the run folder; every other rank must read it
@@ -304,7 +371,8 @@ class Trainer:
         """Train to ``optim.epochs``. ``items`` (with an ``epoch`` attribute) gives one video's
         clips per index; ``collate`` turns a list of items into ``(batch or None, [(index,
         reason)] of the unreadable ones)``; ``describe(index)`` names a video for the bad-video
-        list; ``end_of_epoch()`` runs on every rank after each epoch (validation).
+        list; ``end_of_epoch()`` runs on every rank after each epoch (validation; it should
+        stop early when :meth:`stop_requested` says so).
 
         Returns True when training completed, False when it stopped early at
         ``run.halt_after_steps``. SIGINT/SIGTERM on any rank stop every rank at the same step
@@ -317,11 +385,14 @@ class Trainer:
                             # its own generator: creating an iterator must not consume the global RNG
                             # (a resumed run creates it at another point than an uninterrupted one)
                             generator=torch.Generator().manual_seed(run.seed))
-        self._signal = None
-        handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        self._items, self._collate = items, collate
+        self._catch_signals()
         t_start = time.perf_counter()
         try:
             self.progress = Progress(self.console, self.total_steps, state.step) if world.is_main else None
+            if state.val_pending and end_of_epoch is not None:  # the validation a signal cut short
+                self._end_epoch(end_of_epoch)
+                self.save_last()  # done: a later resume must not validate (and log) it again
             per_epoch = self.sampler.batches_per_epoch()
             while state.epoch < self.optim.epochs:
                 items.epoch = state.epoch
@@ -330,8 +401,8 @@ class Trainer:
                 batches = iter(loader)
                 while state.batch < per_epoch:
                     t0 = time.perf_counter()
-                    local = self._micro_batches(batches, min(self.accum, per_epoch - state.batch), loss_fn, describe)
-                    self._step(local, t0)
+                    part, last_loss = self._micro_batches(batches, min(self.accum, per_epoch - state.batch), loss_fn, describe)
+                    self._step(part, last_loss, t0)
                 del batches
                 state.epoch += 1
                 state.batch = 0
@@ -340,8 +411,7 @@ class Trainer:
                                            loss=state.epoch_loss_sum / state.epoch_loss_steps, steps=state.epoch_loss_steps))
                 state.epoch_loss_sum, state.epoch_loss_steps = 0.0, 0
                 if end_of_epoch is not None:
-                    end_of_epoch()
-                self._stop_if_signalled([r["signal"] for r in distributed.agree(world, signal=self._signal)])
+                    self._end_epoch(end_of_epoch)
                 self.save_last()
             return True
         except _Stop as e:
@@ -354,83 +424,159 @@ class Trainer:
             if self.progress is not None:
                 self.progress.close()
                 self.progress = None
-            for s, h in handlers.items():
-                signal.signal(s, h)
+
+    def _end_epoch(self, end_of_epoch: Callable[[], None]) -> None:
+        """Validation, then one agreement on signals: a validation that a signal cut short on
+        any rank recorded nothing (its partial result is marked interrupted) and stays pending
+        in the checkpoint, so ``--resume`` runs it again before training on."""
+        self._cut = False
+        # Validation draws no random number the training sees (an interrupted validation run
+        # again on resume must leave the same RNG state as one that ran once).
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            end_of_epoch()
+        rows = distributed.agree_rows(self.world, [float(self._signal or 0), float(self._cut)])
+        self.state.val_pending = any(r[1] for r in rows)
+        self._stop_if_signalled([int(r[0]) for r in rows])
+
+    # ------------------------------------------------------------------ signals
+
+    def _catch_signals(self) -> None:
+        """From the first step to the end of :meth:`running` (final evaluation included),
+        SIGINT/SIGTERM/SIGUSR1 only set a flag: steps act on it at their agreement, and
+        evaluations stop at their next batch (:meth:`stop_requested`)."""
+        if self._handlers is None:
+            self._signal = None
+            self._handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
 
     def _on_signal(self, signum, _frame) -> None:
         self._signal = self._signal or signum
 
-    def _micro_batches(self, batches, count: int, loss_fn: LossFn, describe) -> dict:
-        """This rank's part of one step: up to ``count`` micro-batches, forward and backward
-        (no collective). Returns what the step's agreement needs; an error or a non-finite
-        loss ends the part early (every rank learns of it at the agreement)."""
+    def stop_requested(self) -> bool:
+        """True once this process got a stop signal: an evaluation inside the run checks it at
+        every batch and stops (its result marked interrupted)."""
+        if self._signal:
+            self._cut = True
+        return bool(self._signal)
+
+    def stop_if_signalled(self, what: str) -> None:
+        """After the final evaluation (outside :meth:`fit`): when any rank got a signal, every
+        rank stops with exit 130. Training is complete and saved; ``--resume auto`` evaluates."""
+        rows = distributed.agree_rows(self.world, [float(self._signal or 0)])
+        for rank, r in enumerate(rows):
+            if r[0]:
+                by = f" (received by rank {rank}; every process stopped)" if self.world.distributed else ""
+                raise AgreedInterrupt(
+                    f"{signal.Signals(int(r[0])).name}{by} during {what}: training is complete and saved in {self.ckpt_path}; "
+                    "run the same command with --resume auto to evaluate"
+                )
+
+    # ------------------------------------------------------------------ the step
+
+    def _micro_batches(self, batches, count: int, loss_fn: LossFn, describe) -> tuple[dict, torch.Tensor | None]:
+        """This rank's part of one step, without any collective: ``count`` micro-batches, all
+        but the last forward and backward under DDP's ``no_sync()`` (gradients add up locally),
+        the last one forward only. Returns what the step's agreement needs and the last
+        micro-batch's weighted loss, whose backward (which exchanges the gradients) waits for
+        the agreement. An error or a non-finite loss ends the part early, with no loss."""
         state, rank = self.state, self.world.rank
         part = dict(clips=0, loss_sum=0.0, bad=0, nonfinite=None, error=None)
-        for _ in range(count):
+        for k in range(count):
+            last = k == count - 1
             try:
                 batch, bad = next(batches)
             except Exception as e:  # a DataLoader worker died (native crash, out of memory...)
                 part["error"] = f"reading training data failed at epoch {state.epoch}, step {state.step}: {type(e).__name__}: {e}"
-                return part
+                return part, None
             state.batch += 1
             part["bad"] += len(bad)
             self._note_bad(bad, describe)
-            if batch is None:  # every item unreadable: this rank adds no clips to the step
-                continue
             if faults.active("hang", rank, state.step + 1):
                 time.sleep(3600)
             try:
-                with autocast(self.device, self.amp):
-                    loss, n = loss_fn(self.train_model, batch)
-                if faults.active("nan_loss", rank, state.step + 1):
-                    loss = loss * float("nan")
-                value = loss.item()
-                if not math.isfinite(value):
-                    part["nonfinite"] = value
-                    return part
-                # Weigh the micro-batch by its clips; a full step sums to the mean (see _step).
-                self.scaler.scale(loss * (n / self.global_batch)).backward()
+                stand_in = batch is None  # every item unreadable: this rank adds no clips to the step
+                batch = self._stand_in() if stand_in else batch
+                with self.ddp.no_sync() if self.ddp is not None and not last else nullcontext():
+                    with autocast(self.device, self.amp):
+                        loss, n = loss_fn(self.train_model, batch)
+                    if faults.active("nan_loss", rank, state.step + 1):
+                        loss = loss * float("nan")
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        part["nonfinite"] = value
+                        return part, None
+                    n = 0 if stand_in else n
+                    # Weigh the micro-batch by its clips (x processes: DDP averages over them);
+                    # a full step sums to the mean over clips (see _step).
+                    weighted = self.scaler.scale(loss * (n * self.world.world_size / self.global_batch))
+                    part["clips"] += n
+                    part["loss_sum"] += value * n
+                    if last:
+                        return part, weighted
+                    weighted.backward()
             except Exception as e:
                 part["error"] = f"training failed at epoch {state.epoch}, step {state.step + 1}: {type(e).__name__}: {e}"
-                return part
-            part["clips"] += n
-            part["loss_sum"] += value * n
-        return part
+                return part, None
+        raise AssertionError("unreachable: the last micro-batch returns")
 
-    def _step(self, local: dict, t0: float) -> None:
-        """The step's agreement, then (when every rank is fine) the gradient all-reduce,
-        clipping, the optimizer step, logging, checkpoints and agreed stops."""
+    def _stand_in(self):
+        """A batch for a micro-batch with no readable clip on this rank. DDP averages gradients
+        during every rank's backward pass, so this rank runs one too, with weight zero, on the
+        epoch's first readable training item. It depends on the epoch alone (not on what this
+        rank read before), so a resumed run draws the same random numbers for it (mixup,
+        masks) as an uninterrupted one."""
+        epoch = self.state.epoch
+        if self._stand_in_batch is None or self._stand_in_batch[0] != epoch:
+            for index in range(min(len(self._items), STAND_IN_TRIES)):
+                batch, _ = self._collate([self._items[index]])
+                if batch is not None:
+                    self._stand_in_batch = (epoch, batch)
+                    break
+            else:
+                raise HieraVideoError(f"none of the first {STAND_IN_TRIES} training videos could be read; check them with "
+                                      "hiera-video check-videos")
+        return self._stand_in_batch[1]
+
+    def _step(self, local: dict, last_loss: torch.Tensor | None, t0: float) -> None:
+        """The step's agreement: ONE small all-reduce (:func:`~hiera_video.engine.distributed.agree_rows`)
+        of each rank's clips, loss sum, skipped videos, error and non-finite flags and signal,
+        after the last micro-batch's forward and before its backward. A failing or diverging
+        rank stops every rank there, before any gradient is exchanged (an error's text is
+        gathered only then). Otherwise every rank runs the last backward (DDP averages the
+        gradients bucket by bucket while it runs), the gradient is rescaled to the mean over
+        the clips present, clipped, and the optimizer steps; then logging, checkpoints and
+        agreed stops."""
         run, state, world = self.run, self.state, self.world
-        error = HieraVideoError(local["error"]) if local["error"] else None
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        # Parameters this rank's backward did not reach (None when it had no clips).
-        no_grad = [i for i, p in enumerate(params) if p.grad is None] if local["clips"] else None
-        parts = distributed.agree(world, error, **{k: v for k, v in local.items() if k != "error"}, signal=self._signal,
-                                  no_grad=no_grad)
-        for rank, p in enumerate(parts):
-            if p["nonfinite"] is not None:
+        rows = distributed.agree_rows(world, [local["clips"], local["loss_sum"], local["bad"], float(local["error"] is not None),
+                                              float(local["nonfinite"] is not None), local["nonfinite"] or 0.0,
+                                              float(self._signal or 0)])
+        if any(r[3] for r in rows):  # some rank failed: hear its reason (raises on every rank)
+            distributed.agree(world, HieraVideoError(local["error"]) if local["error"] else None)
+        for rank, r in enumerate(rows):
+            if r[4]:
                 last = f"the last good checkpoint is {self.ckpt_path}" if self.ckpt_path.is_file() else "no checkpoint was written yet"
                 where = f" on rank {rank}" if world.distributed else ""
                 raise Agreed(
-                    f"loss is {p['nonfinite']}{where} at epoch {state.epoch}, step {state.step + 1}: training diverged; "
+                    f"loss is {r[5]}{where} at epoch {state.epoch}, step {state.step + 1}: training diverged; "
                     f"{last}. Lower optim.lr or check the data, then --resume auto"
                 )
-        clips = sum(p["clips"] for p in parts)
-        state.bad_videos += sum(p["bad"] for p in parts)
+        clips = round(sum(r[0] for r in rows))
+        state.bad_videos += round(sum(r[2] for r in rows))
+        try:
+            last_loss.backward()
+        except Exception as e:  # e.g. out of memory: the others wait in DDP's all-reduce, which cannot be agreed
+            raise Agreed(
+                f"rank {world.rank} ({socket.gethostname()}): training failed in the backward pass of step {state.step + 1}: "
+                f"{type(e).__name__}: {e}" + ("; the other processes cannot be told and stop when the collective "
+                                              "timeout (run.dist_timeout) ends" if world.distributed else "")
+            ) from None
         lr_now = self.scheduler.step()
         if clips:
-            # A parameter no rank's backward reached keeps no gradient (the optimizer skips it).
-            unused = set.intersection(*(set(p["no_grad"]) for p in parts if p["no_grad"] is not None))
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            distributed.all_reduce_sum(grads, world)
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             if clips != self.global_batch:  # backward weighed by n / global_batch: make it n / clips
                 torch._foreach_mul_(grads, self.global_batch / clips)
-            for i, (p, g) in enumerate(zip(params, grads)):
-                p.grad = None if i in unused else g
-            params = [p for p in params if p.grad is not None]
             if self.optim.clip_grad:
                 self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(params, self.optim.clip_grad)
+                nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], self.optim.clip_grad)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
@@ -442,7 +588,7 @@ class Trainer:
         if faults.active("diverge", world.rank, state.step):
             with torch.no_grad():
                 next(self.model.parameters()).add_(1e-3)
-        loss = sum(p["loss_sum"] for p in parts) / clips if clips else float("nan")
+        loss = sum(r[1] for r in rows) / clips if clips else float("nan")
         if clips:
             state.epoch_loss_sum += loss
             state.epoch_loss_steps += 1
@@ -453,7 +599,7 @@ class Trainer:
             self.logger.write(dict(kind="train", step=state.step, epoch=state.epoch, loss=loss, lr=lr_now, clips_per_s=rate))
         if faults.active("sigterm", world.rank, state.step):
             os.kill(os.getpid(), signal.SIGTERM)
-        signals = [p["signal"] for p in parts]
+        signals = [round(r[6]) for r in rows]
         if run.ckpt_every_steps and state.step % run.ckpt_every_steps == 0 and not any(signals):
             self.save_last()
         self._stop_if_signalled(signals)
@@ -461,7 +607,7 @@ class Trainer:
             self.save_last()
             raise _Stop("")
 
-    def _stop_if_signalled(self, signals: list[int | None]) -> None:
+    def _stop_if_signalled(self, signals: list[int]) -> None:
         """When any rank got SIGINT/SIGTERM (the agreed list), every rank checkpoints and stops."""
         for rank, signum in enumerate(signals):
             if signum:

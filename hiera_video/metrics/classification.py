@@ -12,13 +12,18 @@ Definitions (percentages, 0..100):
   the mean downwards on subsets).
 * confusion: ``[C, C]`` counts, rows = true class, columns = predicted (argmax) class.
 
-Videos whose label is ``-1`` (unknown, e.g. a test split) are not scored.
+Videos whose label is ``-1`` (unknown, e.g. a test split) are not scored. NaN scores are
+refused: NaN compares false with everything, so the rank of a NaN true class would be 0 and
+every such video would count as correct.
 
 Predictions file: a ``torch.save`` dict holding only tensors, strings, numbers, lists and
 dicts, so it loads with ``torch.load(weights_only=True)`` (nothing is unpickled):
 ``format``, ``version``, ``paths`` (list[str]), ``labels`` (int64 [N], -1 = unknown),
 ``probs`` (float32 [N, C]), ``classes`` (list[str]), ``view_logits`` (float [N, V, C],
-optional) and ``meta`` (dict of plain values: model, agg, views, ...).
+optional) and ``meta`` (dict of plain values: model, agg, views, ...). A file whose ``probs``
+or ``view_logits`` hold NaN or inf, or whose ``view_logits`` have zero views (their mean is
+NaN), is refused when read or written, naming how many videos and views are affected: such
+scores would be ranked as correct for every video (see above), never a usable number.
 """
 
 from __future__ import annotations
@@ -99,6 +104,10 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, class_name
         bad = labels[(labels >= c) | (labels < -1)][0].item()
         raise HieraVideoError(f"label {bad} is out of range for {c} classes (use -1 for unknown)")
     known = labels >= 0
+    nan_rows = torch.isnan(probs[known]).any(dim=1) if probs.is_floating_point() else torch.zeros(0, dtype=torch.bool)
+    if nan_rows.any():
+        raise HieraVideoError(f"the scores of {int(nan_rows.sum())} of {int(known.sum())} labelled videos are NaN; "
+                              "metrics from them would count those videos as correct, so none are computed")
     p = probs[known] if probs.dtype in (torch.float32, torch.float64) else probs[known].float()
     y = labels[known]
     k = min(5, c)
@@ -391,10 +400,21 @@ def _validate(data, path: Path) -> Predictions:
         if not isinstance(view_logits, torch.Tensor) or view_logits.dim() != 3 or view_logits.shape[0] != n \
                 or view_logits.shape[2] != c or not view_logits.is_floating_point():
             raise bad(f"'view_logits' must be a float tensor [{n}, V, {c}]")
+        if n and view_logits.shape[1] == 0:
+            raise bad(f"'view_logits' has 0 views for each of the {n} videos (nothing to aggregate)")
     if not isinstance(meta, dict):
         raise bad("'meta' must be a dict")
-    if torch.isnan(probs).any():
-        raise bad("'probs' contains NaN")
+    # Non-finite scores rank the true class first (NaN) or tie it with others (inf): refuse them.
+    bad_rows = ~torch.isfinite(probs).all(dim=1)
+    if bad_rows.any():
+        raise bad(f"'probs' is NaN or infinite for {int(bad_rows.sum())} of {n} videos "
+                  f"(first: '{paths[int(bad_rows.nonzero()[0])]}')")
+    if view_logits is not None and n:
+        bad_views = ~torch.isfinite(view_logits).all(dim=2)  # [N, V]: a view with any non-finite logit
+        if bad_views.any():
+            videos = bad_views.any(dim=1)
+            raise bad(f"'view_logits' is NaN or infinite in {int(bad_views.sum())} of {bad_views.numel()} views, "
+                      f"of {int(videos.sum())} of {n} videos (first: '{paths[int(videos.nonzero()[0])]}')")
     return Predictions(paths=paths, labels=labels.long(), probs=probs, classes=classes, view_logits=view_logits, meta=meta)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
+import math
 
 import torch.nn as nn
 
@@ -44,13 +45,139 @@ def valid_kwargs(cls: type) -> set[str]:
     return names
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _ints(ok, what: str):
+    """A rule for a list of integers each passing ``ok``."""
+    return (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(x) and ok(x) for x in v)), what
+
+
+#: Normalisations over the channel (last) dimension, which is what the blocks normalise.
+NORM_LAYERS = tuple(n for n in ("LayerNorm", "RMSNorm") if hasattr(nn, n))
+
+#: What each constructor argument of :class:`Hiera` / :class:`MaskedAutoencoderHiera` may be,
+#: one at a time (``check``, allowed); :func:`check_arch` adds the combinations the model needs.
+ARCH_RULES: dict[str, tuple] = {
+    "input_size": _ints(lambda x: x >= 1, "a list of positive integers ([frames, height, width] or [height, width])"),
+    "in_chans": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "embed_dim": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "num_heads": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "num_classes": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "stages": _ints(lambda x: x >= 1, "a list of block counts >= 1, one per stage"),
+    "q_pool": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (stage changes with query pooling)"),
+    "q_stride": _ints(lambda x: x >= 1, "a list of positive integers, one per input dimension"),
+    "mask_unit_size": _ints(lambda x: x >= 1, "a list of positive integers, one per input dimension"),
+    "mask_unit_attn": ((lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(x, bool) for x in v)),
+                       "a list of true/false, one per stage"),
+    "dim_mul": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "head_mul": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "patch_kernel": _ints(lambda x: x >= 1, "a list of positive integers, one per input dimension"),
+    "patch_stride": _ints(lambda x: x >= 1, "a list of positive integers, one per input dimension"),
+    "patch_padding": _ints(lambda x: x >= 0, "a list of integers >= 0, one per input dimension"),
+    "mlp_ratio": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "drop_path_rate": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "norm_layer": (lambda v: v in NORM_LAYERS or (callable(v) and not isinstance(v, str)), "one of " + ", ".join(NORM_LAYERS)),
+    "head_dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "head_init_scale": (_is_number, "a finite number"),
+    "sep_pos_embed": (lambda v: isinstance(v, bool), "true or false"),
+    "decoder_embed_dim": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "decoder_depth": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "decoder_num_heads": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "mask_ratio": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+}
+#: Arguments that hold one entry per input dimension.
+PER_DIMENSION = ("input_size", "q_stride", "mask_unit_size", "patch_kernel", "patch_stride", "patch_padding")
+
+
+def check_arch(spec: ModelSpec, overrides: dict, name=lambda key: f"model option '{key}'") -> None:
+    """Refuse, in one line naming the argument (``name(key)`` says how), constructor
+    ``overrides`` of ``spec`` that are unknown, of the wrong type or out of range, or that
+    together with the rest of the architecture make no model that runs: q_pool < number of
+    stages, one mask_unit_attn flag per stage, mask units = q_stride^(stages - 1), a patch
+    embedding giving one token per stride, channels divisible by heads at every stage, and an
+    input size of the model's kind that the strides divide. ``None`` values mean "the
+    default" (as in :func:`build_model`). Pure Python: no model is built."""
+    from hiera_video.models.checkpoints import official_defaults
+
+    cls = MaskedAutoencoderHiera if spec.mae else Hiera
+    valid = valid_kwargs(cls)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for key, value in given.items():
+        if key not in valid:
+            raise HieraVideoError(f"{name(key)} is not an architecture argument of {spec.name}; valid: {', '.join(sorted(valid))}")
+        rule = ARCH_RULES.get(key)
+        if rule is not None and not rule[0](value):
+            raise HieraVideoError(f"{name(key)} must be {rule[1]}, got {value!r}"[:400])
+    kw = {**official_defaults(spec.mae), **spec.kwargs, **given}
+
+    def key(*keys: str) -> str:  # the argument to name: the first one given, else the first
+        return name(next((k for k in keys if k in given), keys[0]))
+
+    def plain(v):
+        return list(v) if isinstance(v, (list, tuple)) else v
+
+    nd = len(spec.input_size)
+    dims = "[frames, height, width]" if nd == 3 else "[height, width]"
+    for k in sorted(PER_DIMENSION, key=lambda k: k not in given):
+        if len(kw[k]) != nd:
+            raise HieraVideoError(f"{key(k)} must have {nd} entries, one per input dimension {dims} of the "
+                                  f"{spec.kind} model {spec.name}, got {plain(kw[k])}")
+    stages = len(kw["stages"])
+    if len(kw["mask_unit_attn"]) != stages:
+        raise HieraVideoError(f"{key('mask_unit_attn', 'stages')}: mask_unit_attn needs one flag per stage, got "
+                              f"{len(kw['mask_unit_attn'])} flags for {stages} stages")
+    if not kw["q_pool"] < stages:
+        raise HieraVideoError(f"{key('q_pool', 'stages')}: q_pool ({kw['q_pool']}) must be smaller than the number "
+                              f"of stages ({stages})")
+    for q, m in zip(kw["q_stride"], kw["mask_unit_size"]):
+        if q ** (stages - 1) != m:
+            raise HieraVideoError(
+                f"{key('mask_unit_size', 'q_stride', 'stages')}: the mask unit size {plain(kw['mask_unit_size'])} must be "
+                f"q_stride {plain(kw['q_stride'])} to the power of (stages - 1) = {stages - 1} in every dimension"
+            )
+    for k, s, p in zip(kw["patch_kernel"], kw["patch_stride"], kw["patch_padding"]):
+        # The patch convolution gives input // stride tokens (what the token layout needs) iff
+        # kernel - stride <= 2 * padding < kernel, for every input size divisible by stride.
+        if not k - s <= 2 * p < k:
+            raise HieraVideoError(
+                f"{key('patch_padding', 'patch_kernel', 'patch_stride')}: patch_kernel {plain(kw['patch_kernel'])}, "
+                f"patch_stride {plain(kw['patch_stride'])} and patch_padding {plain(kw['patch_padding'])} must give one token "
+                "per stride (kernel - stride <= 2 x padding < kernel in every dimension)"
+            )
+    for size, s, m, axis in zip(kw["input_size"], kw["patch_stride"], kw["mask_unit_size"], ("frames", "height", "width")[-nd:]):
+        if size % (s * m):
+            raise HieraVideoError(f"{key('input_size', 'patch_stride', 'mask_unit_size')}: input {axis} {size} must be a "
+                                  f"multiple of {s * m} (patch stride {s} x mask unit {m}), got input size {plain(kw['input_size'])}")
+    dim, heads = kw["embed_dim"], kw["num_heads"]
+    for stage in range(stages):
+        if stage:
+            dim, heads = int(dim * kw["dim_mul"]), int(heads * kw["head_mul"])
+        if heads < 1 or dim < heads or dim % heads or int(dim * kw["mlp_ratio"]) < 1:
+            raise HieraVideoError(
+                f"{key('num_heads', 'embed_dim', 'dim_mul', 'head_mul', 'mlp_ratio')}: stage {stage + 1} would have {dim} "
+                f"channels and {heads} heads; every stage needs at least one head and channels divisible by its heads "
+                f"(embed_dim {kw['embed_dim']}, num_heads {kw['num_heads']}, dim_mul {kw['dim_mul']}, head_mul {kw['head_mul']})"
+            )
+    if spec.mae and kw["decoder_embed_dim"] % kw["decoder_num_heads"]:
+        raise HieraVideoError(f"{key('decoder_num_heads', 'decoder_embed_dim')}: decoder_embed_dim {kw['decoder_embed_dim']} "
+                              f"must be divisible by decoder_num_heads {kw['decoder_num_heads']}")
+
+
 def build_model(spec: ModelSpec, **overrides) -> Hiera:
-    """Instantiate ``spec`` with constructor ``overrides`` (unknown keys are errors)."""
+    """Instantiate ``spec`` with constructor ``overrides`` (unknown keys, wrong values and
+    combinations that make no runnable model are errors: :func:`check_arch`)."""
     cls = MaskedAutoencoderHiera if spec.mae else Hiera
     valid = valid_kwargs(cls)
     bad = sorted(set(overrides) - valid)
     if bad:
         raise HieraVideoError(f"unknown model option(s) {bad} for {spec.name}; valid options: {sorted(valid)}")
+    check_arch(spec, overrides)
     kwargs = {**spec.kwargs, **{k: v for k, v in overrides.items() if v is not None}}
     if spec.mae:
         kwargs.pop("num_classes", None)

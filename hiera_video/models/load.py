@@ -6,9 +6,15 @@ evaluation (``"ava"``):
 
 * default weights: ``weights=None`` takes the model's default zoo weights (downloaded when
   missing); a checkpoint path needs no model name (the checkpoint names it, or its shapes);
-* random weights: ``weights="none"`` needs ``allow_random``; so, for ``"classify"``, do weights
-  that leave the classifier head untrained; weights holding NaN or infinite values are refused;
-* labels: ``--labels``, else the checkpoint's, else the zoo tag's;
+* random weights: ``weights="none"`` needs ``allow_random``; so do weights that leave the
+  task's head untrained (the classifier head, the AVA detection head, the MAE decoder); weights
+  holding NaN or infinite values are refused. These checks are not up to each task: every
+  task's loader returns to :func:`load`, and :func:`load` returns only through
+  :func:`_checked`, so a new task gets them too;
+* labels: the weights' own class names (the checkpoint's, else the zoo tag's); ``--labels`` is
+  compared with them (:func:`match_names`: the same classes in another order keep the weights'
+  order, other names are an error), and names weights that carry none (when their head has as
+  many classes as a built-in set, a warning names the ``--labels`` that would name them);
 * clips (:class:`~hiera_video.data.clip_spec.ClipSpec`): the model's defaults, under the zoo
   weights' spec, under the recipe the checkpoint saved (a saved spec wins).
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -69,6 +76,17 @@ def load(task: str, name: str | None = None, weights: str | None = None, *, allo
     --dataset ava``."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; one of {TASKS}")
+    net, prov = _checked(task, *_open(task, name, weights, allow_random), allow_random)
+    if task == "classify":
+        prov.labels = class_names(net.num_classes, prov.spec, prov.source, labels, prov.meta)
+    elif task == "features" and not prov.labels:  # the class count of what features come from; no --labels
+        prov.labels = class_names(net.num_classes, prov.spec, prov.source, None, prov.meta, suggest=False)
+    return net, prov
+
+
+def _open(task: str, name: str | None, weights: str | None, allow_random: bool) -> tuple[nn.Module, Provenance]:
+    """The model and weights of ``task``, unchecked: only :func:`load` calls it, and checks
+    what it returns (:func:`_checked`)."""
     if task == "ava":
         return _ava_detector(weights)
     random = weights is not None and str(weights).lower() == "none"
@@ -103,24 +121,49 @@ def load(task: str, name: str | None = None, weights: str | None = None, *, allo
             if weights is None:
                 raise HieraVideoError(_NO_WEIGHTS[policy].format(name=name))
         spec, ckpt = open_weights(weights, name, ckpt)
-    net, report = build_from_checkpoint(spec, ckpt)
+    if random:  # seeded: the same random model every time (an extract folder resumed with it stays one model)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net, report = build_from_checkpoint(spec, ckpt)
+    else:
+        net, report = build_from_checkpoint(spec, ckpt)
     _check_kind(task, spec)
     meta = dict(ckpt.meta) if ckpt is not None else {}
-    prov = Provenance(spec, weights, [], *_clip(spec, weights, meta), meta, report)
-    if task == "mae":
+    return net, Provenance(spec, weights, [], *_clip(spec, weights, meta), meta, report)
+
+
+#: The state-dict keys (prefixes) that make each task's head: weights that leave one of them
+#: at its initialisation give random outputs. Features need no head.
+HEADS = {"classify": ("head.", "norm."), "ava": ("head.", "backbone.norm."),
+         "mae": ("decoder", "mask_token", "multi_scale_fusion_heads."), "features": ()}
+
+# What an untrained head would make random, and what to do instead, per task.
+_UNTRAINED = {
+    "classify": ("classify", "predictions",
+                 "finetune it first (hiera-video finetune --weights ...), pass a classifier checkpoint"),
+    "ava": ("detect actions", "detections",
+            "train the detector first (hiera-video finetune --dataset ava), pass a detector checkpoint"),
+    "mae": ("reconstruct", "reconstructions", "pass MAE weights with their decoder (e.g. RUN_DIR/last.pt of hiera-video pretrain)"),
+}
+
+
+def _checked(task: str, net: nn.Module, prov: Provenance, allow_random: bool) -> tuple[nn.Module, Provenance]:
+    """The one way out of :func:`load`, whatever the task: weights holding NaN or infinite
+    values are refused (always), weights that leave the task's head (:data:`HEADS`) untrained
+    are refused unless ``allow_random`` (then a warning). Random initialisation
+    (``prov.source`` None) was allowed, or refused, before anything was built."""
+    if prov.source is None:
         return net, prov
-    if weights is not None:
-        check_finite(net, weights)
-        untrained = untrained_head(report)
-        if untrained and task == "classify":  # features need no head
-            if not allow_random:
-                raise HieraVideoError(
-                    f"refusing to classify with {weights}: {untrained}, so predictions would be random; "
-                    "finetune it first (hiera-video finetune --weights ...), pass a classifier checkpoint, "
-                    "or --allow-random-weights to run it anyway"
-                )
-            log.warning("%s: %s; predictions are meaningless", weights, untrained)
-    prov.labels = class_names(net.num_classes, spec, weights, labels, meta)
+    check_finite(net, prov.source)
+    untrained = untrained_head(prov.load_report, task)
+    if untrained:
+        verb, outputs, fix = _UNTRAINED[task]
+        if not allow_random:
+            raise HieraVideoError(
+                f"refusing to {verb} with {prov.source}: {untrained}, so {outputs} would be random; "
+                f"{fix}, or --allow-random-weights to run it anyway"
+            )
+        log.warning("%s: %s; %s are meaningless", prov.source, untrained, outputs)
     return net, prov
 
 
@@ -170,7 +213,6 @@ def _mae_encoder(ckpt, cls_name: str, weights: str) -> tuple[nn.Module, Provenan
     report = apply_checkpoint(net, ckpt)
     for line in report.messages():
         log.debug(line)
-    check_finite(net, weights)
     with torch.no_grad():  # not in an MAE checkpoint: make it a plain LayerNorm
         net.norm.weight.fill_(1.0)
         net.norm.bias.zero_()
@@ -195,25 +237,49 @@ def _ava_detector(weights) -> tuple[nn.Module, Provenance]:
         )
     arch = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("arch", {}).items()}
     model = build_ava_model(meta["model"], weights=None, drop_path_rate=0.0, **meta.get("head", {}), **arch)
-    model.load_state_dict(ckpt["model"])
+    report = _load_detector_state(model, ckpt["model"], weights)
     spec = get_spec(meta["model"])
-    return model, Provenance(spec, str(weights), [], *_clip(spec, None, meta), meta)
+    return model, Provenance(spec, str(weights), [], *_clip(spec, None, meta), meta, report)
 
 
-def untrained_head(report) -> str | None:
-    """Why the classifier head was not loaded from its weights (None when it was), from the
-    load report (:class:`~hiera_video.models.checkpoints.LoadReport`; None: random weights)."""
-    if report is None:
+def _load_detector_state(model: nn.Module, sd, weights):
+    """Load a detector checkpoint's tensors into ``model`` and say what they left out, as a
+    :class:`~hiera_video.models.checkpoints.LoadReport`: head tensors missing from the file
+    stay initialised and are listed in ``initialised`` (:func:`_checked` refuses them);
+    anything else that does not fit the saved architecture is a one-line error."""
+    from hiera_video.models.checkpoints.adaptation import LoadReport
+
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    mismatched = [k for k in own if k in sd and tuple(getattr(sd[k], "shape", ())) != tuple(own[k].shape)]
+    broken = [k for k in missing if not k.startswith(HEADS["ava"])] + unexpected + mismatched
+    if broken:
+        raise HieraVideoError(
+            f"{weights}: the detector's tensors do not fit the architecture it saved ({len(broken)} missing, unexpected or "
+            f"of another shape; first: {broken[0]}); the file is damaged or was not written by hiera-video finetune --dataset ava"
+        )
+    with torch.no_grad():
+        model.load_state_dict(sd, strict=False)
+    return LoadReport(layout="hiera-video", source=str(weights), loaded=len(sd), initialised=missing)
+
+
+def untrained_head(report, task: str = "classify") -> str | None:
+    """Why ``task``'s head (:data:`HEADS`) was not loaded from its weights (None when it was,
+    or the task needs no head), from the load report
+    (:class:`~hiera_video.models.checkpoints.LoadReport`; None: random weights)."""
+    if report is None or not HEADS[task]:
         return None
     if report.head_reset is not None:
         n, m = report.head_reset
         return f"its head has {m} classes, the model {n}, so the head was re-initialised"
-    keys = [k for k in report.initialised if k.startswith(("head.", "norm."))]
+    keys = [k for k in report.initialised if k.startswith(HEADS[task])]
     if not keys:
         return None
-    if any(k.startswith("decoder") for k in report.dropped):
+    if task == "classify" and any(k.startswith("decoder") for k in report.dropped):
         return "it is an MAE checkpoint (encoder only): the final norm and the classifier head are untrained"
-    return f"it has no trained classifier head ({', '.join(keys[:3])} not in the checkpoint)"
+    what = {"classify": "classifier head", "ava": "detection head", "mae": "decoder"}[task]
+    return f"it has no trained {what} ({', '.join(keys[:3])} not in the checkpoint)"
 
 
 def check_finite(net: nn.Module, weights) -> None:
@@ -227,18 +293,96 @@ def check_finite(net: nn.Module, weights) -> None:
         )
 
 
-def class_names(n: int, spec: ModelSpec, weights, labels: str | None, meta: dict) -> list[str]:
-    """``n`` class names: the ``labels`` file, else the checkpoint's, else the zoo tag's, else "class i"."""
+def class_names(n: int, spec: ModelSpec, weights, labels: str | None, meta: dict, suggest: bool = True) -> list[str]:
+    """``n`` class names for a classifier. The weights' own names (the checkpoint's, else the
+    zoo tag's) are never silently replaced: ``labels`` (``--labels``) is compared with them
+    (:func:`match_names`). Weights without names take ``labels``, else "class i", and when
+    their head has as many classes as a built-in label set, a warning names the ``--labels``
+    that would name them (it is never assumed; ``suggest=False``: no warning, for commands
+    without ``--labels``)."""
     from hiera_video.data.labels import load_labels
 
-    if labels:
-        names = load_labels(labels)
-    elif isinstance(meta.get("labels"), list):
-        names = [str(x) for x in meta["labels"]]
-    elif isinstance(weights, str) and weights in spec.weights and spec.weights[weights].labels:
-        names = load_labels(spec.weights[weights].labels)
+    own = weights_class_names(spec, weights, meta)
+    given = load_labels(labels) if labels else None
+    if given is not None and own is not None:
+        names = match_names(given, own, labels, weights)
     else:
-        names = [f"class {i}" for i in range(n)]
+        names = given or own or [f"class {i}" for i in range(n)]
     if len(names) != n:
         raise HieraVideoError(f"labels have {len(names)} classes but the model {spec.name} predicts {n}; pass a matching --labels file")
+    if suggest and given is None and own is None and (builtin := builtin_label_set(n)):
+        log.warning("the weights %s carry no class names, so classes are shown as 'class N'; their %d classes are as many "
+                    "as the built-in set %s: if they are %s weights, pass --labels %s to name them",
+                    weights, n, builtin, _BUILTIN_TITLES[builtin], builtin)
     return names
+
+
+def placeholder_names(names) -> bool:
+    """True for names that say nothing: "class 0", "class_1", "LABEL_2" (transformers'
+    default id2label) ... in index order."""
+    return all(re.fullmatch(rf"(class|label)[ _]?{i}", str(x).strip().lower()) for i, x in enumerate(names))
+
+
+def weights_class_names(spec: ModelSpec, weights, meta: dict) -> list[str] | None:
+    """The class names the weights carry: the checkpoint's ``labels``, else the zoo tag's
+    label set; None when they carry none (or only placeholders)."""
+    from hiera_video.data.labels import load_labels
+
+    if isinstance(meta.get("labels"), list) and meta["labels"]:
+        names = [str(x) for x in meta["labels"]]
+        return None if placeholder_names(names) else names
+    if isinstance(weights, str) and weights in spec.weights and spec.weights[weights].labels:
+        return load_labels(spec.weights[weights].labels)
+    return None
+
+
+def _few(names, n: int = 3) -> str:
+    names = list(names)
+    return ", ".join(f"'{x}'" for x in names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
+
+
+def match_names(given: list[str], own: list[str], source, weights) -> list[str]:
+    """``--labels`` (``given``, read from ``source``) against the names the weights carry (``own``):
+
+    * the same classes in the same order (ignoring case, underscores and quotes): ``given``;
+    * the same classes in another order: mapped by name, each output keeps the class the
+      weights trained it for (the weights' order, spelled as in ``given``), with a warning;
+    * other classes (or another number of them, or a repeated name): :class:`HieraVideoError`
+      listing the first differences.
+    """
+    from hiera_video.data.datasets.base import normalize_name
+
+    gk, ok = [normalize_name(x) for x in given], [normalize_name(x) for x in own]
+    if gk == ok:
+        return list(given)
+    if sorted(gk) == sorted(ok) and len(set(ok)) == len(ok):
+        spelled = dict(zip(gk, given))
+        log.warning("--labels %s lists the %d classes of the weights %s in another order: mapped by name, each score keeps "
+                    "the class the weights trained it for (the weights' order is kept)", source, len(own), weights)
+        return [spelled[k] for k in ok]
+    in_own, in_given = set(ok), set(gk)
+    only_given = [x for x, k in zip(given, gk) if k not in in_own]
+    only_own = [x for x, k in zip(own, ok) if k not in in_given]
+    parts = ([f"{len(only_given)} only in --labels: {_few(only_given)}"] if only_given else []) + \
+            ([f"{len(only_own)} only in the weights: {_few(only_own)}"] if only_own else [])
+    raise HieraVideoError(
+        f"--labels {source} ({len(given)} classes) does not name the classes of the weights {weights} ({len(own)}): "
+        f"{'; '.join(parts) or 'a class name repeats'}; leave out --labels to use the weights' own names, "
+        "or pass weights trained on these classes"
+    )
+
+
+# The built-in label sets a classifier head may be named by (AVA's is a detector's), and how
+# their weights are called in the warning.
+_BUILTIN_TITLES = {"kinetics400": "Kinetics-400", "kinetics600": "Kinetics-600", "kinetics700": "Kinetics-700",
+                   "ssv2": "Something-Something v2"}
+
+
+def builtin_label_set(n: int) -> str | None:
+    """The built-in label set (``--labels NAME``) with ``n`` classes, None when none has."""
+    from hiera_video.data.labels import load_labels
+
+    for name in _BUILTIN_TITLES:
+        if len(load_labels(name)) == n:
+            return name
+    return None
