@@ -279,3 +279,23 @@ def test_sigterm_during_validation_stops_within_seconds_then_resume_validates_ag
     val_rows = [(r["epoch"], r["top1"]) for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "val"]
     assert val_rows == [(r["epoch"], r["top1"]) for r in map(json.loads, (full / "metrics.jsonl").read_text().splitlines())
                         if r["kind"] == "val"] and len(val_rows) == 2
+
+
+def test_a_signal_during_the_final_evaluation_stops_it_and_resume_evaluates(colours, tmp_path, monkeypatch):
+    """SIGINT after the final evaluation's first video (one process): the evaluation stops
+    at its next video with exit 130 and a message saying training is complete and saved; no
+    eval outputs are written; --resume auto then evaluates and finishes the run."""
+    from hiera_video.config import load_config
+    from hiera_video.engine.distributed import AgreedInterrupt
+    from hiera_video.engine.finetune import finetune
+
+    args = finetune_args(colours, tmp_path / "run", "optim.epochs=1")[1:]
+    cfg = load_config(None, [a for a in args if a != "--set"])
+    monkeypatch.setenv("HIERA_VIDEO_FAULTS", "sigint@0:1")
+    with pytest.raises(AgreedInterrupt, match=r"SIGINT during the final evaluation: training is complete and saved in .*--resume auto"):
+        finetune(cfg)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["run_state"]["epoch"] == 1
+    assert not (tmp_path / "run" / "eval").exists() and not (tmp_path / "run" / "metrics.json").exists()
+    monkeypatch.delenv("HIERA_VIDEO_FAULTS")
+    final = finetune(cfg, resume="auto")
+    assert final["num_val_videos"] == 3 and (tmp_path / "run" / "eval" / "metrics.json").is_file()
