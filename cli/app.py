@@ -27,9 +27,10 @@ from rich.markup import escape
 from hiera_video import __version__
 from hiera_video.cli import (
     ava_proposals, benchmark, check_videos, demo, doctor, eval, export, extract, finetune, models, predict, pretrain, reconstruct, score,
-    score_ava, synth,
+    report, score_ava, synth,
 )
 from hiera_video.errors import HieraVideoError, Interrupted
+from hiera_video.report import safe, visible
 
 try:  # typer >= 0.2x carries its own copy of click and no longer installs click
     from typer import Abort, BadParameter
@@ -68,6 +69,13 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _visible_record(record: logging.LogRecord) -> bool:
+    """Log messages carry file and class names: their control characters are shown as
+    escapes, never sent to the terminal (see :func:`hiera_video.report.visible`)."""
+    record.msg, record.args = visible(record.getMessage()), None
+    return True
+
+
 @app.callback()
 def root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs."),
@@ -75,7 +83,9 @@ def root(
 ) -> None:
     log = logging.getLogger("hiera_video")
     log.setLevel(logging.DEBUG if debug else logging.INFO)
-    log.handlers[:] = [RichHandler(console=err, show_path=False, show_time=False)]
+    handler = RichHandler(console=err, show_path=False, show_time=False)  # markup off: names are text
+    handler.addFilter(_visible_record)
+    log.handlers[:] = [handler]
     log.propagate = False
 
 
@@ -86,6 +96,7 @@ app.command("finetune")(finetune.finetune)
 app.command("pretrain")(pretrain.pretrain)
 app.command("reconstruct")(reconstruct.reconstruct)
 app.command("score")(score.score)
+app.command("report")(report.report)
 app.command("score-ava")(score_ava.score_ava)
 app.command("ava-proposals")(ava_proposals.ava_proposals)
 app.command("check-videos")(check_videos.check_videos)
@@ -198,12 +209,12 @@ def _run(command, args: list[str]) -> typing.NoReturn:
         err.print("interrupted")
         sys.exit(130)
     except Interrupted as e:
-        err.print(f"interrupted: {escape(str(e))}", highlight=False, soft_wrap=True)
+        err.print(f"interrupted: {safe(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except HieraVideoError as e:
         if "--debug" in args:
             traceback.print_exc()
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # text, not markup
+        err.print(f"[bold red]error:[/] {safe(str(e))}", highlight=False, soft_wrap=True)  # text, not markup
         sys.exit(EXIT_USER_ERROR)
     except OSError as e:
         if e.errno not in FILE_SYSTEM_ERRNOS:
@@ -211,7 +222,7 @@ def _run(command, args: list[str]) -> typing.NoReturn:
         if "--debug" in args:
             traceback.print_exc()
         where = "".join(f"{name}: " for name in (e.filename, e.filename2) if name)
-        err.print(f"[bold red]error:[/] {escape(where)}{escape(e.strerror or str(e))}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {safe(where)}{safe(e.strerror or str(e))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USER_ERROR)
     except Exception as e:  # a bug, not something the user did: its own exit code
         _internal_error(e, args)
@@ -225,7 +236,7 @@ def _internal_error(e: BaseException, args: list[str]) -> typing.NoReturn:
     if "--debug" in args:
         traceback.print_exc()
     text = " ".join(str(e).split())[:300]
-    err.print(f"[bold red]internal error:[/] {type(e).__name__}{': ' if text else ''}{escape(text)} "
+    err.print(f"[bold red]internal error:[/] {type(e).__name__}{': ' if text else ''}{safe(text)} "
               "(a bug in hiera-video; rerun with --debug for the traceback and report it)", highlight=False, soft_wrap=True)
     sys.exit(EXIT_INTERNAL_ERROR)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from hiera_video.report import check_output, console
+from hiera_video.report import check_output, console, safe
 
 
 def ava_proposals(
@@ -19,7 +19,7 @@ def ava_proposals(
     """Convert an AVA proposals pickle (mmaction2) to a SlowFast proposals CSV (needs --allow-pickle)."""
     from hiera_video.data.ava_files import convert_proposals_pickle
 
-    check_output(out_csv, "OUT_CSV")
+    check_output(out_csv, "OUT_CSV", inputs=[("PICKLE_FILE", pickle_file)])
     n = convert_proposals_pickle(pickle_file, out_csv, allow_pickle=allow_pickle)
-    console().print(f"wrote {n} proposals to {out_csv}", highlight=False)
+    console().print(f"wrote {n} proposals to {safe(out_csv)}", highlight=False)
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 
@@ -11,8 +10,9 @@ import typer
 from rich.table import Column, Table
 
 from hiera_video.cli import options
-from hiera_video.report import console
-from hiera_video.models.factory import create_model
+from hiera_video.report import console, json_text, safe
+from hiera_video.errors import HieraVideoError
+from hiera_video.models.factory import create_model, get_spec
 from hiera_video.runtime import autocast, pick_device, resolve_dtype
 
 
@@ -27,10 +27,16 @@ def run_benchmark(
     model_name: str, batch_size: int, dtype: str, device_name: str, compile: bool, iters: int, warmup: int,
     frames: int | None = None, size: int | None = None, train: bool = False,
 ) -> dict:
+    spec = get_spec(model_name)
+    if frames and spec.kind != "video":  # an image model has no frame axis: never ignore the option silently
+        raise HieraVideoError(
+            f"--frames is for video models; {model_name} is an image model (input {'x'.join(map(str, spec.input_size))}): "
+            "leave out --frames, or pick a video model (hiera_*_16x224)"
+        )
     device = pick_device(device_name)
     model = create_model(model_name)
     in_size = list(model.input_size)
-    if frames and len(in_size) == 3:
+    if frames:
         in_size[0] = frames
     if size:
         in_size[-2:] = [size, size]
@@ -85,9 +91,9 @@ def benchmark(
     """Measure clips/s (images/s) and peak memory of a model on random input."""
     r = run_benchmark(model, batch_size, dtype, device, compile, iters, warmup, frames, size, train)
     if as_json:
-        print(json.dumps(r))
+        print(json_text(r))
         return
-    t = Table("metric", Column("value", justify="right"), title=f"benchmark: {model}")
+    t = Table("metric", Column("value", justify="right"), title=f"benchmark: {safe(model)}")
     t.add_row("device / dtype", f"{r['device']} / {r['dtype']}" + (" / compiled" if compile else ""))
     t.add_row("mode", r["mode"])
     t.add_row("input", "x".join(map(str, [r["batch_size"], *r["input"]])))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from hiera_video.cli import options
 from hiera_video.data.check import CATEGORIES, FileResult, check_dataset, write_bad_list
 from hiera_video.data.datasets import DATASET_KINDS, build_dataset
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import check_output, console, progress_bar
+from hiera_video.report import check_output, console, json_text, progress_bar, safe
 
 
 def check_videos(
@@ -34,7 +33,7 @@ def check_videos(
     """Open every video of a dataset (in parallel) and list the ones that cannot be used. Exits 1 if any is bad."""
     if backend not in ("auto", "decord", "pyav"):
         raise HieraVideoError(f"unknown --backend '{backend}'; use auto, decord or pyav")
-    check_output(output, "--output")
+    check_output(output, "--output", inputs=[("--annotations", annotations), ("--labels", labels)])
     ds = build_dataset(dataset, root, annotations=annotations, split=split, labels=labels, limit=limit)
     out = console()
     err = console(stderr=True)
@@ -61,11 +60,11 @@ def check_videos(
     summary = {**report.summary(), "dataset": ds.summary(), "bad_list": str(output) if output else None}
     if as_json:
         summary["bad_files"] = [{"path": r.path, "status": r.status, "reason": r.reason} for r in bad]
-        print(json.dumps(summary, indent=2))
+        print(json_text(summary, indent=2))
     else:
         counts = report.counts()
         table = Table("result", Column("videos", justify="right"),
-                      title=f"check-videos: {ds.name}" + (f" ({ds.split})" if ds.split else ""))
+                      title=f"check-videos: {safe(ds.name)}" + (f" ({safe(ds.split)})" if ds.split else ""))
         table.add_row("[green]ok[/]", str(counts.get("ok", 0)))
         for cat in CATEGORIES:
             if counts.get(cat):
@@ -76,13 +75,13 @@ def check_videos(
             examples = Table(Column("file", overflow="fold"), Column("reason", overflow="fold"),
                              title=f"Bad files (first {min(10, len(bad))} of {len(bad)})")
             for r in bad[:10]:
-                examples.add_row(r.path, r.reason)
+                examples.add_row(safe(r.path), safe(r.reason))
             out.print(examples)
         for note in ds.warnings:
-            err.print(f"[yellow]note:[/] {note}", highlight=False)
+            err.print(f"[yellow]note:[/] {safe(note)}", highlight=False)
         if output is not None:
-            out.print(f"bad files written to {output}" if bad else f"no bad files; wrote an empty list to {output}")
-        out.print(f"checked {len(report.results)} videos under {ds.root} in {report.seconds:.1f} s "
+            out.print(f"bad files written to {safe(output)}" if bad else f"no bad files; wrote an empty list to {safe(output)}", highlight=False)
+        out.print(f"checked {len(report.results)} videos under {safe(ds.root)} in {report.seconds:.1f} s "
                   f"with {min(n_workers, max(total, 1))} worker(s)", highlight=False)
     if bad:
         raise typer.Exit(1)

@@ -14,7 +14,7 @@ from typing import List
 
 import typer
 
-from hiera_video.report import check_output, console
+from hiera_video.report import check_output, console, safe
 
 
 def demo(
@@ -44,17 +44,17 @@ def demo(
     out.rule("1/4 synth: a dataset that only temporal order can solve")
     t = time.perf_counter()
     if (data / "train.txt").is_file():
-        out.print(f"reusing {data}")
+        out.print(f"reusing {safe(data)}", highlight=False)
     else:
         info = make_synthetic_dataset(data, seed=seed, num_train_per_class=train_per_class, num_val_per_class=val_per_class)
-        out.print(f"{info['num_train']} training + {info['num_val']} validation videos in {data} "
+        out.print(f"{info['num_train']} training + {info['num_val']} validation videos in {safe(data)} "
                   f"({time.perf_counter() - t:.0f} s)", highlight=False)
 
     out.rule("2/4 finetune: configs/demo.yaml")
     t = time.perf_counter()
     if (run / "last.pt").is_file():  # the demo's own folder from an earlier demo: start afresh
         shutil.rmtree(run)
-        out.print(f"removed the previous demo run in {run}", highlight=False)
+        out.print(f"removed the previous demo run in {safe(run)}", highlight=False)
     cfg = load_config("demo", [f"run.seed={seed}", *set_], dict(data=dict(root=str(data)), run=dict(output=str(run))))
     final = finetune(cfg, console=out)
     top1 = final.get("top1")
@@ -72,6 +72,6 @@ def demo(
     clip = str(val.items[0].path)
     r = classify_video(clf, clf.protocol((2, 3)), clip, 8, 3)
     out.print(result_table(r))
-    out.print(f"true class: {val.classes[val.items[0].label]}", highlight=False)
-    out.print(f"demo finished in {time.perf_counter() - t_all:.0f} s; everything is in {output}", highlight=False)
+    out.print(f"true class: {safe(val.classes[val.items[0].label])}", highlight=False)
+    out.print(f"demo finished in {time.perf_counter() - t_all:.0f} s; everything is in {safe(output)}", highlight=False)
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +15,7 @@ from hiera_video.engine.inference import parse_views, substitution_warning
 from hiera_video.engine.shard_files import finish_on_main, wait_on_others
 from hiera_video.errors import HieraVideoError, Interrupted
 from hiera_video.metrics.classification import render_metrics
-from hiera_video.report import console, progress_bar
+from hiera_video.report import console, json_text, progress_bar, safe
 
 
 def eval_command(
@@ -55,6 +54,9 @@ def eval_command(
 ) -> int:
     """Evaluate a classifier (or an AVA detector: --dataset ava) on a dataset split (works under torchrun: one shard per process)."""
     check_choices(sampling=sampling, backend=backend)  # before any work
+    if limit == 0:
+        raise HieraVideoError("--limit 0 leaves nothing to evaluate; pass --limit N (N >= 1) for the first N videos, "
+                              "or leave it out for all")
     if resume and output is None:
         raise HieraVideoError("--resume needs --output: the folder of the run to continue")
     if dataset == "ava":
@@ -70,12 +72,12 @@ def eval_command(
         out = console(stderr=as_json)
         if world.is_main:
             out.print(
-                f"eval {ds.name} {split}: {len(ds)} videos ({missing} missing), model {clf.name}, "
+                f"eval {safe(ds.name)} {safe(split)}: {len(ds)} videos ({missing} missing), model {safe(clf.name)}, "
                 f"{protocol.temporal_views}x{protocol.spatial_views} views, {protocol.sampling} sampling, "
                 f"{world.world_size} process(es)", highlight=False,
             )
             if files is not None and files.earlier:
-                out.print(f"resuming: {len(files.earlier)} videos done by the earlier run in {output}, "
+                out.print(f"resuming: {len(files.earlier)} videos done by the earlier run in {safe(output)}, "
                           f"{len(ds) - len(files.earlier)} left", highlight=False)
         progress = progress_bar("[bold]eval", "{task.fields[rate]}", "failed {task.fields[failed]}", console=out,
                                 disable=not world.is_main)
@@ -97,7 +99,7 @@ def eval_command(
 def _report(result, ds, clf, protocol, missing, world, split, output, out, all_classes, as_json) -> int:
     """Rank 0: print and write the merged result; returns the exit code."""
     for path, reason in result.failed:
-        out.print(f"[yellow]skipped[/] {reason}", highlight=False, soft_wrap=True)
+        out.print(f"[yellow]skipped[/] {safe(reason)}", highlight=False, soft_wrap=True)
     stopped = (f"SIGINT after {len(result.indices) + len(result.failed)} of {len(ds)} videos"
                if result.interrupted else None)
     if stopped and not result.indices:
@@ -113,7 +115,7 @@ def _report(result, ds, clf, protocol, missing, world, split, output, out, all_c
             + (f"; listed in {lists[0]}" if lists else "") + "; check them with hiera-video check-videos"
         )
     for path, n, m in result.substituted:
-        out.print(f"[yellow]warning:[/] {path}: {substitution_warning(n, m)}", highlight=False, soft_wrap=True)
+        out.print(f"[yellow]warning:[/] {safe(path)}: {safe(substitution_warning(n, m))}", highlight=False, soft_wrap=True)
     if result.failed or missing:
         out.print(
             f"[yellow]warning:[/] {len(result.failed)} unreadable and {missing} missing videos are excluded from the metrics",
@@ -122,14 +124,14 @@ def _report(result, ds, clf, protocol, missing, world, split, output, out, all_c
     extra = dict(world_size=world.world_size, split=split)
     if output is not None:
         files = write_outputs(output, result, ds, clf, protocol, extra)
-        out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
+        out.print(f"wrote {', '.join(safe(p) for p in files.values())}", highlight=False, soft_wrap=True)
     if result.metrics is None:
         out.print("no labelled videos: predictions only (no metrics)")
     elif not as_json:
         render_metrics(result.metrics, out, all_classes=all_classes)
     if as_json:
         m = result.metrics or {}
-        print(json.dumps(dict(
+        print(json_text(dict(
             top1=m.get("top1"), top5=m.get("top5"), mean_class_accuracy=m.get("mean_class_accuracy"),
             num_videos=len(result.indices), num_failed=len(result.failed), num_missing=missing,
             num_videos_with_substituted_frames=len(result.substituted), seconds=round(result.seconds, 3),
@@ -163,10 +165,10 @@ def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions
         try:
             if world.is_main:
                 boxes = "proposals" if ds.proposals is not None else "ground-truth boxes"
-                out.print(f"eval ava {split}: {len(ds)} keyframes on {boxes}, model {job.prov.meta['model']}, {world.world_size} process(es)",
+                out.print(f"eval ava {safe(split)}: {len(ds)} keyframes on {boxes}, model {safe(job.prov.meta['model'])}, {world.world_size} process(es)",
                           highlight=False)
                 if files is not None and files.earlier:
-                    out.print(f"resuming: {len(files.earlier)} keyframes done by the earlier run in {output}, "
+                    out.print(f"resuming: {len(files.earlier)} keyframes done by the earlier run in {safe(output)}, "
                               f"{len(ds) - len(files.earlier)} left", highlight=False)
             rows, metrics = evaluate_ava_model(job.model, ds, batch_size, job.device, workers, amp_dtype=job.amp, world=world,
                                                results=files)
@@ -190,8 +192,8 @@ def _report_ava(rows, metrics, ds, split, weights, output, out, all_classes, as_
             + (f" (first: {skipped[0][2]})" if skipped else "") + "; check the videos with hiera-video check-videos"
         )
     if output is not None:
-        files = write_ava_outputs(output, rows, metrics, dict(split=split, weights=str(weights)))
-        out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
+        files = write_ava_outputs(output, rows, metrics, dict(split=split, weights=str(weights)), dataset=ds)
+        out.print(f"wrote {', '.join(safe(p) for p in files.values())}", highlight=False, soft_wrap=True)
     if metrics is None:
         out.print("no ground truth for this split: detections only (no metrics)")
     elif not as_json:
@@ -202,7 +204,7 @@ def _report_ava(rows, metrics, ds, split, weights, output, out, all_classes, as_
                   "their own ground truth only; not comparable with a full-split mAP", highlight=False)
     if as_json:
         m = metrics or {}
-        print(json.dumps(dict(mAP=m.get("mAP"), groups=m.get("groups"), num_keyframes=m.get("num_keyframes"),
+        print(json_text(dict(mAP=m.get("mAP"), groups=m.get("groups"), num_keyframes=m.get("num_keyframes"),
                               skipped=len(m.get("skipped", [])), num_detections=len(rows), subset=m.get("subset"),
                               resumed=m.get("resumed", 0))))
     return 1 if (metrics or {}).get("skipped") or ds.missing else 0  # 1: skipped or missing

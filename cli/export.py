@@ -12,7 +12,7 @@ from rich.table import Table
 from hiera_video.cli import options
 from hiera_video.errors import HieraVideoError
 from hiera_video.engine.export import DEFAULT_OPSET, FORMATS, export as export_model, load_for_export
-from hiera_video.report import check_output, console
+from hiera_video.report import check_output, console, json_text, safe
 
 
 def export(
@@ -37,33 +37,49 @@ def export(
         raise HieraVideoError(f"unknown --format '{fmt}'; use onnx or torch-export")
     if opset is not None and fmt != "onnx":
         raise HieraVideoError("--opset applies to --format onnx only")
-    check_output(output, "--output")
-    check_output(Path(str(output) + ".json"), "--output (its sidecar FILE.json)")
+    reads = [("--weights", weights), ("--labels", labels)]
+    check_output(output, "--output", inputs=reads)
+    check_output(Path(str(output) + ".json"), "--output (its sidecar FILE.json)", inputs=reads)
+    _check_sidecar(Path(str(output) + ".json"))
     out = console(stderr=as_json)
     err = console(stderr=True)
     clf = load_for_export(model, weights, labels, allow_random_weights)
-    err.print(f"exporting {clf.name} ({fmt}, fp32) to {output} ...", highlight=False, soft_wrap=True)
+    err.print(f"exporting {safe(clf.name)} ({fmt}, fp32) to {safe(output)} ...", highlight=False, soft_wrap=True)
     result = export_model(clf, fmt, output, frames, size, dynamic_batch, opset, check, rtol)
     c = result.check
     if as_json:
-        print(json.dumps(result.to_json(), indent=2))
+        print(json_text(result.to_json(), indent=2))
     else:
-        t = Table("key", "value", title=f"export {result.path}", title_justify="left", show_header=False)
+        t = Table("key", "value", title=f"export {safe(result.path)}", title_justify="left", show_header=False)
         t.add_row("format", result.format + (f" (opset {result.opset})" if result.opset else ""))
-        t.add_row("model", f"{result.model} ({result.weights or 'random weights'})")
+        t.add_row("model", safe(f"{result.model} ({result.weights or 'random weights'})"))
         t.add_row("input", f"clips float32 {result.input_shape} (normalised, [B, 3, T, H, W])")
         t.add_row("output", f"logits float32 [B, {result.num_classes}]")
-        t.add_row("sidecar", result.sidecar)
+        t.add_row("sidecar", safe(result.sidecar))
         if c.ran:
             t.add_row("check", f"{c.runtime}, batch {', '.join(map(str, c.batch_sizes))}: max abs diff {c.max_abs_diff:.3g} "
                                f"(tolerance {c.tolerance:.3g}, max |logit| {c.logit_scale:.3g})")
         else:
-            t.add_row("check", c.note or "not checked")
+            t.add_row("check", safe(c.note or "not checked"))
         out.print(t)
     if c.ran and c.max_abs_diff is not None:
         status = "PASS" if c.ok else "FAIL"
         err.print(f"{status}: max abs diff {c.max_abs_diff:.3g} vs tolerance {c.tolerance:.3g}", highlight=False)
     if not c.ok:
-        err.print(f"[red]error:[/] the exported model does not match PyTorch{': ' + c.note if c.note else ''}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] the exported model does not match PyTorch{': ' + safe(c.note) if c.note else ''}", highlight=False, soft_wrap=True)
         return 1
     return 0
+
+
+def _check_sidecar(side: Path) -> None:
+    """The sidecar is a file the user did not name: an existing one is replaced only when it is
+    an earlier export's sidecar (a JSON object with its keys), never someone's own file."""
+    if not side.exists():
+        return
+    try:
+        old = json.loads(side.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        old = None
+    if not (isinstance(old, dict) and {"format", "input", "output", "preprocessing"} <= old.keys()):
+        raise HieraVideoError(f"cannot write --output (its sidecar FILE.json) '{side}': it exists and is not an export sidecar, "
+                              "so it is not replaced; move it away or choose another --output")

@@ -19,7 +19,7 @@ from hiera_video.engine.inference import parse_views
 from hiera_video.engine.predict import expand_inputs
 from hiera_video.engine.shard_files import finish_on_main, wait_on_others
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import check_output, console, progress_bar
+from hiera_video.report import check_output, console, json_text, progress_bar, safe
 
 
 def extract(
@@ -74,7 +74,7 @@ def extract(
 
         ds = build_dataset(dataset, root, annotations, split, None, limit)
         if ds.missing:
-            err.print(f"[yellow]warning:[/] {len(ds.missing)} annotated videos are not under {root} and are skipped (first: {ds.missing[0][0]})",
+            err.print(f"[yellow]warning:[/] {len(ds.missing)} annotated videos are not under {safe(root)} and are skipped (first: {safe(ds.missing[0][0])})",
                       highlight=False, soft_wrap=True)
         jobs = jobs_for_dataset(ds, fmt)
     else:
@@ -84,11 +84,12 @@ def extract(
 
     # Device and process group first (one device per torchrun process), then the model.
     with distributed.session(device) as (world, dev):
-        check_output(output, "--output", "dir")  # every process writes there; checked before any work
+        check_output(output, "--output", "dir", inputs=[("--weights", weights), ("--annotations", annotations)],
+                     writes=("index.jsonl", "extract.json"))  # every process writes there; checked before any work
         clf = load_feature_model(model, weights, dev, dtype, allow_random_weights) if jobs else None
         if world.is_main:
             for f in failures:
-                err.print(f"[red]error:[/] {f.error}", highlight=False, soft_wrap=True)
+                err.print(f"[red]error:[/] {safe(f.error)}", highlight=False, soft_wrap=True)
         results: list[Extracted] = []
         ex = None
         try:
@@ -100,7 +101,7 @@ def extract(
                     st = level_stride(clf.model, level)
                     err.print(
                         f"extract {level}{'' if st is None else f' (stride {st[0]} frames, {st[1]} px)'} of {len(jobs)} videos, "
-                        f"{what}, model {clf.name}, {world.world_size} process(es) -> {output}", highlight=False, soft_wrap=True,
+                        f"{safe(what)}, model {safe(clf.name)}, {world.world_size} process(es) -> {safe(output)}", highlight=False, soft_wrap=True,
                     )
                 progress = progress_bar(
                     "[bold]extract", "{task.fields[rate]}", "skipped {task.fields[skipped]} failed {task.fields[failed]}",
@@ -114,10 +115,10 @@ def extract(
                         counts["skipped"] += r.skipped
                         counts["failed"] += not r.ok
                         if not r.ok:
-                            err.print(f"[red]error:[/] {r.error}", highlight=False, soft_wrap=True)
+                            err.print(f"[red]error:[/] {safe(r.error)}", highlight=False, soft_wrap=True)
                         elapsed = progress.tasks[0].elapsed or 1e-9
                         done = progress.tasks[0].completed + 1
-                        progress.update(task, advance=1, name=Path(r.path).name, rate=f"{done / elapsed:.2f} videos/s", **counts)
+                        progress.update(task, advance=1, name=safe(Path(r.path).name), rate=f"{done / elapsed:.2f} videos/s", **counts)
 
                     results = ex.run(jobs, tick)
                 if not world.is_main:  # rank 0 reports; every process exits with its code
@@ -126,14 +127,14 @@ def extract(
             def report() -> int:
                 everything = failures + results
                 if as_json:
-                    print(json.dumps([r.to_json() for r in everything], indent=2))
+                    print(json_text([r.to_json() for r in everything], indent=2))
                 else:
                     out.print(_table(everything, output))
                 n_bad = sum(not r.ok for r in everything)
                 n_skip = sum(r.skipped for r in everything)
                 err.print(
                     f"{len(everything) - n_bad} of {len(everything)} videos ok ({n_skip} already done), {n_bad} failed"
-                    + (f"; index: {output / INDEX}" if jobs else ""), highlight=False, soft_wrap=True,
+                    + (f"; index: {safe(output / INDEX)}" if jobs else ""), highlight=False, soft_wrap=True,
                 )
                 return 1 if n_bad else 0
 
@@ -145,8 +146,8 @@ def extract(
 
 def _table(results: list[Extracted], output: Path) -> Table:
     t = Table("video", "file", Column("shape", justify="right"), "status",
-              title=f"features in {output}", title_justify="left")
+              title=f"features in {safe(output)}", title_justify="left")
     for r in results:
         status = "[red]failed[/]" if not r.ok else ("skipped (done)" if r.skipped else "written")
-        t.add_row(r.path, r.output or "", "x".join(str(d) for d in r.shape) if r.shape else "", status)
+        t.add_row(safe(r.path), safe(r.output or ""), "x".join(str(d) for d in r.shape) if r.shape else "", status)
     return t

@@ -10,7 +10,7 @@ import typer
 from hiera_video.cli.options import config_overrides, print_config
 from hiera_video.config import list_presets, load_config
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import console
+from hiera_video.report import console, safe
 
 
 def finetune(
@@ -45,8 +45,8 @@ def finetune(
 
     final = run(cfg, resume=resume, console=out)
     if final.get("top1") is not None:
-        out.print(f"final {final['views']} top-1: {final['top1']:.2f}%  (run folder: {cfg.run.output})", highlight=False)
+        out.print(f"final {final['views']} top-1: {final['top1']:.2f}%  (run folder: {safe(cfg.run.output)})", highlight=False)
     if final.get("mAP") is not None:
-        out.print(f"final frame-mAP@0.5: {100 * final['mAP']:.2f}%  (run folder: {cfg.run.output})", highlight=False)
+        out.print(f"final frame-mAP@0.5: {100 * final['mAP']:.2f}%  (run folder: {safe(cfg.run.output)})", highlight=False)
     return 0
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 
 import torch
 import typer
 from rich.table import Column, Table
 
+from hiera_video.errors import HieraVideoError
 from hiera_video.models.factory import build_model, list_models
 from hiera_video.models.zoo import MODELS
-from hiera_video.report import console
+from hiera_video.report import console, json_text
 
 
 def count_params(name: str) -> int:
@@ -26,6 +26,9 @@ def models(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List model variants: parameters, input size, available weights, reported accuracy, licence."""
+    kinds = sorted({spec.kind for spec in MODELS.values()})
+    if kind is not None and kind not in kinds:  # an unknown kind is a mistake, not an empty table
+        raise HieraVideoError(f"unknown --kind '{kind}'; use one of: {', '.join(kinds)}")
     rows = []
     for name in list_models(kind=kind, mae=mae):
         spec = MODELS[name]
@@ -36,7 +39,7 @@ def models(
             default_weights=spec.default_weights, note=spec.note,
         ))
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json_text(rows, indent=2))
         return
     columns = ["name", "kind", "params", "input", "weights (tag: top-1 %)", "licence"]
     table = Table(*[Column(c, justify="right" if c == "params" else "left", no_wrap=True) for c in columns],

@@ -12,6 +12,8 @@ from rich.table import Column, Table
 
 from hiera_video.config import describe
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT
+from hiera_video.report import safe
+from hiera_video.limits import MAX_BATCH
 
 
 def model(default=None, help="Model name [default: hiera_base_16x224, or the one a checkpoint names]."):
@@ -48,7 +50,8 @@ def allow_random_weights():
 
 
 def batch_size(default=8):
-    return typer.Option(default, "--batch-size", "-b", min=1, help="Clips (views or windows) per forward pass.")
+    return typer.Option(default, "--batch-size", "-b", min=1, max=MAX_BATCH,
+                        help=f"Clips (views or windows) per forward pass (at most {MAX_BATCH}).")
 
 
 def workers():
@@ -76,8 +79,8 @@ def config_overrides(**sections: dict) -> dict:
 
 def print_config(cfg, title: str, show_config: bool, out) -> None:
     """Every config key with its value and meaning; under torchrun only rank 0 prints it (unless --show-config)."""
-    table = Table(Column("key", no_wrap=True), "value", Column("meaning", style="dim"), title=title, show_lines=False)
+    table = Table(Column("key", no_wrap=True), "value", Column("meaning", style="dim"), title=safe(title), show_lines=False)
     for key, value, meaning in describe(cfg):
-        table.add_row(key, value, meaning)
+        table.add_row(safe(key), safe(value), safe(meaning))
     if show_config or os.environ.get("RANK", "0") == "0":
         out.print(table)

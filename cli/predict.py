@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.table import Column, Table
 
+from hiera_video import limits
 from hiera_video.cli import options
 from hiera_video.engine.inference import load_classifier, parse_views
-from hiera_video.engine.predict import Result, expand_in_order, in_input_order, plot_timeline, predict_paths
+from hiera_video.engine.predict import Result, check_plot, expand_in_order, in_input_order, plot_paths, plot_timeline, predict_paths
 from hiera_video.errors import HieraVideoError, Interrupted
-from hiera_video.report import check_output, console, progress_bar, write_csv, write_json
+from hiera_video.report import check_output, console, print_json, progress_bar, safe, write_csv, write_json
 
 #: The error of the inputs not reached when a run is interrupted (SIGINT).
 NOT_PROCESSED = "not processed: the run was interrupted (SIGINT)"
@@ -36,7 +37,7 @@ def predict(
     decode_timeout: float = options.decode_timeout(),
     window: Optional[float] = typer.Option(None, help="Timeline: window length in seconds (whole video when omitted)."),
     stride: Optional[float] = typer.Option(None, help="Timeline: seconds between window starts [default: --window]."),
-    plot: Optional[Path] = typer.Option(None, help="Timeline: PNG plot (one file per video: NAME gets the video's stem appended when several videos)."),
+    plot: Optional[Path] = typer.Option(None, help="Timeline (needs --window): plot file, .png, .svg or .pdf (one per video: with several videos NAME_<video path>.EXT, see README)."),
     as_json: bool = options.as_json("Print a JSON array to stdout (no tables)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results to a .json or .csv file."),
     allow_random_weights: bool = options.allow_random_weights(),
@@ -49,40 +50,51 @@ def predict(
             raise HieraVideoError(f"{name} must be a positive number of seconds, got {value:g}")
     if output is not None and output.suffix.lower() not in (".json", ".csv"):
         raise HieraVideoError(f"--output must end in .json or .csv, got '{output}'")
-    check_output(output, "--output")  # before any work: a run never ends in an unwritable path
+    reads = [("--weights", weights), ("--labels", labels)] + [("PATH", p) for p in paths]
+    check_output(output, "--output", inputs=reads)  # before any work: a run never ends in an unwritable path
+    check_plot(plot, window)
     check_output(plot, "--plot")
     t_views, s_views = parse_views(views)
     entries = expand_in_order(paths)  # video paths, and failed Results for inputs that name no video
     video_paths = [e for e in entries if isinstance(e, str)]
+    plot_for = dict(zip(video_paths, plot_paths(plot, video_paths))) if plot is not None and video_paths else {}
+    for video, png in plot_for.items():
+        if os.path.exists(png) and os.path.samefile(video, png):
+            raise HieraVideoError(f"--plot '{png}' is the input video '{video}': pick another --plot name")
     out = console(stderr=as_json)
     err = console(stderr=True)
     for bad in entries:
         if isinstance(bad, Result):
-            err.print(f"[red]error:[/] {bad.error}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/] {safe(bad.error)}", highlight=False, soft_wrap=True)
     done: list[Result] = []
     interrupted = False
+    plot_failures = 0
     if video_paths:
         clf = load_classifier(model, weights, labels, device, dtype, allow_random_weights)
         protocol = clf.protocol((t_views, s_views), backend=backend)
+        limits.check_views((t_views, s_views), protocol.num_frames, protocol.crop_size)  # before any video is decoded
         progress = progress_bar("[bold]predict", "{task.fields[name]}", console=out)
         with progress:
             task = progress.add_task("predict", total=len(video_paths), name="")
             stream = predict_paths(clf, protocol, video_paths, batch_size, top_k, window, stride, workers, decode_timeout)
             try:
                 for r in stream:
-                    progress.update(task, advance=1, name=Path(r.path).name)
+                    progress.update(task, advance=1, name=safe(Path(r.path).name))
                     done.append(r)
                     for note in r.warnings:
-                        err.print(f"[yellow]warning:[/] {r.path}: {note}", highlight=False, soft_wrap=True)
+                        err.print(f"[yellow]warning:[/] {safe(r.path)}: {safe(note)}", highlight=False, soft_wrap=True)
                     if not r.ok:
-                        err.print(f"[red]error:[/] {r.error}", highlight=False, soft_wrap=True)
+                        err.print(f"[red]error:[/] {safe(r.error)}", highlight=False, soft_wrap=True)
                     elif not as_json:
                         out.print(result_table(r))
                         if r.timeline:
                             out.print(_timeline_table(r))
                     if r.ok and plot is not None and r.timeline:
-                        png = plot if len(video_paths) == 1 else plot.with_name(f"{plot.stem}_{Path(r.path).stem}{plot.suffix or '.png'}")
-                        plot_timeline(r, str(png))
+                        try:
+                            plot_timeline(r, str(plot_for[r.path]))
+                        except Exception as e:  # one plot that cannot be written loses nothing else (-o is still written)
+                            plot_failures += 1
+                            err.print(f"[red]error:[/] --plot for {safe(r.path)} not written: {safe(e)}", highlight=False, soft_wrap=True)
             except KeyboardInterrupt:  # SIGINT: keep what is finished, marked partial
                 interrupted = True
             finally:
@@ -93,7 +105,7 @@ def predict(
     results: list[Result] = in_input_order(entries, done)
     payload = [dict(r.to_json(), partial=True) if interrupted else r.to_json() for r in results]
     if as_json:
-        print(json.dumps(payload, indent=2))
+        print_json(payload)
     if output is not None:
         _write(output, results, payload)
     if interrupted:
@@ -106,22 +118,24 @@ def predict(
     n_bad = sum(not r.ok for r in results)
     if n_bad:
         err.print(f"{n_bad} of {len(results)} inputs failed", highlight=False)
-    return 1 if n_bad else 0
+    if plot_failures:
+        err.print(f"{plot_failures} plot(s) not written", highlight=False)
+    return 1 if n_bad or plot_failures else 0
 
 
 def result_table(r: Result) -> Table:
     t = Table(Column("rank", justify="right"), "label", Column("probability", justify="right"),
-              title=r.path, title_justify="left")
+              title=safe(r.path), title_justify="left")
     for i, item in enumerate(r.top, 1):
-        t.add_row(str(i), item["label"], f"{item['score']:.4f}")
+        t.add_row(str(i), safe(item["label"]), f"{item['score']:.4f}")
     return t
 
 
 def _timeline_table(r: Result) -> Table:
     t = Table(Column("start (s)", justify="right"), Column("end (s)", justify="right"), "top labels",
-              title=f"timeline: {r.path}", title_justify="left")
+              title=f"timeline: {safe(r.path)}", title_justify="left")
     for row in r.timeline:
-        t.add_row(f"{row['start']:.1f}", f"{row['end']:.1f}", ", ".join(f"{x['label']} {x['score']:.2f}" for x in row["top"][:3]))
+        t.add_row(f"{row['start']:.1f}", f"{row['end']:.1f}", ", ".join(f"{safe(x['label'])} {x['score']:.2f}" for x in row["top"][:3]))
     return t
 
 

@@ -9,7 +9,7 @@ import typer
 
 from hiera_video.cli.options import config_overrides, print_config
 from hiera_video.config import list_presets
-from hiera_video.report import console
+from hiera_video.report import console, safe
 
 DEFAULT_CONFIG = "pretrain_video"
 
@@ -50,8 +50,8 @@ def pretrain(
     summary = run(cfg, resume=resume, console=out)
     if summary.get("final_loss") is not None:
         out.print(
-            f"final epoch loss {summary['final_loss']:.4f} after {summary['steps']} steps; weights: {summary['checkpoint']} "
-            f"(finetune with --weights {summary['checkpoint']} --model {cfg.model.name.removeprefix('mae_')})",
+            f"final epoch loss {summary['final_loss']:.4f} after {summary['steps']} steps; weights: {safe(summary['checkpoint'])} "
+            f"(finetune with --weights {safe(summary['checkpoint'])} --model {safe(cfg.model.name.removeprefix('mae_'))})",
             highlight=False, soft_wrap=True,
         )
     return 0

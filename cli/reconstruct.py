@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +9,7 @@ import typer
 
 from hiera_video.cli import options
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import check_output, console
+from hiera_video.report import check_output, console, json_text, safe
 
 
 def reconstruct(
@@ -35,7 +34,7 @@ def reconstruct(
 
     if output.suffix.lower() not in (".png", ".gif"):
         raise HieraVideoError(f"--output must end in .png or .gif, got '{output}'")
-    check_output(output, "--output")
+    check_output(output, "--output", inputs=[("VIDEO", video), ("--weights", weights)])
     if not video.is_file():
         raise HieraVideoError(f"video '{video}' not found")
     net, prov = load_mae(model, weights, allow_random_weights)
@@ -44,10 +43,10 @@ def reconstruct(
     summary = dict(output=str(path), **protocol, mask_ratio=rec.mask_ratio, kept_units=rec.info["kept_units"],
                    num_units=rec.info["num_units"], shown_frames=rec.frames, loss=rec.loss, masked_psnr_db=rec.masked_psnr)
     if as_json:
-        print(json.dumps(summary))
+        print(json_text(summary))
     else:
         console().print(
-            f"{path}: {prov.spec.name}, mask ratio {rec.mask_ratio:.2f} ({rec.info['kept_units']}/{rec.info['num_units']} units "
+            f"{safe(path)}: {safe(prov.spec.name)}, mask ratio {rec.mask_ratio:.2f} ({rec.info['kept_units']}/{rec.info['num_units']} units "
             f"visible), loss {rec.loss:.4f} (normalised pixels), masked-pixel PSNR {rec.masked_psnr:.1f} dB",
             highlight=False, soft_wrap=True,
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -12,7 +11,7 @@ from hiera_video.errors import HieraVideoError
 from hiera_video.metrics.classification import (
     classification_metrics, load_predictions, metrics_summary, to_jsonable, predictions_probs, render_metrics, write_metrics,
 )
-from hiera_video.report import check_output, console
+from hiera_video.report import check_output, console, json_text, safe
 
 
 def score(
@@ -25,7 +24,8 @@ def score(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON instead of tables."),
 ) -> None:
     """Score a predictions file offline: top-1/top-5, mean class accuracy, per-class results, confusion matrix."""
-    check_output(output, "--output", "dir")
+    check_output(output, "--output", "dir", inputs=[("PREDICTIONS", predictions)],
+                 writes=("metrics.json", "per_class.csv", "confusion.csv", "confusion.png"))
     preds = load_predictions(predictions)
     probs, used = predictions_probs(preds, agg)
     bad = ~torch.isfinite(probs).all(dim=1)  # the file holds finite values; their aggregate must be too
@@ -40,11 +40,11 @@ def score(
              "meta": preds.meta}
     files = write_metrics(output, metrics, preds.classes, extra=extra) if output is not None else {}
     if as_json:
-        print(json.dumps(to_jsonable({**extra, **metrics_summary(metrics)}), indent=2))
+        print(json_text(to_jsonable({**extra, **metrics_summary(metrics)}), indent=2))
         return
     out = console()
     model = preds.meta.get("model")
     title = f"Scores of {Path(predictions).name}" + (f" ({model})" if model else "") + f", aggregation: {used}"
     render_metrics(metrics, out, all_classes=all_classes, k=top, title=title)
     if files:
-        out.print("wrote " + ", ".join(str(p) for p in files.values()))
+        out.print("wrote " + ", ".join(safe(p) for p in files.values()), highlight=False, soft_wrap=True)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from hiera_video.engine.ava import render_ava_metrics, write_ava_outputs
 from hiera_video.errors import HieraVideoError
-from hiera_video.data.ava_files import read_ava_csv, read_exclusions, resolve_label_map
+from hiera_video.data.ava_files import read_ava_csv, read_exclusions, read_ground_truth, resolve_label_map
 from hiera_video.metrics.ava import evaluate_ava, metrics_to_json
-from hiera_video.report import check_output, console
+from hiera_video.report import check_output, console, json_text, safe
 
 
 def score_ava(
@@ -28,9 +27,10 @@ def score_ava(
     as_json: bool = typer.Option(False, "--json", help="Print {mAP, per_class, groups} as JSON instead of tables."),
 ) -> None:
     """Score AVA detections: per-class AP, pose/object/interaction means and frame-mAP@0.5."""
-    check_output(output, "--output", "dir")
+    check_output(output, "--output", "dir", writes=("metrics.json", "per_class.csv"), inputs=[
+        ("--groundtruth", groundtruth), ("--detections", detections), ("--label-map", label_map), ("--exclusions", exclusions)])
     classes = resolve_label_map(label_map)
-    gt = read_ava_csv(groundtruth, kind="gt")
+    gt = read_ground_truth(groundtruth)  # boxes checked as training checks them (pixels would score 0)
     dets = read_ava_csv(detections, kind="detections")
     excluded = read_exclusions(exclusions)
     metrics = evaluate_ava(gt, dets, classes, excluded)
@@ -49,9 +49,9 @@ def score_ava(
         m = metrics_to_json(metrics)
         keys = ("mAP", "per_class", "groups", "num_classes_with_gt", "num_gt_keyframes", "num_excluded_keyframes",
                 "num_detections")
-        print(json.dumps({k: m[k] for k in keys} | {"inputs": extra}, indent=2))
+        print(json_text({k: m[k] for k in keys} | {"inputs": extra}, indent=2))
         return
     out = console()
-    render_ava_metrics(metrics, out, title=f"AVA frame-mAP@0.5 of {Path(detections).name}", all_classes=all_classes)
+    render_ava_metrics(metrics, out, title=f"AVA frame-mAP@0.5 of {safe(Path(detections).name)}", all_classes=all_classes)
     if output is not None:
-        out.print(f"wrote {Path(output) / 'metrics.json'}, {Path(output) / 'per_class.csv'}")
+        out.print(f"wrote {safe(Path(output) / 'metrics.json')}, {safe(Path(output) / 'per_class.csv')}", highlight=False, soft_wrap=True)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.table import Column, Table
 
 from hiera_video.data.synthetic import CLASSES, make_synthetic_dataset
-from hiera_video.report import check_output, console, progress_bar
+from hiera_video.report import check_output, console, json_text, progress_bar, safe
 
 
 def synth(
@@ -40,15 +39,15 @@ def synth(
             frames=frames, size=size, fps=fps, overwrite=overwrite, progress=progress,
         )
     if as_json:
-        print(json.dumps(summary))
+        print(json_text(summary))
         return
     t = Table(Column("id", justify="right"), Column("class", no_wrap=True), "what happens",
-              title=f"synthetic dataset: {summary['root']}")
+              title=f"synthetic dataset: {safe(summary['root'])}")
     for i, (name, desc) in enumerate(CLASSES):
         t.add_row(str(i), name, desc)
     con.print(t)
     con.print(
         f"{summary['num_train']} train + {summary['num_val']} val videos, {frames}x{size}x{size} at {fps} fps, "
-        f"seed {seed}, {summary['seconds']:.1f} s -> {summary['train']}, {summary['val']}, {summary['labels']}",
+        f"seed {seed}, {summary['seconds']:.1f} s -> {safe(summary['train'])}, {safe(summary['val'])}, {safe(summary['labels'])}",
         highlight=False, soft_wrap=True,
     )

@@ -213,10 +213,47 @@ def _check_size(data: Any, where: str) -> None:
             stack.extend((v, depth + 1) for v in value)
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """``SafeLoader`` with YAML 1.2 (core schema) numbers instead of YAML 1.1's: ``1:30`` is the
+    text "1:30", not 90 (base 60); ``010`` is 10, not 8 (octal); ``1_000`` and ``0b11`` are
+    text; ``0o17``, ``0x1F``, ``1e3`` and ``1.5e3`` are numbers. Text where a number is
+    expected is refused by the key's type check. Everything else is PyYAML's safe loading."""
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+_Yaml12Loader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def _yaml12_int(loader, node) -> int:
+    text = loader.construct_scalar(node)
+    return int(text[2:], 8) if text.startswith("0o") else int(text[2:], 16) if text.startswith("0x") else int(text, 10)
+
+
+def _yaml12_float(loader, node) -> float:
+    text = loader.construct_scalar(node).lower()
+    return float(text.replace(".inf", "inf").replace(".nan", "nan"))
+
+
+_Yaml12Loader.add_constructor(_INT, _yaml12_int)
+_Yaml12Loader.add_constructor(_FLOAT, _yaml12_float)
+
+
+def _yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 numbers (:class:`_Yaml12Loader`)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _load_yaml_text(text: str, where: str) -> Any:
-    """``yaml.safe_load`` with every failure as a one-line HieraVideoError, size-checked."""
+    """``yaml.safe_load`` (YAML 1.2 numbers) with every failure as a one-line HieraVideoError, size-checked."""
     try:
-        data = yaml.safe_load(text)
+        data = _yaml_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark else ""
@@ -354,7 +391,7 @@ def parse_set(item: str) -> dict:
     key, raw = item.split("=", 1)
     sec, k = key.strip().split(".", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _yaml_load(raw) if raw.strip() else None
     except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError):
         value = raw
     _check_size(value, f"--set {_clip(key.strip(), 60)}")
@@ -389,6 +426,11 @@ def _number(x: Any) -> bool:
 def _views_ok(text: Any) -> bool:
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
     return bool(m) and int(m.group(1)) >= 1 and int(m.group(2)) >= 1
+
+
+#: The most epochs (and warmup epochs) a config may ask for: far beyond any real schedule,
+#: small enough that epochs x steps per epoch stays a finite integer.
+MAX_EPOCHS = 1_000_000
 
 
 def _choice(*allowed: str) -> tuple:
@@ -426,8 +468,9 @@ RULES: dict[str, tuple[Any, str]] = {
     "optim.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "optim.layer_decay": (lambda v: 0 < v <= 1, "a number in (0, 1] or null"),
     "optim.clip_grad": (lambda v: v > 0, "a number > 0 or null"),
-    "optim.epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "optim.warmup_epochs": (lambda v: v >= 0, "a number >= 0"),
+    # Bounded: a warmup of 1e308 epochs overflowed to an infinite step count (OverflowError).
+    "optim.epochs": (lambda v: 1 <= v <= MAX_EPOCHS, f"an integer in [1, {MAX_EPOCHS:,}]"),
+    "optim.warmup_epochs": (lambda v: 0 <= v <= MAX_EPOCHS, f"a number in [0, {MAX_EPOCHS:,}]"),
     "augment.scale": (lambda v: len(v) == 2 and all(_number(x) for x in v) and 0 < v[0] <= v[1] <= 1,
                       "[min, max] with 0 < min <= max <= 1"),
     "augment.flip": _choice("random", "none", "ssv2"),

@@ -6,17 +6,72 @@ import csv
 import errno
 import io
 import json
+import math
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 
 from hiera_video.errors import HieraVideoError, OutputError
 
 MIN_PIPE_WIDTH = 160
+
+#: Control characters (C0, DEL, C1) and the lone surrogates of undecodable file-name bytes
+#: (``os.fsdecode``): shown as escapes by :func:`safe`, never sent to the terminal raw.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _visible(m: re.Match) -> str:
+    c = m.group()
+    if 0xDC80 <= ord(c) <= 0xDCFF:  # a byte that was not UTF-8: shown as that byte
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    return {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def visible(value) -> str:
+    """``str(value)`` with control characters and undecodable file-name bytes shown as
+    escapes (``\\x1b``, ``\\n``, ``\\xff``): for text printed without markup (log records)."""
+    return _UNPRINTABLE.sub(_visible, str(value))
+
+
+def safe(value) -> str:
+    """``value`` (a path, class name, reason...: anything a user or a file chose) as text
+    for Rich to print literally: markup escaped (``[/b]`` in a name neither raises Rich's
+    MarkupError nor styles anything; ``[red]x.mp4`` shows as written) and control
+    characters (ESC, newline, TAB...) and undecodable file-name bytes shown as ``\\xNN``
+    / ``\\n`` escapes, so no name can move the cursor, recolour or forge output lines.
+    Every user string in a ``console.print`` f-string, a Table cell or title, or a progress
+    field goes through it."""
+    return escape(visible(value))
+
+
+def jsonable(obj):
+    """``obj`` with every non-finite float (NaN, +-Infinity) replaced by None: JSON has no
+    such numbers (Python's ``json`` writes ``NaN``/``Infinity``, which strict parsers reject),
+    so a value that does not exist (e.g. the mAP of a group without ground truth, the PSNR
+    of a reconstruction with nothing masked) is written ``null``."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def json_text(obj, **kwargs) -> str:
+    """Strict JSON text of ``obj`` (:func:`jsonable`; ``json.dumps`` keyword arguments)."""
+    return json.dumps(jsonable(obj), allow_nan=False, **kwargs)
+
+
+def print_json(obj, indent: int | None = 2) -> None:
+    """Print ``obj`` as strict JSON to stdout (the ``--json`` output of every command)."""
+    print(json_text(obj, indent=indent))
 
 
 def console(stderr: bool = False) -> Console:
@@ -42,7 +97,8 @@ def progress_bar(title: str, *fields: str, console: Console, transient: bool = T
     )
 
 
-def check_output(path: str | Path | None, option: str = "--output", kind: str = "file") -> Path | None:
+def check_output(path: str | Path | None, option: str = "--output", kind: str = "file",
+                 inputs: Iterable[tuple[str, str | Path | None]] = (), writes: Iterable[str] = ()) -> Path | None:
     """Refuse an output path that cannot be written, before any work is done (so a long run
     never ends with a traceback and its results lost). ``kind``: ``"file"`` or ``"dir"``
     (a folder the command creates or fills). Checked: an existing path of the wrong kind (a
@@ -51,7 +107,13 @@ def check_output(path: str | Path | None, option: str = "--output", kind: str = 
     in the folder that will hold it (the nearest existing one when folders are to be
     created): ``os.access`` answers yes to root everywhere, ``/proc`` and ``/sys`` included,
     and knows nothing of read-only mounts or quotas. Returns the path (None stays None);
-    raises :class:`~hiera_video.errors.HieraVideoError` with one line naming ``option``."""
+    raises :class:`~hiera_video.errors.HieraVideoError` with one line naming ``option``.
+
+    ``inputs``: ``(option, path)`` of the files the command reads (None paths are skipped):
+    an output that is one of them (:func:`same_file`: also through a symlink or a hard link)
+    is refused, so no command ever writes over what it reads (``export --weights m.pt -o
+    m.pt``). For a folder, ``writes`` names the files the command writes in it, each
+    checked the same way."""
     if path is None:
         return None
     raw = str(path)
@@ -62,6 +124,13 @@ def check_output(path: str | Path | None, option: str = "--output", kind: str = 
 
     if not raw.strip():
         fail("the path is empty")
+    inputs = [(what, i) for what, i in inputs if i is not None and str(i).strip()]
+    for target in ([p / name for name in writes] if kind == "dir" else [p]):
+        for what, i in inputs:
+            if same_file(target, i):
+                shown = "it" if target == p else f"its file '{target.name}'"
+                raise HieraVideoError(f"cannot write {option} '{raw}': {shown} is the input {what} '{i}' (the same file), "
+                                      "which would be destroyed; write to another path")
     if os.path.exists(p):  # (os.path: False, not an exception, for names too long to look up)
         if kind == "dir":
             if not os.path.isdir(p):
@@ -92,6 +161,20 @@ def check_output(path: str | Path | None, option: str = "--output", kind: str = 
     if problem:
         fail(f"no permission to create files in '{anchor}'" if problem == PERMISSION else f"cannot create files in '{anchor}' ({problem})")
     return p
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same device and inode when both exist (a
+    symlink or a hard link to it counts), else the same path once made absolute with links
+    resolved."""
+    try:
+        sa, sb = os.stat(Path(a).expanduser()), os.stat(Path(b).expanduser())
+    except (OSError, ValueError):
+        try:
+            return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+        except (OSError, RuntimeError, ValueError):
+            return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 PERMISSION = "permission denied"
@@ -168,18 +251,60 @@ def atomic_path(path: str | Path, suffix: str = ".tmp", fsync: bool = False) -> 
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`atomic_path`)."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`) as UTF-8, whatever the
+    locale. File names that are not valid UTF-8 reach Python as surrogate escapes
+    (``os.fsdecode``: byte 0xFF is ``"\\udcff"``); ``errors="surrogateescape"`` writes them
+    back as the original bytes, so a name in a text or CSV file is the name on disk, byte for
+    byte (JSON files are ASCII: such a name is the escape ``"\\udcff"``, which ``json.loads``
+    and ``os.fsencode`` turn back into the same bytes)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         f.write(text)
 
 
 def write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    """Write ``obj`` to ``path`` atomically as strict JSON (non-finite floats: null, :func:`jsonable`)."""
+    atomic_write_text(path, json_text(obj, indent=2) + "\n")
 
 
-def write_csv(path: str | Path, header: list[str], rows: Iterable[Iterable]) -> None:
+#: First characters that make a spreadsheet read a cell as a formula (OWASP, "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value):
+    """A CSV cell that a spreadsheet shows as text: a string starting with one of
+    :data:`FORMULA_STARTS` gets a leading single quote, as OWASP recommends (``=cmd|...``
+    becomes ``'=cmd|...``), and so does one that already starts with a quote, so removing one
+    leading quote from a cell that has one always gives the original back. Numbers (a negative
+    accuracy delta, a -1 label) are not strings and stay as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS + ("'",)):
+        return "'" + value
+    return value
+
+
+def restore_cell(value: str) -> str:
+    """The cell :func:`neutralise_cell` was given (one leading quote removed)."""
+    return value[1:] if value.startswith("'") else value
+
+
+def read_csv(path: str | Path, delimiter: str = ",") -> list[list[str]]:
+    """The rows of a CSV file :func:`write_csv` wrote (header first, if it has one), as they
+    were given to it: neutralised cells restored (:func:`restore_cell`) and names that are
+    not UTF-8 back as surrogate escapes (``errors="surrogateescape"``)."""
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        return [[restore_cell(v) for v in row] for row in csv.reader(f, delimiter=delimiter)]
+
+
+def write_csv(path: str | Path, header: list[str] | None, rows: Iterable[Iterable], delimiter: str = ",",
+              neutralise: bool = True) -> None:
+    """A CSV file (every cell quoted as needed by Python's ``csv`` module, so a TAB, comma,
+    quote or newline in a name stays inside its cell) for people to open: string cells that a
+    spreadsheet would run as a formula are neutralised (:func:`neutralise_cell`; pass
+    ``neutralise=False`` for a machine format that must stay exact). Written with
+    :func:`atomic_write_text` (names that are not UTF-8 keep their bytes)."""
+    fix = neutralise_cell if neutralise else (lambda v: v)
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows(rows)
+    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n" if delimiter == "\t" else "\r\n")
+    if header is not None:  # None: no header line
+        w.writerow([fix(v) for v in header])
+    w.writerows([fix(v) for v in row] for row in rows)
     atomic_write_text(path, buf.getvalue())

@@ -59,6 +59,9 @@ def test_loop_learns_and_records_everything(colour_data, tmp_path):
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "config.yaml").is_file() and json.loads((out / "config.json").read_text())["optim"]["epochs"] == 6
     assert (out / "eval" / "metrics.json").is_file() and (out / "eval" / "per_class.csv").is_file()
+    page = (out / "report.html").read_text()  # the run's page: curves (loss, lr, val top-1), config, final table
+    assert page.count("<svg") >= 3 and "validation top1" in page and "broken.mp4" in page and "eval/report.html" in page
+    assert (out / "eval" / "report.html").is_file()
     # The checkpoint carries model name, labels and preprocessing: predict needs nothing else.
     video = colour_data / "green" / "9.mp4"
     assert run_cli(["predict", str(video), "--weights", str(out / "best.pt"), "--json", "--dtype", "fp32"])[0] == 0

@@ -34,6 +34,7 @@ def test_installed_package_has_cli_configs_and_labels():
     assert {"demo.yaml", "k400_base.yaml", "ssv2_large.yaml"} <= presets
     labels = {p.name for p in resources.files("hiera_video.data.labels").iterdir()}
     assert {"kinetics400.txt", "kinetics600.txt", "kinetics700.txt", "ssv2.txt", "ava_v2.2_60.txt"} <= labels
+    assert resources.files("hiera_video").joinpath("templates", "report.html.j2").is_file()  # report.html's template
 
 
 def _imports(tree):

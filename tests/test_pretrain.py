@@ -195,6 +195,8 @@ def test_pretrain_run_learns_and_records(run_dir):
     assert len(bad) == 1 and "broken.mp4" in bad[0]
     for f in ("curves.png", "reconstruction.png"):
         assert (run_dir / f).read_bytes()[:4] == b"\x89PNG"
+    page = (run_dir / "report.html").read_text()  # the run's page with the reconstruction inline
+    assert 'alt="MAE reconstruction"' in page and "training loss" in page and "broken.mp4" in page
     assert (run_dir / "config.yaml").is_file() and json.loads((run_dir / "config.json").read_text())["model"]["mask_ratio"] == 0.75
     ckpt = torch.load(run_dir / "last.pt", weights_only=True)
     assert ckpt["meta"]["model"] == "mae_hiera_nano_8x64" and ckpt["meta"]["preprocessing"]["stride"] == 2

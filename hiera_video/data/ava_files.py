@@ -216,6 +216,11 @@ def read_label_map(path: str | Path) -> dict[int, str]:
             value = toks[i]
             if value[0] == "punct":
                 raise HieraVideoError(f"{path}, line {value[2]}: missing value for field '{name[1]}'")
+            if name[1] in fields:  # protobuf text would keep the last silently: a typo or a merge gone wrong
+                raise HieraVideoError(
+                    f"{path}, line {name[2]}: field '{name[1]}' appears twice in the '{block[1]}' block of line {block[2]}; "
+                    "keep one"
+                )
             fields[name[1]] = (value[1], value[2])
             i += 1
         expect("punct", "}")
@@ -238,9 +243,33 @@ def resolve_label_map(label_map) -> dict[int, str]:
     (the built-in 60-class v2.2 list) -> ``{id: name}``."""
     if isinstance(label_map, Mapping):
         return {int(k): str(v) for k, v in label_map.items()}
-    if label_map is None or label_map == "ava" or Path(label_map).suffix.lower() == ".txt":
-        return load_label_map(label_map or "ava")
+    if label_map is None or label_map == "ava":
+        return load_label_map("ava")
+    if Path(label_map).suffix.lower() == ".txt":
+        return _txt_label_map(label_map)
     return read_label_map(Path(label_map))
+
+
+def _txt_label_map(path) -> dict[int, str]:
+    """A ``.txt`` AVA label map: ``id: name`` lines, or names only, numbered from 1 as AVA's
+    action ids are (the first name is id 1). A names-only file is refused when one of its names
+    is an AVA class whose official id is not its number: it lists another subset (e.g. the 60
+    evaluated classes, whose ids have gaps) and every id would be off."""
+    from hiera_video.data.datasets.base import normalize_name
+
+    m = load_label_map(path, first_id=1)
+    if load_label_map(path) == m:  # numbering from 0 or 1 gives the same map: the lines carry their ids
+        return m
+    official = {normalize_name(v): k for k, v in load_label_map("ava").items()}
+    for cid, name in m.items():
+        real = official.get(normalize_name(name))
+        if real is not None and real != cid:
+            raise HieraVideoError(
+                f"{path}: names-only label map: its names are numbered from 1 (AVA ids are 1-based), so '{name}' "
+                f"(name {cid}) would be id {cid}, but it is AVA id {real}; write 'id: name' lines (e.g. '{real}: {name}') "
+                f"or pass the official {LABEL_MAP_NAME}"
+            )
+    return m
 
 
 def format_detection_row(row) -> str:
@@ -265,8 +294,29 @@ def read_ava_annotations(path: str | Path) -> list[AvaRow]:
         row = parse_ava_row(fields, where, "gt")
         if not 1 <= row.action_id <= NUM_ACTIONS:
             raise HieraVideoError(f"{where}: action id {row.action_id} is outside the AVA ids 1..{NUM_ACTIONS}")
-        if not all(-0.01 <= v <= 1.01 for v in row.box):
-            raise HieraVideoError(f"{where}: box {row.box} is not normalised to [0, 1] (columns shifted?)")
+        check_normalised(row, where)
+        rows.append(row)
+    return rows
+
+
+def check_normalised(row: AvaRow, where: str) -> None:
+    """Refuse a box outside ``[0, 1]`` (1% slack): AVA boxes are fractions of the frame's width
+    and height, and boxes in pixels would match nothing (mAP 0)."""
+    if not all(-0.01 <= v <= 1.01 for v in row.box):
+        raise HieraVideoError(
+            f"{where}: box {row.box} is not normalised to [0, 1]: AVA boxes are fractions of the frame width and "
+            "height (pixel coordinates? columns shifted?)"
+        )
+
+
+def read_ground_truth(path: str | Path) -> list[AvaRow]:
+    """A ground-truth CSV for scoring (``score-ava``): :func:`read_ava_csv` with the box check
+    that training applies (:func:`check_normalised`)."""
+    rows = []
+    for n, fields in read_lines(path, "ground-truth"):
+        where = f"{path}, line {n}"
+        row = parse_ava_row(fields, where, "gt")
+        check_normalised(row, where)
         rows.append(row)
     return rows
 

@@ -269,11 +269,16 @@ def check_videos(
 
 
 def write_bad_list(path: str | Path, bad: Iterable[FileResult | tuple[str, str]]) -> Path:
-    """``path<TAB>reason`` per line (atomic write)."""
-    from hiera_video.report import atomic_write_text
+    """``path<TAB>reason`` per line, no header (atomic write), written by the ``csv`` module
+    as TSV: a path with a TAB, newline or double quote is quoted (``"a<TAB>b.mp4"``), so
+    every line is one video and ``csv.reader(f, delimiter="\\t")`` reads the pairs back;
+    cells a spreadsheet would run as a formula get a leading ``'``
+    (:func:`~hiera_video.report.neutralise_cell`)."""
+    from hiera_video.report import write_csv
 
     pairs = ((e.path, e.reason) if isinstance(e, FileResult) else e for e in bad)
-    atomic_write_text(path, "".join(f"{p}\t{one_line(reason)}\n" for p, reason in pairs))
+    rows = [(str(p), one_line(reason)) for p, reason in pairs]
+    write_csv(path, None, rows, delimiter="\t")
     return Path(path)
 
 

@@ -13,6 +13,7 @@ killed run never leaves a half file under a final name and a rerun knows what is
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -23,13 +24,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from hiera_video.errors import HieraVideoError
-from hiera_video.report import atomic_write_text
+from hiera_video.errors import HieraVideoError, OutputError
+from hiera_video.report import atomic_write_text, json_text
 
 FORMATS = ("npy", "safetensors")
 STORE_DTYPES = {"float32": np.float32, "float16": np.float16}
 INDEX = "index.jsonl"
 JOURNAL = "index.rank{rank}.jsonl"
+#: errnos of a failed write that stop ``extract`` (one line, exit 2) instead of failing one video.
+STOP_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EROFS", "EIO") if hasattr(errno, n))
 _SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64"}
 
 
@@ -50,15 +53,17 @@ class FeatureWriter:
         self.final, self.fmt, self.n, self.dtype = Path(final), fmt, n, np.dtype(dtype)
         self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
         self.extra = {k: np.ascontiguousarray(v) for k, v in (extra or {}).items()}  # small tensors (safetensors)
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(self.final)
-        fd, tmp = tempfile.mkstemp(dir=self.final.parent, prefix=f".{self.final.name}.", suffix=".tmp")
-        os.close(fd)
-        self.tmp = Path(tmp)
         self.shape: tuple[int, ...] | None = None
         self.done = 0
         self._f = None
-        self._mm = None
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.final)
+            fd, tmp = tempfile.mkstemp(dir=self.final.parent, prefix=f".{self.final.name}.", suffix=".tmp")
+        except OSError as e:
+            raise self._failed(e) from e
+        os.close(fd)
+        self.tmp = Path(tmp)
 
     def write(self, batch: np.ndarray) -> None:
         batch = np.ascontiguousarray(batch, dtype=self.dtype)
@@ -67,16 +72,35 @@ class FeatureWriter:
             self._open()
         if batch.shape[1:] != self.shape[1:] or self.done + len(batch) > self.n:
             raise HieraVideoError(f"internal: feature batch {batch.shape} does not fit file shape {self.shape}")
-        if self._mm is not None:
-            self._mm[self.done : self.done + len(batch)] = batch
-        else:
+        try:
             self._f.write(batch.tobytes())
+        except OSError as e:
+            raise self._failed(e) from e
         self.done += len(batch)
 
+    def _failed(self, e: OSError) -> OSError:
+        """A failed write as raised to the caller: on a full disk, a quota or a file system
+        gone read-only or failing (:data:`STOP_ERRNOS`) an
+        :class:`~hiera_video.errors.OutputError` naming the file (every further video would
+        fail the same way, so ``extract`` stops with this one line); other errors as they are."""
+        if isinstance(e, OutputError) or e.errno not in STOP_ERRNOS:
+            return e
+        return OutputError(f"cannot write '{self.final}': {e.strerror or e}", e)
+
     def _open(self) -> None:
-        if self.fmt == "npy":
-            self._mm = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=self.dtype, shape=self.shape)
-            return
+        try:
+            self._f = open(self.tmp, "wb")
+            if self.fmt == "npy":
+                # Ordinary writes, never a memory map: a write through a map on a full disk is a
+                # SIGBUS that kills the process without a word (and leaves the temporary file).
+                np.lib.format.write_array_header_1_0(
+                    self._f, dict(descr=np.lib.format.dtype_to_descr(self.dtype), fortran_order=False, shape=self.shape))
+            else:
+                self._write_safetensors_header()
+        except OSError as e:
+            raise self._failed(e) from e
+
+    def _write_safetensors_header(self) -> None:
         # safetensors: 8-byte little-endian header length, JSON header (padded to 8 bytes),
         # then the raw tensors back to back in header order.
         header: dict = {}
@@ -89,34 +113,37 @@ class FeatureWriter:
         header["__metadata__"] = self.metadata
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)
-        self._f = open(self.tmp, "wb")
         self._f.write(struct.pack("<Q", len(raw)))
         self._f.write(raw)
 
     def commit(self, before_rename: Callable[[], None] | None = None) -> None:
         if self.shape is None or self.done != self.n:
             raise HieraVideoError(f"internal: wrote {self.done} of {self.n} feature items for {self.final}")
-        if self._mm is not None:
-            self._mm.flush()
-            self._mm = None
-            with open(self.tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        else:
-            for arr in self.extra.values():
-                self._f.write(arr.tobytes())
+        try:
+            if self.fmt != "npy":
+                for arr in self.extra.values():
+                    self._f.write(arr.tobytes())
             self._f.flush()
             os.fsync(self._f.fileno())
             self._f.close()
             self._f = None
+        except OSError as e:
+            raise self._failed(e) from e
         if before_rename is not None:
             before_rename()
-        os.chmod(self.tmp, 0o644)
-        os.replace(self.tmp, self.final)
+        try:
+            os.chmod(self.tmp, 0o644)
+            os.replace(self.tmp, self.final)
+        except OSError as e:
+            raise self._failed(e) from e
 
     def abort(self) -> None:
-        self._mm = None
+        """Close and remove the temporary file (after a failure: a full disk included)."""
         if self._f is not None:
-            self._f.close()
+            try:
+                self._f.close()  # flushes what is buffered: fails again on a full disk
+            except OSError:
+                pass
             self._f = None
         Path(self.tmp).unlink(missing_ok=True)
 
@@ -204,13 +231,21 @@ class IndexJournal:
         self._f = open(Path(out_dir) / JOURNAL.format(rank=rank), "a")
 
     def append(self, rows: list[dict], sync: bool = False) -> None:
-        self._f.write("".join(json.dumps(r) + "\n" for r in rows))
-        self._f.flush()
-        if sync:
-            os.fsync(self._f.fileno())
+        try:
+            self._f.write("".join(json_text(r) + "\n" for r in rows))
+            self._f.flush()
+            if sync:
+                os.fsync(self._f.fileno())
+        except OSError as e:
+            if e.errno in STOP_ERRNOS:
+                raise OutputError(f"cannot write '{self._f.name}': {e.strerror or e}", e) from e
+            raise
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError:  # what is left in the buffer on a full disk: the rows of a file never renamed into place
+            pass
 
 
 def write_index(out_dir: Path, written: Sequence[tuple[str, list[dict]]], keep_previous: bool = True) -> Path:
@@ -226,7 +261,7 @@ def write_index(out_dir: Path, written: Sequence[tuple[str, list[dict]]], keep_p
     for _, rs in written:
         rows += rs
     path = out_dir / INDEX
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(path, "".join(json_text(r) + "\n" for r in rows))  # strict JSON (null, not NaN)
     for j in _journals(out_dir):
         j.unlink(missing_ok=True)
     return path

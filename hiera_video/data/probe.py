@@ -253,6 +253,23 @@ def open_container(path: Path):
     return container
 
 
+ANIMATED_WEBP = ("it is an animated WebP, which is not supported as video (this FFmpeg reads no frame size or frames from it); "
+                 "convert it to a video first, e.g. ffmpeg -i x.webp x.mp4 (with an FFmpeg that decodes animated WebP) "
+                 "or magick x.webp x.mp4")
+
+
+def animated_webp(path) -> bool:
+    """Whether ``path`` is an animated WebP: a RIFF/WEBP file with an extended (``VP8X``) header
+    whose animation flag (bit 1 of the flags byte) is set. FFmpeg's WebP demuxer reads such a
+    file as one image stream with no frame size, which would otherwise read as a corrupt header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(21)
+    except OSError:
+        return False
+    return len(head) == 21 and head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and bool(head[20] & 0x02)
+
+
 def probe_open(path: Path):
     """Open ``path`` with PyAV and demux it; returns ``(container, stream, probe)``."""
     problem = path_problem(path)
@@ -263,6 +280,8 @@ def probe_open(path: Path):
         stream = container.streams.video[0]
         probe = Probe(path, container, stream)
         if probe.coded_height <= 0 or probe.coded_width <= 0:
+            if animated_webp(path):
+                raise decode_error(path, ANIMATED_WEBP)
             raise decode_error(path, "the video stream has no frame size (corrupt header?)")
     except HieraVideoError:
         container.close()

@@ -40,6 +40,8 @@ on ``(seed, split, label, i)``, so asking for more videos keeps the existing one
 from __future__ import annotations
 
 import math
+import os
+import re
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -281,6 +283,14 @@ def make_synthetic_dataset(
         raise HieraVideoError(f"'{out}' exists and is not a folder")
     if not overwrite and any((out / f).exists() for f in ("train.txt", "val.txt", "labels.txt")):
         raise HieraVideoError(f"'{out}' already holds a dataset; pass --overwrite or choose another folder")
+    if not overwrite:  # other files this command writes or deletes are never replaced unasked: README.txt, and
+        # videos in its class folders not named as it names them (its own, of a killed run, are redone)
+        mine = [out / "README.txt"] + [p for split in SPLITS for name in CLASS_NAMES for p in sorted((out / split / _slug(name)).glob("*.mp4"))
+                                       if not re.fullmatch(re.escape(_slug(name)) + r"_\d{4,}\.mp4", p.name)]
+        taken = next((p for p in mine if os.path.lexists(p)), None)
+        if taken is not None:
+            raise HieraVideoError(f"'{out}' already holds '{taken.relative_to(out)}', which synth would replace; pass --overwrite "
+                                  "or choose another folder")
     out.mkdir(parents=True, exist_ok=True)
 
     counts = {"train": num_train_per_class, "val": num_val_per_class}

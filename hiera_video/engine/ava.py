@@ -32,7 +32,7 @@ from hiera_video.data.datasets.ava import ava_collate
 from hiera_video.errors import HieraVideoError
 from hiera_video.data.ava_files import AvaRow, resolve_label_map, write_detections_csv
 from hiera_video.metrics.ava import evaluate_ava, metrics_to_json
-from hiera_video.report import write_csv, write_json
+from hiera_video.report import safe, write_csv, write_json
 
 log = logging.getLogger("hiera_video")
 
@@ -244,9 +244,11 @@ def ava_protocol(model: torch.nn.Module, dataset, amp_dtype: torch.dtype | None,
     )
 
 
-def write_ava_outputs(output_dir: str | Path, detections, metrics: dict | None, extra: dict | None = None) -> dict[str, Path]:
+def write_ava_outputs(output_dir: str | Path, detections, metrics: dict | None, extra: dict | None = None,
+                      dataset=None) -> dict[str, Path]:
     """``detections.csv`` (official format, no header; skipped when ``detections`` is None), ``metrics.json`` (mAP, groups,
-    per-class AP with GT counts, plus ``extra``) and ``per_class.csv``; returns the paths."""
+    per-class AP with GT counts, plus ``extra``), ``per_class.csv`` and ``report.html`` (with ``dataset``: keyframes of the
+    worst classes with their boxes); returns the paths."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
@@ -260,6 +262,11 @@ def write_ava_outputs(output_dir: str | Path, detections, metrics: dict | None, 
             (c, v["name"], v["group"], "" if math.isnan(v["ap"]) else f"{v['ap']:.6f}", v["num_gt"], v["num_detections"])
             for c, v in sorted(metrics["per_class"].items())
         ])
+        from hiera_video.html_report import write_report_safely  # after the results: a failure here is a warning
+
+        report = write_report_safely(out, ava_dataset=dataset)
+        if report is not None:
+            files["report"] = report
     return files
 
 
@@ -272,7 +279,7 @@ def render_ava_metrics(metrics: dict, console, title: str | None = None, all_cla
     ``all_classes``), then the group means and the mAP."""
     from rich.table import Table
 
-    t = Table(title=title or "AVA frame-mAP@0.5 per class")
+    t = Table(title=title or "AVA frame-mAP@0.5 per class")  # title: markup the caller made safe
     t.add_column("id", justify="right")
     t.add_column("action")
     t.add_column("group")
@@ -282,7 +289,7 @@ def render_ava_metrics(metrics: dict, console, title: str | None = None, all_cla
     for c, v in sorted(metrics["per_class"].items(), key=lambda kv: int(kv[0])):
         if v["num_gt"] == 0 and not all_classes:
             continue
-        t.add_row(str(c), v["name"], v["group"], str(v["num_gt"]), str(v.get("num_detections", "")), _pct(v["ap"]))
+        t.add_row(str(c), safe(v["name"]), safe(v["group"]), str(v["num_gt"]), str(v.get("num_detections", "")), _pct(v["ap"]))
     console.print(t)
     s = Table(show_header=False, title="Summary")
     s.add_column("metric", style="bold")

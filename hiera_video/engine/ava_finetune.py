@@ -153,7 +153,7 @@ def _finetune_ava(trainer: Trainer, cfg: TrainConfig, resume: str | None, consol
         rows, metrics = evaluate(trainer.eval_model)
         trainer.stop_if_signalled("the final evaluation")
         if world.is_main and metrics is not None:
-            write_ava_outputs(out / "eval", rows, metrics, dict(split=cfg.data.val_split))
+            write_ava_outputs(out / "eval", rows, metrics, dict(split=cfg.data.val_split), dataset=val_set)
             if console is not None:
                 render_ava_metrics(metrics, console)
             final = dict(mAP=metrics["mAP"], groups={k: None if v is None or math.isnan(v) else v for k, v in metrics["groups"].items()},
@@ -181,6 +181,7 @@ def ava_eval_job(root, split, annotations, label_map, weights, proposals, exclus
                  allow_random: bool = False):
     """The device and the process group, the output check (rank 0), then the detector and the
     split with the clips it was trained on (the process group ends with the block)."""
+    from hiera_video.engine.shard_files import output_claim
     from hiera_video.report import check_output
     from hiera_video.runtime import resolve_dtype
 
@@ -189,22 +190,23 @@ def ava_eval_job(root, split, annotations, label_map, weights, proposals, exclus
     with distributed.session(device) as (world, dev):
         if world.is_main:
             check_output(output, "--output", "dir")
-        model, prov = load_ava_detector(weights, dev, allow_random)
-        ds = open_ava_split(root, split, "val", annotations, exclusions, proposals, label_map or prov.meta.get("label_map"),
-                            default_proposals=True, **ava_clip_options(prov.clip.with_(backend=backend)),
-                            proposal_threshold=threshold, frames_layout="frames" if frames else "video",
-                            test_view=view or prov.meta["preprocessing"].get("test_view", "full"),
-                            allow_pickle=allow_pickle, limit=limit)
-        if len(ds) == 0:  # the rule of every eval: scoring nothing is an error, not a 0.0
-            if limit == 0:
-                source = "--limit 0"
-            elif ds.proposals is not None:
-                source = (f"the proposals ({proposals or 'ava_' + split + '_predicted_boxes.csv'}) give no person box scoring "
-                          f"at least --proposal-threshold {threshold}")
-            else:
-                source = "the annotations list no keyframe"
-            raise HieraVideoError(f"nothing to evaluate in AVA {split}: {source}; check the file, or lower --proposal-threshold")
-        yield AvaEvalJob(world, model, prov, ds, dev, resolve_dtype(dtype, dev))
+        with output_claim(output, world, "eval --dataset ava"):  # OUTPUT/.lock until the outputs are written
+            model, prov = load_ava_detector(weights, dev, allow_random)
+            ds = open_ava_split(root, split, "val", annotations, exclusions, proposals, label_map or prov.meta.get("label_map"),
+                                default_proposals=True, **ava_clip_options(prov.clip.with_(backend=backend)),
+                                proposal_threshold=threshold, frames_layout="frames" if frames else "video",
+                                test_view=view or prov.meta["preprocessing"].get("test_view", "full"),
+                                allow_pickle=allow_pickle, limit=limit)
+            if len(ds) == 0:  # the rule of every eval: scoring nothing is an error, not a 0.0
+                if limit == 0:
+                    source = "--limit 0"
+                elif ds.proposals is not None:
+                    source = (f"the proposals ({proposals or 'ava_' + split + '_predicted_boxes.csv'}) give no person box scoring "
+                              f"at least --proposal-threshold {threshold}")
+                else:
+                    source = "the annotations list no keyframe"
+                raise HieraVideoError(f"nothing to evaluate in AVA {split}: {source}; check the file, or lower --proposal-threshold")
+            yield AvaEvalJob(world, model, prov, ds, dev, resolve_dtype(dtype, dev))
 
 
 def load_ava_detector(weights: str | Path, device: str | torch.device = "cpu",

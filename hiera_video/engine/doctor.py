@@ -132,6 +132,15 @@ def check_cache_disk(hub_dir: str | None = None, min_free: int = DISK_MIN_BYTES)
     import torch
 
     hub_dir = hub_dir or torch.hub.get_dir()
+    # Free space is no use if no file can be made there: the cache (or the first part of its path
+    # that exists, e.g. TORCH_HOME) must be a folder this user can write in.
+    where = _existing_parent(hub_dir)
+    fix = "set TORCH_HOME to a writable folder (weights are downloaded to TORCH_HOME/hub)"
+    if not os.path.isdir(where):
+        what = f"{where} is a file, not a folder" if os.path.isfile(where) else f"{where} is not a folder"
+        return Check("weights cache disk", f"{hub_dir}: unusable ({what})", "fail", fix)
+    if not os.access(where, os.W_OK | os.X_OK):
+        return Check("weights cache disk", f"{hub_dir}: unusable ({where} is not writable)", "fail", fix)
     try:
         free = shutil.disk_usage(_existing_parent(hub_dir)).free
     except OSError as e:

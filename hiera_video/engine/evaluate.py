@@ -30,7 +30,9 @@ from hiera_video.data.datasets.base import normalize_name, warn
 from hiera_video.engine import distributed, faults
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, decode_in_order
 from hiera_video.engine.inference import Classifier, load_classifier
-from hiera_video.engine.shard_files import ShardFiles, guard, list_fingerprint, open_shard_files, weights_fingerprint
+from hiera_video.engine.shard_files import (ShardFiles, guard, list_fingerprint, open_shard_files,
+                                            output_claim, weights_fingerprint)
+from hiera_video import limits
 from hiera_video.errors import HieraVideoError
 from hiera_video.metrics.classification import aggregate_views, classification_metrics, save_predictions, write_metrics
 from hiera_video.report import check_output, write_csv
@@ -311,20 +313,22 @@ def eval_job(dataset: str, root, annotations, split: str, labels, limit, strict:
     with distributed.session(device) as (world, dev):
         if world.is_main:
             check_output(output, "--output", "dir")
-        named = labels if dataset in ("k400", "k600", "k700", "ssv2") else None  # list datasets' labels name the data
-        clf = load_classifier(model, weights, named, dev, dtype, allow_random)
-        ds = build_dataset(dataset, root, annotations, split, labels, limit)  # its class names meet the model's in evaluate
-        missing = check_missing(ds, strict)
-        protocol = clf.protocol(views, dataset, sampling=sampling, stride=stride, backend=backend)
-        results = None
-        if output is not None:
-            results = open_shard_files(output, world, "eval", eval_protocol(clf, protocol, ds, save_views) if world.is_main else None,
-                                       resume)
-        try:
-            yield EvalJob(world, clf, ds, missing, protocol, results)
-        finally:
-            if results is not None:
-                results.close()
+        with output_claim(output, world, "eval"):  # OUTPUT/.lock, held until the outputs are written
+            named = labels if dataset in ("k400", "k600", "k700", "ssv2") else None  # list datasets' labels name the data
+            clf = load_classifier(model, weights, named, dev, dtype, allow_random)
+            ds = build_dataset(dataset, root, annotations, split, labels, limit)  # its class names meet the model's in evaluate
+            missing = check_missing(ds, strict)
+            protocol = clf.protocol(views, dataset, sampling=sampling, stride=stride, backend=backend)
+            limits.check_views((protocol.temporal_views, protocol.spatial_views), protocol.num_frames, protocol.crop_size)
+            results = None
+            if output is not None:
+                results = open_shard_files(output, world, "eval",
+                                           eval_protocol(clf, protocol, ds, save_views) if world.is_main else None, resume)
+            try:
+                yield EvalJob(world, clf, ds, missing, protocol, results)
+            finally:
+                if results is not None:
+                    results.close()
 
 
 def eval_protocol(clf: Classifier, protocol: ClipSpec, dataset: VideoDataset, save_views: bool) -> dict:
@@ -381,6 +385,7 @@ def write_outputs(
         dataset=dataset.summary(), seconds=round(result.seconds, 3),
         videos_per_second=round((len(result.indices) - result.resumed_scored) / result.seconds, 3) if result.seconds else None,
         resumed=result.resumed,  # videos taken from an earlier run (--resume); 0 for a fresh run
+        **provenance(clf),
         **extra,
     )
     files: dict[str, Path] = {}
@@ -398,7 +403,28 @@ def write_outputs(
         dataset.classes, result.view_logits, meta=dict(protocol=record["protocol"], agg="prob"),
     )
     files["failed"], files["missing"] = write_failure_lists(output, result, dataset)
+    from hiera_video.html_report import write_report_safely  # after every result file: a failure here is a warning
+
+    report = write_report_safely(output)
+    if report is not None:
+        files["report"] = report
     return files
+
+
+def provenance(clf: Classifier) -> dict:
+    """When, by what command and with which versions and weights (content sha256) a result was made."""
+    import datetime
+    import platform
+    import sys
+
+    from hiera_video import __version__
+
+    return dict(
+        created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+        versions=dict(hiera_video=__version__, torch=torch.__version__, python=platform.python_version()),
+        weights_sha256=weights_fingerprint(clf.model),
+    )
 
 
 def write_failure_lists(output: Path, result: EvalResult, dataset: VideoDataset) -> tuple[Path, Path]:

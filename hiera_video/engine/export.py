@@ -34,6 +34,7 @@ Both read ``model.onnx.json`` / ``model.pt2.json`` (the sidecar) for the preproc
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from hiera_video import limits
 from hiera_video.engine.inference import Classifier, load_classifier
 from hiera_video.errors import HieraVideoError
 from hiera_video.models import fused
@@ -111,6 +113,18 @@ def _check_size(model: nn.Module, frames: int, size: int) -> None:
     s_unit = model.patch_stride[-1] * model.mask_unit_size[-1]
     if frames < 1 or frames % t_unit or size < 1 or size % s_unit:
         raise HieraVideoError(f"--frames must be a multiple of {t_unit} and --size a multiple of {s_unit}; got {frames} and {size}")
+
+
+def _check_memory(model: nn.Module, frames: int, size: int, batch: int) -> None:
+    """Refuse a ``--frames``/``--size`` whose test clips and first-stage tokens (position
+    embeddings, patch embeddings, attention input and output: 4 x tokens x embed_dim floats)
+    need more memory than the machine has (``--size 65536`` ended in a traceback)."""
+    stride = list(model.patch_stride)
+    grid = ([frames // stride[0]] if len(stride) == 3 else []) + [size // stride[-1]] * 2
+    dim = int(getattr(model, "config", {}).get("embed_dim", 96))
+    nbytes = batch * limits.clip_bytes(frames if len(stride) == 3 else 1, size) + 4.0 * math.prod(grid) * dim * 4
+    limits.check_memory(f"--frames {frames} / --size {size}", nbytes,
+                        f"{batch} test clip(s) of {frames}x{size}x{size} and {math.prod(grid)} tokens of width {dim}")
 
 
 def sample_clip(batch: int, frames: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -253,6 +267,7 @@ def export(
     frames = frames or clf.clip.num_frames
     size = size or clf.clip.crop_size
     _check_size(model, frames, size)
+    _check_memory(model, frames, size, 3 if dynamic_batch else 1)
     model = with_input_size(model, frames, size).float().eval()
     opset = (opset or DEFAULT_OPSET) if fmt == "onnx" else None
     batch = 2 if dynamic_batch else 1  # torch.export specialises a size-1 dimension

@@ -34,7 +34,13 @@ the same folder with other settings is refused (``overwrite`` starts over).
 Output names mirror the inputs relative to their common folder (the dataset root in dataset
 mode) and keep the video's extension (``a/clip.mp4`` -> ``a/clip.mp4.npy``), so files with
 the same name in different folders, or with the same stem and another container, never
-collide.
+collide. The folder is the first run's, recorded in ``extract.json`` (``names_relative_to``):
+later runs into the same output name their videos relative to it and a video outside it is
+refused, so two runs never write one name (:meth:`Extractor._same_names`).
+
+A full disk stops the run (:class:`~hiera_video.errors.OutputError`, one line) instead of
+failing one video after another; features are written with ordinary writes, never through a
+memory map (where a full disk is a SIGBUS).
 """
 
 from __future__ import annotations
@@ -52,21 +58,23 @@ import torch
 
 from hiera_video.data import ClipSpec, open_video
 from hiera_video.data.feature_store import (
-    FORMATS, STORE_DTYPES, FeatureWriter, IndexJournal, read_index_rows, stored_shape, write_index,
+    FORMATS, INDEX, STORE_DTYPES, FeatureWriter, IndexJournal, read_index_rows, stored_shape, write_index,
 )
 from hiera_video.engine import distributed, faults
 from hiera_video.engine.inference import Classifier, classifier_on, run_model
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, decode_in_order
 from hiera_video.engine.predict import decode_windows
 from hiera_video.engine.shard_files import ShardFiles, guard, open_shard_files, weights_fingerprint
-from hiera_video.errors import HieraVideoError
+from hiera_video import limits
+from hiera_video.errors import HieraVideoError, OutputError
 from hiera_video.models.load import load
-from hiera_video.report import atomic_write_text
+from hiera_video.report import atomic_write_text, json_text
 
 log = logging.getLogger("hiera_video")
 
 LEVELS = ("pooled", "stage1", "stage2", "stage3", "stage4")
 SETTINGS = "extract.json"
+NAMES_BASE = "names_relative_to"  # extract.json: the folder every output name in OUT is relative to
 # Settings that change what the files hold: a rerun with other values is refused.
 _SETTING_KEYS = ("model", "weights", "weights_sha256", "level", "format", "store_dtype", "compute_dtype", "mode", "views",
                  "window", "stride", "protocol")
@@ -129,6 +137,7 @@ class Job:
     path: str
     output: str
     extra: dict = field(default_factory=dict)
+    base: str = ""  # the absolute folder ``output`` is relative to ("" unknown)
 
 
 def common_base(paths: Sequence[str]) -> str:
@@ -164,7 +173,7 @@ def jobs_for_paths(paths: Sequence[str], fmt: str, base: str | None = None) -> l
         first.setdefault(os.path.abspath(p), p)
     paths = list(first.values())
     base = common_base(paths) if base is None else base
-    return [Job(p, output_name(p, base, fmt)) for p in paths]
+    return [Job(p, output_name(p, base, fmt), base=base) for p in paths]
 
 
 def jobs_for_dataset(ds, fmt: str) -> list[Job]:
@@ -177,7 +186,7 @@ def jobs_for_dataset(ds, fmt: str) -> list[Job]:
     for item, p in zip(ds.items, paths):
         label = item.label
         extra = dict(id=item.id, label=label, label_name=ds.classes[label] if label is not None and label < len(ds.classes) else None)
-        jobs.append(Job(p, output_name(p, base, fmt), extra))
+        jobs.append(Job(p, output_name(p, base, fmt), extra, base))
     return jobs
 
 
@@ -240,6 +249,7 @@ class Extractor:
             raise HieraVideoError("--stride needs --window (the window length in seconds)")
         self.out_dir = Path(self.out_dir)
         self.protocol: ClipSpec = self.clf.protocol(self.views, backend=self.backend)
+        limits.check_views(self.views, self.protocol.num_frames, self.protocol.crop_size)
         self.prev: dict[str, list[dict]] = {}
         self._journal = None
         self.results: ShardFiles | None = None  # this process's result file under torchrun (run)
@@ -257,12 +267,14 @@ class Extractor:
             compute_dtype=self.clf.describe()["dtype"], device=str(self.clf.device),
         )
 
-    def prepare(self) -> None:
+    def prepare(self, jobs: Sequence[Job] = ()) -> list[Job]:
         """Check the output folder against earlier runs and read what they left (every rank),
-        then record the settings (rank 0). Ends with a barrier."""
+        then record the settings (rank 0). Ends with a barrier. Returns ``jobs`` named as the
+        folder's earlier runs named theirs (:meth:`_same_names`)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         mine = self.settings()
         path = self.out_dir / SETTINGS
+        old = None
         if not self.overwrite:
             try:
                 old = json.loads(path.read_text()) if path.is_file() else None
@@ -284,11 +296,50 @@ class Extractor:
                         "or --overwrite to redo every video"
                     )
         self.prev = {} if self.overwrite else read_index_rows(self.out_dir)
+        jobs, mine[NAMES_BASE] = self._same_names(list(jobs), old)
         distributed.agree(self.world)  # a barrier
         if self.world.is_main:
-            atomic_write_text(path, json.dumps(mine, indent=2) + "\n")
+            atomic_write_text(path, json_text(mine, indent=2) + "\n")
         self._journal = IndexJournal(self.out_dir, self.world.rank)
         distributed.agree(self.world)  # a barrier
+        return jobs
+
+    def _same_names(self, jobs: list[Job], old: dict | None) -> tuple[list[Job], str | None]:
+        """Name ``jobs`` as the earlier runs into this folder named theirs, so that runs never
+        overwrite each other: output names are relative to one folder, the one the first run
+        recorded in ``extract.json`` (``names_relative_to``; this run's common input folder
+        for a new folder or with ``overwrite``). A video outside it is refused (its name
+        relative to this run's folder could be an earlier video's name: ``extract data/train``
+        then ``extract data/val`` would replace train features with val ones). In a folder of
+        an older version (no ``names_relative_to``) a name that the index gives to another
+        video is refused. Returns the jobs and the folder to record (None: unknown)."""
+        recorded = old.get(NAMES_BASE) if isinstance(old, dict) and isinstance(old.get(NAMES_BASE), str) else None
+        mine = jobs[0].base if jobs and jobs[0].base and all(j.base == jobs[0].base for j in jobs) else None
+        if recorded is None:
+            recorded = mine if not self.prev else None
+        elif jobs:
+            for j in jobs:
+                rel = os.path.relpath(os.path.abspath(j.path), recorded)
+                if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+                    raise HieraVideoError(
+                        f"{self.out_dir} holds features named relative to '{recorded}' (its first run's input folder), and "
+                        f"'{j.path}' is outside it, so its name could be an earlier video's; use another --output, or "
+                        "--overwrite to redo every video (a run given the folder above all videos names each one)"
+                    )
+            jobs = [dataclasses.replace(j, output=output_name(j.path, recorded, self.fmt), base=recorded) for j in jobs]
+        for j in jobs:
+            rows = self.prev.get(j.output)
+            if rows and not any(_same_file(r.get("path"), j.path) for r in rows):
+                raise HieraVideoError(
+                    f"{self.out_dir / j.output} holds the features of '{rows[0].get('path')}', not of '{j.path}'; "
+                    "use another --output, or --overwrite to redo every video"
+                )
+            if not rows and not self.overwrite and os.path.lexists(self.out_dir / j.output):
+                raise HieraVideoError(
+                    f"{self.out_dir / j.output} exists but {INDEX} does not list it (extract did not write it); move it "
+                    "away, use another --output, or --overwrite to replace it"
+                )
+        return jobs, recorded
 
     # ------------------------------------------------------------------ one video
     def done_already(self, job: Job) -> Extracted | None:
@@ -336,6 +387,8 @@ class Extractor:
                     if error is not None:
                         raise HieraVideoError(error)
                     yield self._extract(job, items, clips)
+                except OutputError:  # a full disk or a failing file system: every next video would fail too
+                    raise
                 except HieraVideoError as e:
                     yield Extracted(job.path, error=str(e))
                 except OSError as e:
@@ -413,7 +466,8 @@ class Extractor:
         if self.world.distributed:  # first: its lock keeps a second run out of the folder
             self.results = open_shard_files(self.out_dir, self.world, "extract", reuse=False,
                                             resume_hint="rerun the same command to continue (finished videos are skipped)")
-        self.prepare()
+        jobs = self.prepare(jobs)
+        self._check_unique(jobs)
         results = []
         with guard(self.results):  # an error here ends every process with its message
             try:

@@ -67,7 +67,7 @@ class Classifier:
     def logits(self, views: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
         """``views: [V, 3, T, H, W]`` -> float32 logits ``[V, C]`` on the CPU, in chunks."""
         logits = torch.cat([run_model(self.model, chunk, self.device, self.dtype, self.model).float().cpu()
-                            for chunk in views.split(max(1, batch_size))])
+                            for chunk in views.split(max(1, min(batch_size, len(views))))])
         if not bool(torch.isfinite(logits).all()):
             raise HieraVideoError(
                 f"the model gave NaN or infinite scores (precision {str(self.dtype or torch.float32).replace('torch.', '')}); "

@@ -17,8 +17,9 @@ from hiera_video.data.decode import VideoReader
 from hiera_video.data.probe import path_problem
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, ReaderCache, by_group, decode_in_order
 from hiera_video.engine.inference import Classifier, substitution_warning, topk
+from hiera_video import limits
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import atomic_path
+from hiera_video.report import atomic_path, visible
 
 
 @dataclass
@@ -127,6 +128,8 @@ def timeline_spans(reader: VideoReader, window: float, stride: float) -> list[tu
     duration = reader.num_frames / reader.fps if reader.fps else 0.0
     if duration <= 0:
         raise HieraVideoError(f"cannot cut windows from '{reader.path}': unknown frame rate or duration")
+    # Counted before any list is built: a stride of 1e-12 s asked for 1e13 windows (MemoryError, or a worker grown to 22 GB).
+    limits.check_windows(1.0 if duration <= window else (duration - window) / stride + 2, str(reader.path), duration)
     spans = []
     for start, end in window_starts(duration, window, stride):
         f0 = min(int(round(start * reader.fps)), reader.num_frames - 1)
@@ -228,8 +231,56 @@ def predict_paths(
         stream.close()
 
 
+#: ``--plot`` file types (the extension picks the format).
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+
+
+def check_plot(plot: Path | None, window: float | None) -> None:
+    """Refuse a ``--plot`` that would write nothing or fail after the first video, before any
+    work: it needs ``--window`` (a whole-video prediction has no timeline) and an extension
+    of :data:`PLOT_FORMATS`."""
+    if plot is None:
+        return
+    if window is None:
+        raise HieraVideoError("--plot draws the timeline of --window: pass --window SECONDS too "
+                              "(a whole-video prediction has no timeline to plot)")
+    if plot.suffix.lower() not in PLOT_FORMATS:
+        raise HieraVideoError(f"--plot must end in {', '.join(PLOT_FORMATS[:-1])} or {PLOT_FORMATS[-1]} "
+                              f"(the extension picks the format), got '{plot}'")
+
+
+def plot_paths(plot: Path, videos: list[str]) -> list[Path]:
+    """The ``--plot`` file of each of ``videos`` (in order): ``plot`` itself for one video;
+    for several, ``NAME_<path>.EXT`` where ``<path>`` is the video's path relative to the
+    folder all the videos share, without its extension, ``/`` written ``_`` (``x/c.mp4``
+    and ``y/c.mp4`` give ``tl_x_c.png`` and ``tl_y_c.png``; videos of one folder give
+    ``tl_c.png`` as before). Names that still coincide (``c.mp4`` and ``c.avi``, the same
+    video twice, names differing in case only) get ``-2``, ``-3``... in input order, so
+    no plot replaces another of the same run and the names do not depend on timing."""
+    if len(videos) == 1:
+        return [plot]
+    full = [os.path.abspath(v) for v in videos]
+    common = os.path.commonpath([os.path.dirname(f) for f in full])
+    out, used = [], set()
+    for f in full:
+        stem = os.path.splitext(os.path.relpath(f, common))[0].replace(os.sep, "_")
+        name, n = f"{plot.stem}_{stem}{plot.suffix}", 2
+        while name.lower() in used:
+            name, n = f"{plot.stem}_{stem}-{n}{plot.suffix}", n + 1
+        used.add(name.lower())
+        out.append(plot.with_name(name))
+    return out
+
+
+def _plain(text: str) -> str:
+    """``text`` for matplotlib as written: ``$`` would start mathtext (an unbalanced one makes
+    the plot fail); control characters are shown as escapes (:func:`~hiera_video.report.visible`)."""
+    return visible(text).replace("$", r"\$")
+
+
 def plot_timeline(result: Result, out_png: str, num_classes: int = 5) -> None:
-    """Probability over time of the video's top classes, one line each."""
+    """Probability over time of the video's top classes, one line each, written to
+    ``out_png`` in the format its extension names (:data:`PLOT_FORMATS`, PNG otherwise)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,15 +291,17 @@ def plot_timeline(result: Result, out_png: str, num_classes: int = 5) -> None:
     mids = [(r["start"] + r["end"]) / 2 for r in result.timeline]
     fig, ax = plt.subplots(figsize=(9, 3.5))
     for c in classes:
-        ax.plot(mids, result.window_probs[:, c].tolist(), marker="o", label=names[c])
+        ax.plot(mids, result.window_probs[:, c].tolist(), marker="o", label=_plain(names[c]))
     ax.set_xlabel("time (s), window centre")
     ax.set_ylabel("probability")
     ax.set_ylim(0, 1)
-    ax.set_title(Path(result.path).name)
+    ax.set_title(_plain(Path(result.path).name))
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     try:
-        with atomic_path(out_png, suffix=".tmp.png") as tmp:  # a failed write: one line naming --plot's file
-            fig.savefig(tmp, format="png", dpi=100)
+        fmt = Path(out_png).suffix.lower()
+        fmt = fmt[1:] if fmt in PLOT_FORMATS else "png"
+        with atomic_path(out_png, suffix=f".tmp.{fmt}") as tmp:  # a failed write: one line naming --plot's file
+            fig.savefig(tmp, format=fmt, dpi=100)
     finally:
         plt.close(fig)

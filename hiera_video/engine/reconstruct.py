@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from hiera_video import limits
 from hiera_video.errors import HieraVideoError
 
 PATCH_EPS = 1.0e-6  # the epsilon of the target normalisation (pixel_targets)
@@ -252,8 +253,29 @@ def save_gif(rec: Reconstruction, path, scale: int | None = None, frame_ms: int 
     return path
 
 
+#: The largest side of a GIF (its header stores 16-bit sizes).
+GIF_MAX_SIDE = 65535
+
+
+def check_figure(rec: Reconstruction, suffix: str, scale: int | None, gap: int = 4) -> None:
+    """Refuse a ``--scale`` whose figure cannot be made: larger than a GIF's 65535 px side, or
+    (rows, canvas and the encoder's copy: 3 x width x height x 3 bytes) more than the memory
+    limit (:mod:`hiera_video.limits`); ``--scale 100000`` ended in a traceback."""
+    h, w = rec.original.shape[1], rec.original.shape[2]
+    scale = scale or auto_scale(w)
+    width = 34 + 3 * w * scale + 2 * gap
+    row_h = h * scale
+    height = 18 + (row_h if suffix == ".gif" else len(rec.frames) * (row_h + gap))
+    if suffix == ".gif" and max(width, height) > GIF_MAX_SIDE:
+        raise HieraVideoError(f"--scale {scale}: the GIF would be {width}x{height} pixels; a GIF side is at most "
+                              f"{GIF_MAX_SIDE} px (use a smaller --scale, or .png)")
+    frames = len(rec.frames) if suffix == ".gif" else 1
+    limits.check_memory(f"--scale {scale}", 3.0 * 3 * width * height * frames, f"{frames} figure(s) of {width}x{height} pixels")
+
+
 def save_figure(rec: Reconstruction, path, scale: int | None = None, frame_ms: int = 250) -> Path:
     suffix = Path(path).suffix.lower()
+    check_figure(rec, suffix, scale)
     if suffix == ".png":
         return save_png(rec, path, scale)
     if suffix == ".gif":

@@ -4,6 +4,10 @@ finished video when their processes end at different times, die, or are killed, 
 
 Layout (in the output folder; written only with ``--output``)::
 
+    OUT/.lock                     eval: rank 0 holds an exclusive flock on it from before any
+                                  work until the outputs are written (the file a training run
+                                  locks; :func:`claim_output_folder`)
+    OUT/.hiera-video-output       eval: which eval owns OUT (another command's files are refused)
     OUT/.partial/
         .lock                     rank 0 holds an exclusive flock on it while a run uses OUT
         protocol.json             what the results depend on (model, weights content, clips,
@@ -215,11 +219,19 @@ def _alive(pid: int, started: str | None) -> bool:
 def _lock(root: Path):
     """An exclusive flock on ``root/.lock`` (None where flock does not exist); a folder in use
     by another run is refused naming the holder."""
+    return _flock(root / ".lock", root.parent)
+
+
+def _flock(path: Path, folder: Path, who: str = ""):
+    """An exclusive, non-blocking flock on ``path`` (None where flock does not exist), with
+    this process written into the file; when another process holds it, a one-line error
+    names ``folder`` and the holder (what the holder wrote there). The OS releases the lock
+    when the process ends, however it ends: a killed run leaves no stale lock."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         return None
-    f = open(root / ".lock", "a+")
+    f = open(path, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -227,13 +239,98 @@ def _lock(root: Path):
         holder = " ".join(f.read().split())[:200] or "another process"
         f.close()
         raise HieraVideoError(
-            f"{root.parent} is in use by another run ({holder}); wait for it to finish or stop it, or choose another --output"
+            f"{folder} is in use by another run ({holder}); wait for it to finish or stop it, or choose another --output"
         ) from None
     f.seek(0)
     f.truncate()
-    f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    f.write(f"{who + ', ' if who else ''}pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     f.flush()
     return f
+
+
+#: The marker an eval leaves in its ``--output`` folder: ``{"command": "eval"}`` (or
+#: ``"eval --dataset ava"``); a later command of another kind is refused there.
+OWNER = ".hiera-video-output"
+#: Files that make a folder a training run's (``finetune`` / ``pretrain``).
+TRAINING_FILES = (".hiera-video-run", "last.pt", "best.pt", "metrics.jsonl", "config.json", "config.yaml", "curves.png",
+                  "bad_videos.csv")
+#: What each eval writes into ``--output``.
+EVAL_OUTPUTS = {
+    "eval": ("metrics.json", "per_class.csv", "confusion.csv", "confusion.png", "predictions.pt", "failed.csv", "missing.csv"),
+    "eval --dataset ava": ("detections.csv", "metrics.json", "per_class.csv"),
+}
+#: Outputs of the other commands that write folders (``extract``).
+OTHER_OUTPUTS = ("index.jsonl",)
+
+
+def claim_output_folder(output: str | Path | None, command: str):
+    """Rank 0 of an eval, before any work: the exclusive lock on ``OUTPUT/.lock`` (the file a
+    training run locks), held until the caller closes the returned file (after the outputs
+    are written; None without ``output`` or flock), and the folder's ownership: a folder
+    holding a training run's files, another command's outputs, or a ``metrics.json`` that this
+    eval did not write is refused with one line naming them; a rerun of the same eval into
+    its own folder is allowed (its files are replaced). The folder is then marked as this
+    command's (:data:`OWNER`)."""
+    if output is None:
+        return None
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _flock(out / ".lock", out, who=f"hiera-video {command}")
+    try:
+        foreign = _foreign_files(out, command)
+        if foreign:
+            raise HieraVideoError(f"--output {out} holds {foreign}; eval never writes over another command's files: "
+                                  "choose another --output")
+        atomic_write_text(out / OWNER, json.dumps(dict(command=command)) + "\n")
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    return lock
+
+
+@contextmanager
+def output_claim(output: str | Path | None, world: distributed.World, command: str):
+    """A block during which rank 0 holds :func:`claim_output_folder` on ``output`` (nothing
+    for the other processes, or without ``output``)."""
+    lock = claim_output_folder(output, command) if world.is_main else None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.close()  # releases the flock
+
+
+def _foreign_files(out: Path, command: str) -> str | None:
+    """What in ``out`` belongs to another command than ``command`` (words for the error), or None."""
+    def present(names) -> list[str]:
+        return [n for n in names if os.path.lexists(out / n)]
+
+    _, owner = _read_json(out / OWNER)
+    if isinstance(owner, dict) and owner.get("command") != command:
+        names = present(EVAL_OUTPUTS.get(str(owner.get("command")), ()))
+        return f"the outputs of 'hiera-video {owner.get('command')}'" + (f" ({', '.join(names)})" if names else "")
+    training = present(TRAINING_FILES)
+    if training:
+        return f"a training run's files ({', '.join(training)})"
+    mine = EVAL_OUTPUTS[command]
+    others = present(dict.fromkeys(n for names in EVAL_OUTPUTS.values() for n in names if n not in mine)) + present(OTHER_OUTPUTS)
+    if others:
+        return f"another command's outputs ({', '.join(others)})"
+    if owner is None and os.path.lexists(out / "metrics.json"):
+        _, metrics = _read_json(out / "metrics.json")
+        if not _written_by(metrics, command):  # e.g. score / score-ava --output, or not ours at all
+            return "a metrics.json written by another command"
+    return None
+
+
+def _written_by(metrics, command: str) -> bool:
+    """Whether a ``metrics.json`` from before :data:`OWNER` existed is this eval's (by its keys)."""
+    if not isinstance(metrics, dict):
+        return False
+    if command == "eval":
+        return "protocol" in metrics and "num_missing" in metrics
+    return "weights" in metrics and "split" in metrics and "groundtruth" not in metrics
 
 
 def _runs(root: Path) -> list[Path]:

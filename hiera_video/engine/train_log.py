@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import atomic_path, progress_bar
+from hiera_video.report import atomic_path, json_text, progress_bar
 
 
 class MetricsLog:
@@ -22,7 +22,7 @@ class MetricsLog:
         rows = read_rows(self.path)
         if any(r.get("step", 0) > keep_until for r in rows):
             with atomic_path(self.path) as tmp:
-                Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in rows if r.get("step", 0) <= keep_until))
+                Path(tmp).write_text("".join(json_text(r) + "\n" for r in rows if r.get("step", 0) <= keep_until))
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -33,7 +33,7 @@ class MetricsLog:
     def write(self, row: dict) -> None:
         try:
             with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+                f.write(json_text(row) + "\n")  # strict JSON: a metric that does not exist is null
         except OSError as e:
             raise HieraVideoError(f"cannot write '{self.path}': {e.strerror or e}") from None
         if self.tb is not None:

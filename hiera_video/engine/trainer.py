@@ -73,6 +73,7 @@ from hiera_video.engine.train_data import EpochSampler
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.checkpoints import check_resumable, load_training_state, save_checkpoint
 from hiera_video.engine.train_log import MetricsLog, Progress, plot_curves
+from hiera_video.html_report import write_report_safely
 from hiera_video.report import atomic_write_text, check_output, write_csv, write_json
 from hiera_video.runtime import DTYPES, autocast, autocast_dtype
 
@@ -250,6 +251,14 @@ class Trainer:
         run, world = self.run, self.world  # load_config checked that batch_size is a multiple of repeated_aug
         per_step = run.batch_size * world.world_size
         accum = 1
+        clips = num_videos * clips_per_video
+        if run.global_batch and run.global_batch > clips:  # refused, not clipped: the lr would be scaled for clips never seen
+            raise HieraVideoError(
+                f"run.global_batch ({run.global_batch}) is larger than the training set ({num_videos} videos x {clips_per_video} "
+                f"clips = {clips} clips per epoch): no optimizer step could see that many clips, yet the learning rate would "
+                f"be scaled for them ({self.optim.lr:g} x {run.global_batch} / optim.base_batch {self.optim.base_batch} = "
+                f"{scaled_lr(self.optim.lr, self.optim.base_batch, run.global_batch):g}); use run.global_batch <= {clips}, or null"
+            )
         if run.global_batch:
             if run.global_batch % per_step:
                 raise HieraVideoError(f"run.global_batch ({run.global_batch}) must be a multiple of batch_size x processes ({per_step})")
@@ -637,6 +646,7 @@ class Trainer:
             is_best = metrics.get(key) is not None and not metrics[key] <= state.best_val
             if is_best:
                 state.best_val = metrics[key]
+            write_report_safely(self.out)  # report.html, updated at every validation (a failure is a warning)
         if distributed.from_main(is_best, self.world):
             self.save_published(best_path, dict(val=metrics))
 
@@ -666,6 +676,7 @@ class Trainer:
                 write_json(self.out / "metrics.json", full)
                 self._write_logs(bad)
                 plot_curves(self.out / "metrics.jsonl", self.out / "curves.png", val_key)
+                write_report_safely(self.out)  # report.html of the finished run (a failure is a warning)
         return full
 
     def _gather_bad(self) -> list[tuple[str, str]]:
@@ -710,6 +721,8 @@ class Trainer:
         try:
             ckpt = load_training_state(path)
         except HieraVideoError as e:
+            if self.world.world_size <= 1:  # the shared-storage hint is only about several processes
+                raise
             raise HieraVideoError(f"{e} (every process must see the run folder: put --output on storage all nodes share)") from None
         if ckpt.get("world_size", 1) != self.world.world_size:
             raise HieraVideoError(

@@ -10,7 +10,11 @@ Definitions (percentages, 0..100):
 * mean class accuracy: per-class top-1 averaged over the classes that have at least one
   video. Classes with no support are left out (mmaction2 counts them as 0, which biases
   the mean downwards on subsets).
-* confusion: ``[C, C]`` counts, rows = true class, columns = predicted (argmax) class.
+* confusion: ``[C, C]`` counts, rows = true class, columns = predicted (argmax) class. Above
+  :data:`DENSE_CONFUSION_MAX_CLASSES` classes it is a sparse COO tensor holding only the
+  non-zero cells (at most one per scored video: a dense one for 60,000 classes asked for
+  28.8 GB); ``confusion.csv`` then lists those cells (``true_index, true, predicted_index,
+  predicted, count``) and no ``confusion.png`` is drawn.
 
 Videos whose label is ``-1`` (unknown, e.g. a test split) are not scored. NaN scores are
 refused: NaN compares false with everything, so the rank of a NaN true class would be 0 and
@@ -37,11 +41,13 @@ from pathlib import Path
 import torch
 
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import atomic_path, write_csv, write_json
+from hiera_video.report import atomic_path, safe, write_csv, write_json
 
 AGGREGATIONS = ("prob", "logit")
 PREDICTIONS_FORMAT = "hiera-video-predictions"
 PREDICTIONS_VERSION = 1
+#: Classes up to which the confusion matrix is a dense ``[C, C]`` tensor (int64: 32 MB at 2048).
+DENSE_CONFUSION_MAX_CLASSES = 2048
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -73,6 +79,13 @@ def _ranks(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     idx = torch.arange(probs.shape[1])[None, :]
     ahead = (probs > true) | ((probs == true) & (idx < labels[:, None]))
     return ahead.sum(dim=1)
+
+
+def _sparse_confusion(y: torch.Tensor, pred: torch.Tensor, c: int) -> torch.Tensor:
+    """The ``[C, C]`` confusion counts as a coalesced sparse COO tensor (only non-zero cells)."""
+    cells, counts = torch.unique(y * c + pred, return_counts=True)  # sorted: already coalesced
+    indices = torch.stack([cells // c, cells % c])
+    return torch.sparse_coo_tensor(indices, counts, (c, c), is_coalesced=True, check_invariants=True)
 
 
 def _pct(num: float, den: float) -> float | None:
@@ -118,7 +131,8 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, class_name
     correct = torch.bincount(y[hit1], minlength=c)
     correct_k = torch.bincount(y[hitk], minlength=c)
     predicted = torch.bincount(pred, minlength=c)
-    confusion = torch.bincount(y * c + pred, minlength=c * c).reshape(c, c)
+    confusion = torch.bincount(y * c + pred, minlength=c * c).reshape(c, c) if c <= DENSE_CONFUSION_MAX_CLASSES \
+        else _sparse_confusion(y, pred, c)
     per_class = [dict(index=i, name=class_names[i], support=s, correct=int(correct[i]), accuracy=_pct(correct[i], s),
                       top5=_pct(correct_k[i], s), predicted=int(predicted[i])) for i, s in enumerate(support.tolist())]
     accs = [pc["accuracy"] for pc in per_class if pc["accuracy"] is not None]
@@ -154,7 +168,13 @@ def write_per_class_csv(path: str | Path, metrics: dict) -> Path:
 
 
 def write_confusion_csv(path: str | Path, confusion: torch.Tensor, class_names: list[str]) -> Path:
-    """Rows = true class, columns = predicted class; first column and header hold the names."""
+    """Rows = true class, columns = predicted class; first column and header hold the names.
+    A sparse matrix (many classes) gives one row per non-zero cell instead."""
+    if getattr(confusion, "is_sparse", False):
+        (rows, cols), counts = confusion.indices().tolist(), confusion.values().tolist()
+        write_csv(path, ["true_index", "true", "predicted_index", "predicted", "count"],
+                  ([i, class_names[i], j, class_names[j], n] for i, j, n in zip(rows, cols, counts)))
+        return Path(path)
     conf = torch.as_tensor(confusion).tolist()
     write_csv(path, ["true \\ predicted", *class_names], ([name, *row] for name, row in zip(class_names, conf)))
     return Path(path)
@@ -218,7 +238,7 @@ def write_metrics(output: str | Path, metrics: dict, class_names: list[str], ext
     write_json(files["metrics"], to_jsonable({**(extra or {}), **metrics_summary(metrics)}))
     write_per_class_csv(files["per_class"], metrics)
     write_confusion_csv(files["confusion_csv"], metrics["confusion"], class_names)
-    if plot:
+    if plot and not getattr(metrics["confusion"], "is_sparse", False):  # a heatmap of 60,000 classes shows nothing
         files["confusion_png"] = plot_confusion(out / "confusion.png", metrics["confusion"], class_names)
     return files
 
@@ -253,7 +273,7 @@ def _most_confused(metrics: dict, index: int) -> str:
     conf = metrics.get("confusion")
     if conf is None:
         return ""
-    row = torch.as_tensor(conf)[index].clone()
+    row = conf[index].to_dense() if getattr(conf, "is_sparse", False) else torch.as_tensor(conf)[index].clone()
     row[index] = 0
     if int(row.sum()) == 0:
         return "-"
@@ -266,7 +286,7 @@ def render_metrics(metrics: dict, console, all_classes: bool = False, k: int = 1
     from rich.table import Table
 
     if title:
-        console.print(f"[bold]{title}[/]", highlight=False)
+        console.print(f"[bold]{safe(title)}[/]", highlight=False)
     summary = Table(show_header=False)
     summary.add_column("metric", style="bold")
     summary.add_column("value", justify="right")
@@ -292,8 +312,8 @@ def render_metrics(metrics: dict, console, all_classes: bool = False, k: int = 1
         t.add_column(f"top-{metrics['top5_k']} %", justify="right")
         t.add_column("most often predicted instead")
         for pc in rows:
-            t.add_row(str(pc["index"]), pc["name"], str(pc["support"]), _fmt(pc["accuracy"], 1) or "-",
-                      _fmt(pc["top5"], 1) or "-", _most_confused(metrics, pc["index"]) if pc["support"] else "")
+            t.add_row(str(pc["index"]), safe(pc["name"]), str(pc["support"]), _fmt(pc["accuracy"], 1) or "-",
+                      _fmt(pc["top5"], 1) or "-", safe(_most_confused(metrics, pc["index"])) if pc["support"] else "")
         console.print(t)
 
     if all_classes:
@@ -382,6 +402,10 @@ def _validate(data, path: Path) -> Predictions:
                               f"{PREDICTIONS_VERSION}, upgrade it")
     paths, labels, probs, classes = data.get("paths"), data.get("labels"), data.get("probs"), data.get("classes")
     view_logits, meta = data.get("view_logits"), data.get("meta", {})
+    for name, value in (("probs", probs), ("labels", labels), ("view_logits", view_logits)):
+        if isinstance(value, torch.Tensor) and value.layout != torch.strided:  # most ops raise NotImplementedError on them
+            raise bad(f"'{name}' is a {str(value.layout).removeprefix('torch.')} tensor; hiera-video eval writes dense "
+                      "tensors (convert it with .to_dense())")
     for name, value in (("paths", paths), ("classes", classes)):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad(f"'{name}' must be a list of strings")

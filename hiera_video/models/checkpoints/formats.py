@@ -429,6 +429,12 @@ def _read_dir(path: str) -> Checkpoint:
 def _finish(obj: Any, path: str, cfg: Optional[dict], cfg_path: str) -> Checkpoint:
     """Key layout and config of a loaded object; ``cfg`` was read from ``cfg_path``."""
     sd, meta, layout = _unwrap(obj, path)
+    if layout == FORMAT and meta.get("task") == "ava":  # our own detector: say so, not "not a Hiera checkpoint"
+        raise HieraVideoError(
+            f"{path} is an AVA action detector (saved by hiera-video finetune --dataset ava), not classifier weights: "
+            f"score it with hiera-video eval --dataset ava --weights {path} (or resume it with finetune --dataset ava "
+            "--resume); predict, extract, export and classification eval take Hiera classifier or MAE weights"
+        )
     sd, key_layout = _convert(sd, path)
     is_mae = any(k.startswith(MAE_ONLY_PREFIXES) for k in sd)
     if cfg is not None:
