@@ -8,7 +8,15 @@ B-frames) and times 5 temporal x 3 spatial views of 16x4 frames at 224 px:
   normalise, close (what SlowFast and VideoMAE do), with this package's reader and, for
   PyAV, also with plain PyAV calls (seek to the clip start, decode to its end) as SlowFast.
 
-Usage: ``python benchmarks/bench_decode.py [--repeats 3] [--backend pyav|decord|auto|all]``
+Usage: ``python benchmarks/bench_decode.py [--repeats 3] [--backend pyav|decord|torchcodec|auto|all]``
+
+``--exactness`` instead checks the decord library itself (whichever package provides the
+``decord`` module: decord 0.6.0 or decord2) on the test corpus (``tests/videogen.py``, one
+stamped 60-frame video per format): random-access ``get_batch`` of scattered frames against
+PyAV decoding from the start of the file, frame by frame (stamp read back and mean absolute
+pixel difference), and times the decord reads. Run it once per decord package, e.g.
+``PYTHONPATH=/tmp/d2 python benchmarks/bench_decode.py --exactness`` after
+``pip install --target /tmp/d2 decord2 --no-deps``.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hiera_video.data.clip_spec import ClipSpec  # noqa: E402
-from hiera_video.data.decode import decord_available, open_video  # noqa: E402
+from hiera_video.data.decode import decord_available, open_video, torchcodec_available  # noqa: E402
 from hiera_video.data.transforms import (  # noqa: E402
     make_views,
     normalize,
@@ -115,14 +123,53 @@ def timeit(fn, repeats: int) -> float:
     return best
 
 
+def exactness(repeats: int) -> None:
+    """decord ``get_batch`` vs PyAV from the start, per corpus format (see the module doc)."""
+    import av
+    import decord
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from videogen import FORMATS, has_encoder, read_stamps, write_video
+
+    version = getattr(decord, "__version__", "?")
+    print(f"decord module {version} from {Path(decord.__file__).parent}")
+    wanted = [0, 7, 3, 31, 32, 58, 59, 15, 44, 44, 1]  # scattered, out of order, repeats
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt, (_ext, encoder, _pix, _opts) in FORMATS.items():
+            if not has_encoder(encoder):
+                continue
+            path = write_video(Path(tmp) / fmt, num_frames=60, height=96, width=128, fmt=fmt)
+            with av.open(str(path)) as c:
+                ref = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+            try:
+                vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+                n = len(vr)
+                idx = [i for i in wanted if i < min(n, len(ref))]
+                got = vr.get_batch(idx).asnumpy()
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    vr.get_batch(idx).asnumpy()
+                ms = (time.perf_counter() - start) / repeats * 1000
+                stamps_ok = read_stamps(got) == idx
+                mad = float(np.abs(got.astype(np.int16) - ref[idx].astype(np.int16)).mean())
+                print(f"{fmt:>14}: frames {n:3d}/{len(ref):3d} | stamps {'exact' if stamps_ok else 'WRONG'}"
+                      f" | mean |diff| vs PyAV {mad:6.3f} | get_batch({len(idx)}) {ms:6.1f} ms")
+            except Exception as e:  # a failure is a result here
+                print(f"{fmt:>14}: FAILED ({type(e).__name__}: {str(e).splitlines()[0][:80]})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--backend", default="all", choices=["all", "auto", "pyav", "decord"])
+    parser.add_argument("--backend", default="all", choices=["all", "auto", "pyav", "decord", "torchcodec"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1, as in DataLoader workers)")
+    parser.add_argument("--exactness", action="store_true", help="decord get_batch vs PyAV from the start, on the test corpus")
     args = parser.parse_args()
-    backends = ["pyav", "decord"] if args.backend == "all" else [args.backend]
+    if args.exactness:
+        return exactness(args.repeats)
+    backends = ["pyav", "decord", "torchcodec"] if args.backend == "all" else [args.backend]
     backends = [b for b in backends if b != "decord" or decord_available()]
+    backends = [b for b in backends if b != "torchcodec" or torchcodec_available()]
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         path = write_clip(Path(tmp) / "clip.mp4")
@@ -136,7 +183,7 @@ def main() -> None:
             t_once = timeit(lambda: decode_once(path, backend), args.repeats)
             t_view = timeit(lambda: per_view(path, backend), args.repeats)
             print(
-                f"{backend:>6}: decode-once {t_once * 1000:7.1f} ms | per-view re-open {t_view * 1000:7.1f} ms"
+                f"{backend:>10}: decode-once {t_once * 1000:7.1f} ms | per-view re-open {t_view * 1000:7.1f} ms"
                 f" | speed-up x{t_view / t_once:.2f}"
             )
             if backend == "pyav":

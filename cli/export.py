@@ -21,8 +21,10 @@ def export(
     labels: Optional[str] = typer.Option(None, help=options.labels_help(
         "Class names written into the sidecar [default: the weights' own]; checked against the names the weights carry, "
         "as in predict.")),
-    fmt: str = typer.Option(..., "--format", "-f", help="onnx | torch-export (.pt2, saved with torch.export.save)."),
-    output: Path = typer.Option(..., "--output", "-o", help="File to write (e.g. model.onnx / model.pt2); the sidecar is FILE.json."),
+    fmt: str = typer.Option(..., "--format", "-f", help="onnx | torch-export (.pt2, saved with torch.export.save) | hub "
+                            "(a folder: config.json + model.safetensors + README.md, for huggingface-cli upload)."),
+    output: Path = typer.Option(..., "--output", "-o", help="File to write (e.g. model.onnx / model.pt2); the sidecar is FILE.json. "
+                                "With --format hub: the folder to write."),
     frames: Optional[int] = typer.Option(None, min=1, help="Clip length T of the exported input [default: the model's]."),
     size: Optional[int] = typer.Option(None, min=1, help="Crop size S of the exported input [default: the model's]."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Make the batch dimension dynamic (checked at batch 1 and 3)."),
@@ -32,9 +34,12 @@ def export(
     allow_random_weights: bool = options.allow_random_weights(),
     as_json: bool = options.as_json("Print the result as JSON to stdout."),
 ) -> int:
-    """Export a classifier taking a normalised clip [B, 3, T, S, S] and returning logits (fp32)."""
+    """Export a classifier taking a normalised clip [B, 3, T, S, S] and returning logits (fp32),
+    or (--format hub) a Hub-ready folder."""
+    if fmt == "hub":
+        return _export_hub(model, weights, labels, output, allow_random_weights, as_json)
     if fmt not in FORMATS:
-        raise HieraVideoError(f"unknown --format '{fmt}'; use onnx or torch-export")
+        raise HieraVideoError(f"unknown --format '{fmt}'; use onnx or torch-export (a file), or hub (a folder)")
     if opset is not None and fmt != "onnx":
         raise HieraVideoError("--opset applies to --format onnx only")
     reads = [("--weights", weights), ("--labels", labels)]
@@ -68,6 +73,25 @@ def export(
     if not c.ok:
         err.print(f"[red]error:[/] the exported model does not match PyTorch{': ' + safe(c.note) if c.note else ''}", highlight=False, soft_wrap=True)
         return 1
+    return 0
+
+
+def _export_hub(model, weights, labels, output: Path, allow_random_weights: bool, as_json: bool) -> int:
+    """``--format hub``: config.json + model.safetensors + README.md in the folder ``output``."""
+    from hiera_video.engine.export import export_hub
+    from hiera_video.models.load import load
+
+    from hiera_video.engine.export import HUB_FILES
+
+    check_output(output, "--output", kind="dir", inputs=[("--weights", weights), ("--labels", labels)], writes=HUB_FILES)
+    net, prov = load("classify", model, weights, allow_random=allow_random_weights, labels=labels)
+    result = export_hub(net.float().eval(), prov, output)
+    if as_json:
+        print(json_text(result, indent=2))
+    else:
+        console(stderr=True).print(
+            f"wrote {safe(output)} ({', '.join(result['files'])}); upload it with: huggingface-cli upload ORG/NAME "
+            f"{safe(output)} .", highlight=False, soft_wrap=True)
     return 0
 
 

@@ -26,7 +26,7 @@ def extract(
     paths: Optional[List[str]] = typer.Argument(None, help="Video files, directories or glob patterns (or use --dataset)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the feature files, index.jsonl and extract.json."),
     model: Optional[str] = options.model(help="Model name (hiera_* or mae_hiera_*) [default: hiera_base_16x224, or the one a checkpoint names]."),
-    weights: Optional[str] = options.weights(help="Zoo tag (incl. MAE tags such as mae_k400), URL or checkpoint path (MAE checkpoints give the encoder) [default: the model's official weights]."),
+    weights: Optional[str] = options.weights(help="Zoo tag (incl. MAE tags such as mae_k400), URL, hf-hub:ORG/NAME[@REVISION] or checkpoint path (MAE checkpoints give the encoder) [default: the model's official weights]."),
     level: str = typer.Option("pooled", help="pooled ([C] pre-logits embedding) | stage1..stage4 ([T', H', W', C] map; strides (frames, pixels): 2,4 | 2,8 | 2,16 | 2,32)."),
     window: Optional[float] = typer.Option(None, help="Long videos: one clip per window of this many seconds (instead of --views)."),
     stride: Optional[float] = typer.Option(None, help="Seconds between window starts [default: --window]."),

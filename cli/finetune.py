@@ -19,7 +19,7 @@ def finetune(
     annotations: Optional[Path] = typer.Option(None, help="Training annotations  (data.annotations)"),
     val_annotations: Optional[Path] = typer.Option(None, help="Validation annotations  (data.val_annotations)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name  (model.name)"),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Initial weights: zoo tag, URL or path  (model.weights)"),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Initial weights: zoo tag, URL, hf-hub:ORG/NAME[@REVISION] or path  (model.weights)"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder  (run.output)"),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML file or bundled preset name (see --list-configs)."),
     set_: List[str] = typer.Option([], "--set", help="Override any config key: section.key=value (repeatable)."),

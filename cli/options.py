@@ -20,7 +20,7 @@ def model(default=None, help="Model name [default: hiera_base_16x224, or the one
     return typer.Option(default, "--model", "-m", help=help)
 
 
-def weights(help="Zoo tag, URL or checkpoint path [default: the model's official weights]."):
+def weights(help="Zoo tag, URL, hf-hub:ORG/NAME[@REVISION] or checkpoint path [default: the model's official weights]."):
     return typer.Option(None, "--weights", "-w", help=help)
 
 
@@ -42,7 +42,7 @@ def dtype():
 
 
 def backend():
-    return typer.Option("auto", help="Video decoder: auto | decord | pyav")
+    return typer.Option("auto", help="Video decoder: auto | decord | pyav | torchcodec (needs FFmpeg 4-8 shared libraries)")
 
 
 def allow_random_weights():

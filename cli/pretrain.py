@@ -19,7 +19,7 @@ def pretrain(
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder  (data.root)"),
     annotations: Optional[Path] = typer.Option(None, help="Annotation or list file  (data.annotations)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="MAE model name, e.g. mae_hiera_base_16x224  (model.name)"),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Initial weights: zoo tag, URL or path  (model.weights)"),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Initial weights: zoo tag, URL, hf-hub:ORG/NAME[@REVISION] or path  (model.weights)"),
     mask_ratio: Optional[float] = typer.Option(None, "--mask-ratio", help="Fraction of mask units hidden  (model.mask_ratio)"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder  (run.output)"),
     config: Optional[str] = typer.Option(None, "--config", "-c", help=f"YAML file or bundled preset [default: {DEFAULT_CONFIG}]."),

@@ -16,7 +16,7 @@ def reconstruct(
     video: Path = typer.Argument(..., help="A video file."),
     output: Path = typer.Option(..., "--output", "-o", help="FILE.png (one row per time step) or FILE.gif (animated)."),
     model: Optional[str] = options.model(help="MAE model [default: mae_hiera_base_16x224, or the one a checkpoint names]."),
-    weights: Optional[str] = options.weights(help="Zoo tag, URL or checkpoint path (e.g. RUN_DIR/last.pt) [default: the model's official MAE weights]."),
+    weights: Optional[str] = options.weights(help="Zoo tag, URL, hf-hub:ORG/NAME[@REVISION] or checkpoint path (e.g. RUN_DIR/last.pt) [default: the model's official MAE weights]."),
     mask_ratio: Optional[float] = typer.Option(None, "--mask-ratio", min=0.0, max=0.99, help="Fraction of mask units hidden [default: the model's, 0.9 for video]."),
     seed: int = typer.Option(0, min=0, help="Seed of the random mask."),
     all_frames: bool = typer.Option(False, "--all-frames", help="Show every frame (each prediction repeated for both frames of its 2-frame token) instead of the predicted frames only."),

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from hiera_video.engine.ava import render_ava_metrics, write_ava_outputs
+from hiera_video.engine.distributed import World
+from hiera_video.engine.shard_files import output_claim
 from hiera_video.errors import HieraVideoError
 from hiera_video.data.ava_files import read_ava_csv, read_exclusions, read_ground_truth, resolve_label_map
 from hiera_video.metrics.ava import evaluate_ava, metrics_to_json
@@ -29,29 +31,30 @@ def score_ava(
     """Score AVA detections: per-class AP, pose/object/interaction means and frame-mAP@0.5."""
     check_output(output, "--output", "dir", writes=("metrics.json", "per_class.csv"), inputs=[
         ("--groundtruth", groundtruth), ("--detections", detections), ("--label-map", label_map), ("--exclusions", exclusions)])
-    classes = resolve_label_map(label_map)
-    gt = read_ground_truth(groundtruth)  # boxes checked as training checks them (pixels would score 0)
-    dets = read_ava_csv(detections, kind="detections")
-    excluded = read_exclusions(exclusions)
-    metrics = evaluate_ava(gt, dets, classes, excluded)
-    if not metrics["num_classes_with_gt"]:  # a NaN mAP is no result: exit 2, saying why
-        raise HieraVideoError(
-            f"{groundtruth} has no ground-truth box of the {len(classes)} label-map classes"
-            + (" outside the excluded timestamps" if excluded else "")
-            + ": nothing to score; check --groundtruth (the right split?) and --label-map"
-        )
-    extra = {"groundtruth": str(groundtruth), "detections": str(detections),
-             "label_map": str(label_map) if label_map else "built-in ava_v2.2_60",
-             "exclusions": str(exclusions) if exclusions else None}
-    if output is not None:
-        write_ava_outputs(output, None, metrics, extra)
-    if as_json:
-        m = metrics_to_json(metrics)
-        keys = ("mAP", "per_class", "groups", "num_classes_with_gt", "num_gt_keyframes", "num_excluded_keyframes",
-                "num_detections")
-        print(json_text({k: m[k] for k in keys} | {"inputs": extra}, indent=2))
-        return
-    out = console()
-    render_ava_metrics(metrics, out, title=f"AVA frame-mAP@0.5 of {safe(Path(detections).name)}", all_classes=all_classes)
-    if output is not None:
-        out.print(f"wrote {safe(Path(output) / 'metrics.json')}, {safe(Path(output) / 'per_class.csv')}", highlight=False, soft_wrap=True)
+    with output_claim(output, World(), "score-ava"):  # the folder's lock and ownership, before any work
+        classes = resolve_label_map(label_map)
+        gt = read_ground_truth(groundtruth)  # boxes checked as training checks them (pixels would score 0)
+        dets = read_ava_csv(detections, kind="detections")
+        excluded = read_exclusions(exclusions)
+        metrics = evaluate_ava(gt, dets, classes, excluded)
+        if not metrics["num_classes_with_gt"]:  # a NaN mAP is no result: exit 2, saying why
+            raise HieraVideoError(
+                f"{groundtruth} has no ground-truth box of the {len(classes)} label-map classes"
+                + (" outside the excluded timestamps" if excluded else "")
+                + ": nothing to score; check --groundtruth (the right split?) and --label-map"
+            )
+        extra = {"groundtruth": str(groundtruth), "detections": str(detections),
+                 "label_map": str(label_map) if label_map else "built-in ava_v2.2_60",
+                 "exclusions": str(exclusions) if exclusions else None}
+        if output is not None:
+            write_ava_outputs(output, None, metrics, extra)
+        if as_json:
+            m = metrics_to_json(metrics)
+            keys = ("mAP", "per_class", "groups", "num_classes_with_gt", "num_gt_keyframes", "num_excluded_keyframes",
+                    "num_detections")
+            print(json_text({k: m[k] for k in keys} | {"inputs": extra}, indent=2))
+            return
+        out = console()
+        render_ava_metrics(metrics, out, title=f"AVA frame-mAP@0.5 of {safe(Path(detections).name)}", all_classes=all_classes)
+        if output is not None:
+            out.print(f"wrote {safe(Path(output) / 'metrics.json')}, {safe(Path(output) / 'per_class.csv')}", highlight=False, soft_wrap=True)

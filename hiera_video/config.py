@@ -63,7 +63,7 @@ class DataConfig:
     target_fps: float = setting(30.0, "dense sampling: frame rate the stride refers to")
     repeated_aug: int = setting(2, "clips sampled from each decoded training video (repeated augmentation)")
     workers: int = setting(2, "DataLoader worker processes per training process")
-    backend: str = setting("auto", "video decoder: auto | decord | pyav")
+    backend: str = setting("auto", "video decoder: auto | decord | pyav | torchcodec (needs FFmpeg shared libraries)")
     limit_train: int | None = setting(None, "use only the first N training videos")
     limit_val: int | None = setting(None, "use only the first N validation videos")
     # AVA only (data.dataset: ava); file names are looked up under root and root/annotations.
@@ -80,7 +80,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = setting("hiera_base_16x224", "model name (hiera-video models)")
-    weights: str | None = setting(None, "initial weights: zoo tag, URL or path (MAE or Kinetics checkpoints); null = random")
+    weights: str | None = setting(None, "initial weights: zoo tag, URL, hf-hub:ORG/NAME[@REVISION] or path (MAE or Kinetics checkpoints); null = random")
     input_size: list | None = setting(None, "override the input size, e.g. [8, 224, 224]")
     arch: dict = setting({}, "other architecture arguments for the model constructor, e.g. {q_pool: 2}")
     drop_path: float = setting(0.2, "stochastic depth rate (linear over blocks)")
@@ -447,7 +447,7 @@ RULES: dict[str, tuple[Any, str]] = {
     "data.target_fps": (lambda v: v > 0, "a number > 0"),
     "data.repeated_aug": (lambda v: v >= 1, "an integer >= 1"),
     "data.workers": (lambda v: 0 <= v <= 1024, "an integer in [0, 1024] (0 = decode in the main process)"),
-    "data.backend": _choice("auto", "decord", "pyav"),
+    "data.backend": _choice("auto", "decord", "pyav", "torchcodec"),
     "data.limit_train": (lambda v: v >= 1, "an integer >= 1 or null"),
     "data.limit_val": (lambda v: v >= 1, "an integer >= 1 or null"),
     "data.proposal_threshold": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),

@@ -1,8 +1,20 @@
 """Fixtures several test files share. A module opts in to ``one_thread`` with
 ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
 
+import os
+
 import pytest
 import torch
+
+
+def pytest_sessionstart(session):
+    """CI sets HIERA_VIDEO_TORCHCODEC_TESTS=1 (.ci/run installs FFmpeg): there the torchcodec
+    tests must run, so a torchcodec that cannot load stops the run instead of skipping them."""
+    if os.environ.get("HIERA_VIDEO_TORCHCODEC_TESTS") == "1":
+        from hiera_video.data.decode import torchcodec_available, torchcodec_status
+
+        if not torchcodec_available():
+            raise pytest.UsageError(f"HIERA_VIDEO_TORCHCODEC_TESTS=1 but torchcodec cannot be used: {torchcodec_status()[1]}")
 
 
 @pytest.fixture(scope="module")

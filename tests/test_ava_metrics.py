@@ -307,7 +307,7 @@ def test_score_ava_cli(tmp_path):
     app = _cli_app()
     r = runner.invoke(app, ["score-ava", "--groundtruth", str(g), "--detections", str(d), "--json"])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output)
+    out = json.loads(r.stdout)  # stdout alone: the log (report.html written) goes to stderr
     assert out["per_class"]["11"]["ap"] == pytest.approx(0.25)  # FP then TP over 2 GT
     assert out["mAP"] == pytest.approx((0.25 + 1.0) / 2)
     assert out["per_class"]["12"]["ap"] is None  # no GT: null in JSON
@@ -316,7 +316,7 @@ def test_score_ava_cli(tmp_path):
     lm.write_text('item {\n  name: "sit"\n  id: 11\n}\nitem {\n  name: "talk to"\n  id: 79\n}\n')
     r = runner.invoke(app, ["score-ava", "-g", str(g), "-d", str(d), "--label-map", str(lm), "--exclusions", str(e),
                             "--json", "--output", str(tmp_path / "out")])
-    out = json.loads(r.output)
+    out = json.loads(r.stdout)
     assert out["mAP"] == 1.0 and set(out["per_class"]) == {"11", "79"}
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["mAP"] == 1.0 and (tmp_path / "out" / "per_class.csv").is_file()

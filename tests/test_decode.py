@@ -17,10 +17,12 @@ import videogen as vg
 
 from hiera_video.data import decode
 from hiera_video.data.decode import PyAVReader, decord_available, open_video, read_clip
+from hiera_video.data.decode import torchcodec_available
 from hiera_video.data.sampling import dense_indices, segment_indices
 from hiera_video.errors import HieraVideoError
 
-BACKENDS = ["pyav", pytest.param("decord", marks=pytest.mark.skipif(not decord_available(), reason="decord missing"))]
+BACKENDS = ["pyav", pytest.param("decord", marks=pytest.mark.skipif(not decord_available(), reason="decord missing")),
+            pytest.param("torchcodec", marks=pytest.mark.skipif(not torchcodec_available(), reason="torchcodec or its FFmpeg libraries missing"))]
 HEVC = pytest.mark.skipif(not vg.has_encoder("libx265"), reason="bundled FFmpeg has no libx265 encoder")
 
 # name -> write_video kwargs; every file is frame-stamped
@@ -184,7 +186,9 @@ def test_hevc_auto_uses_pyav_and_decord_warns(videos):
     if "hevc" not in videos:
         pytest.skip("bundled FFmpeg has no libx265 encoder")
     with open_video(videos["hevc"], "auto") as reader:
-        assert reader.backend == "pyav"  # decord 0.6.0 returns wrong frames for HEVC
+        # decord 0.6.0 returns wrong frames for HEVC; torchcodec (exact seek mode) does not
+        assert reader.backend == ("torchcodec" if torchcodec_available() else "pyav")
+        assert vg.read_stamps(reader.get_frames([7, 0, 3])) == [7, 0, 3]
     if decord_available():
         with pytest.warns(UserWarning, match="hevc"):
             open_video(videos["hevc"], "decord").close()
@@ -257,11 +261,13 @@ def bad_files(tmp_path_factory):
     return vg.write_bad_inputs(tmp_path_factory.mktemp("bad"))
 
 
-@pytest.mark.parametrize("backend", ["auto", "pyav", "decord"])
+@pytest.mark.parametrize("backend", ["auto", "pyav", "decord", "torchcodec"])
 @pytest.mark.parametrize("kind", ["missing", "empty", "random", "text", "truncated", "audio_only"])
 def test_bad_inputs_raise_one_line_error(bad_files, kind, backend):
     if backend == "decord" and not decord_available():
         pytest.skip("decord missing")
+    if backend == "torchcodec" and not torchcodec_available():
+        pytest.skip("torchcodec or its FFmpeg libraries missing")
     start = time.monotonic()
     with pytest.raises(HieraVideoError) as info:
         with open_video(bad_files[kind], backend) as reader:
@@ -362,6 +368,50 @@ def test_read_clip_timeout_stops_a_hanging_decoder(videos, monkeypatch):
     with pytest.raises(HieraVideoError, match="longer than 1 s"):
         read_clip(videos["h264"], [0], timeout=1)
     assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_read_clip_timeout_stops_each_backends_hanging_decode(videos, monkeypatch, backend):
+    """The hang is inside the backend's own frame decoding (its reader class), in the child."""
+    reader = {"pyav": decode.PyAVReader, "decord": decode.DecordReader, "torchcodec": decode.TorchCodecReader}[backend]
+    monkeypatch.setattr(reader, "_decode_sorted", lambda self, unique: time.sleep(60))
+    start = time.monotonic()
+    with pytest.raises(HieraVideoError, match="longer than 1 s"):
+        read_clip(videos["h264"], [0], backend=backend, timeout=1)
+    assert time.monotonic() - start < 5
+    monkeypatch.undo()
+    assert vg.read_stamps(read_clip(videos["h264"], [4, 1], backend=backend, timeout=20)) == [4, 1]
+
+
+def test_torchcodec_without_ffmpeg_explicit_error_and_quiet_auto(videos, monkeypatch):
+    """No loadable FFmpeg: --backend torchcodec is one line with the install command; auto
+    says nothing and decodes with decord or PyAV."""
+    monkeypatch.setattr(decode, "_torchcodec_state", (None, "torchcodec could not load FFmpeg (libavutil.so: not found)"))
+    with pytest.raises(HieraVideoError) as info:
+        open_video(videos["h264"], "torchcodec")
+    message = str(info.value)
+    assert "\n" not in message and "apt-get install ffmpeg" in message and "libavutil" in message
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        for name in ("h264", "hevc"):
+            if name in videos:
+                with open_video(videos[name], "auto") as reader:
+                    assert reader.backend in ("decord", "pyav")
+                    assert vg.read_stamps(reader.get_frames([3, 0])) == [3, 0]
+
+
+@pytest.mark.skipif(not torchcodec_available(), reason="torchcodec or its FFmpeg libraries missing")
+def test_torchcodec_matches_pyav_frames_and_skips_mpegts(videos, tmp_path):
+    with open_video(videos["h264_bframes"], "pyav") as a, open_video(videos["h264_bframes"], "torchcodec") as b:
+        idx = [0, 13, 7, 40, 59, 13]
+        assert b.backend == "torchcodec" and a.num_frames == b.num_frames
+        assert torch.equal(a.get_frames(idx), b.get_frames(idx))
+    ts = vg.write_video(tmp_path / "clip", num_frames=30, fmt="h264_ts_gop10")
+    with pytest.warns(UserWarning, match="torchcodec returns wrong frames"):
+        with open_video(ts, "torchcodec") as reader:
+            assert reader.backend == "pyav" and vg.read_stamps(reader.get_frames([0, 3, 5])) == [0, 3, 5]
 
 
 def test_read_clip_reports_a_crashing_decoder(videos, monkeypatch):

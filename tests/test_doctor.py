@@ -56,6 +56,17 @@ def test_problem_rows_have_fixes(tmp_path, monkeypatch):
     assert rows["decord"].status == "warn" and "pip install decord" in rows["decord"].fix and "pyav" in rows["decord"].fix
     assert rows["PyAV"].status == "ok"
 
+    from hiera_video.data import decode
+
+    monkeypatch.setattr(decode, "_torchcodec_state", (None, "torchcodec could not load FFmpeg (libavutil.so.59: not found)"))
+    monkeypatch.setattr("importlib.metadata.version", lambda name: "0.17.0")
+    tc = doc.check_torchcodec()
+    assert tc.status == "warn" and "libavutil.so.59" in tc.value and "apt-get install ffmpeg" in tc.fix
+    monkeypatch.setattr(decode, "_torchcodec_state", ("5.1.9-0+deb12u1", None))
+    tc = doc.check_torchcodec()
+    assert tc.status == "ok" and "FFmpeg 5.1.9-0+deb12u1" in tc.value
+    monkeypatch.undo()
+
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
     missing = doc.check_default_weights()
     assert missing.status == "warn" and "--weights" in missing.fix and "hiera_base_16x224.pth" in missing.fix

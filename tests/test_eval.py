@@ -71,6 +71,10 @@ def test_eval_metrics_match_independent_computation(setup, capsys, tmp_path):
     assert m["top5"] == pytest.approx(100.0)  # 3 classes: top-3 always hits
     assert m["protocol"]["temporal_views"] == 2 and m["protocol"]["spatial_views"] == 3
     assert m["protocol"]["model"] == "hiera_nano_8x64" and "pyav" in m["protocol"]["decoder"]
+    from hiera_video.data.decode import torchcodec_status
+
+    if torchcodec_status()[1] is None:  # auto may decode with torchcodec: its FFmpeg is recorded
+        assert m["protocol"]["decoder"]["torchcodec_ffmpeg"] == torchcodec_status()[0]
     preds = torch.load(out_dir / "predictions.pt", weights_only=True)
     by_path = dict(zip(preds["paths"], preds["probs"]))
     for path, _, probs in rows:

@@ -203,3 +203,21 @@ def test_what_the_tool_reads_back_is_what_was_written(tmp_path):
     assert read_csv(tmp_path / "failed.csv") == [["path", "reason"], *map(list, rows)]
     write_bad_list(tmp_path / "bad.tsv", rows)
     assert read_csv(tmp_path / "bad.tsv", delimiter="\t") == [list(r) for r in rows]
+
+
+def test_score_never_writes_over_an_eval_and_reruns_into_its_own_folder(setup, capsys, tmp_path):
+    """score --output into an eval's folder would replace the eval's metrics.json: refused, the
+    eval's files untouched; a score folder is score's own (a rerun replaces its files) and
+    an eval into it is refused."""
+    ev = tmp_path / "ev"
+    assert _eval(setup, capsys, ev)[0] == 0
+    before = (ev / "metrics.json").read_bytes()
+    code, _, err = run(["score", str(ev / "predictions.pt"), "--output", str(ev)], capsys)
+    assert code == 2 and "outputs of 'hiera-video eval'" in " ".join(err.split()), err
+    assert (ev / "metrics.json").read_bytes() == before
+    scored = tmp_path / "scored"
+    for _ in range(2):
+        code, _, err = run(["score", str(ev / "predictions.pt"), "--output", str(scored)], capsys)
+        assert code == 0 and (scored / "metrics.json").is_file(), err
+    code, _, err = _eval(setup, capsys, scored)
+    assert code == 2 and "outputs of 'hiera-video score'" in " ".join(err.split()), err

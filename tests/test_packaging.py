@@ -105,3 +105,21 @@ def test_import_loads_no_video_decoder():
     from hiera_video.data import clip_spec, decode
 
     assert clip_spec.BACKENDS == decode.BACKENDS
+
+
+def test_no_install_path_pulls_both_decord_and_decord2():
+    """decord2 ships the same ``decord`` module as decord 0.6.0: the default install and every
+    extra (with the defaults) must name at most one of them (issue 23: decord 0.6.0 is kept,
+    see README "Performance")."""
+    import re
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(reqs):
+        return {re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower().replace("_", "-") for r in reqs}
+
+    base = names(project["dependencies"])
+    for extra, reqs in {"(none)": [], **project["optional-dependencies"]}.items():
+        pulled = base | names(reqs)
+        assert not {"decord", "decord2"} <= pulled, f"install path [{extra}] pulls both decord and decord2"

@@ -16,6 +16,7 @@ import pytest
 import videogen as vg
 
 from hiera_video.data.decode import decord_available, open_video
+from hiera_video.data.decode import torchcodec_available
 from hiera_video.data.orientation import Orientation, from_clockwise, from_display_matrix
 from hiera_video.data.probe import probe_open
 
@@ -46,6 +47,7 @@ CASES = {
     "mkv_rotate_tag_cw90": ("m.mkv", dict(stream_metadata={"rotate": "90"}), _rot(-1)),  # legacy tag, clockwise
 }
 BACKENDS = ["pyav", pytest.param("decord", marks=pytest.mark.skipif(not decord_available(), reason="decord missing")),
+            pytest.param("torchcodec", marks=pytest.mark.skipif(not torchcodec_available(), reason="torchcodec or its FFmpeg libraries missing")),
             "auto"]
 
 

@@ -9,6 +9,7 @@ import videogen as vg
 
 from hiera_video.data.clip_spec import ClipSpec
 from hiera_video.data.decode import VideoReader, decord_available, open_video
+from hiera_video.data.decode import torchcodec_available
 from hiera_video.data.sampling import dense_indices, segment_indices
 from hiera_video.data.transforms import (
     RANDAUG_OPS,
@@ -26,7 +27,8 @@ from hiera_video.data.transforms import (
     ssv2_flip_label,
 )
 
-BACKENDS = ["pyav", pytest.param("decord", marks=pytest.mark.skipif(not decord_available(), reason="decord missing"))]
+BACKENDS = ["pyav", pytest.param("decord", marks=pytest.mark.skipif(not decord_available(), reason="decord missing")),
+            pytest.param("torchcodec", marks=pytest.mark.skipif(not torchcodec_available(), reason="torchcodec or its FFmpeg libraries missing"))]
 
 
 def gen(seed=0):

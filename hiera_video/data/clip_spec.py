@@ -43,7 +43,7 @@ MAX_SUBSTITUTED_FRACTION = 0.25
 #: The video decoders a spec may name (``data.decode`` reads them). Listed here, not imported
 #: from ``data.decode``: that module loads PyAV, and ``ClipSpec`` is built when the model zoo is
 #: imported, so ``import hiera_video`` would load the decoders (tests/test_packaging.py).
-BACKENDS = ("auto", "pyav", "decord")
+BACKENDS = ("auto", "pyav", "decord", "torchcodec")
 
 
 def check_choices(sampling: str | None = None, backend: str | None = None) -> None:
@@ -51,6 +51,12 @@ def check_choices(sampling: str | None = None, backend: str | None = None) -> No
     any work, :class:`ClipSpec` on construction."""
     if backend is not None and backend not in BACKENDS:
         raise HieraVideoError(f"unknown --backend '{backend}'; use one of {', '.join(BACKENDS)}")
+    if backend == "torchcodec":  # asked for explicitly: say up front when it cannot load (loads it once)
+        from hiera_video.data.decode import TORCHCODEC_INSTALL, torchcodec_status
+
+        problem = torchcodec_status()[1]
+        if problem is not None:
+            raise HieraVideoError(f"--backend torchcodec is unavailable: {problem}; {TORCHCODEC_INSTALL}, or use --backend pyav")
     if sampling is not None and sampling not in ("dense", "segment"):
         raise HieraVideoError(f"unknown --sampling '{sampling}'; use dense or segment")
 

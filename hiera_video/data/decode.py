@@ -1,4 +1,4 @@
-"""Video decoding: one reader interface, two backends (PyAV and decord).
+"""Video decoding: one reader interface, three backends (PyAV, decord and torchcodec).
 
 Frame indexing is the same for both backends: frame ``i`` is the ``i``-th frame in
 presentation order. Opening a file always probes it with PyAV by demuxing its video packets
@@ -57,7 +57,7 @@ try:  # PyAV is required: it probes every file, whichever backend decodes it.
 except ImportError:  # pragma: no cover - the package depends on av
     av = None
 
-BACKENDS = ("auto", "pyav", "decord")
+BACKENDS = ("auto", "pyav", "decord", "torchcodec")
 # Codec names (FFmpeg spelling) that decord 0.6.0 decodes frame-exactly in our tests.
 DECORD_SAFE_CODECS = frozenset({"h264", "mpeg4", "mjpeg", "vp9"})
 # Containers (FFmpeg demuxer names) with a seek index, which decord's random access needs.
@@ -74,6 +74,41 @@ def decord_available() -> bool:
     except Exception:
         return False
     return True
+
+
+TORCHCODEC_INSTALL = (
+    "install FFmpeg 4-8 shared libraries (Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg; "
+    "conda: conda install ffmpeg) and pip install 'hiera-video[torchcodec]'"
+)
+_torchcodec_state: tuple[str | None, str | None] | None = None
+
+
+def torchcodec_status() -> tuple[str | None, str | None]:
+    """``(ffmpeg_version, problem)`` for torchcodec, computed once per process.
+
+    torchcodec loads the system's FFmpeg shared libraries when its decoders are imported;
+    without them (or without torchcodec) ``problem`` says why in one line and the version is
+    None. Loading is attempted only when asked (``import hiera_video`` never loads it).
+    """
+    global _torchcodec_state
+    if _torchcodec_state is None:
+        try:
+            import torchcodec._core as core
+            from torchcodec.decoders import VideoDecoder  # noqa: F401  (loads the FFmpeg libraries)
+
+            versions = core.get_ffmpeg_library_versions()
+            _torchcodec_state = (str(versions.get("ffmpeg_version", "?")), None)
+        except ImportError as e:
+            first = one_line(e)
+            why = "torchcodec is not installed" if "torchcodec" in first and "No module" in first else f"torchcodec could not load: {first[:200]}"
+            _torchcodec_state = (None, why)
+        except Exception as e:  # RuntimeError/OSError: no loadable FFmpeg 4-8 libraries
+            _torchcodec_state = (None, f"torchcodec could not load FFmpeg ({one_line(e)[:200]})")
+    return _torchcodec_state
+
+
+def torchcodec_available() -> bool:
+    return torchcodec_status()[1] is None
 
 
 class _TimestampMismatch(Exception):
@@ -417,19 +452,98 @@ class DecordReader(VideoReader):
             self.substituted_frames += self._pyav.substituted_frames - before
 
 
+class TorchCodecReader(VideoReader):
+    """torchcodec backend (CPU): ``VideoDecoder`` in exact seek mode (it scans the file once,
+    so frame ``i`` is the ``i``-th frame in presentation order) and one ``get_frames_at``
+    call for all the unique frames a read needs (decode-once, as the other backends).
+
+    Metadata and the frame count come from the PyAV probe (the smaller of the two counts is
+    trusted). Orientation: torchcodec turns frames by the display matrix itself
+    (``metadata.rotation``, 90-degree steps, mirrors ignored); its frames are checked to have
+    the size that turn gives, then the turn is undone and replaced by the file's own
+    orientation in one reshuffle, as for decord. With ``fallback=True`` (backend
+    "auto") any torchcodec failure switches this reader to PyAV instead of raising.
+    """
+
+    backend = "torchcodec"
+
+    def __init__(self, path: Path, probe: Probe, fallback: bool = False):
+        super().__init__(path, probe)
+        self._fallback = fallback
+        self._pyav: PyAVReader | None = None
+        self._coded_size = (probe.coded_height, probe.coded_width)
+        try:
+            from torchcodec.decoders import VideoDecoder
+
+            self._dec = VideoDecoder(str(path), seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=1, device="cpu")
+            reported = int(self._dec.metadata.num_frames or 0) or self.num_frames
+            # torchcodec turns frames itself by the display matrix's angle, counter-clockwise,
+            # rounded to 90 degrees (a mirror matrix reads as a turn): undo exactly that turn.
+            ccw = getattr(self._dec.metadata, "rotation", None) or 0.0
+            own = from_clockwise(-float(ccw) % 360.0) or IDENTITY
+            self._fix = own.inverse().then(probe.orientation)
+            self._own_size = own.display_size(*self._coded_size)
+        except Exception as e:
+            if not fallback:
+                raise decode_error(path, f"torchcodec could not open it ({short(e)}); try backend='pyav'") from None
+            reported = self.num_frames
+            self._switch_to_pyav()
+        self.num_frames = max(1, min(self.num_frames, reported))
+
+    def _switch_to_pyav(self) -> None:
+        container, stream, probe = probe_open(self.path)
+        self._pyav = PyAVReader(self.path, container, stream, probe)
+        self._dec = None
+        self.backend = "pyav"
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._dec = None
+            if self._pyav is not None:
+                self._pyav.close()
+
+    def _decode_sorted(self, unique: list[int]) -> np.ndarray:
+        if self._pyav is not None:
+            return DecordReader._decode_with_pyav(self, unique)
+        try:
+            frames = self._dec.get_frames_at(indices=unique).data.numpy()
+            if frames.shape != (len(unique), *self._own_size, 3):
+                raise RuntimeError(f"torchcodec returned frames of shape {tuple(frames.shape)}")
+            frames = self._fix.apply(frames)
+        except Exception as e:
+            if not self._fallback:
+                raise decode_error(self.path, f"torchcodec failed ({short(e)}); try backend='pyav'") from None
+            self._switch_to_pyav()
+            return DecordReader._decode_with_pyav(self, unique)
+        return frames
+
+
 def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
     """Open a video for frame access.
 
-    ``backend``: "pyav", "decord", or "auto" (decord when it is installed and the codec is
-    one decord decodes correctly, else PyAV). Raises HieraVideoError on any problem.
+    ``backend``: "pyav", "decord", "torchcodec", or "auto": decord when it is installed and
+    the codec and container are ones it decodes correctly; else, in containers with a seek
+    index (mp4/mov, mkv/webm, avi; HEVC included, frame-exact in our tests), torchcodec when it
+    loads FFmpeg, falling back to PyAV on failure; everything else PyAV. MPEG-TS/PS always go
+    to PyAV (decord and torchcodec both return wrong frames there). Raises HieraVideoError on
+    any problem.
     """
     if backend not in BACKENDS:
         raise HieraVideoError(f"unknown video backend '{backend}'; use one of {', '.join(BACKENDS)}")
     path = Path(path)
+    if backend == "torchcodec" and not torchcodec_available():
+        raise HieraVideoError(f"video backend 'torchcodec' is unavailable: {torchcodec_status()[1]}; {TORCHCODEC_INSTALL}, or use backend='pyav'")
     container, stream, probe = probe_open(path)
     if probe.orientation_problem:
         warnings.warn(f"video '{path}': {probe.orientation_problem}", stacklevel=2)
     formats = set(probe.format.split(","))
+    if backend == "torchcodec":
+        if formats & DECORD_WRONG_FORMATS:  # measured: an H.264 .ts read gives frame 28 for 0, 3, 5
+            warnings.warn(f"torchcodec returns wrong frames for {probe.format} files; decoding '{path}' with PyAV", stacklevel=2)
+            return PyAVReader(path, container, stream, probe)
+        container.close()
+        return TorchCodecReader(path, probe)
     use_decord = backend == "decord" or (
         backend == "auto" and probe.codec in DECORD_SAFE_CODECS and bool(formats & DECORD_SAFE_FORMATS) and decord_available()
     )
@@ -453,6 +567,10 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
             )
             use_decord = False
     if not use_decord:
+        if (backend == "auto" and formats & DECORD_SAFE_FORMATS and probe.header_problem(path.stat().st_size) is None
+                and torchcodec_available()):
+            container.close()  # decord missing or refused: torchcodec next, PyAV if it fails
+            return TorchCodecReader(path, probe, fallback=True)
         return PyAVReader(path, container, stream, probe)
     container.close()
     if backend == "decord" and probe.codec not in DECORD_SAFE_CODECS:

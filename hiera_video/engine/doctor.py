@@ -118,7 +118,38 @@ def check_decoders() -> list[Check]:
         rows.append(Check("decord", "not installed", "warn",
                           "pip install decord (x86-64 wheels) for faster decoding, or keep --backend pyav (works everywhere)"
                           if av_ok else "pip install decord or pip install av"))
+    rows.append(check_torchcodec())
     return rows
+
+
+def check_torchcodec() -> Check:
+    """torchcodec (optional backend): the FFmpeg it loaded from the system, or why it could not.
+
+    Not installed is fine (``ok``: it is optional); installed without loadable FFmpeg 4-8
+    libraries is a warning, with the install commands."""
+    from hiera_video.data.decode import TORCHCODEC_INSTALL, torchcodec_status
+
+    ffmpeg, problem = torchcodec_status()
+    try:
+        from importlib.metadata import version
+
+        tc_version = version("torchcodec")
+    except Exception:
+        tc_version = None
+    if tc_version is None:
+        return Check("torchcodec", "not installed (optional backend: pip install 'hiera-video[torchcodec]' + FFmpeg libraries)")
+    if problem is not None:
+        return Check("torchcodec", f"{tc_version}: {problem}", "warn", f"{TORCHCODEC_INSTALL}; until then --backend auto skips it")
+    libs = {}
+    try:
+        import torchcodec._core as core
+
+        libs = core.get_ffmpeg_library_versions()
+    except Exception:
+        pass
+    codec = libs.get("libavcodec")
+    detail = f"FFmpeg {ffmpeg} from the system" + (f", libavcodec {'.'.join(map(str, codec))}" if codec else "")
+    return Check("torchcodec", f"{tc_version} ({detail})")
 
 
 def _existing_parent(path: str) -> str:

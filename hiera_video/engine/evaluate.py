@@ -353,8 +353,10 @@ def substitution_record(result: EvalResult) -> dict:
     )
 
 
-def decoder_versions() -> dict:
-    """Versions of the decoders, recorded with every result."""
+def decoder_versions(backend: str | None = None) -> dict:
+    """Versions of the decoders, recorded with every result. torchcodec (and the system FFmpeg
+    it loaded) is recorded when this process loaded it or ``backend`` may use it ("torchcodec",
+    "auto"); it is not imported otherwise."""
     out = {}
     try:
         import av
@@ -369,6 +371,15 @@ def decoder_versions() -> dict:
         out["decord"] = decord.__version__
     except Exception:
         pass
+    import sys
+
+    if "torchcodec" in sys.modules or backend in ("torchcodec", "auto"):
+        from hiera_video.data.decode import torchcodec_status
+
+        ffmpeg, problem = torchcodec_status()
+        if problem is None:
+            out["torchcodec"] = getattr(sys.modules["torchcodec"], "__version__", "?")
+            out["torchcodec_ffmpeg"] = ffmpeg
     return out
 
 
@@ -381,7 +392,7 @@ def write_outputs(
         num_failed=len(result.failed), num_missing=len(dataset.missing),
         partial=result.interrupted, num_not_evaluated=result.not_evaluated,  # partial: stopped by SIGINT
         substituted_frames=substitution_record(result),
-        protocol=dict(**clf.describe(), **protocol.to_dict(), decoder=decoder_versions()),
+        protocol=dict(**clf.describe(), **protocol.to_dict(), decoder=decoder_versions(protocol.backend)),
         dataset=dataset.summary(), seconds=round(result.seconds, 3),
         videos_per_second=round((len(result.indices) - result.resumed_scored) / result.seconds, 3) if result.seconds else None,
         resumed=result.resumed,  # videos taken from an earlier run (--resume); 0 for a fresh run

@@ -295,3 +295,100 @@ def export(
 def load_for_export(model: str | None, weights: str | None, labels: str | None = None, allow_random_weights: bool = False) -> Classifier:
     """The classifier in fp32 on the CPU (what :func:`export` needs)."""
     return load_classifier(model, weights, labels, device="cpu", dtype="fp32", allow_random_weights=allow_random_weights)
+
+
+HUB_FILES = ("config.json", "model.safetensors", "README.md")
+
+
+def export_hub(net: nn.Module, prov, output: str | os.PathLike) -> dict:
+    """Write a Hub-ready folder for the classifier ``net`` loaded with provenance ``prov``
+    (:func:`hiera_video.models.load.load`): ``config.json`` (the official constructor
+    arguments only, so the official package's ``Hiera.from_pretrained(DIR)`` builds it),
+    ``model.safetensors`` (official key names; the model name, class names and clip recipe in
+    its metadata, where they travel with the weights) and a ``README.md`` model card.
+    Returns a summary. ``--weights DIR`` and ``--weights hf-hub:ORG/NAME`` read it back."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from hiera_video.models.checkpoints.formats import SAFETENSORS_META_KEY, official_defaults
+
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise HieraVideoError(f"--output '{out}' is a file; --format hub writes a folder")
+    if out.is_dir():
+        other = sorted(set(os.listdir(out)) - set(HUB_FILES))
+        if other:
+            raise HieraVideoError(f"--output folder '{out}' holds other files ({', '.join(other[:3])}); "
+                                  "--format hub writes into an empty folder (or over an earlier hub export)")
+    out.mkdir(parents=True, exist_ok=True)
+    config = getattr(net, "config", None)
+    if not isinstance(config, dict):
+        raise HieraVideoError(f"{prov.spec.name} has no constructor config to write; --format hub takes Hiera classifiers")
+    valid = set(official_defaults(False))
+    config = {k: v for k, v in config.items() if k in valid}
+    labels = list(prov.labels)
+    recipe = prov.clip.recipe()
+    extra = {"model": prov.spec.name, "labels": labels, "preprocessing": recipe}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(out / "model.safetensors", suffix=".tmp.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", SAFETENSORS_META_KEY: json.dumps(extra)})
+    write_json(out / "config.json", config)
+    with atomic_path(out / "README.md", suffix=".tmp.md") as tmp:
+        Path(tmp).write_text(model_card(prov, config, labels, recipe), encoding="utf-8")
+    return dict(path=str(out), files=list(HUB_FILES), model=prov.spec.name, weights=prov.source,
+                num_classes=len(labels), labels=labels)
+
+
+def model_card(prov, config: dict, labels: list[str], recipe: dict) -> str:
+    """The README.md of a hub export: model, data, metrics of the run, labels, clip recipe,
+    how to load and upload it, and the license note."""
+    import json
+
+    meta = prov.meta or {}
+    train = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
+    data = train.get("data") if isinstance(train.get("data"), dict) else {}
+    metrics = {k: v for k, v in meta.items() if k in ("metrics", "best", "best_metric", "val_metrics", "epoch")}
+    metrics.update(_run_metrics(prov.source))
+    lines = [
+        "---", "library_name: hiera-video", "tags:", "- video-classification", "- hiera", "---", "",
+        f"# {prov.spec.name}", "",
+        f"A Hiera video classifier ({prov.spec.name}, {len(labels)} classes) exported by `hiera-video export --format hub` "
+        f"from `{prov.source}`.", "",
+        "## Data", "",
+        ("Finetuned on: `" + json.dumps(data, sort_keys=True) + "`") if data else "Training data: not recorded in the weights.", "",
+        "## Metrics", "",
+        ("```json\n" + json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n```") if metrics
+        else "No metrics recorded in the weights.", "",
+        "## Labels", "",
+        ", ".join(f"`{x}`" for x in labels[:50]) + (f" ... ({len(labels)} in all)" if len(labels) > 50 else ""), "",
+        "## Clip recipe", "",
+        "```json\n" + json.dumps(recipe, indent=2, sort_keys=True) + "\n```", "",
+        "## Use", "",
+        "```bash\nhiera-video predict clip.mp4 --weights hf-hub:ORG/NAME   # or --weights THIS_FOLDER\n```", "",
+        "With the official package (`pip install hiera-transformer`): `hiera.Hiera.from_pretrained(\"ORG/NAME\")` "
+        "(config.json holds its constructor arguments; it returns probabilities in eval mode).", "",
+        "Upload: `huggingface-cli upload ORG/NAME THIS_FOLDER .`", "",
+        "## License", "",
+        "Weights derived from the official Hiera weights are CC-BY-NC-4.0 (non-commercial); check the license of "
+        "the weights and data this model was trained from before publishing.", "",
+    ]
+    return "\n".join(lines)
+
+
+def _run_metrics(source) -> dict:
+    """The scalar results of the run a checkpoint belongs to: ``metrics.json`` beside a local
+    weights file (``RUN/best.pt`` -> ``RUN/metrics.json``, written by finetune); {} otherwise."""
+    import json
+
+    if not isinstance(source, str) or not os.path.isfile(source):
+        return {}
+    path = os.path.join(os.path.dirname(os.path.abspath(source)), "metrics.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}

@@ -254,17 +254,19 @@ OWNER = ".hiera-video-output"
 #: Files that make a folder a training run's (``finetune`` / ``pretrain``).
 TRAINING_FILES = (".hiera-video-run", "last.pt", "best.pt", "metrics.jsonl", "config.json", "config.yaml", "curves.png",
                   "bad_videos.csv")
-#: What each eval writes into ``--output``.
+#: What each command that scores writes into ``--output``.
 EVAL_OUTPUTS = {
     "eval": ("metrics.json", "per_class.csv", "confusion.csv", "confusion.png", "predictions.pt", "failed.csv", "missing.csv"),
     "eval --dataset ava": ("detections.csv", "metrics.json", "per_class.csv"),
+    "score": ("metrics.json", "per_class.csv", "confusion.csv", "confusion.png"),
+    "score-ava": ("metrics.json", "per_class.csv"),
 }
 #: Outputs of the other commands that write folders (``extract``).
 OTHER_OUTPUTS = ("index.jsonl",)
 
 
 def claim_output_folder(output: str | Path | None, command: str):
-    """Rank 0 of an eval, before any work: the exclusive lock on ``OUTPUT/.lock`` (the file a
+    """Rank 0 of an eval (or score, score-ava), before any work: the exclusive lock on ``OUTPUT/.lock`` (the file a
     training run locks), held until the caller closes the returned file (after the outputs
     are written; None without ``output`` or flock), and the folder's ownership: a folder
     holding a training run's files, another command's outputs, or a ``metrics.json`` that this
@@ -325,11 +327,15 @@ def _foreign_files(out: Path, command: str) -> str | None:
 
 
 def _written_by(metrics, command: str) -> bool:
-    """Whether a ``metrics.json`` from before :data:`OWNER` existed is this eval's (by its keys)."""
+    """Whether a ``metrics.json`` from before :data:`OWNER` existed is this command's (by its keys)."""
     if not isinstance(metrics, dict):
         return False
     if command == "eval":
         return "protocol" in metrics and "num_missing" in metrics
+    if command == "score":
+        return "predictions" in metrics and "agg" in metrics
+    if command == "score-ava":
+        return "groundtruth" in metrics and "detections" in metrics
     return "weights" in metrics and "split" in metrics and "groundtruth" not in metrics
 
 

@@ -168,7 +168,10 @@ def _checked(task: str, net: nn.Module, prov: Provenance, allow_random: bool) ->
 
 
 def _is_path(weights) -> bool:
-    return os.path.exists(os.path.expanduser(str(weights)))
+    """Weights that name their own model: a local path or an ``hf-hub:`` repo (read as a folder)."""
+    from hiera_video.models.checkpoints.sources import is_hub_spec
+
+    return is_hub_spec(str(weights)) or os.path.exists(os.path.expanduser(str(weights)))
 
 
 def _check_kind(task: str, spec: ModelSpec) -> None:

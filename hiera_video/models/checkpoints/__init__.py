@@ -2,8 +2,9 @@
 
 Three steps, used by :func:`hiera_video.models.factory.create_model`, one module each:
 
-1. ``sources``: :func:`resolve_source` turns ``weights`` (a zoo tag, a URL or a local path)
-   into a local path, downloading into the torch hub cache when needed.
+1. ``sources``: :func:`resolve_source` turns ``weights`` (a zoo tag, a URL, an
+   ``hf-hub:ORG/NAME[@REVISION]`` repo or a local path) into a local path, downloading into
+   the torch hub cache (the Hugging Face cache for ``hf-hub:``) when needed.
 2. ``formats``: :func:`read_checkpoint` reads a file or directory without unpickling and
    converts every supported layout (official, official hub, timm, HF transformers,
    hiera-video) to the official key names, as a :class:`Checkpoint`.

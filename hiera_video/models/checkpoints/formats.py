@@ -18,7 +18,9 @@ layout               detected by
 ===================  =====================================================================
 
 A ``module.`` / ``model.`` / ``_orig_mod.`` prefix on every key (DDP, wrappers,
-``torch.compile``) is removed first.
+``torch.compile``) is removed first. A ``model.safetensors`` written by ``hiera-video export
+--format hub`` carries the model name, class names and clip recipe in its safetensors
+metadata (:data:`SAFETENSORS_META_KEY`), read into :attr:`Checkpoint.meta`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from hiera_video.errors import HieraVideoError
 from hiera_video.models.checkpoints.common import (
     FORMAT, MAE_ONLY_PREFIXES, WRAPPER_PREFIXES, as_list, block_count, few, one_line, token_grid,
 )
-from hiera_video.models.checkpoints.sources import in_cache_hint
+from hiera_video.models.checkpoints.sources import hub_download, in_cache_hint, is_hub_spec
 
 
 @dataclass
@@ -426,6 +428,37 @@ def _read_dir(path: str) -> Checkpoint:
     return _finish(obj, weights, cfg, cfg_path)
 
 
+#: The safetensors metadata key where ``hiera-video export --format hub`` keeps what the
+#: official config.json cannot hold (its keys are all constructor arguments): a JSON object
+#: with the model name, class names and clip recipe.
+SAFETENSORS_META_KEY = "hiera_video"
+
+
+def _safetensors_meta(path: str) -> dict:
+    """``model`` / ``labels`` / ``preprocessing`` kept in a safetensors file's metadata by
+    ``export --format hub``; {} for any other file (or unreadable metadata)."""
+    if not path.endswith(".safetensors"):
+        return {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as f:
+            raw = (f.metadata() or {}).get(SAFETENSORS_META_KEY)
+        data = json.loads(raw) if raw else {}
+    except Exception:  # noqa: BLE001 - metadata is optional; the tensors were read already
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out: dict = {}
+    if isinstance(data.get("model"), str):
+        out["model"] = data["model"]
+    if isinstance(data.get("labels"), list):
+        out["labels"] = [str(x) for x in data["labels"]]
+    if isinstance(data.get("preprocessing"), dict):
+        out["preprocessing"] = data["preprocessing"]
+    return out
+
+
 def _finish(obj: Any, path: str, cfg: Optional[dict], cfg_path: str) -> Checkpoint:
     """Key layout and config of a loaded object; ``cfg`` was read from ``cfg_path``."""
     sd, meta, layout = _unwrap(obj, path)
@@ -436,6 +469,8 @@ def _finish(obj: Any, path: str, cfg: Optional[dict], cfg_path: str) -> Checkpoi
             "--resume); predict, extract, export and classification eval take Hiera classifier or MAE weights"
         )
     sd, key_layout = _convert(sd, path)
+    for k, v in _safetensors_meta(path).items():
+        meta.setdefault(k, v)
     is_mae = any(k.startswith(MAE_ONLY_PREFIXES) for k in sd)
     if cfg is not None:
         if cfg.get("model_type") == "hiera":
@@ -464,7 +499,10 @@ def _finish(obj: Any, path: str, cfg: Optional[dict], cfg_path: str) -> Checkpoi
 
 
 def read_checkpoint(source) -> Checkpoint:
-    """Read a checkpoint file or hub directory into official key layout (never unpickles)."""
+    """Read a checkpoint file or hub directory (or an ``hf-hub:ORG/NAME[@REVISION]`` repo,
+    fetched through the Hugging Face cache) into official key layout (never unpickles)."""
+    if is_hub_spec(source):
+        source = hub_download(source)
     path = os.path.abspath(os.path.expanduser(os.fspath(source)))
     if os.path.isdir(path):
         return _read_dir(path)

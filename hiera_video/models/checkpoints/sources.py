@@ -1,5 +1,6 @@
-"""Where weights come from: :func:`resolve_source` turns ``weights`` (a zoo tag, a URL or a
-local path) into a local path. Zoo tags and URLs go through the torch hub cache
+"""Where weights come from: :func:`resolve_source` turns ``weights`` (a zoo tag, a URL, an
+``hf-hub:ORG/NAME[@REVISION]`` Hub repo or a local path) into a local path. Hub repos go through
+``huggingface_hub`` and its cache (:func:`hub_download`). Zoo tags and URLs go through the torch hub cache
 (``$TORCH_HOME/hub/checkpoints/<basename>``, the place ``torch.hub`` uses), so a file fetched
 once, by us or by ``torch.hub``, is never fetched again."""
 
@@ -90,6 +91,108 @@ def download_cached(url: str, progress: bool = True, timeout: float = DOWNLOAD_T
     return dest
 
 
+HF_HUB_PREFIX = "hf-hub:"
+
+#: What an ``hf-hub:`` repo is read from, in order: the first weights file the repo has wins.
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def is_hub_spec(weights) -> bool:
+    """True for ``hf-hub:ORG/NAME[@REVISION]``."""
+    return isinstance(weights, str) and weights.strip().lower().startswith(HF_HUB_PREFIX)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hf_cache_dir() -> str:
+    """The Hugging Face Hub cache, read from the environment now (``huggingface_hub`` reads
+    it once, at import): ``HF_HUB_CACHE``, else ``$HF_HOME/hub``, else its default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def hub_download(weights: str) -> str:
+    """Local snapshot directory of ``hf-hub:ORG/NAME[@REVISION]`` (``config.json`` and the
+    first of :data:`HUB_WEIGHT_FILES` the repo has), through ``huggingface_hub``: its cache,
+    ``HF_HUB_OFFLINE``, ``HF_TOKEN`` / ``hf auth login`` tokens, ``HF_ENDPOINT`` mirrors and
+    resumable downloads. The directory is then read like any local hub folder."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
+        RepositoryNotFoundError, RevisionNotFoundError,
+    )
+
+    ref = weights.strip()[len(HF_HUB_PREFIX):].strip()
+    repo, at_sign, revision = ref.partition("@")
+    if repo.count("/") > 1 or not repo.strip("/") or (at_sign and not revision):
+        raise HieraVideoError(f"bad Hub weights '{weights}': expected hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION")
+    revision = revision or None
+    cache = hf_cache_dir()
+    offline = _truthy(os.environ.get("HF_HUB_OFFLINE"))
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    where = os.path.join(cache, "models--" + repo.replace("/", "--"))
+    at = f"@{revision}" if revision else ""
+
+    def get(filename: str) -> str:
+        return hf_hub_download(repo, filename, revision=revision, cache_dir=cache, local_files_only=offline,
+                               endpoint=endpoint, library_name="hiera-video")
+
+    missing: list[str] = []
+    try:
+        try:
+            config = get("config.json")
+        except EntryNotFoundError as e:
+            if isinstance(e, LocalEntryNotFoundError):
+                raise
+            config = None
+        for name in HUB_WEIGHT_FILES:
+            try:
+                path = get(name)
+            except EntryNotFoundError as e:
+                if isinstance(e, LocalEntryNotFoundError):
+                    raise
+                missing.append(name)
+                continue
+            if config is not None and os.path.dirname(config) != os.path.dirname(path):  # pragma: no cover
+                raise HieraVideoError(f"Hub repo {repo}{at} changed while it was downloaded; try again")
+            return os.path.dirname(path)
+    except LocalEntryNotFoundError:
+        if offline:
+            raise HieraVideoError(
+                f"Hub weights {repo}{at} are not in the Hugging Face cache ({where}) and HF_HUB_OFFLINE=1 forbids "
+                "downloading them: download them once online, or unset HF_HUB_OFFLINE"
+            ) from None
+        raise HieraVideoError(
+            f"could not reach the Hub ({endpoint or 'https://huggingface.co'}) for {repo}{at} and it is not in the "
+            f"Hugging Face cache ({where}); check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 once it is cached"
+        ) from None
+    except GatedRepoError:
+        raise HieraVideoError(
+            f"Hub repo {repo} is gated: accept its terms on the Hub and log in (hf auth login, or set HF_TOKEN)"
+        ) from None
+    except RepositoryNotFoundError:
+        raise HieraVideoError(
+            f"Hub repo {repo} not found (or private: log in with hf auth login, or set HF_TOKEN)"
+        ) from None
+    except RevisionNotFoundError:
+        raise HieraVideoError(f"Hub repo {repo} has no revision '{revision}'") from None
+    except HFValidationError as e:
+        raise HieraVideoError(f"bad Hub weights '{weights}': {one_line(e)}") from None
+    except (HfHubHTTPError, OSError) as e:
+        raise HieraVideoError(f"could not download {repo}{at} from the Hub into {where} ({one_line(e)})") from None
+    raise HieraVideoError(
+        f"Hub repo {repo}{at} has no model weights ({' / '.join(missing)} missing); expected config.json + "
+        "model.safetensors (official Hiera or transformers' Hiera layout)"
+    )
+
+
 def resolve_source(spec, weights) -> str:
     """Local path of ``weights`` for zoo model ``spec``.
 
@@ -104,6 +207,8 @@ def resolve_source(spec, weights) -> str:
     name = getattr(spec, "name", "this model")
     if w in tags:
         return download_cached(tags[w].url)
+    if is_hub_spec(w):
+        return hub_download(w)
     parsed = urllib.parse.urlparse(w)
     scheme = parsed.scheme.lower()
     if scheme in ("http", "https"):
