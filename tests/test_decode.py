@@ -436,7 +436,9 @@ def test_header_claiming_2_31_frames_costs_nothing(tmp_path, fmt):
         assert claimed == pytest.approx(0x7FFFFFFF, rel=1e-3)
     idx = [0, 29, 15]
     assert vg.read_stamps(read_clip(huge, idx, backend="auto", timeout=60)) == idx
-    assert vg.read_stamps(read_clip(huge, idx, backend="pyav", timeout=60)) == idx
+    # PyAV raises instead of aborting: read in this process (a forked child hung once in CI on this
+    # call, after many other tests had run in the parent; it did not recur in reruns here)
+    assert vg.read_stamps(read_clip(huge, idx, backend="pyav")) == idx
     if decord_available():
         with pytest.raises(HieraVideoError, match=r"claims 214748\d{4} frames but the stream holds 30.*backend='pyav'") as info:
             read_clip(huge, idx, backend="decord", timeout=60)
