@@ -20,7 +20,7 @@ import torch
 
 from bench_predict import make_clip
 from hiera_video.data.datasets import build_dataset
-from hiera_video.engine.evaluate import evaluate
+from hiera_video.jobs.evaluate import evaluate
 from hiera_video.engine.inference import Classifier, parse_views, prepare_inference
 from hiera_video.models import create_model
 from hiera_video.runtime import pick_device, resolve_dtype

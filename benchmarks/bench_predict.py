@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from hiera_video.engine.inference import Classifier, prepare_inference
-from hiera_video.engine.predict import classify_video
+from hiera_video.jobs.predict import classify_video
 from hiera_video.models import create_model
 from hiera_video.runtime import pick_device, resolve_dtype
 

@@ -241,7 +241,7 @@ def allreduce_check(backend: str, workdir: Path, timeout: float = 300) -> str:
 
 
 def multi_process_checks(work: Path, gpu_count: int) -> None:
-    from hiera_video.data.synthetic_ava import make_synthetic_ava
+    from hiera_video.ava.synthetic import make_synthetic_ava
 
     backend, label = dist_plan(gpu_count)
     print(f"multi-process backend: {label}")

@@ -17,7 +17,7 @@ def ava_proposals(
                                       help="Required: unpickling can run arbitrary code, so only convert files you trust."),
 ) -> int:
     """Convert an AVA proposals pickle (mmaction2) to a SlowFast proposals CSV (needs --allow-pickle)."""
-    from hiera_video.data.ava_files import convert_proposals_pickle
+    from hiera_video.ava.files import convert_proposals_pickle
 
     check_output(out_csv, "OUT_CSV", inputs=[("PICKLE_FILE", pickle_file)])
     n = convert_proposals_pickle(pickle_file, out_csv, allow_pickle=allow_pickle)

@@ -29,10 +29,10 @@ def demo(
     from hiera_video.config import load_config
     from hiera_video.data.datasets import build_dataset
     from hiera_video.data.synthetic import make_synthetic_dataset
-    from hiera_video.engine.evaluate import evaluate, write_outputs
-    from hiera_video.engine.finetune import finetune
+    from hiera_video.jobs.evaluate import evaluate, write_outputs
+    from hiera_video.jobs.finetune import finetune
     from hiera_video.engine.inference import load_classifier, parse_views
-    from hiera_video.engine.predict import classify_video
+    from hiera_video.jobs.predict import classify_video
     from hiera_video.metrics.classification import render_metrics
     from hiera_video.cli.predict import result_table
 

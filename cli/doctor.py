@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 from rich.table import Column, Table
 
-from hiera_video.engine.doctor import healthy, report, run_checks
+from hiera_video.jobs.doctor import healthy, report, run_checks
 from hiera_video.report import console, json_text, safe
 
 _STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]"}

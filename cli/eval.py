@@ -10,7 +10,7 @@ import typer
 from hiera_video.cli import options
 from hiera_video.data import DATASET_PRESETS
 from hiera_video.data.clip_spec import check_choices
-from hiera_video.engine.evaluate import eval_job, evaluate, write_failure_lists, write_outputs
+from hiera_video.jobs.evaluate import eval_job, evaluate, write_failure_lists, write_outputs
 from hiera_video.engine.inference import parse_views, substitution_warning
 from hiera_video.engine.shard_files import finish_on_main, wait_on_others
 from hiera_video.errors import HieraVideoError, Interrupted
@@ -149,9 +149,9 @@ def _report(result, ds, clf, protocol, missing, world, split, output, out, all_c
 def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions, threshold, frames, view, allow_pickle, batch_size, workers,
              limit, output, all_classes, device, dtype, backend, as_json, resume: bool = False, allow_random: bool = False) -> int:
     """Frame-mAP@0.5 of a detector saved by ``finetune --dataset ava`` (official protocol)."""
-    from hiera_video.data.ava_files import resolve_label_map
-    from hiera_video.engine.ava import ava_protocol, evaluate_ava_model
-    from hiera_video.engine.ava_finetune import ava_eval_job
+    from hiera_video.ava.files import resolve_label_map
+    from hiera_video.ava.evaluate import ava_protocol, evaluate_ava_model
+    from hiera_video.ava.train import ava_eval_job
     from hiera_video.engine.shard_files import open_shard_files
 
     with ava_eval_job(root, split, annotations, label_map, weights, proposals, exclusions, threshold, frames, view,
@@ -183,7 +183,7 @@ def eval_ava(root, split, annotations, label_map, weights, proposals, exclusions
 
 def _report_ava(rows, metrics, ds, split, weights, output, out, all_classes, as_json) -> int:
     """Rank 0: print and write the merged AVA result; returns the exit code."""
-    from hiera_video.engine.ava import render_ava_metrics, write_ava_outputs
+    from hiera_video.ava.evaluate import render_ava_metrics, write_ava_outputs
 
     if len(ds) and not rows:
         skipped = (metrics or {}).get("skipped") or []

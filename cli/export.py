@@ -11,7 +11,7 @@ from rich.table import Table
 
 from hiera_video.cli import options
 from hiera_video.errors import HieraVideoError
-from hiera_video.engine.export import DEFAULT_OPSET, FORMATS, export as export_model, load_for_export
+from hiera_video.jobs.export import DEFAULT_OPSET, FORMATS, export as export_model, load_for_export
 from hiera_video.report import check_output, console, json_text, safe
 
 
@@ -78,10 +78,10 @@ def export(
 
 def _export_hub(model, weights, labels, output: Path, allow_random_weights: bool, as_json: bool) -> int:
     """``--format hub``: config.json + model.safetensors + README.md in the folder ``output``."""
-    from hiera_video.engine.export import export_hub
+    from hiera_video.jobs.export import export_hub
     from hiera_video.models.load import load
 
-    from hiera_video.engine.export import HUB_FILES
+    from hiera_video.jobs.export import HUB_FILES
 
     check_output(output, "--output", kind="dir", inputs=[("--weights", weights), ("--labels", labels)], writes=HUB_FILES)
     net, prov = load("classify", model, weights, allow_random=allow_random_weights, labels=labels)

@@ -12,11 +12,11 @@ from rich.table import Column, Table
 from hiera_video.cli import options
 from hiera_video.data.feature_store import INDEX
 from hiera_video.engine import distributed
-from hiera_video.engine.extract import (
+from hiera_video.jobs.extract import (
     LEVELS, Extracted, Extractor, jobs_for_dataset, jobs_for_paths, level_stride, load_feature_model,
 )
 from hiera_video.engine.inference import parse_views
-from hiera_video.engine.predict import expand_inputs
+from hiera_video.jobs.predict import expand_inputs
 from hiera_video.engine.shard_files import finish_on_main, wait_on_others
 from hiera_video.errors import HieraVideoError
 from hiera_video.report import check_output, console, json_text, progress_bar, safe

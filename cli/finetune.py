@@ -41,7 +41,7 @@ def finetune(
     print_config(cfg, "configuration" + (f" ({config})" if config else ""), show_config, out)
     if show_config:
         return 0
-    from hiera_video.engine.finetune import finetune as run
+    from hiera_video.jobs.finetune import finetune as run
 
     final = run(cfg, resume=resume, console=out)
     if final.get("top1") is not None:

@@ -12,7 +12,7 @@ from rich.table import Column, Table
 from hiera_video import limits
 from hiera_video.cli import options
 from hiera_video.engine.inference import load_classifier, parse_views
-from hiera_video.engine.predict import Result, check_plot, expand_in_order, in_input_order, plot_paths, plot_timeline, predict_paths
+from hiera_video.jobs.predict import Result, check_plot, expand_in_order, in_input_order, plot_paths, plot_timeline, predict_paths
 from hiera_video.errors import HieraVideoError, Interrupted
 from hiera_video.report import check_output, console, print_json, progress_bar, safe, write_csv, write_json
 

@@ -33,7 +33,7 @@ def pretrain(
     if list_configs:
         print("\n".join(p for p in list_presets() if p.startswith("pretrain")))
         return 0
-    from hiera_video.engine.pretrain import load_pretrain_config
+    from hiera_video.jobs.pretrain import load_pretrain_config
 
     overrides = config_overrides(data=dict(dataset=dataset, root=root, annotations=annotations),
                                  model=dict(name=model, weights=weights), run=dict(output=output))
@@ -45,7 +45,7 @@ def pretrain(
     print_config(cfg, f"configuration ({source})", show_config, out)
     if show_config:
         return 0
-    from hiera_video.engine.pretrain import pretrain as run
+    from hiera_video.jobs.pretrain import pretrain as run
 
     summary = run(cfg, resume=resume, console=out)
     if summary.get("final_loss") is not None:

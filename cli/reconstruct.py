@@ -30,7 +30,7 @@ def reconstruct(
 ) -> int:
     """Mask a clip at random (seeded), run the MAE and draw original | masked input | reconstruction
     (predictions de-normalised with each patch's statistics; visible patches pasted back)."""
-    from hiera_video.engine.reconstruct import load_mae, reconstruct_video, save_figure
+    from hiera_video.jobs.reconstruct import load_mae, reconstruct_video, save_figure
 
     if output.suffix.lower() not in (".png", ".gif"):
         raise HieraVideoError(f"--output must end in .png or .gif, got '{output}'")

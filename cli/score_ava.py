@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from hiera_video.engine.ava import render_ava_metrics, write_ava_outputs
+from hiera_video.ava.evaluate import render_ava_metrics, write_ava_outputs
 from hiera_video.engine.distributed import World
 from hiera_video.engine.shard_files import output_claim
 from hiera_video.errors import HieraVideoError
-from hiera_video.data.ava_files import read_ava_csv, read_exclusions, read_ground_truth, resolve_label_map
-from hiera_video.metrics.ava import evaluate_ava, metrics_to_json
+from hiera_video.ava.files import read_ava_csv, read_exclusions, read_ground_truth, resolve_label_map
+from hiera_video.ava.metrics import evaluate_ava, metrics_to_json
 from hiera_video.report import check_output, console, json_text, safe
 
 

@@ -317,7 +317,7 @@ def _ava_keyframes(folder: Path, dataset, worst: list[dict], per_class: int = 2)
     """For each of the worst classes, up to ``per_class`` evaluated keyframes holding a
     ground-truth box of it, drawn with the ground truth (green) and this class's detections
     scoring at least 0.5 (red)."""
-    from hiera_video.data.ava_files import read_ava_csv
+    from hiera_video.ava.files import read_ava_csv
 
     det: dict[tuple, list] = {}
     path = folder / "detections.csv"

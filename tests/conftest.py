@@ -33,6 +33,6 @@ def one_thread():
 def ava_set(tmp_path_factory):
     """The generated AVA-format set that detectors are trained on (12 videos of 8 s, 3 of them
     for validation; seed 0). Made once per session: read it, never write into it."""
-    from hiera_video.data.synthetic_ava import make_synthetic_ava
+    from hiera_video.ava.synthetic import make_synthetic_ava
 
     return make_synthetic_ava(tmp_path_factory.mktemp("ava"), seed=0, num_videos=12, val_videos=3, seconds=8)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hiera_video.data.ava_files import (
+from hiera_video.ava.files import (
     NUM_ACTIONS,
     convert_proposals_pickle,
     load_proposals,
@@ -20,11 +20,11 @@ from hiera_video.data.ava_files import (
     read_label_map,
     read_proposals_csv,
 )
-from hiera_video.data.boxes import box_iou, crop_boxes_px, flip_boxes, resize_boxes
-from hiera_video.data.datasets.ava import AvaDataset, SkipBadItems, ava_collate, clip_frame_indices, train_view
-from hiera_video.data.datasets.ava import test_view as ava_test_view
+from hiera_video.ava.boxes import box_iou, crop_boxes_px, flip_boxes, resize_boxes
+from hiera_video.ava.dataset import AvaDataset, SkipBadItems, ava_collate, clip_frame_indices, train_view
+from hiera_video.ava.dataset import test_view as ava_test_view
 from hiera_video.data.sampling import keyframe_indices
-from hiera_video.data.synthetic_ava import ACTIONS, TIMECODE_BLOCK, make_synthetic_ava, timecode_position
+from hiera_video.ava.synthetic import ACTIONS, TIMECODE_BLOCK, make_synthetic_ava, timecode_position
 from hiera_video.errors import HieraVideoError
 
 T, STRIDE, S = 8, 4, 64
@@ -342,10 +342,10 @@ def test_limited_evaluation_scores_only_the_evaluated_keyframes(ava):
 
     from rich.console import Console
 
-    from hiera_video.data.datasets.ava import open_ava_split
-    from hiera_video.engine.ava import evaluate_ava_model, render_ava_metrics
-    from hiera_video.data.ava_files import resolve_label_map
-    from hiera_video.metrics.ava import evaluate_ava
+    from hiera_video.ava.dataset import open_ava_split
+    from hiera_video.ava.evaluate import evaluate_ava_model, render_ava_metrics
+    from hiera_video.ava.files import resolve_label_map
+    from hiera_video.ava.metrics import evaluate_ava
 
     class Constant(torch.nn.Module):  # the same score for every box and class
         def forward(self, clips, boxes):

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from hiera_video.data.ava_files import read_ava_csv, resolve_label_map
-from hiera_video.metrics.ava import evaluate_ava
+from hiera_video.ava.files import read_ava_csv, resolve_label_map
+from hiera_video.ava.metrics import evaluate_ava
 
 from helpers import assert_same_weights, run_cli
 
@@ -117,7 +117,7 @@ def test_ddp_two_cpu_processes(ava_set, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["processes"] == 2 and m["global_batch"] == 8 and m["accum_steps"] == 1 and m["mAP"] is not None
     # every validation keyframe scored exactly once across the two processes
-    from hiera_video.data.datasets.ava import open_ava_split
+    from hiera_video.ava.dataset import open_ava_split
 
     val = open_ava_split(ava_set.root, "val", "val", default_proposals=True, num_frames=4, stride=8, crop_size=64)
     assert m["num_val_keyframes"] == len(val) > 0

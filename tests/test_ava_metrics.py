@@ -12,9 +12,9 @@ import typer
 from typer.testing import CliRunner
 
 from hiera_video.errors import HieraVideoError
-from hiera_video.data.ava_files import AvaRow, read_ava_csv, read_exclusions, read_label_map, write_detections_csv
-from hiera_video.data.boxes import box_iou
-from hiera_video.metrics.ava import average_precision, evaluate_ava
+from hiera_video.ava.files import AvaRow, read_ava_csv, read_exclusions, read_label_map, write_detections_csv
+from hiera_video.ava.boxes import box_iou
+from hiera_video.ava.metrics import average_precision, evaluate_ava
 
 A = (0.0, 0.0, 0.5, 1.0)
 B = (0.5, 0.0, 1.0, 1.0)
@@ -265,7 +265,7 @@ def test_read_label_map_formats(tmp_path):
 
 def test_official_label_map_round_trip(tmp_path):
     from hiera_video.data.labels import load_label_map
-    from hiera_video.data.synthetic_ava import label_map_pbtxt
+    from hiera_video.ava.synthetic import label_map_pbtxt
 
     p = tmp_path / "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
     p.write_text(label_map_pbtxt(load_label_map("ava")))

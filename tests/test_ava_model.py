@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from hiera_video.data.datasets.ava import AvaDataset, ava_collate
-from hiera_video.engine.ava import ava_loss, evaluate_ava_model, render_ava_metrics, write_ava_outputs
+from hiera_video.ava.dataset import AvaDataset, ava_collate
+from hiera_video.ava.evaluate import ava_loss, evaluate_ava_model, render_ava_metrics, write_ava_outputs
 from hiera_video.errors import HieraVideoError
-from hiera_video.data.ava_files import read_ava_csv
-from hiera_video.metrics.ava import evaluate_ava
-from hiera_video.models.heads import AvaDetector, AvaRoIHead, build_ava_model
+from hiera_video.ava.files import read_ava_csv
+from hiera_video.ava.metrics import evaluate_ava
+from hiera_video.ava.model import AvaDetector, AvaRoIHead, build_ava_model
 
 from helpers import save_official
 

@@ -332,7 +332,7 @@ BOM = "\ufeff"  # what spreadsheet tools write at the start of a UTF-8 file
 def test_annotation_files_with_a_byte_order_mark(tmp_path):
     """Every annotation reader ignores a UTF-8 byte-order mark: the rows, labels and class
     names read are the same as without it."""
-    from hiera_video.data.ava_files import read_ava_csv, read_exclusions, read_label_map
+    from hiera_video.ava.files import read_ava_csv, read_exclusions, read_label_map
 
     def with_bom(path: Path) -> Path:
         path.write_text(BOM + path.read_text(encoding="utf-8"), encoding="utf-8")

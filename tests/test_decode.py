@@ -512,7 +512,7 @@ def test_fifo_device_and_symlinks_are_named(tmp_path):
     """A FIFO was reported as "empty (0 bytes)" (and is never opened: reading it blocks), a
     symlink loop as "not found"."""
     from hiera_video.data.check import check_file
-    from hiera_video.engine.predict import expand_inputs
+    from hiera_video.jobs.predict import expand_inputs
 
     fifo = tmp_path / "pipe.mp4"
     os.mkfifo(fifo)

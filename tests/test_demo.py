@@ -10,7 +10,7 @@ import pytest
 
 from hiera_video.config import load_config
 from hiera_video.data.synthetic import make_synthetic_dataset
-from hiera_video.engine.finetune import finetune
+from hiera_video.jobs.finetune import finetune
 
 from helpers import run_cli
 

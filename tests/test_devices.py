@@ -70,7 +70,7 @@ def media(tmp_path_factory):
     (root / "labels.txt").write_text("a\nb\n")
     nano_classifier(root / "clf.pt", ["a", "b"])
     from hiera_video.models.checkpoints import save_checkpoint
-    from hiera_video.models.heads import build_ava_model
+    from hiera_video.ava.model import build_ava_model
 
     ava = build_ava_model("hiera_nano_8x64", drop_path_rate=0.0, dropout=0.0)
     save_checkpoint(root / "ava.pt", ava, dict(task="ava", model="hiera_nano_8x64", arch={}, head=dict(dropout=0.0),

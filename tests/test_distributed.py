@@ -186,7 +186,7 @@ def test_accumulation_leftover_and_resume_from_the_epoch_end(colours, tmp_path):
     (no gradient crosses into the next epoch), and resuming from the checkpoint written at
     the end of epoch 1 gives the weights of an uninterrupted run."""
     from hiera_video.config import load_config
-    from hiera_video.engine.finetune import finetune
+    from hiera_video.jobs.finetune import finetune
 
     def cfg(out, *sets):
         args = finetune_args(colours, out, "run.batch_size=4", "run.global_batch=8", *sets)[1:]
@@ -206,7 +206,7 @@ def test_a_run_folder_in_use_is_refused_and_a_killed_runs_leftovers_removed(colo
     run is killed (SIGKILL: no cleanup of its own), its lock is gone and the next run cleans
     up the temporary checkpoint file it left."""
     from hiera_video.config import load_config
-    from hiera_video.engine.finetune import finetune
+    from hiera_video.jobs.finetune import finetune
     from hiera_video.errors import HieraVideoError
 
     out = tmp_path / "run"
@@ -287,7 +287,7 @@ def test_a_signal_during_the_final_evaluation_stops_it_and_resume_evaluates(colo
     eval outputs are written; --resume auto then evaluates and finishes the run."""
     from hiera_video.config import load_config
     from hiera_video.engine.distributed import AgreedInterrupt
-    from hiera_video.engine.finetune import finetune
+    from hiera_video.jobs.finetune import finetune
 
     args = finetune_args(colours, tmp_path / "run", "optim.epochs=1")[1:]
     cfg = load_config(None, [a for a in args if a != "--set"])

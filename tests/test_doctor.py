@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from hiera_video.engine import doctor as doc
+from hiera_video.jobs import doctor as doc
 
 from helpers import run_cli as run
 

@@ -161,7 +161,7 @@ def test_a_hanging_decode_is_stopped_and_reported(setup, monkeypatch):
     import time as _time
 
     from hiera_video.data.datasets import build_dataset
-    from hiera_video.engine.evaluate import evaluate
+    from hiera_video.jobs.evaluate import evaluate
     from hiera_video.engine.inference import load_classifier
 
     clf = load_classifier(weights=setup["ckpt"], dtype="fp32")

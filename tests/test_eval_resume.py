@@ -204,9 +204,9 @@ def test_a_process_that_dies_is_named(data, tmp_path):
 @pytest.fixture(scope="module")
 def detector(ava_set, tmp_path_factory):
     """An untrained nano detector (fixed seed) saved as finetune --dataset ava saves one."""
-    from hiera_video.data.ava_files import resolve_label_map
+    from hiera_video.ava.files import resolve_label_map
     from hiera_video.models.checkpoints import save_checkpoint
-    from hiera_video.models.heads import build_ava_model
+    from hiera_video.ava.model import build_ava_model
 
     torch.manual_seed(0)
     model = build_ava_model("hiera_nano_8x64", drop_path_rate=0.0, dropout=0.0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import hiera_video.engine.export as hexport
+import hiera_video.jobs.export as hexport
 from hiera_video.models import fused
 
 from helpers import NANO, nano_classifier, run_cli as run

@@ -17,8 +17,8 @@ import torch
 import hiera_video
 from hiera_video.data import ClipSpec, make_views, open_video
 from hiera_video.data.feature_store import read_features
-from hiera_video.engine.extract import load_feature_model, stage_map
-from hiera_video.engine.predict import FrameRange
+from hiera_video.jobs.extract import load_feature_model, stage_map
+from hiera_video.jobs.predict import FrameRange
 from hiera_video.models.checkpoints import save_checkpoint
 
 from helpers import NANO, nano_classifier, run_cli as run, save_official

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from hiera_video.config import load_config
-from hiera_video.engine.finetune import finetune
+from hiera_video.jobs.finetune import finetune
 from hiera_video.errors import HieraVideoError
 
 from helpers import assert_same_weights, colour_videos, run_cli

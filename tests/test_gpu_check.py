@@ -185,7 +185,7 @@ def test_record_turns_every_step_into_a_row(capsys):
 def test_failed_data_generation_is_a_row_not_a_crash(monkeypatch, tmp_path):
     """Data generation used to run outside the rows: one exception ended the script with no
     summary. Now it is a FAIL row and the steps needing the data are skip rows."""
-    import hiera_video.data.synthetic_ava as synthetic_ava
+    import hiera_video.ava.synthetic as synthetic_ava
 
     def no_subprocess(*a, **k):
         raise RuntimeError("exit 1: synth exploded")
@@ -241,7 +241,7 @@ def test_nccl_rows_when_two_gpus(monkeypatch, tmp_path):
         raise RuntimeError("not here")
 
     monkeypatch.setattr(gpu_check, "_run", fake_run)
-    monkeypatch.setattr("hiera_video.data.synthetic_ava.make_synthetic_ava", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("hiera_video.ava.synthetic.make_synthetic_ava", lambda *a, **k: 1 / 0)
     gpu_check.multi_process_checks(tmp_path, gpu_count=2)
     names = [n for n, _, _ in gpu_check.RESULTS]
     assert "torchrun all_reduce [nccl]" in names and "torchrun finetune [nccl]" in names

@@ -16,7 +16,7 @@ import torch
 
 import hiera_video
 from hiera_video.config import TrainConfig, load_config
-from hiera_video.engine.pretrain import PretrainConfig, load_pretrain_config
+from hiera_video.jobs.pretrain import PretrainConfig, load_pretrain_config
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.checkpoints import save_checkpoint
 
@@ -368,7 +368,7 @@ def test_finetune_with_a_bad_arch_stops_before_any_work(tmp_path, capsys, monkey
     def started(*args, **kwargs):
         raise AssertionError("the work started")
 
-    monkeypatch.setattr("hiera_video.engine.finetune.build_data", started)
+    monkeypatch.setattr("hiera_video.jobs.finetune.build_data", started)
     code, out, err = run_cli(["finetune", "--config", "demo", "--root", str(tmp_path), "-o", str(tmp_path / "run"),
                               "--set", "model.arch={q_pool: -5}"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "'model.arch.q_pool'" in err, err

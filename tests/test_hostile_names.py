@@ -12,7 +12,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from hiera_video.engine.predict import plot_paths
+from hiera_video.jobs.predict import plot_paths
 from hiera_video.report import json_text, print_json, safe, write_json
 
 from helpers import nano_classifier, run_cli

@@ -304,11 +304,11 @@ def ava_eval(tmp_path_factory):
     shifted boxes and noisy scores, so some classes score worse), with the dataset at hand."""
     import random
 
-    from hiera_video.data.ava_files import read_ava_csv
-    from hiera_video.data.datasets.ava import AvaDataset
-    from hiera_video.data.synthetic_ava import make_synthetic_ava
-    from hiera_video.engine.ava import write_ava_outputs
-    from hiera_video.metrics.ava import evaluate_ava
+    from hiera_video.ava.files import read_ava_csv
+    from hiera_video.ava.dataset import AvaDataset
+    from hiera_video.ava.synthetic import make_synthetic_ava
+    from hiera_video.ava.evaluate import write_ava_outputs
+    from hiera_video.ava.metrics import evaluate_ava
 
     d = tmp_path_factory.mktemp("ava_report")
     ava = make_synthetic_ava(d / "ava", seed=1, num_videos=2, val_videos=1, seconds=5)

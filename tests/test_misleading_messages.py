@@ -180,7 +180,7 @@ def test_score_ava_refuses_ground_truth_in_pixels_as_training_does(tmp_path, cap
 def test_score_ava_names_only_label_map_is_numbered_from_1(tmp_path, capsys):
     """AVA ids are 1-based: a names-only .txt names ids 1, 2, ...; with the 80 names in AVA's
     order, 'stand' (line 12) is id 12 and the detection of action 12 is scored."""
-    from hiera_video.data.ava_files import resolve_label_map
+    from hiera_video.ava.files import resolve_label_map
     from hiera_video.data.labels import load_label_map
 
     names = [f"action {i}" for i in range(1, 81)]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hiera_video.data.ava_files import write_detections_csv
+from hiera_video.ava.files import write_detections_csv
 from hiera_video.data.check import write_bad_list
 from hiera_video.report import atomic_write_text, write_csv, write_json
 
@@ -111,7 +111,7 @@ def test_eval_into_a_folder_another_run_holds_is_refused(setup, capsys, tmp_path
 def test_eval_holds_the_folder_lock_until_its_outputs_are_written(setup, capsys, tmp_path, monkeypatch):
     """Single process: the lock is taken before any work and still held while the last output
     (failed.csv / missing.csv) is written, so a second eval cannot mix its files in."""
-    import hiera_video.engine.evaluate as evaluate
+    import hiera_video.jobs.evaluate as evaluate
 
     out = tmp_path / "held"
     seen = []

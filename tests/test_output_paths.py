@@ -25,7 +25,7 @@ COMMANDS = {
     "predict --plot": (["predict", "{dir}", "--weights", "w.pt", "--window", "1", "--plot", "{out}.png"], "file",
                        "hiera_video.cli.predict.load_classifier", "--plot"),
     "eval": (["eval", "--dataset", "folder", "--root", "{dir}", "--weights", "w.pt", "-o", "{out}"], "dir",
-             "hiera_video.engine.evaluate.load_classifier", "--output"),
+             "hiera_video.jobs.evaluate.load_classifier", "--output"),
     "extract": (["extract", "{dir}", "--weights", "w.pt", "-o", "{out}"], "dir",
                 "hiera_video.cli.extract.load_feature_model", "--output"),
     "score": (["score", "preds.pt", "--output", "{out}"], "dir", "hiera_video.cli.score.load_predictions", "--output"),
@@ -35,15 +35,15 @@ COMMANDS = {
                      "hiera_video.cli.check_videos.build_dataset", "--output"),
     "export": (["export", "--format", "onnx", "--weights", "w.pt", "-o", "{out}.onnx"], "file",
                "hiera_video.cli.export.load_for_export", "--output"),
-    "reconstruct": (["reconstruct", "{video}", "-o", "{out}.png"], "file", "hiera_video.engine.reconstruct.load_mae", "--output"),
+    "reconstruct": (["reconstruct", "{video}", "-o", "{out}.png"], "file", "hiera_video.jobs.reconstruct.load_mae", "--output"),
     "ava-proposals": (["ava-proposals", "in.pkl", "{out}.csv", "--allow-pickle"], "file",
-                      "hiera_video.data.ava_files.convert_proposals_pickle", "OUT_CSV"),
+                      "hiera_video.ava.files.convert_proposals_pickle", "OUT_CSV"),
     "synth": (["synth", "{out}"], "dir", "hiera_video.cli.synth.make_synthetic_dataset", "OUT_DIR"),
     "demo": (["demo", "-o", "{out}"], "dir", "hiera_video.data.synthetic.make_synthetic_dataset", "--output"),
     "finetune": (["finetune", "--config", "demo", "--root", "{dir}", "-o", "{out}"], "dir",
-                 "hiera_video.engine.finetune.build_data", "--output"),
+                 "hiera_video.jobs.finetune.build_data", "--output"),
     "pretrain": (["pretrain", "--config", "pretrain_demo", "--root", "{dir}", "-o", "{out}"], "dir",
-                 "hiera_video.engine.pretrain.build_unlabeled", "--output"),
+                 "hiera_video.jobs.pretrain.build_unlabeled", "--output"),
 }
 
 

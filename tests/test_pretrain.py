@@ -23,8 +23,8 @@ from hiera_video.cli.pretrain import pretrain as pretrain_command
 from hiera_video.cli.reconstruct import reconstruct as reconstruct_command
 from hiera_video.data.datasets import build_unlabeled
 from hiera_video.data.datasets.lists import read_path_list
-from hiera_video.engine.pretrain import create_pretrain_model, default_drop_path, load_pretrain_config, pretrain
-from hiera_video.engine.reconstruct import (
+from hiera_video.jobs.pretrain import create_pretrain_model, default_drop_path, load_pretrain_config, pretrain
+from hiera_video.jobs.reconstruct import (
     denormalize_patches,
     normalize_patches,
     patches_to_pixels,
@@ -255,7 +255,7 @@ def test_reconstruct_command_png_and_gif(run_dir, videos, tmp_path):
     assert res.exit_code != 0
     # A classifier checkpoint cannot reconstruct.
     with pytest.raises(HieraVideoError, match="MAE"):
-        from hiera_video.engine.reconstruct import load_mae
+        from hiera_video.jobs.reconstruct import load_mae
 
         load_mae("hiera_nano_8x64", "none", allow_random_weights=True)
 
@@ -303,7 +303,7 @@ def test_ddp_two_cpu_processes(videos, tmp_path):
     out = tmp_path / "ddp"
     script = tmp_path / "run.py"
     script.write_text(
-        "import sys\nfrom hiera_video.engine.pretrain import load_pretrain_config, pretrain\n"
+        "import sys\nfrom hiera_video.jobs.pretrain import load_pretrain_config, pretrain\n"
         "pretrain(load_pretrain_config('pretrain_video', sys.argv[1:]))\n"
     )
     sets = [f"data.root={videos}", "data.dataset=list", "data.annotations=paths.txt", "data.workers=0", "data.stride=2",

@@ -52,9 +52,9 @@ def _labels_file(path, names):
 def _ava_detector(path, edit=None, label_map=None):
     """A nano AVA detector saved as ``finetune --dataset ava`` saves one (with the classes of
     ``label_map``, a label-map file); ``edit(state_dict)`` changes the tensors first."""
-    from hiera_video.data.ava_files import resolve_label_map
+    from hiera_video.ava.files import resolve_label_map
 
-    from hiera_video.models.heads import build_ava_model
+    from hiera_video.ava.model import build_ava_model
 
     torch.manual_seed(0)
     model = build_ava_model(NANO, drop_path_rate=0.0, dropout=0.0)
@@ -165,7 +165,7 @@ def test_every_task_refuses_nan_weights(nan_weights):
 def test_ava_detector_without_trained_head_is_refused(tmp_path, warnings_seen):
     """A detector file without its head used to fail with a load_state_dict traceback; it is
     now the untrained-head refusal every task gets (allow_random: a warning)."""
-    from hiera_video.engine.ava_finetune import load_ava_detector
+    from hiera_video.ava.train import load_ava_detector
 
     path = _ava_detector(tmp_path / "headless.pt", lambda sd: [sd.pop(k) for k in list(sd) if k.startswith("head.")])
     with pytest.raises(HieraVideoError, match="no trained detection head .*--allow-random-weights"):

@@ -229,7 +229,7 @@ def _mae_encoder(ckpt, cls_name: str, weights: str) -> tuple[nn.Module, Provenan
 
 def _ava_detector(weights) -> tuple[nn.Module, Provenance]:
     from hiera_video.models.checkpoints import load_training_state
-    from hiera_video.models.heads import build_ava_model
+    from hiera_video.ava.model import build_ava_model
 
     ckpt = load_training_state(weights)
     meta = ckpt["meta"]

@@ -63,7 +63,7 @@ from hiera_video.data.feature_store import (
 from hiera_video.engine import distributed, faults
 from hiera_video.engine.inference import Classifier, classifier_on, run_model
 from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, decode_in_order
-from hiera_video.engine.predict import decode_windows
+from hiera_video.jobs.predict import decode_windows
 from hiera_video.engine.shard_files import ShardFiles, guard, open_shard_files, weights_fingerprint
 from hiera_video import limits
 from hiera_video.errors import HieraVideoError, OutputError

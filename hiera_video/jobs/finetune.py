@@ -18,7 +18,7 @@ import torch
 from hiera_video.config import TrainConfig
 from hiera_video.data import DATASET_PRESETS, TrainTransform
 from hiera_video.data.datasets import VideoDataset, build_dataset
-from hiera_video.engine.evaluate import evaluate, write_outputs
+from hiera_video.jobs.evaluate import evaluate, write_outputs
 from hiera_video.engine.inference import Classifier, parse_views
 from hiera_video.engine.mixup import Mixup, MixupConfig, SoftTargetCrossEntropy
 from hiera_video.engine.train_data import TrainClips, collate_clips, train_clip_spec
@@ -53,10 +53,10 @@ def build_data(cfg: TrainConfig) -> tuple[VideoDataset, VideoDataset | None]:
 def finetune(cfg: TrainConfig, resume: str | None = None, console=None) -> dict:
     """Train per ``cfg``; returns the final metrics (rank 0) or {} (other ranks).
 
-    ``data.dataset: ava`` trains an action detector instead (:func:`hiera_video.engine.ava_finetune.finetune_ava`).
+    ``data.dataset: ava`` trains an action detector instead (:func:`hiera_video.ava.train.finetune_ava`).
     """
     if cfg.data.dataset == "ava":
-        from hiera_video.engine.ava_finetune import finetune_ava
+        from hiera_video.ava.train import finetune_ava
 
         return finetune_ava(cfg, resume, console)
     trainer = Trainer(cfg, console)

@@ -187,7 +187,7 @@ def _pretrain(trainer: Trainer, cfg: PretrainConfig, resume: str | None) -> dict
 
 def _write_preview(cfg: PretrainConfig, model, train_set: VideoDataset, png: Path) -> str | None:
     """reconstruction.png of the first readable training video (centre clip, seeded mask)."""
-    from hiera_video.engine.reconstruct import reconstruct_clip, save_png
+    from hiera_video.jobs.reconstruct import reconstruct_clip, save_png
 
     clip = train_clip_spec(cfg.data, model)
     for item in train_set.items[:5]:

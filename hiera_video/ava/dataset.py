@@ -1,5 +1,5 @@
 """AVA v2.2 spatio-temporal action detection: a keyframe dataset (its files are read by
-:mod:`hiera_video.data.ava_files`, its boxes transformed by :mod:`hiera_video.data.boxes`).
+:mod:`hiera_video.ava.files`, its boxes transformed by :mod:`hiera_video.ava.boxes`).
 
 Videos: the 15-minute clips (AVA seconds 900..1800) as ``{root}/{video_id}.{mp4,mkv,webm,...}``
 (frame of second ``t`` = ``round((t - 900) * fps)``), or extracted frames
@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hiera_video.data.ava_files import (
+from hiera_video.ava.files import (
     LABEL_MAP_NAME,
     NUM_ACTIONS,
     AvaRow,
@@ -66,7 +66,7 @@ from hiera_video.data.ava_files import (
     read_exclusions,
     resolve_label_map,
 )
-from hiera_video.data.boxes import box_iou, boxes_to_pixels, clip_boxes, crop_boxes_px, flip_boxes, resize_boxes
+from hiera_video.ava.boxes import box_iou, boxes_to_pixels, clip_boxes, crop_boxes_px, flip_boxes, resize_boxes
 from hiera_video.data.datasets.base import VIDEO_EXTENSIONS
 from hiera_video.data.decode import open_video
 from hiera_video.data.clip_spec import VIDEO_MEAN, VIDEO_STD

@@ -51,8 +51,8 @@ from typing import Iterable
 
 import numpy as np
 
-from hiera_video.data.ava_files import AvaRow, read_exclusions, resolve_label_map
-from hiera_video.data.boxes import box_iou
+from hiera_video.ava.files import AvaRow, read_exclusions, resolve_label_map
+from hiera_video.ava.boxes import box_iou
 from hiera_video.errors import HieraVideoError
 
 IOU_THRESHOLD = 0.5

@@ -2,11 +2,11 @@
 
 * :func:`ava_loss`: binary cross-entropy with logits over the 80 AVA ids (mean over boxes
   and classes, as SlowFast's ``BCELoss`` on sigmoid outputs).
-* :func:`evaluate_ava_model`: run an :class:`~hiera_video.models.heads.AvaDetector` over an
-  :class:`~hiera_video.data.datasets.ava.AvaDataset` (mode "val"), turn the sigmoid score of
+* :func:`evaluate_ava_model`: run an :class:`~hiera_video.ava.model.AvaDetector` over an
+  :class:`~hiera_video.ava.dataset.AvaDataset` (mode "val"), turn the sigmoid score of
   every box and every label-map class into an official detection row
   ``video_id,timestamp,x1,y1,x2,y2,action_id,score`` (boxes = the dataset's original
-  normalised boxes), and score them with :func:`hiera_video.metrics.ava.evaluate_ava`.
+  normalised boxes), and score them with :func:`hiera_video.ava.metrics.evaluate_ava`.
   Items whose video cannot be decoded are skipped and listed. Under ``torchrun`` each rank
   takes every world_size-th keyframe and rank 0 merges them (no keyframe twice, none
   dropped; with ``--output`` through the per-process result files of
@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from hiera_video.data.datasets.ava import ava_collate
+from hiera_video.ava.dataset import ava_collate
 from hiera_video.errors import HieraVideoError
-from hiera_video.data.ava_files import AvaRow, resolve_label_map, write_detections_csv
-from hiera_video.metrics.ava import evaluate_ava, metrics_to_json
+from hiera_video.ava.files import AvaRow, resolve_label_map, write_detections_csv
+from hiera_video.ava.metrics import evaluate_ava, metrics_to_json
 from hiera_video.report import safe, write_csv, write_json
 
 log = logging.getLogger("hiera_video")

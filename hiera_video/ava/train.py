@@ -24,15 +24,15 @@ import torch
 from torch.utils.data import Dataset
 
 from hiera_video.config import TrainConfig
-from hiera_video.data.ava_files import find_ava_file
+from hiera_video.ava.files import find_ava_file
 from hiera_video.data.clip_spec import ClipSpec
-from hiera_video.data.datasets.ava import AvaDataset, ava_collate, open_ava_split
-from hiera_video.engine.ava import ava_loss, evaluate_ava_model, render_ava_metrics, write_ava_outputs
+from hiera_video.ava.dataset import AvaDataset, ava_collate, open_ava_split
+from hiera_video.ava.evaluate import ava_loss, evaluate_ava_model, render_ava_metrics, write_ava_outputs
 from hiera_video.engine import distributed
 from hiera_video.engine.train_data import item_seed
 from hiera_video.engine.trainer import Trainer
 from hiera_video.errors import HieraVideoError
-from hiera_video.models.heads import AvaDetector, build_ava_model
+from hiera_video.ava.model import AvaDetector, build_ava_model
 from hiera_video.models.load import Provenance, load
 
 log = logging.getLogger("hiera_video")
@@ -66,7 +66,7 @@ def collate_keyframes(items):
 
 
 def ava_clip_options(clip: ClipSpec) -> dict:
-    """The :class:`~hiera_video.data.datasets.ava.AvaDataset` options for ``clip``: its frames
+    """The :class:`~hiera_video.ava.dataset.AvaDataset` options for ``clip``: its frames
     around each keyframe (``num_frames`` at ``stride``), crop, normalisation and decoder."""
     return dict(num_frames=clip.num_frames, stride=clip.stride, crop_size=clip.crop_size, mean=clip.mean, std=clip.std,
                 backend=clip.backend)
