@@ -110,7 +110,7 @@ def test_import_loads_no_video_decoder():
 def test_no_install_path_pulls_both_decord_and_decord2():
     """decord2 ships the same ``decord`` module as decord 0.6.0: the default install and every
     extra (with the defaults) must name at most one of them (issue 23: decord 0.6.0 is kept,
-    see README "Performance")."""
+    see docs/decoding.md)."""
     import re
 
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
