@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from hiera_video.engine.inference import Classifier, prepare_inference
+from hiera_video.data.transforms import make_views
 from hiera_video.jobs.predict import classify_video
 from hiera_video.models import create_model
 from hiera_video.runtime import pick_device, resolve_dtype
@@ -66,7 +67,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         video = make_clip(Path(d) / "clip.mp4")
-        views, _ = protocol.views(str(video))
+        views, _ = make_views(str(video), protocol)
         clf.logits(views, args.batch_size)  # warm-up
         fwd, full = [], []
         for _ in range(args.repeat):
@@ -77,7 +78,7 @@ def main() -> None:
             classify_video(clf, protocol, str(video), args.batch_size, 5)
             full.append(time.perf_counter() - t)
             t = time.perf_counter()
-            protocol.views(str(video))
+            make_views(str(video), protocol)
             decode_t = time.perf_counter() - t
     f, p = statistics.median(fwd), statistics.median(full)
     print(f"{args.model} {args.views} views, dtype {low or torch.float32}, batch {args.batch_size}, threads {torch.get_num_threads()}")

@@ -33,6 +33,10 @@ in bf16 next to the official code and timm?
    clips and global batch; FAIL above 1.05), the communication the backward pass does not hide
    (the bare loop with against without gradient exchange) and the collectives per step. With
    one GPU the row is a ``skip``.
+5. NVDEC (``--skip nvdec``): the test corpus (``tests/videogen.py``) decoded by torchcodec on
+   the GPU (``--decode-device cuda``) against torchcodec on the CPU, same frames; the row gives
+   the max abs pixel difference (YUV->RGB conversion differs: up to ``NVDEC_TOL``) and which
+   files fell back to the CPU. FAIL above the tolerance or when no file decoded on the GPU.
 
 Every step is a row of the summary table, which is always printed; the exit code is 1 when any
 row is FAIL (or when nothing was checked, e.g. without CUDA), else 0.
@@ -528,7 +532,7 @@ def throughput(batches: list[int]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["torchrun", "flash", "speed", "ddp"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["torchrun", "flash", "speed", "ddp", "nvdec"])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     ap.add_argument("--allreduce-worker", action="store_true", help=argparse.SUPPRESS)  # one rank of 'torchrun all_reduce'
     args = ap.parse_args(argv)
@@ -546,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
             record("throughput", lambda: throughput(args.batches))
         if "ddp" not in args.skip:
             ddp_step_checks(work, torch.cuda.device_count())
+        if "nvdec" not in args.skip:
+            record("NVDEC decode (torchcodec cuda vs cpu)", lambda: nvdec_check(work))
     except BaseException as e:  # even an interruption leaves the summary of what ran
         RESULTS.append(("gpu_check", "FAIL", f"stopped: {type(e).__name__}: {e}"[:300]))
         if not isinstance(e, Exception):
@@ -554,6 +560,36 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
         print("\n" + format_summary(RESULTS))
     return exit_code(RESULTS)
+
+
+NVDEC_TOL = 12  # max abs difference (0-255) NVDEC's YUV->RGB may give against FFmpeg's swscale
+
+
+def nvdec_check(work: Path, device: str = "cuda", frames=(0, 7, 13, 29)) -> str:
+    """The corpus decoded with ``device`` against torchcodec on the CPU (``device="cpu"``: the
+    comparison itself, on CPU). Raises above ``NVDEC_TOL`` or when every file fell back."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from videogen import FORMATS, has_encoder, write_video
+
+    from hiera_video.data.decode import open_video
+
+    worst, on_device, fallback = 0, 0, []
+    for fmt, (ext, encoder, _pix, _opts) in FORMATS.items():
+        if not has_encoder(encoder) or ext not in ("mp4", "mkv", "webm", "avi"):  # torchcodec's containers
+            continue
+        path = write_video(work / f"nvdec_{fmt}", num_frames=30, height=96, width=128, fmt=fmt)
+        with open_video(path, "torchcodec") as cpu, open_video(path, "torchcodec", device) as dev:
+            diff = int((cpu.get_frames(list(frames)).int() - dev.get_frames(list(frames)).int()).abs().max())
+            if "cpu fallback" in dev.decoder:
+                fallback.append(fmt)
+            else:
+                on_device += 1
+                worst = max(worst, diff)
+        if diff > NVDEC_TOL:
+            raise RuntimeError(f"{fmt}: {device} frames differ from the CPU's by up to {diff} (> {NVDEC_TOL})")
+    if not on_device:
+        raise RuntimeError(f"no corpus file decoded on {device} (fell back: {', '.join(fallback) or 'none'})")
+    return f"{on_device} files, max abs diff {worst}" + (f"; CPU fallback: {', '.join(fallback)}" if fallback else "")
 
 
 def ddp_step_check(work: Path, model: str = "hiera_base_16x224") -> str:

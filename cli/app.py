@@ -1,14 +1,8 @@
-"""Entry point: builds the Typer app from one small module per command.
-
-Errors a user can cause (``HieraVideoError``, file-system errors such as a full disk) are
-printed as one line and exit 2; any other exception is a bug: one line, exit 3. ``--debug``
-adds the traceback. A SIGINT disposition of "ignore" inherited from the caller is reset, so
-SIGINT stops every command the same way (:func:`_take_sigint`).
-"""
-
-from __future__ import annotations
+"""Entry point: the Typer app, one lazily imported module per command. A user's error (``HieraVideoError``, a full
+disk ...) is one line and exit 2; any other exception is a bug: one line, exit 3 (``--debug``: the traceback)."""
 
 import errno
+import importlib
 import logging
 import math
 import signal
@@ -17,20 +11,11 @@ import threading
 import traceback
 import typing
 from pathlib import Path
-from types import SimpleNamespace
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.markup import escape
 
 from hiera_video import __version__
-from hiera_video.cli import (
-    ava_proposals, benchmark, check_videos, demo, doctor, eval, export, extract, finetune, models, predict, pretrain, reconstruct, score,
-    report, score_ava, synth,
-)
-from hiera_video.errors import HieraVideoError, Interrupted
-from hiera_video.report import safe, visible
+from hiera_video.errors import HieraVideoError, Interrupted, short
 
 try:  # typer >= 0.2x carries its own copy of click and no longer installs click
     from typer import Abort, BadParameter
@@ -38,29 +23,26 @@ try:  # typer >= 0.2x carries its own copy of click and no longer installs click
 except ImportError:  # older typer runs on click
     from click.exceptions import Abort, BadParameter, ClickException
 
-err = Console(stderr=True)
-
-#: Exit codes (README, "Commands"): 0 done; 1 results written, some inputs failed (the batch
-#: commands return it); 2 a usage or user-fixable error (HieraVideoError, click usage errors,
-#: a file-system error such as a full disk); 3 an internal error (an uncaught exception: a bug);
-#: 130 interrupted.
-EXIT_USER_ERROR = 2
-EXIT_INTERNAL_ERROR = 3
-#: OSErrors that are the machine's or the user's to fix (a full disk, a read-only or missing
-#: path, no permission), reported in one line as user errors; other OSErrors are internal.
+#: Exit codes (README, "Commands"): 0 done; 1 some inputs failed; 2 user error; 3 a bug; 130 interrupted.
+EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 2, 3
+#: OSErrors that are the machine's or the user's to fix, reported in one line as user errors; others are internal.
 FILE_SYSTEM_ERRNOS = frozenset(getattr(errno, n) for n in (
-    "ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "ENOENT", "ENOTDIR", "EISDIR", "ENAMETOOLONG", "EFBIG", "EIO",
-    "EEXIST", "EXDEV", "EMFILE", "ENFILE", "ELOOP", "ENOTEMPTY", "EBUSY", "ETXTBSY",
-) if hasattr(errno, n))
+    "ENOSPC EDQUOT EROFS EACCES EPERM ENOENT ENOTDIR EISDIR ENAMETOOLONG EFBIG EIO EEXIST EXDEV EMFILE ENFILE ELOOP ENOTEMPTY EBUSY ETXTBSY"
+).split() if hasattr(errno, n))
 
-app = typer.Typer(
-    name="hiera-video",
-    help="Run, evaluate, finetune and pretrain Hiera on video.",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="rich",
-    pretty_exceptions_enable=False,
-)
+#: The commands, in --help order: each is the function of its name in the module hiera_video.cli.<name with _ for ->.
+COMMANDS = ("demo", "predict", "eval", "finetune", "pretrain", "reconstruct", "score", "report", "score-ava", "ava-proposals",
+            "check-videos", "synth", "extract", "export", "doctor", "models", "benchmark")
+_FUNCTIONS = {"eval": "eval_command"}
+
+
+def _err(text: str, args=()) -> None:
+    """One line on stderr (after the traceback if ``args`` has --debug); ``text`` is Rich markup (user strings ``safe``)."""
+    from rich.console import Console
+
+    if "--debug" in args:
+        traceback.print_exc()
+    Console(stderr=True).print(text, highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -69,57 +51,65 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-def _visible_record(record: logging.LogRecord) -> bool:
-    """Log messages carry file and class names: their control characters are shown as
-    escapes, never sent to the terminal (see :func:`hiera_video.report.visible`)."""
-    record.msg, record.args = visible(record.getMessage()), None
-    return True
+def _help(ctx: typer.Context, value: bool) -> None:
+    """The root's own --help: typer's is None when absent, and coercing it imported pydantic for every `CMD --help`."""
+    if value:
+        print(ctx.get_help())
+        raise typer.Exit()
 
 
-@app.callback()
+class _LogHandler(logging.Handler):
+    """Rich's log handler, made on the first record (`CMD --help` imports no rich); control characters escaped."""
+
+    rich = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from hiera_video.report import visible
+
+        if self.rich is None:
+            from rich.console import Console
+            from rich.logging import RichHandler
+
+            self.rich = RichHandler(console=Console(stderr=True), show_path=False, show_time=False)  # markup off
+        record.msg, record.args = visible(record.getMessage()), None
+        self.rich.emit(record)
+
+
 def root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    help_: bool = typer.Option(False, "--help", callback=_help, is_eager=True, help="Show this message and exit."),
 ) -> None:
     log = logging.getLogger("hiera_video")
     log.setLevel(logging.DEBUG if debug else logging.INFO)
-    handler = RichHandler(console=err, show_path=False, show_time=False)  # markup off: names are text
-    handler.addFilter(_visible_record)
-    log.handlers[:] = [handler]
+    log.handlers[:] = [_LogHandler()]
     log.propagate = False
 
 
-app.command("demo")(demo.demo)
-app.command("predict")(predict.predict)
-app.command("eval")(eval.eval_command)
-app.command("finetune")(finetune.finetune)
-app.command("pretrain")(pretrain.pretrain)
-app.command("reconstruct")(reconstruct.reconstruct)
-app.command("score")(score.score)
-app.command("report")(report.report)
-app.command("score-ava")(score_ava.score_ava)
-app.command("ava-proposals")(ava_proposals.ava_proposals)
-app.command("check-videos")(check_videos.check_videos)
-app.command("synth")(synth.synth)
-app.command("extract")(extract.extract)
-app.command("export")(export.export)
-app.command("doctor")(doctor.doctor)
-app.command("models")(models.models)
-app.command("benchmark")(benchmark.benchmark)
+def make_app(names=COMMANDS) -> typer.Typer:
+    """The app with the commands ``names``; click's plain help (typer's rich help doubles the start-up time)."""
+    app = typer.Typer(name="hiera-video", help="Run, evaluate, finetune and pretrain Hiera on video.", no_args_is_help=True,
+                      add_completion=False, rich_markup_mode=None, context_settings={"max_content_width": 120}, pretty_exceptions_enable=False)
+    app.callback()(root)
+    for name in names:
+        module = importlib.import_module(f"hiera_video.cli.{name.replace('-', '_')}")
+        app.command(name)(getattr(module, _FUNCTIONS.get(name, name.replace("-", "_"))))
+    return app
 
 
-# Option metavars by Python type: flags take no value and show none (typer's help showed
-# <bool>, <int>, <str> type tags on every option, flags included).
-_METAVARS = {str: "TEXT", int: "INTEGER", float: "NUMBER", Path: "PATH"}
+def __getattr__(name):
+    """``app``, the Typer app with every command, made on first use (``main`` makes only what ``argv`` needs)."""
+    if name == "app":
+        globals()["app"] = make_app()
+        return globals()["app"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _reject_non_finite(inner):
-    """A parameter callback (chained before ``inner``) refusing NaN and infinite numbers:
-    every float option is a count of seconds, a rate or a threshold; none has a meaning for them."""
+    """A parameter callback (chained before ``inner``) refusing NaN and infinite numbers."""
 
     def check(ctx, param, value):
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for v in values:
+        for v in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(v, float) and not math.isfinite(v):
                 raise BadParameter(f"{v} is not a finite number", ctx=ctx, param=param)
         return inner(ctx, param, value) if inner is not None else value
@@ -128,69 +118,45 @@ def _reject_non_finite(inner):
 
 
 def _annotation(param):
-    desc = getattr(param, "type_descriptor", None)
-    if desc is not None:
+    if (desc := getattr(param, "type_descriptor", None)) is not None:
         return desc.annotation
     kind = getattr(getattr(param, "type", None), "name", "")  # click-based typer
     return {"text": str, "integer": int, "float": float, "integer range": int, "float range": float, "path": Path}.get(kind)
 
 
+#: Metavars by Python type, in place of typer's "<str>", "<int range>" type tags.
+_METAVARS = {str: "TEXT", int: "INTEGER", float: "NUMBER", Path: "PATH"}
+
+
 def harden(command) -> None:
-    """One pass over every command's parameters: finite numbers only; help that reads right
-    (flags without a type tag and without a "[default: no-...]", value options with one plain
-    metavar, and help texts whose "[...]" is text, not rich markup: "Model name [default: x]."
-    was shown as "Model name .")."""
+    """Float options refuse NaN/inf; help gets plain metavars (no typer "<str>" tags) and no flag "[default: no-...]"."""
     for sub in getattr(command, "commands", {}).values():
         harden(sub)
-    if getattr(command, "help", None):
-        command.help = escape(command.help)
-    params = list(getattr(command, "params", []))
-    try:  # --help itself (created on demand and cached by click >= 8.2 and typer's copy)
-        help_option = command.get_help_option(SimpleNamespace(help_option_names=["--help"]))
-        if help_option is not None and help_option is command.get_help_option(SimpleNamespace(help_option_names=["--help"])):
-            params.append(help_option)
-    except Exception:  # pragma: no cover - other click versions
-        pass
-    for param in params:
+    for param in getattr(command, "params", []):
         annotation = _annotation(param)
         inner_type = (typing.get_args(annotation) or [None])[0] if typing.get_origin(annotation) in (list, tuple) else annotation
         if inner_type is float:
             param.callback = _reject_non_finite(param.callback)
-        if getattr(param, "help", None):
-            param.help = escape(param.help)
-        if getattr(param, "param_type_name", "") == "argument":
-            if hasattr(param, "display_type_rich"):
-                param.display_type_rich = lambda ctx=None: None  # the name and the help say it
+        if param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx=None: None  # typer has no option for it; the name and help say it
         elif getattr(param, "is_flag", False):
             param.metavar = ""
-            if param.default is False or param.default is None:
-                param.show_default = False  # off is what a flag means when absent
+            param.show_default = param.default not in (False, None)  # off is what a flag means when absent
         elif param.metavar is None and inner_type in _METAVARS:
             param.metavar = _METAVARS[inner_type]
 
 
-def _take_sigint():
-    """Make SIGINT raise KeyboardInterrupt, as it does when Python starts with SIGINT at its
-    default. A process started with SIGINT ignored (a background job ``cmd &`` of a
-    non-interactive shell) inherits "ignore", Python then installs no handler, and ``kill -INT`` (or
-    Ctrl-C reaching the process group) did nothing: ``predict`` and ``eval`` ran on instead of
-    writing their partial results and exiting 130. Every command now stops on SIGINT the same
-    way however it was started (training installs its own handler as well). Returns the
-    previous handler for :func:`main` to put back (None: nothing changed)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None  # handlers can only be set in the main thread
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.SIG_IGN:
-        return None
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    return previous
-
-
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    command = typer.main.get_command(app)
+    # Only the commands argv needs: the one it names; none for `--version` or a root usage error; else all.
+    name = next((a for a in args if not a.startswith("-")), None)
+    names = [name] if name in COMMANDS else [] if args and name is None and "--help" not in args else COMMANDS
+    command = typer.main.get_command(make_app(names))
     harden(command)
-    previous_sigint = _take_sigint()
+    # SIGINT raises KeyboardInterrupt even where it was inherited as ignored (`cmd &` in a non-interactive shell)
+    previous_sigint = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _run(command, args)
     finally:  # main() called in a process that goes on (tests, scripts): its handler back
@@ -199,30 +165,27 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(command, args: list[str]) -> typing.NoReturn:
-    """Run ``command`` with ``args`` and exit with the code of the README's exit-code rule."""
+    """Run ``command`` with ``args`` and exit with the README's exit code."""
+    from hiera_video.report import safe  # (imports no rich)
     try:
         code = command.main(args=args, prog_name="hiera-video", standalone_mode=False)
     except ClickException as e:
         e.show()
         sys.exit(e.exit_code)
     except (Abort, KeyboardInterrupt):
-        err.print("interrupted")
+        _err("interrupted")
         sys.exit(130)
     except Interrupted as e:
-        err.print(f"interrupted: {safe(str(e))}", highlight=False, soft_wrap=True)
+        _err(f"interrupted: {safe(str(e))}")
         sys.exit(e.exit_code)
     except HieraVideoError as e:
-        if "--debug" in args:
-            traceback.print_exc()
-        err.print(f"[bold red]error:[/] {safe(str(e))}", highlight=False, soft_wrap=True)  # text, not markup
+        _err(f"[bold red]error:[/] {safe(str(e))}", args)
         sys.exit(EXIT_USER_ERROR)
     except OSError as e:
         if e.errno not in FILE_SYSTEM_ERRNOS:
             _internal_error(e, args)
-        if "--debug" in args:
-            traceback.print_exc()
         where = "".join(f"{name}: " for name in (e.filename, e.filename2) if name)
-        err.print(f"[bold red]error:[/] {safe(where)}{safe(e.strerror or str(e))}", highlight=False, soft_wrap=True)
+        _err(f"[bold red]error:[/] {safe(where)}{safe(e.strerror or str(e))}", args)
         sys.exit(EXIT_USER_ERROR)
     except Exception as e:  # a bug, not something the user did: its own exit code
         _internal_error(e, args)
@@ -230,14 +193,12 @@ def _run(command, args: list[str]) -> typing.NoReturn:
 
 
 def _internal_error(e: BaseException, args: list[str]) -> typing.NoReturn:
-    """An uncaught exception: one line saying it is an internal error (the traceback with
-    ``--debug``), exit code :data:`EXIT_INTERNAL_ERROR` (never 1, which means "results written,
-    some inputs failed")."""
-    if "--debug" in args:
-        traceback.print_exc()
-    text = " ".join(str(e).split())[:300]
-    err.print(f"[bold red]internal error:[/] {type(e).__name__}{': ' if text else ''}{safe(text)} "
-              "(a bug in hiera-video; rerun with --debug for the traceback and report it)", highlight=False, soft_wrap=True)
+    """An uncaught exception: one line saying it is a bug (the traceback with ``--debug``), exit 3."""
+    from hiera_video.report import safe
+
+    text = short(e, 300)
+    _err(f"[bold red]internal error:[/] {type(e).__name__}{': ' if text else ''}{safe(text)} "
+         "(a bug in hiera-video; rerun with --debug for the traceback and report it)", args)
     sys.exit(EXIT_INTERNAL_ERROR)
 
 

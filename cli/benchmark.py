@@ -1,38 +1,33 @@
 """``hiera-video benchmark``: measured throughput and peak memory of one model."""
 
-from __future__ import annotations
-
 import resource
 import time
 
-import torch
 import typer
-from rich.table import Column, Table
 
 from hiera_video.cli import options
-from hiera_video.report import console, json_text, safe
 from hiera_video.errors import HieraVideoError
-from hiera_video.models.factory import create_model, get_spec
-from hiera_video.runtime import autocast, pick_device, resolve_dtype
 
 
-def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
+def _peak_memory_mb(device) -> tuple[float, str]:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "peak CUDA memory allocated"
-    # ru_maxrss is KiB on Linux: the whole process's peak resident set.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak process RSS"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak process RSS"  # KiB on Linux
 
 
-def run_benchmark(
-    model_name: str, batch_size: int, dtype: str, device_name: str, compile: bool, iters: int, warmup: int,
-    frames: int | None = None, size: int | None = None, train: bool = False,
-) -> dict:
+def run_benchmark(model_name: str, batch_size: int, dtype: str, device_name: str, compile: bool, iters: int, warmup: int,
+                  frames: int | None = None, size: int | None = None, train: bool = False) -> dict:
+    import torch
+
+    from hiera_video.models.factory import create_model, get_spec
+    from hiera_video.runtime import autocast, pick_device, resolve_dtype
+
     spec = get_spec(model_name)
     if frames and spec.kind != "video":  # an image model has no frame axis: never ignore the option silently
-        raise HieraVideoError(
-            f"--frames is for video models; {model_name} is an image model (input {'x'.join(map(str, spec.input_size))}): "
-            "leave out --frames, or pick a video model (hiera_*_16x224)"
-        )
+        raise HieraVideoError(f"--frames is for video models; {model_name} is an image model (input {'x'.join(map(str, spec.input_size))}): "
+                              "leave out --frames, or pick a video model (hiera_*_16x224)")
     device = pick_device(device_name)
     model = create_model(model_name)
     in_size = list(model.input_size)
@@ -66,19 +61,16 @@ def run_benchmark(
         step()
     elapsed = time.perf_counter() - t0
     mem, mem_kind = _peak_memory_mb(device)
-    unit = "clips" if len(model.input_size) == 3 else "images"
-    return dict(
-        model=model_name, device=str(device), dtype=str(low).replace("torch.", "") if low else "float32",
-        batch_size=batch_size, input=list(x.shape[1:]), compile=compile, mode="train" if train else "inference",
-        iters=iters, seconds_per_batch=elapsed / iters, throughput=batch_size * iters / elapsed, unit=unit,
-        peak_memory_mb=round(mem, 1), memory_kind=mem_kind, threads=torch.get_num_threads(),
-    )
+    return dict(model=model_name, device=str(device), dtype=str(low).replace("torch.", "") if low else "float32",
+                batch_size=batch_size, input=list(x.shape[1:]), compile=compile, mode="train" if train else "inference", iters=iters,
+                seconds_per_batch=elapsed / iters, throughput=batch_size * iters / elapsed,
+                unit="clips" if len(model.input_size) == 3 else "images", peak_memory_mb=round(mem, 1), memory_kind=mem_kind,
+                threads=torch.get_num_threads())
 
 
 def benchmark(
     model: str = options.model("hiera_base_16x224", help="Model name (see 'hiera-video models')."),
-    batch_size: int = options.batch_size(1),
-    dtype: str = options.dtype(),
+    batch_size: int = options.batch_size(1), dtype: str = options.dtype(),
     compile: bool = typer.Option(False, "--compile", help="Run through torch.compile."),
     device: str = options.device(),
     iters: int = typer.Option(5, min=1, help="Timed iterations."),
@@ -89,16 +81,18 @@ def benchmark(
     as_json: bool = options.as_json("Print JSON."),
 ) -> None:
     """Measure clips/s (images/s) and peak memory of a model on random input."""
+    from rich.table import Column, Table
+
+    from hiera_video.report import console, json_text, safe
+
     r = run_benchmark(model, batch_size, dtype, device, compile, iters, warmup, frames, size, train)
     if as_json:
         print(json_text(r))
         return
     t = Table("metric", Column("value", justify="right"), title=f"benchmark: {safe(model)}")
-    t.add_row("device / dtype", f"{r['device']} / {r['dtype']}" + (" / compiled" if compile else ""))
-    t.add_row("mode", r["mode"])
-    t.add_row("input", "x".join(map(str, [r["batch_size"], *r["input"]])))
-    t.add_row(f"{r['unit']}/s", f"{r['throughput']:.2f}")
-    t.add_row("s / batch", f"{r['seconds_per_batch']:.4f}")
-    t.add_row(r["memory_kind"], f"{r['peak_memory_mb']:.0f} MiB")
-    t.add_row("CPU threads", str(r["threads"]))
+    for row in (("device / dtype", f"{r['device']} / {r['dtype']}" + (" / compiled" if compile else "")), ("mode", r["mode"]),
+                ("input", "x".join(map(str, [r["batch_size"], *r["input"]]))), (f"{r['unit']}/s", f"{r['throughput']:.2f}"),
+                ("s / batch", f"{r['seconds_per_batch']:.4f}"), (r["memory_kind"], f"{r['peak_memory_mb']:.0f} MiB"),
+                ("CPU threads", str(r["threads"]))):
+        t.add_row(*row)
     console().print(t)

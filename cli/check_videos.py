@@ -1,23 +1,23 @@
 """``hiera-video check-videos``: find missing, empty, corrupt and hanging videos of a dataset."""
 
-from __future__ import annotations
-
 import os
 import time
 from pathlib import Path
 
 import typer
-from rich.table import Column, Table
 
 from hiera_video.cli import options
-from hiera_video.data.check import CATEGORIES, FileResult, check_dataset, write_bad_list
-from hiera_video.data.datasets import DATASET_KINDS, build_dataset
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import check_output, console, json_text, progress_bar, safe
+
+
+def build_dataset(*args, **kwargs):
+    from hiera_video.data import datasets  # when it runs, not for --help
+
+    return datasets.build_dataset(*args, **kwargs)
 
 
 def check_videos(
-    dataset: str = typer.Option(..., "--dataset", help=f"Dataset kind: {', '.join(DATASET_KINDS)}."),
+    dataset: str = options.dataset(default=...),
     root: Path = typer.Option(..., "--root", help="Dataset folder (annotation paths are relative to it)."),
     annotations: Path = typer.Option(None, "--annotations", help="Annotation file (default: looked for under --root)."),
     split: str = typer.Option("val", "--split", help="Split to check: train, val or test."),
@@ -31,18 +31,18 @@ def check_videos(
     as_json: bool = options.as_json("Print a JSON summary instead of tables."),
 ) -> None:
     """Open every video of a dataset (in parallel) and list the ones that cannot be used. Exits 1 if any is bad."""
+    from hiera_video.data.check import CATEGORIES, FileResult, check_dataset, write_bad_list
+    from hiera_video.report import check_output, console, json_text, progress_bar, safe
+
     if backend not in ("auto", "decord", "pyav"):
         raise HieraVideoError(f"unknown --backend '{backend}'; use auto, decord or pyav")
     check_output(output, "--output", inputs=[("--annotations", annotations), ("--labels", labels)])
     ds = build_dataset(dataset, root, annotations=annotations, split=split, labels=labels, limit=limit)
-    out = console()
-    err = console(stderr=True)
+    out, err = console(), console(stderr=True)
     n_workers = workers if workers > 0 else (os.cpu_count() or 1)
     total = len(ds.items)
-    with progress_bar(
-        "[bold]checking videos", "{task.fields[rate]}", "bad: {task.fields[bad]}",
-        console=err, transient=False, disable=as_json or total == 0,
-    ) as progress:
+    with progress_bar("[bold]checking videos", "{task.fields[rate]}", "bad: {task.fields[bad]}", console=err, transient=False,
+                      disable=as_json or total == 0) as progress:
         task = progress.add_task("check", total=total, bad=0, rate="")
         state = {"bad": 0, "n": 0}
         t0 = time.monotonic()
@@ -62,6 +62,8 @@ def check_videos(
         summary["bad_files"] = [{"path": r.path, "status": r.status, "reason": r.reason} for r in bad]
         print(json_text(summary, indent=2))
     else:
+        from rich.table import Column, Table
+
         counts = report.counts()
         table = Table("result", Column("videos", justify="right"),
                       title=f"check-videos: {safe(ds.name)}" + (f" ({safe(ds.split)})" if ds.split else ""))

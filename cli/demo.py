@@ -1,11 +1,4 @@
-"""``hiera-video demo``: the whole tool offline in a few minutes on a CPU.
-
-synth (generated videos) -> finetune (configs/demo.yaml) -> multi-view eval with the
-per-class table -> predict on a held-out clip. Each step is the same library code the
-individual commands run.
-"""
-
-from __future__ import annotations
+"""``hiera-video demo``: synth -> finetune (configs/demo.yaml) -> multi-view eval -> predict, offline on a CPU."""
 
 import shutil
 import time
@@ -13,8 +6,6 @@ from pathlib import Path
 from typing import List
 
 import typer
-
-from hiera_video.report import check_output, console, safe
 
 
 def demo(
@@ -26,15 +17,16 @@ def demo(
     set_: List[str] = typer.Option([], "--set", help="Override a key of configs/demo.yaml: section.key=value (repeatable)."),
 ) -> int:
     """Generate a dataset, finetune a small Hiera on it, evaluate it and predict a clip (offline)."""
+    from hiera_video.cli.predict import result_table
     from hiera_video.config import load_config
     from hiera_video.data.datasets import build_dataset
     from hiera_video.data.synthetic import make_synthetic_dataset
+    from hiera_video.engine.inference import load_classifier, parse_views
     from hiera_video.jobs.evaluate import evaluate, write_outputs
     from hiera_video.jobs.finetune import finetune
-    from hiera_video.engine.inference import load_classifier, parse_views
     from hiera_video.jobs.predict import classify_video
     from hiera_video.metrics.classification import render_metrics
-    from hiera_video.cli.predict import result_table
+    from hiera_video.report import check_output, console, safe
 
     check_output(output, "--output", "dir")  # before minutes of work
     out = console()

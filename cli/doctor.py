@@ -1,19 +1,17 @@
 """``hiera-video doctor``: versions, GPUs, decoders, caches and limits of this machine, with fixes."""
 
-from __future__ import annotations
-
-
 import typer
-from rich.table import Column, Table
-
-from hiera_video.jobs.doctor import healthy, report, run_checks
-from hiera_video.report import console, json_text, safe
 
 _STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]"}
 
 
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON to stdout.")) -> int:
     """Check this machine: versions, CUDA/bf16, video decoders, disk, /dev/shm, threads, cached weights."""
+    from rich.table import Column, Table
+
+    from hiera_video.jobs.doctor import healthy, report, run_checks
+    from hiera_video.report import console, json_text, safe
+
     rows = run_checks()
     if as_json:
         print(json_text(report(rows), indent=2))

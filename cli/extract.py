@@ -1,25 +1,12 @@
 """``hiera-video extract PATH... --output DIR``: embeddings or stage feature maps of videos."""
 
-from __future__ import annotations
-
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Column, Table
 
 from hiera_video.cli import options
-from hiera_video.data.feature_store import INDEX
-from hiera_video.engine import distributed
-from hiera_video.jobs.extract import (
-    LEVELS, Extracted, Extractor, jobs_for_dataset, jobs_for_paths, level_stride, load_feature_model,
-)
-from hiera_video.engine.inference import parse_views
-from hiera_video.jobs.predict import expand_inputs
-from hiera_video.engine.shard_files import finish_on_main, wait_on_others
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import check_output, console, json_text, progress_bar, safe
 
 
 def extract(
@@ -33,13 +20,10 @@ def extract(
     views: Optional[str] = typer.Option(None, help="Temporal x spatial views of the whole video, e.g. 5x3 [default: 1x1]; one item per view."),
     fmt: str = typer.Option("npy", "--format", help="npy (array [N, ...]) | safetensors ('features' [N, ...] + metadata)."),
     store_dtype: str = typer.Option("float32", "--store-dtype", help="Storage dtype of the features: float32 | float16."),
-    dtype: str = options.dtype(),
-    device: str = options.device(),
-    batch_size: int = options.batch_size(),
-    backend: str = options.backend(),
-    workers: int = options.workers(),
+    dtype: str = options.dtype(), device: str = options.device(), batch_size: int = options.batch_size(),
+    backend: str = options.backend(), decode_device: str = options.decode_device(), workers: int = options.workers(),
     decode_timeout: float = options.decode_timeout(),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Extract a dataset split instead of PATHs: k400 | k600 | k700 | ssv2 | list | folder."),
+    dataset: Optional[str] = options.dataset(help=": extract a dataset split instead of PATHs."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (with --dataset); output names are relative to it."),
     annotations: Optional[Path] = typer.Option(None, help="Dataset annotation file [default: looked up under --root]."),
     split: str = typer.Option("val", help="Dataset split."),
@@ -49,6 +33,17 @@ def extract(
     as_json: bool = options.as_json("Print a JSON array of per-video results to stdout."),
 ) -> int:
     """Extract pooled embeddings or stage feature maps, one file per video (resumable; works under torchrun)."""
+    from hiera_video.data.clip_spec import check_choices
+
+    check_choices(backend=backend, decode_device=decode_device)  # before any work
+    from hiera_video.data.feature_store import INDEX
+    from hiera_video.engine import distributed
+    from hiera_video.engine.inference import parse_views
+    from hiera_video.engine.shard_files import finish_on_main, wait_on_others
+    from hiera_video.jobs.extract import LEVELS, Extracted, Extractor, jobs_for_dataset, jobs_for_paths, level_stride, load_feature_model
+    from hiera_video.jobs.predict import expand_inputs
+    from hiera_video.report import check_output, console, json_text, progress_bar, safe
+
     if level not in LEVELS:
         raise HieraVideoError(f"unknown --level '{level}'; use one of {', '.join(LEVELS)}")
     if window is not None and views is not None:
@@ -66,23 +61,21 @@ def extract(
         raise HieraVideoError("--dataset needs --root (the dataset folder)")
     view_counts = parse_views(views) if views else (1, 1)
 
-    out = console(stderr=as_json)
-    err = console(stderr=True)
+    out, err = console(stderr=as_json), console(stderr=True)
     failures: list[Extracted] = []
     if dataset is not None:
         from hiera_video.data.datasets import build_dataset
 
         ds = build_dataset(dataset, root, annotations, split, None, limit)
         if ds.missing:
-            err.print(f"[yellow]warning:[/] {len(ds.missing)} annotated videos are not under {safe(root)} and are skipped (first: {safe(ds.missing[0][0])})",
-                      highlight=False, soft_wrap=True)
+            err.print(f"[yellow]warning:[/] {len(ds.missing)} annotated videos are not under {safe(root)} and are skipped "
+                      f"(first: {safe(ds.missing[0][0])})", highlight=False, soft_wrap=True)
         jobs = jobs_for_dataset(ds, fmt)
     else:
         video_paths, bad = expand_inputs(paths)
         failures = [Extracted(b.path, error=b.error) for b in bad]
         jobs = jobs_for_paths(video_paths, fmt)
 
-    # Device and process group first (one device per torchrun process), then the model.
     with distributed.session(device) as (world, dev):
         check_output(output, "--output", "dir", inputs=[("--weights", weights), ("--annotations", annotations)],
                      writes=("index.jsonl", "extract.json"))  # every process writes there; checked before any work
@@ -94,19 +87,17 @@ def extract(
         ex = None
         try:
             if jobs:
-                ex = Extractor(clf, output, level, fmt, view_counts, window, stride, batch_size, store_dtype, backend, overwrite,
-                               world, workers, decode_timeout)
+                ex = Extractor(clf=clf, out_dir=output, level=level, fmt=fmt, views=view_counts, window=window, stride=stride,
+                               batch_size=batch_size, store_dtype=store_dtype, backend=backend, overwrite=overwrite, world=world,
+                               workers=workers, decode_timeout=decode_timeout, decode_device=decode_device)
                 if world.is_main:
                     what = f"windows of {window:g} s every {ex.stride:g} s" if window else f"{view_counts[0]}x{view_counts[1]} views"
                     st = level_stride(clf.model, level)
-                    err.print(
-                        f"extract {level}{'' if st is None else f' (stride {st[0]} frames, {st[1]} px)'} of {len(jobs)} videos, "
-                        f"{safe(what)}, model {safe(clf.name)}, {world.world_size} process(es) -> {safe(output)}", highlight=False, soft_wrap=True,
-                    )
-                progress = progress_bar(
-                    "[bold]extract", "{task.fields[rate]}", "skipped {task.fields[skipped]} failed {task.fields[failed]}",
-                    "{task.fields[name]}", console=err if as_json else out, disable=not world.is_main,
-                )
+                    err.print(f"extract {level}{'' if st is None else f' (stride {st[0]} frames, {st[1]} px)'} of {len(jobs)} videos, "
+                              f"{safe(what)}, model {safe(clf.name)}, {world.world_size} process(es) -> {safe(output)}",
+                              highlight=False, soft_wrap=True)
+                progress = progress_bar("[bold]extract", "{task.fields[rate]}", "skipped {task.fields[skipped]} failed {task.fields[failed]}",
+                                        "{task.fields[name]}", console=err if as_json else out, disable=not world.is_main)
                 counts = dict(skipped=0, failed=0)
                 with progress:
                     task = progress.add_task("extract", total=len(distributed.shard(len(jobs), world)), rate="", name="", **counts)
@@ -132,10 +123,8 @@ def extract(
                     out.print(_table(everything, output))
                 n_bad = sum(not r.ok for r in everything)
                 n_skip = sum(r.skipped for r in everything)
-                err.print(
-                    f"{len(everything) - n_bad} of {len(everything)} videos ok ({n_skip} already done), {n_bad} failed"
-                    + (f"; index: {safe(output / INDEX)}" if jobs else ""), highlight=False, soft_wrap=True,
-                )
+                err.print(f"{len(everything) - n_bad} of {len(everything)} videos ok ({n_skip} already done), {n_bad} failed"
+                          + (f"; index: {safe(output / INDEX)}" if jobs else ""), highlight=False, soft_wrap=True)
                 return 1 if n_bad else 0
 
             return finish_on_main(ex.results if ex is not None else None, world, report)
@@ -144,9 +133,12 @@ def extract(
                 ex.results.close()
 
 
-def _table(results: list[Extracted], output: Path) -> Table:
-    t = Table("video", "file", Column("shape", justify="right"), "status",
-              title=f"features in {safe(output)}", title_justify="left")
+def _table(results, output: Path):
+    from rich.table import Column, Table
+
+    from hiera_video.report import safe
+
+    t = Table("video", "file", Column("shape", justify="right"), "status", title=f"features in {safe(output)}", title_justify="left")
     for r in results:
         status = "[red]failed[/]" if not r.ok else ("skipped (done)" if r.skipped else "written")
         t.add_row(safe(r.path), safe(r.output or ""), "x".join(str(d) for d in r.shape) if r.shape else "", status)

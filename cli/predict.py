@@ -1,20 +1,13 @@
 """``hiera-video predict PATH...``: top-k classes of video files."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Column, Table
 
-from hiera_video import limits
 from hiera_video.cli import options
-from hiera_video.engine.inference import load_classifier, parse_views
-from hiera_video.jobs.predict import Result, check_plot, expand_in_order, in_input_order, plot_paths, plot_timeline, predict_paths
 from hiera_video.errors import HieraVideoError, Interrupted
-from hiera_video.report import check_output, console, print_json, progress_bar, safe, write_csv, write_json
 
 #: The error of the inputs not reached when a run is interrupted (SIGINT).
 NOT_PROCESSED = "not processed: the run was interrupted (SIGINT)"
@@ -22,18 +15,14 @@ NOT_PROCESSED = "not processed: the run was interrupted (SIGINT)"
 
 def predict(
     paths: List[str] = typer.Argument(..., help="Video files, directories or glob patterns."),
-    model: Optional[str] = options.model(),
-    weights: Optional[str] = options.weights(),
+    model: Optional[str] = options.model(), weights: Optional[str] = options.weights(),
     labels: Optional[str] = typer.Option(None, help=options.labels_help(
         "Class names [default: the weights' own]. Checked against the names the weights carry (the same classes in "
         "another order are matched by name; other names are an error); they name weights that carry none.")),
     views: str = typer.Option("1x1", help="Temporal x spatial views, e.g. 5x3 (the Kinetics protocol)."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1),
-    device: str = options.device(),
-    dtype: str = options.dtype(),
-    batch_size: int = options.batch_size(),
-    backend: str = options.backend(),
-    workers: int = options.workers(),
+    device: str = options.device(), dtype: str = options.dtype(), batch_size: int = options.batch_size(),
+    backend: str = options.backend(), decode_device: str = options.decode_device(), workers: int = options.workers(),
     decode_timeout: float = options.decode_timeout(),
     window: Optional[float] = typer.Option(None, help="Timeline: window length in seconds (whole video when omitted)."),
     stride: Optional[float] = typer.Option(None, help="Timeline: seconds between window starts [default: --window]."),
@@ -43,6 +32,13 @@ def predict(
     allow_random_weights: bool = options.allow_random_weights(),
 ) -> int:
     """Classify videos: multi-view testing decodes each video once; bad files are reported and skipped."""
+    from hiera_video import limits
+    from hiera_video.data.clip_spec import check_choices
+    from hiera_video.engine.inference import load_classifier, parse_views
+    from hiera_video.jobs.predict import Result, check_plot, expand_in_order, in_input_order, plot_paths, plot_timeline, predict_paths
+    from hiera_video.report import check_output, console, print_json, progress_bar, safe
+
+    check_choices(backend=backend, decode_device=decode_device)  # before any work
     if stride is not None and window is None:
         raise HieraVideoError("--stride needs --window (the timeline window length in seconds)")
     for name, value in (("--window", window), ("--stride", stride)):
@@ -50,8 +46,7 @@ def predict(
             raise HieraVideoError(f"{name} must be a positive number of seconds, got {value:g}")
     if output is not None and output.suffix.lower() not in (".json", ".csv"):
         raise HieraVideoError(f"--output must end in .json or .csv, got '{output}'")
-    reads = [("--weights", weights), ("--labels", labels)] + [("PATH", p) for p in paths]
-    check_output(output, "--output", inputs=reads)  # before any work: a run never ends in an unwritable path
+    check_output(output, "--output", inputs=[("--weights", weights), ("--labels", labels)] + [("PATH", p) for p in paths])  # before any work: a run never ends in an unwritable path
     check_plot(plot, window)
     check_output(plot, "--plot")
     t_views, s_views = parse_views(views)
@@ -61,17 +56,15 @@ def predict(
     for video, png in plot_for.items():
         if os.path.exists(png) and os.path.samefile(video, png):
             raise HieraVideoError(f"--plot '{png}' is the input video '{video}': pick another --plot name")
-    out = console(stderr=as_json)
-    err = console(stderr=True)
+    out, err = console(stderr=as_json), console(stderr=True)
     for bad in entries:
         if isinstance(bad, Result):
             err.print(f"[red]error:[/] {safe(bad.error)}", highlight=False, soft_wrap=True)
     done: list[Result] = []
-    interrupted = False
-    plot_failures = 0
+    interrupted, plot_failures = False, 0
     if video_paths:
         clf = load_classifier(model, weights, labels, device, dtype, allow_random_weights)
-        protocol = clf.protocol((t_views, s_views), backend=backend)
+        protocol = clf.protocol((t_views, s_views), backend=backend, decode_device=decode_device)
         limits.check_views((t_views, s_views), protocol.num_frames, protocol.crop_size)  # before any video is decoded
         progress = progress_bar("[bold]predict", "{task.fields[name]}", console=out)
         with progress:
@@ -110,11 +103,9 @@ def predict(
         _write(output, results, payload)
     if interrupted:
         where = " and ".join(([f"written to {output}"] if output is not None else []) + (["printed as JSON"] if as_json else []))
-        raise Interrupted(
-            f"SIGINT after {finished} of {len(video_paths)} videos: "
-            + (f"partial results {where} (marked \"partial\": true; the {len(video_paths) - finished} videos not reached "
-               "are listed as not processed)" if where else "the finished results are shown above (-o FILE keeps them)")
-        )
+        raise Interrupted(f"SIGINT after {finished} of {len(video_paths)} videos: "
+                          + (f"partial results {where} (marked \"partial\": true; the {len(video_paths) - finished} videos not reached "
+                             "are listed as not processed)" if where else "the finished results are shown above (-o FILE keeps them)"))
     n_bad = sum(not r.ok for r in results)
     if n_bad:
         err.print(f"{n_bad} of {len(results)} inputs failed", highlight=False)
@@ -123,15 +114,22 @@ def predict(
     return 1 if n_bad or plot_failures else 0
 
 
-def result_table(r: Result) -> Table:
-    t = Table(Column("rank", justify="right"), "label", Column("probability", justify="right"),
-              title=safe(r.path), title_justify="left")
+def result_table(r):
+    from rich.table import Column, Table
+
+    from hiera_video.report import safe
+
+    t = Table(Column("rank", justify="right"), "label", Column("probability", justify="right"), title=safe(r.path), title_justify="left")
     for i, item in enumerate(r.top, 1):
         t.add_row(str(i), safe(item["label"]), f"{item['score']:.4f}")
     return t
 
 
-def _timeline_table(r: Result) -> Table:
+def _timeline_table(r):
+    from rich.table import Column, Table
+
+    from hiera_video.report import safe
+
     t = Table(Column("start (s)", justify="right"), Column("end (s)", justify="right"), "top labels",
               title=f"timeline: {safe(r.path)}", title_justify="left")
     for row in r.timeline:
@@ -139,18 +137,14 @@ def _timeline_table(r: Result) -> Table:
     return t
 
 
-def _write(path: Path, results: list[Result], payload: list[dict]) -> None:
+def _write(path: Path, results, payload: list[dict]) -> None:
+    from hiera_video.report import write_csv, write_json
+
     if path.suffix.lower() == ".json":
         write_json(path, payload)
         return
     k = max((len(r.top) for r in results), default=0)
     header = ["path", "ok", "error", "warnings", "start", "end"] + [f"{c}{i}" for i in range(1, k + 1) for c in ("label", "score")]
-    rows = []
-    for r in results:
-        segments = r.timeline if r.timeline else [dict(start="", end="", top=r.top)]
-        for seg in segments:
-            cells = [r.path, r.ok, r.error or "", "; ".join(r.warnings), seg["start"], seg["end"]]
-            for item in seg["top"]:
-                cells += [item["label"], f"{item['score']:.6f}"]
-            rows.append(cells)
-    write_csv(path, header, rows)
+    write_csv(path, header, [[r.path, r.ok, r.error or "", "; ".join(r.warnings), seg["start"], seg["end"]]
+                             + [v for item in seg["top"] for v in (item["label"], f"{item['score']:.6f}")]
+                             for r in results for seg in (r.timeline or [dict(start="", end="", top=r.top)])])

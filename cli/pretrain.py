@@ -1,21 +1,18 @@
 """``hiera-video pretrain``: sparse MAE pretraining on video (no labels needed)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from hiera_video.cli import options
 from hiera_video.cli.options import config_overrides, print_config
-from hiera_video.config import list_presets
-from hiera_video.report import console, safe
 
 DEFAULT_CONFIG = "pretrain_video"
 
 
 def pretrain(
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="k400 | k600 | k700 | ssv2 | list | folder  (data.dataset)"),
+    dataset: Optional[str] = options.dataset(help="  (data.dataset)"),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder  (data.root)"),
     annotations: Optional[Path] = typer.Option(None, help="Annotation or list file  (data.annotations)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="MAE model name, e.g. mae_hiera_base_16x224  (model.name)"),
@@ -31,9 +28,13 @@ def pretrain(
     """MAE-pretrain a Hiera on videos (sparse encoder, repeated sampling, exact resume, torchrun data parallel).
     Finetune the result with: hiera-video finetune --weights RUN_DIR/last.pt --model hiera_*"""
     if list_configs:
+        from hiera_video.config import list_presets
+
         print("\n".join(p for p in list_presets() if p.startswith("pretrain")))
         return 0
     from hiera_video.jobs.pretrain import load_pretrain_config
+    from hiera_video.jobs.pretrain import pretrain as run
+    from hiera_video.report import console, safe
 
     overrides = config_overrides(data=dict(dataset=dataset, root=root, annotations=annotations),
                                  model=dict(name=model, weights=weights), run=dict(output=output))
@@ -45,13 +46,9 @@ def pretrain(
     print_config(cfg, f"configuration ({source})", show_config, out)
     if show_config:
         return 0
-    from hiera_video.jobs.pretrain import pretrain as run
-
     summary = run(cfg, resume=resume, console=out)
     if summary.get("final_loss") is not None:
-        out.print(
-            f"final epoch loss {summary['final_loss']:.4f} after {summary['steps']} steps; weights: {safe(summary['checkpoint'])} "
-            f"(finetune with --weights {safe(summary['checkpoint'])} --model {safe(cfg.model.name.removeprefix('mae_'))})",
-            highlight=False, soft_wrap=True,
-        )
+        out.print(f"final epoch loss {summary['final_loss']:.4f} after {summary['steps']} steps; weights: {safe(summary['checkpoint'])} "
+                  f"(finetune with --weights {safe(summary['checkpoint'])} --model {safe(cfg.model.name.removeprefix('mae_'))})",
+                  highlight=False, soft_wrap=True)
     return 0

@@ -1,7 +1,5 @@
 """``hiera-video reconstruct VIDEO``: what an MAE sees and what it fills in."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Optional
 
@@ -9,7 +7,6 @@ import typer
 
 from hiera_video.cli import options
 from hiera_video.errors import HieraVideoError
-from hiera_video.report import check_output, console, json_text, safe
 
 
 def reconstruct(
@@ -23,14 +20,12 @@ def reconstruct(
     stride: Optional[int] = typer.Option(None, min=1, help="Frame stride of the clip [default: the checkpoint's, else 4]."),
     scale: Optional[int] = typer.Option(None, min=1, help="Pixel upscale of the figure [default: so a panel is >= 160 px]."),
     frame_ms: int = typer.Option(250, "--frame-ms", min=20, help="GIF: milliseconds per frame."),
-    device: str = options.device(),
-    backend: str = options.backend(),
-    allow_random_weights: bool = options.allow_random_weights(),
+    device: str = options.device(), backend: str = options.backend(), allow_random_weights: bool = options.allow_random_weights(),
     as_json: bool = options.as_json("Print the summary as JSON."),
 ) -> int:
-    """Mask a clip at random (seeded), run the MAE and draw original | masked input | reconstruction
-    (predictions de-normalised with each patch's statistics; visible patches pasted back)."""
+    """Mask a clip at random (seeded), run the MAE and draw original | masked input | reconstruction."""
     from hiera_video.jobs.reconstruct import load_mae, reconstruct_video, save_figure
+    from hiera_video.report import check_output, console, json_text, safe
 
     if output.suffix.lower() not in (".png", ".gif"):
         raise HieraVideoError(f"--output must end in .png or .gif, got '{output}'")
@@ -45,9 +40,7 @@ def reconstruct(
     if as_json:
         print(json_text(summary))
     else:
-        console().print(
-            f"{safe(path)}: {safe(prov.spec.name)}, mask ratio {rec.mask_ratio:.2f} ({rec.info['kept_units']}/{rec.info['num_units']} units "
-            f"visible), loss {rec.loss:.4f} (normalised pixels), masked-pixel PSNR {rec.masked_psnr:.1f} dB",
-            highlight=False, soft_wrap=True,
-        )
+        console().print(f"{safe(path)}: {safe(prov.spec.name)}, mask ratio {rec.mask_ratio:.2f} ({rec.info['kept_units']}/"
+                        f"{rec.info['num_units']} units visible), loss {rec.loss:.4f} (normalised pixels), masked-pixel PSNR "
+                        f"{rec.masked_psnr:.1f} dB", highlight=False, soft_wrap=True)
     return 0

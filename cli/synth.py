@@ -1,14 +1,8 @@
 """``hiera-video synth``: write the synthetic temporal-order dataset (for demos and tests)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import typer
-from rich.table import Column, Table
-
-from hiera_video.data.synthetic import CLASSES, make_synthetic_dataset
-from hiera_video.report import check_output, console, json_text, progress_bar, safe
 
 
 def synth(
@@ -22,8 +16,10 @@ def synth(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in OUT_DIR."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Generate a 6-class video dataset that only temporal order can solve (twin classes are
-    each other played backwards): H.264 mp4s + train.txt / val.txt / labels.txt."""
+    """Generate a 6-class video dataset that only temporal order can solve: mp4s + train/val/labels.txt."""
+    from hiera_video.data.synthetic import CLASSES, make_synthetic_dataset
+    from hiera_video.report import check_output, console, json_text, progress_bar, safe
+
     check_output(out_dir, "OUT_DIR", "dir")
     con = console(stderr=as_json)
     with progress_bar("synth", "{task.fields[rate]}", console=con, elapsed=False) as bar:
@@ -31,23 +27,20 @@ def synth(
 
         def progress(done: int, total: int) -> None:
             elapsed = bar.tasks[0].elapsed or 0.0
-            rate = f"{done / elapsed:.1f} videos/s" if elapsed > 0 else ""
-            bar.update(task, completed=done, total=total, rate=rate)
+            bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f} videos/s" if elapsed > 0 else "")
 
-        summary = make_synthetic_dataset(
-            out_dir, seed=seed, num_train_per_class=train_per_class, num_val_per_class=val_per_class,
-            frames=frames, size=size, fps=fps, overwrite=overwrite, progress=progress,
-        )
+        summary = make_synthetic_dataset(out_dir, seed=seed, num_train_per_class=train_per_class, num_val_per_class=val_per_class,
+                                         frames=frames, size=size, fps=fps, overwrite=overwrite, progress=progress)
     if as_json:
         print(json_text(summary))
         return
+    from rich.table import Column, Table
+
     t = Table(Column("id", justify="right"), Column("class", no_wrap=True), "what happens",
               title=f"synthetic dataset: {safe(summary['root'])}")
     for i, (name, desc) in enumerate(CLASSES):
         t.add_row(str(i), name, desc)
     con.print(t)
-    con.print(
-        f"{summary['num_train']} train + {summary['num_val']} val videos, {frames}x{size}x{size} at {fps} fps, "
-        f"seed {seed}, {summary['seconds']:.1f} s -> {safe(summary['train'])}, {safe(summary['val'])}, {safe(summary['labels'])}",
-        highlight=False, soft_wrap=True,
-    )
+    con.print(f"{summary['num_train']} train + {summary['num_val']} val videos, {frames}x{size}x{size} at {fps} fps, seed {seed}, "
+              f"{summary['seconds']:.1f} s -> {safe(summary['train'])}, {safe(summary['val'])}, {safe(summary['labels'])}",
+              highlight=False, soft_wrap=True)

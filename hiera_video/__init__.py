@@ -4,10 +4,8 @@ import importlib.util as _util
 import os as _os
 import sys as _sys
 
-# cli/ and configs/ sit at the top of the repository (a layout requirement) and are this
-# package's hiera_video.cli and hiera_video.configs: pyproject.toml's package-dir maps them for
-# every install, wheel or editable. A checkout imported without an install (`python -m
-# hiera_video.cli.app` from the repository root) gets exactly these two names here.
+# cli/ and configs/ (top of the repository) are hiera_video.cli and .configs: pyproject.toml's package-dir maps
+# them for an install; a checkout used without one (`python -m hiera_video.cli.app`) gets them here.
 _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 for _name in ("cli", "configs"):
     _init = _os.path.join(_root, _name, "__init__.py")
@@ -17,7 +15,14 @@ for _name in ("cli", "configs"):
         _spec.loader.exec_module(_sys.modules[_spec.name])
 
 from hiera_video.errors import HieraVideoError  # noqa: E402
-from hiera_video.models import create_model, list_models  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "HieraVideoError", "__version__"]
+
+
+def __getattr__(name):
+    """``create_model`` and ``list_models`` on first use (importing the package imports no torch)."""
+    if name in ("create_model", "list_models"):
+        from hiera_video import models
+        return getattr(models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Output helpers shared by the commands: Rich consoles, tables, JSON/CSV writers."""
+"""Output helpers shared by the commands: Rich consoles, JSON/CSV writers (rich is imported on first print)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,16 @@ import math
 import os
 import re
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterable, Iterator
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from hiera_video.errors import HieraVideoError, OutputError
 
-MIN_PIPE_WIDTH = 160
+if TYPE_CHECKING:
+    from rich.console import Console
 
-#: Control characters (C0, DEL, C1) and the lone surrogates of undecodable file-name bytes
-#: (``os.fsdecode``): shown as escapes by :func:`safe`, never sent to the terminal raw.
+#: Control characters (C0, DEL, C1) and the lone surrogates of undecodable file-name bytes (``os.fsdecode``).
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
@@ -34,93 +31,76 @@ def _visible(m: re.Match) -> str:
 
 
 def visible(value) -> str:
-    """``str(value)`` with control characters and undecodable file-name bytes shown as
-    escapes (``\\x1b``, ``\\n``, ``\\xff``): for text printed without markup (log records)."""
+    """``str(value)`` with control characters and undecodable file-name bytes as escapes (``\\n``, ``\\xff``)."""
     return _UNPRINTABLE.sub(_visible, str(value))
 
 
 def safe(value) -> str:
-    """``value`` (a path, class name, reason...: anything a user or a file chose) as text
-    for Rich to print literally: markup escaped (``[/b]`` in a name neither raises Rich's
-    MarkupError nor styles anything; ``[red]x.mp4`` shows as written) and control
-    characters (ESC, newline, TAB...) and undecodable file-name bytes shown as ``\\xNN``
-    / ``\\n`` escapes, so no name can move the cursor, recolour or forge output lines.
-    Every user string in a ``console.print`` f-string, a Table cell or title, or a progress
-    field goes through it."""
+    """Any user-chosen string (path, class name...) for Rich to print literally: markup escaped and
+    :func:`visible`, so no name can raise MarkupError, restyle, move the cursor or forge lines."""
+    from rich.markup import escape
+
     return escape(visible(value))
 
 
 def jsonable(obj):
-    """``obj`` with every non-finite float (NaN, +-Infinity) replaced by None: JSON has no
-    such numbers (Python's ``json`` writes ``NaN``/``Infinity``, which strict parsers reject),
-    so a value that does not exist (e.g. the mAP of a group without ground truth, the PSNR
-    of a reconstruction with nothing masked) is written ``null``."""
+    """``obj`` with every non-finite float as None (strict JSON has no NaN/Infinity)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    return obj
+    return [jsonable(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
 
 
 def json_text(obj, **kwargs) -> str:
-    """Strict JSON text of ``obj`` (:func:`jsonable`; ``json.dumps`` keyword arguments)."""
     return json.dumps(jsonable(obj), allow_nan=False, **kwargs)
 
 
 def print_json(obj, indent: int | None = 2) -> None:
-    """Print ``obj`` as strict JSON to stdout (the ``--json`` output of every command)."""
     print(json_text(obj, indent=indent))
 
 
 def console(stderr: bool = False) -> Console:
-    """A Rich console; when output is not a terminal (pipes, logs, CI) tables get a wide
-    page instead of Rich's 80-column default, so names are not cut."""
+    """A Rich console, at least 160 columns wide when not a terminal (so names are not cut)."""
+    from rich.console import Console
+
     c = Console(stderr=stderr)
     if not c.is_terminal:
-        c.width = max(c.width, MIN_PIPE_WIDTH)
+        c.width = max(c.width, 160)
     return c
 
 
-def progress_bar(title: str, *fields: str, console: Console, transient: bool = True, disable: bool = False,
-                 elapsed: bool = True):
-    """The commands' Rich progress bar: ``title``, bar, done/total, one text column per
-    ``fields`` template (``"{task.fields[rate]}"``), elapsed (unless ``elapsed=False``) and
-    remaining time. Use it as a context manager."""
+def progress_bar(title: str, *fields: str, console: Console, transient: bool = True, disable: bool = False, elapsed: bool = True):
+    """Rich progress: title, bar, done/total, a column per ``fields`` template, elapsed and remaining time."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(
-        TextColumn(title), BarColumn(), MofNCompleteColumn(), *map(TextColumn, fields),
-        *([TimeElapsedColumn()] if elapsed else []), TimeRemainingColumn(),
-        console=console, transient=transient, disable=disable,
-    )
+    return Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), *map(TextColumn, fields),
+                    *([TimeElapsedColumn()] if elapsed else []), TimeRemainingColumn(),
+                    console=console, transient=transient, disable=disable)
 
 
 def check_output(path: str | Path | None, option: str = "--output", kind: str = "file",
                  inputs: Iterable[tuple[str, str | Path | None]] = (), writes: Iterable[str] = ()) -> Path | None:
-    """Refuse an output path that cannot be written, before any work is done (so a long run
-    never ends with a traceback and its results lost). ``kind``: ``"file"`` or ``"dir"``
-    (a folder the command creates or fills). Checked: an existing path of the wrong kind (a
-    folder where a file is expected or the other way round), a path under a file, a name too
-    long for the file system, and that a file can really be created (and is removed again)
-    in the folder that will hold it (the nearest existing one when folders are to be
-    created): ``os.access`` answers yes to root everywhere, ``/proc`` and ``/sys`` included,
-    and knows nothing of read-only mounts or quotas. Returns the path (None stays None);
-    raises :class:`~hiera_video.errors.HieraVideoError` with one line naming ``option``.
-
-    ``inputs``: ``(option, path)`` of the files the command reads (None paths are skipped):
-    an output that is one of them (:func:`same_file`: also through a symlink or a hard link)
-    is refused, so no command ever writes over what it reads (``export --weights m.pt -o
-    m.pt``). For a folder, ``writes`` names the files the command writes in it, each
-    checked the same way."""
+    """Refuse, before any work, an output ``kind`` ``"file"`` or ``"dir"`` that cannot be written: wrong kind, under
+    a file, a name too long, or no file can really be created in its nearest existing folder (``os.access`` says
+    yes to root and knows no read-only mounts); or that is one of ``inputs`` (``(option, path)``; for a folder,
+    any of its ``writes``). Returns the path (None stays None)."""
     if path is None:
         return None
-    raw = str(path)
-    p = Path(raw).expanduser()
+    raw, p = str(path), Path(path).expanduser()
 
     def fail(problem: str):
         raise HieraVideoError(f"cannot write {option} '{raw}': {problem}; pass a path you can write to")
+
+    def writable(folder: Path, denied: str, where: str) -> Path:
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".hiera-video-check-")
+        except OSError as e:
+            fail(denied if e.errno in (errno.EACCES, errno.EPERM) else f"cannot create files in {where} ({e.strerror or e})")
+        os.close(fd)
+        with suppress(OSError):  # created but not removable: writing works
+            os.unlink(probe)
+        return p
 
     if not raw.strip():
         fail("the path is empty")
@@ -131,20 +111,14 @@ def check_output(path: str | Path | None, option: str = "--output", kind: str = 
                 shown = "it" if target == p else f"its file '{target.name}'"
                 raise HieraVideoError(f"cannot write {option} '{raw}': {shown} is the input {what} '{i}' (the same file), "
                                       "which would be destroyed; write to another path")
-    if os.path.exists(p):  # (os.path: False, not an exception, for names too long to look up)
+    if os.path.exists(p):  # False, not an exception, for names too long
         if kind == "dir":
             if not os.path.isdir(p):
                 fail("it is an existing file, not a folder")
-            problem = _cannot_create_in(p)
-            if problem:
-                fail("no permission to write in this folder" if problem == PERMISSION else f"cannot create files in it ({problem})")
-            return p
+            return writable(p, "no permission to write in this folder", "it")
         if os.path.isdir(p):
             fail("it is an existing folder, not a file name")
-        problem = _cannot_create_in(p.parent)  # the file is replaced by a rename in its folder
-        if problem:
-            fail("no permission to replace this file" if problem == PERMISSION else f"cannot create files in '{p.parent}' ({problem})")
-        return p
+        return writable(p.parent, "no permission to replace this file", f"'{p.parent}'")  # replaced by a rename there
     anchor = p.parent if p.parent != p else p  # nearest folder that exists
     while not os.path.exists(anchor) and anchor.parent != anchor:
         anchor = anchor.parent
@@ -154,19 +128,13 @@ def check_output(path: str | Path | None, option: str = "--output", kind: str = 
         name_max = os.pathconf(anchor, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         name_max = 255
-    long = [part for part in p.parts if len(os.fsencode(part)) > name_max]
-    if long:
+    if long := [part for part in p.parts if len(os.fsencode(part)) > name_max]:
         fail(f"the name '{long[0][:40]}...' is longer than the file system allows ({name_max} bytes)")
-    problem = _cannot_create_in(anchor)
-    if problem:
-        fail(f"no permission to create files in '{anchor}'" if problem == PERMISSION else f"cannot create files in '{anchor}' ({problem})")
-    return p
+    return writable(anchor, f"no permission to create files in '{anchor}'", f"'{anchor}'")
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
-    """Whether ``a`` and ``b`` name one file: the same device and inode when both exist (a
-    symlink or a hard link to it counts), else the same path once made absolute with links
-    resolved."""
+    """Same device and inode (links count), else the same resolved path."""
     try:
         sa, sb = os.stat(Path(a).expanduser()), os.stat(Path(b).expanduser())
     except (OSError, ValueError):
@@ -177,30 +145,8 @@ def same_file(a: str | Path, b: str | Path) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-PERMISSION = "permission denied"
-
-
-def _cannot_create_in(folder: Path) -> str | None:
-    """Why no file can be created in ``folder`` (:data:`PERMISSION`, or the system's reason,
-    e.g. "Read-only file system"), or None when it can: found by creating an empty, uniquely
-    named file there and removing it again."""
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".hiera-video-check-")
-    except OSError as e:
-        return PERMISSION if e.errno in (errno.EACCES, errno.EPERM) else (e.strerror or str(e))
-    os.close(fd)
-    try:
-        os.unlink(probe)
-    except OSError:  # pragma: no cover - created but not removable (e.g. a sticky folder): writing works
-        pass
-    return None
-
-
-#: errnos of a failed write, turned into :class:`~hiera_video.errors.OutputError` when the
-#: block of :func:`atomic_path` raises them (other OSErrors there, e.g. a lost connection while
-#: downloading into the file, are the caller's to report).
-WRITE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG", "EIO", "EACCES", "EPERM")
-                         if hasattr(errno, n))
+#: errnos of a failed write that :func:`atomic_path` turns into ``OutputError`` (other OSErrors are the caller's).
+WRITE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG", "EIO", "EACCES", "EPERM") if hasattr(errno, n))
 
 
 def _output_error(path: Path, e: OSError) -> OutputError:
@@ -209,15 +155,9 @@ def _output_error(path: Path, e: OSError) -> OutputError:
 
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = ".tmp", fsync: bool = False) -> Iterator[Path]:
-    """The one way files are replaced: yields a temporary ``.NAME.*SUFFIX`` in ``path``'s
-    folder to write; when the block ends normally it is (optionally) fsynced, given ordinary
-    permissions (0666 minus the umask; mkstemp makes 0600) and renamed over ``path``, so a
-    reader sees the old file or the new one, never half of one. On an exception it is removed.
-
-    A write that fails (disk full, read-only file system, no permission: creating the folder or
-    the temporary file, the block's writes with an errno of :data:`WRITE_ERRNOS`, the fsync, the
-    rename) raises :class:`~hiera_video.errors.OutputError`: one line naming ``path``, which
-    the CLI prints without a traceback (exit 2)."""
+    """The one way files are replaced: yields a temporary ``.NAME.*SUFFIX`` beside ``path``; when the block ends it is
+    (optionally) fsynced, given 0666 minus the umask and renamed over ``path``; on an exception it is removed.
+    A failed write (:data:`WRITE_ERRNOS`, creating, fsync, rename) raises ``OutputError`` naming ``path``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,12 +176,9 @@ def atomic_path(path: str | Path, suffix: str = ".tmp", fsync: bool = False) -> 
             if fsync:
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            try:
+            os.umask(umask := os.umask(0))  # reading the umask means setting it
+            with suppress(OSError):  # a file system without Unix permissions: keep mkstemp's
                 os.chmod(tmp, 0o666 & ~umask)
-            except OSError:  # a file system without Unix permissions (some network mounts): keep mkstemp's
-                pass
             os.replace(tmp, path)
         except OSError as e:
             raise _output_error(path, e) from e
@@ -251,18 +188,12 @@ def atomic_path(path: str | Path, suffix: str = ".tmp", fsync: bool = False) -> 
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`atomic_path`) as UTF-8, whatever the
-    locale. File names that are not valid UTF-8 reach Python as surrogate escapes
-    (``os.fsdecode``: byte 0xFF is ``"\\udcff"``); ``errors="surrogateescape"`` writes them
-    back as the original bytes, so a name in a text or CSV file is the name on disk, byte for
-    byte (JSON files are ASCII: such a name is the escape ``"\\udcff"``, which ``json.loads``
-    and ``os.fsencode`` turn back into the same bytes)."""
+    """UTF-8 whatever the locale; surrogate escapes of non-UTF-8 file names are written back as the original bytes."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         f.write(text)
 
 
 def write_json(path: str | Path, obj) -> None:
-    """Write ``obj`` to ``path`` atomically as strict JSON (non-finite floats: null, :func:`jsonable`)."""
     atomic_write_text(path, json_text(obj, indent=2) + "\n")
 
 
@@ -271,40 +202,23 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def neutralise_cell(value):
-    """A CSV cell that a spreadsheet shows as text: a string starting with one of
-    :data:`FORMULA_STARTS` gets a leading single quote, as OWASP recommends (``=cmd|...``
-    becomes ``'=cmd|...``), and so does one that already starts with a quote, so removing one
-    leading quote from a cell that has one always gives the original back. Numbers (a negative
-    accuracy delta, a -1 label) are not strings and stay as they are."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS + ("'",)):
-        return "'" + value
-    return value
-
-
-def restore_cell(value: str) -> str:
-    """The cell :func:`neutralise_cell` was given (one leading quote removed)."""
-    return value[1:] if value.startswith("'") else value
+    """A string starting with one of :data:`FORMULA_STARTS` or a quote gets a leading quote (OWASP): a spreadsheet
+    shows it as text and :func:`read_csv` undoes it."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS + ("'",)) else value
 
 
 def read_csv(path: str | Path, delimiter: str = ",") -> list[list[str]]:
-    """The rows of a CSV file :func:`write_csv` wrote (header first, if it has one), as they
-    were given to it: neutralised cells restored (:func:`restore_cell`) and names that are
-    not UTF-8 back as surrogate escapes (``errors="surrogateescape"``)."""
+    """The rows :func:`write_csv` was given."""
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        return [[restore_cell(v) for v in row] for row in csv.reader(f, delimiter=delimiter)]
+        return [[v[1:] if v.startswith("'") else v for v in row] for row in csv.reader(f, delimiter=delimiter)]
 
 
-def write_csv(path: str | Path, header: list[str] | None, rows: Iterable[Iterable], delimiter: str = ",",
-              neutralise: bool = True) -> None:
-    """A CSV file (every cell quoted as needed by Python's ``csv`` module, so a TAB, comma,
-    quote or newline in a name stays inside its cell) for people to open: string cells that a
-    spreadsheet would run as a formula are neutralised (:func:`neutralise_cell`; pass
-    ``neutralise=False`` for a machine format that must stay exact). Written with
-    :func:`atomic_write_text` (names that are not UTF-8 keep their bytes)."""
+def write_csv(path: str | Path, header: list[str] | None, rows: Iterable[Iterable], delimiter: str = ",", neutralise: bool = True) -> None:
+    """Written atomically, string cells :func:`neutralise_cell`-ed (``neutralise=False``: a machine format kept exact)."""
     fix = neutralise_cell if neutralise else (lambda v: v)
     buf = io.StringIO()
     w = csv.writer(buf, delimiter=delimiter, lineterminator="\n" if delimiter == "\t" else "\r\n")
-    if header is not None:  # None: no header line
+    if header is not None:
         w.writerow([fix(v) for v in header])
     w.writerows([fix(v) for v in row] for row in rows)
     atomic_write_text(path, buf.getvalue())

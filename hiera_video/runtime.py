@@ -1,12 +1,12 @@
 """Device and precision choices shared by every command."""
 
-from __future__ import annotations
-
 import functools
 
 import torch
 
 from hiera_video.errors import HieraVideoError
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pick_device(name: "str | torch.device" = "auto") -> torch.device:
@@ -14,11 +14,8 @@ def pick_device(name: "str | torch.device" = "auto") -> torch.device:
     if isinstance(name, torch.device):
         return name
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        mps = torch.backends.mps.is_available()
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise HieraVideoError(f"--device {name} asked for, but CUDA is not available here; use --device cpu or auto")
     try:
@@ -27,31 +24,25 @@ def pick_device(name: "str | torch.device" = "auto") -> torch.device:
         raise HieraVideoError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from e
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_bf16() -> bool:
     """True when the CPU has native bf16 dot products (AVX512-BF16 or AMX)."""
     try:
-        flags = open("/proc/cpuinfo").read()
+        return any(f in open("/proc/cpuinfo").read() for f in ("avx512_bf16", "amx_bf16"))
     except OSError:
         return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
 
 
 def cuda_has_native_bf16(device: torch.device) -> bool:
-    """True on GPUs with native bf16 (compute capability >= 8.0: Ampere and later).
-    ``torch.cuda.is_bf16_supported()`` also counts emulation (V100, T4), which is slow."""
+    """Compute capability >= 8.0 (``torch.cuda.is_bf16_supported()`` also counts slow emulation: V100, T4)."""
     return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The default low precision on ``device`` (None = stay in fp32): bf16 on GPUs with
-    native bf16, else fp16 (with a grad scaler when training); bf16 on CPUs that have it."""
+    """Default low precision (None = fp32): bf16 on GPUs with native bf16, else fp16; bf16 on CPUs that have it."""
     if device.type == "cuda":
         return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
     return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
-
-
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:
@@ -66,12 +57,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:
 
 
 def casts_weights(device: torch.device, dtype: torch.dtype | None) -> bool:
-    """Inference in ``dtype`` by casting weights and inputs (CPU bf16: measured faster, no
-    per-layer casts) rather than autocast (GPUs: norms, softmax and reductions stay fp32, so
-    fp16 cannot overflow in large models)."""
+    """Cast weights and inputs (CPU bf16: measured faster) rather than autocast (GPUs: norms and softmax stay fp32)."""
     return dtype is not None and device.type == "cpu"
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` context for ``dtype`` (a no-op context when ``dtype`` is None)."""
+    """``torch.autocast`` for ``dtype`` (a no-op when None)."""
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)

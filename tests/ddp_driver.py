@@ -21,7 +21,9 @@ from torch.utils.data import Dataset
 
 import hiera_video.engine.trainer as trainer_module
 from hiera_video.config import load_config
+from hiera_video.engine.train_data import Guarded, collate_items
 from hiera_video.engine.trainer import Trainer
+from hiera_video.errors import HieraVideoError
 
 COLLECTIVES = ("all_reduce", "all_gather_object", "gather_object", "broadcast_object_list", "broadcast", "all_gather",
                "barrier", "scatter_object_list")
@@ -46,19 +48,15 @@ def item(i: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 class Items(Dataset):
     def __init__(self, n: int, unreadable: set[int]):
-        self.n, self.unreadable, self.epoch = n, unreadable, 0
+        self.n, self.unreadable = n, unreadable
 
     def __len__(self):
         return self.n
 
     def __getitem__(self, i):
-        return (None, i) if i in self.unreadable else (item(i), i)
-
-
-def collate(items):
-    good = [x for x, _ in items if x is not None]
-    bad = [(i, "unreadable (test)") for x, i in items if x is None]
-    return ((torch.cat([g[0] for g in good]), torch.cat([g[1] for g in good])) if good else None), bad
+        if i in self.unreadable:
+            raise HieraVideoError("unreadable (test)")
+        return item(i)
 
 
 class CountedDDP(torch.nn.parallel.DistributedDataParallel):
@@ -104,7 +102,7 @@ def main(out: str, unreadable: str, n: int, global_batch: int) -> None:
 
         # Collectives of the training steps alone (prepare and the final checkpoint excluded).
         before = Counter(calls)
-        trainer.fit(Items(n, {int(i) for i in unreadable.split(",") if i}), collate, loss_fn, str)
+        trainer.fit(Guarded(Items(n, {int(i) for i in unreadable.split(",") if i})), collate_items, loss_fn, str)
         in_fit = Counter(calls)
         in_fit.subtract(before)
         summary = trainer.finish({})

@@ -87,3 +87,16 @@ def colour_videos(root: Path, per_class: int, num_train: int, num_frames: int, j
     (root / "val.txt").write_text("\n".join(val) + "\n")
     (root / "labels.txt").write_text("\n".join(COLOURS) + "\n")
     return train
+
+
+def patch_everywhere(monkeypatch, name: str, replacement) -> None:
+    """Replace ``hiera_video.data.transforms.<name>`` and every loaded hiera_video module's
+    import of it (``from ... import name`` binds the function in the importing module)."""
+    import sys
+
+    from hiera_video.data import transforms
+
+    real = getattr(transforms, name)
+    for module in [m for k, m in sys.modules.items() if k.startswith("hiera_video") and m is not None]:
+        if getattr(module, name, None) is real:
+            monkeypatch.setattr(module, name, replacement)

@@ -21,13 +21,16 @@ from hiera_video.ava.files import (
     read_proposals_csv,
 )
 from hiera_video.ava.boxes import box_iou, crop_boxes_px, flip_boxes, resize_boxes
-from hiera_video.ava.dataset import AvaDataset, SkipBadItems, ava_collate, clip_frame_indices, train_view
+from hiera_video.ava.dataset import AvaDataset, ava_collate, clip_frame_indices, train_view
+from hiera_video.data.clip_spec import ClipSpec
+from hiera_video.engine.train_data import Guarded, collate_items
 from hiera_video.ava.dataset import test_view as ava_test_view
 from hiera_video.data.sampling import keyframe_indices
 from hiera_video.ava.synthetic import ACTIONS, TIMECODE_BLOCK, make_synthetic_ava, timecode_position
 from hiera_video.errors import HieraVideoError
 
 T, STRIDE, S = 8, 4, 64
+CLIP = ClipSpec(num_frames=T, stride=STRIDE, crop_size=S)
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +39,12 @@ def ava(tmp_path_factory):
 
 
 def _train(ava, **kw):
-    kw = {"num_frames": T, "stride": STRIDE, "crop_size": S, **kw}
+    kw = {"clip": CLIP, **kw}
     return AvaDataset(ava.videos, ava.train_csv, ava.label_map, "train", "train", **kw)
 
 
 def _val(ava, **kw):
-    kw = {"num_frames": T, "stride": STRIDE, "crop_size": S, "proposals": ava.val_proposals,
+    kw = {"clip": CLIP, "proposals": ava.val_proposals,
           "exclusions": ava.val_exclusions, **kw}
     return AvaDataset(ava.videos, ava.val_csv, ava.label_map, "val", "val", **kw)
 
@@ -70,7 +73,8 @@ def test_synthetic_files_are_official_format(ava):
 
 
 def test_train_items_hold_all_gt_boxes_with_multi_hot_labels(ava):
-    ds = _train(ava, generator=torch.Generator().manual_seed(0))
+    ds = _train(ava)
+    ds.generator = torch.Generator().manual_seed(0)
     gt = read_ava_csv(ava.train_csv)
     assert len(ds) == len({r.key for r in gt}) == len(ava.video_ids["train"]) * 3
     for i in range(len(ds)):
@@ -200,8 +204,7 @@ def test_boxes_follow_the_pixels_through_resize_crop_flip():
 
 def test_frames_layout_gives_the_same_clip_as_the_video(ava):
     video = _val(ava)
-    frames_root = AvaDataset(ava.frames, ava.val_csv, ava.label_map, "val", "val", num_frames=T, stride=STRIDE,
-                             crop_size=S, proposals=ava.val_proposals, exclusions=ava.val_exclusions,
+    frames_root = AvaDataset(ava.frames, ava.val_csv, ava.label_map, "val", "val", CLIP, proposals=ava.val_proposals, exclusions=ava.val_exclusions,
                              frames_layout="frames")
     assert video.items == frames_root.items
     diffs = []
@@ -226,8 +229,7 @@ def _timecode(frame: torch.Tensor) -> int:
 def test_frames_are_numbered_from_one(ava, tmp_path):
     vid = ava.video_ids["val"][0]
     shutil.copytree(ava.frames / vid, tmp_path / vid)
-    ds = AvaDataset(tmp_path, ava.val_csv, ava.label_map, "val", "val", num_frames=T, stride=STRIDE, crop_size=S,
-                    frames_layout="frames")
+    ds = AvaDataset(tmp_path, ava.val_csv, ava.label_map, "val", "val", CLIP, frames_layout="frames")
     (tmp_path / vid / f"{vid}_000061.jpg").unlink()  # frame index 60 = keyframe 902
     i = ds.items.index((vid, 902))
     with pytest.raises(HieraVideoError, match="000061.jpg' is missing"):
@@ -244,9 +246,9 @@ def test_collate_pads_full_frames_to_a_multiple_of_32(ava):
     assert labels.shape == (sum(len(b) for b in boxes), NUM_ACTIONS)
     assert metas[0]["padded_size"] == (64, 96) and metas[1]["video_id"] == items[1][3]["video_id"]
     train = _train(ava)
-    clips, *_ = ava_collate([train[0], None, train[1]])
-    assert clips.shape == (2, 3, T, S, S)
-    assert ava_collate([None]) is None
+    (clips, *_), good, bad = collate_items([(0, train[0], None), (1, None, "bad"), (2, train[1], None)], ava_collate)
+    assert clips.shape == (2, 3, T, S, S) and good == [0, 2] and bad == [(1, "bad")]
+    assert collate_items([(0, None, "bad")], ava_collate)[0] is None
 
 
 # --------------------------------------------------------------------------- errors
@@ -296,7 +298,7 @@ def test_pickle_proposals_need_explicit_opt_in(ava, tmp_path):
     with pytest.raises(HieraVideoError, match="can run arbitrary code"):
         load_proposals(renamed)
     with pytest.warns(UserWarning, match="arbitrary code"):
-        ds = _val(ava, proposals=pkl, allow_pickle=True)
+        ds = _val(ava, proposals=load_proposals(pkl, allow_pickle=True))
     assert ds.items == [(vid, 902), (vid, 903)] and len(ds.entries[(vid, 902)].boxes) == 1  # 0.5 < 0.8
     with pytest.warns(UserWarning):
         n = convert_proposals_pickle(pkl, tmp_path / "out.csv", allow_pickle=True)
@@ -311,16 +313,16 @@ def test_undecodable_video_raises_and_can_be_skipped(ava, tmp_path):
     broken = ava.video_ids["train"][0]
     (root / f"{broken}.mp4").write_bytes(b"not a video at all" * 100)
     (root / f"{ava.video_ids['train'][1]}.mp4").unlink()  # missing: reported, its keyframes skipped
-    ds = AvaDataset(root, ava.train_csv, ava.label_map, "train", "train", num_frames=T, stride=STRIDE, crop_size=S)
+    ds = AvaDataset(root, ava.train_csv, ava.label_map, "train", "train", CLIP)
     assert ds.missing == [ava.video_ids["train"][1]]
     assert len(ds) == 3 * (len(ava.video_ids["train"]) - 1)
     i = ds.items.index((broken, 902))
     with pytest.raises(HieraVideoError, match=rf"{broken},0902.*cannot"):
         ds[i]
-    safe = SkipBadItems(ds)
-    assert safe[i] is None and safe.skipped[0][0] == i
-    batch = ava_collate([safe[j] for j in range(len(ds))])
-    assert batch[0].shape[0] == len(ds) - 3
+    safe = Guarded(ds)
+    assert safe[i][:2] == (i, None) and f"{broken},0902" in safe[i][2]
+    batch, _, bad = collate_items([safe[j] for j in range(len(ds))], ava_collate)
+    assert batch[0].shape[0] == len(ds) - 3 and bad[0][0] == i
 
 
 def test_bad_arguments(ava, tmp_path):
@@ -351,7 +353,7 @@ def test_limited_evaluation_scores_only_the_evaluated_keyframes(ava):
         def forward(self, clips, boxes):
             return torch.zeros(sum(len(b) for b in boxes), NUM_ACTIONS)
 
-    kw = dict(default_proposals=True, num_frames=T, stride=STRIDE, crop_size=S)
+    kw = dict(default_proposals=True, clip=CLIP)
     full = open_ava_split(ava.root, "val", "val", **kw)
     assert len(full) >= 2 and full.subset is None
     part = open_ava_split(ava.root, "val", "val", limit=1, **kw)
@@ -366,3 +368,14 @@ def test_limited_evaluation_scores_only_the_evaluated_keyframes(ava):
     assert "subset" in text.getvalue() and f"1 of {len(full)}" in text.getvalue()
     _, metrics = evaluate_ava_model(Constant(), full, batch_size=2)
     assert metrics["subset"] is None
+
+
+def test_eval_options_need_weights_and_save_as_json(tmp_path):
+    import json
+
+    from hiera_video.ava.evaluate import AvaEvalOptions
+
+    with pytest.raises(HieraVideoError, match="needs --weights RUN_DIR/best.pt"):
+        AvaEvalOptions(tmp_path)
+    d = AvaEvalOptions(tmp_path, weights="best.pt", output=tmp_path / "o").to_dict()
+    assert d["root"] == str(tmp_path) and d["output"] == str(tmp_path / "o") and json.loads(json.dumps(d)) == d

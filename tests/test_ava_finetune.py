@@ -60,8 +60,10 @@ def test_finetune_then_eval_beats_chance(ava_set, tmp_path, capsys):
     ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert ev["mAP"] == pytest.approx(m["mAP"], abs=1e-6)
     assert (tmp_path / "ev" / "detections.csv").read_text() == (out / "eval" / "detections.csv").read_text()
-    per_class = json.loads((tmp_path / "ev" / "metrics.json").read_text())["per_class"]
+    saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    per_class = saved["per_class"]
     assert per_class and all("ap" in v and "num_gt" in v for v in per_class.values())
+    assert saved["options"]["weights"] == str(out / "last.pt") and saved["options"]["proposal_threshold"] == 0.8  # AvaEvalOptions
 
 
 def test_exact_resume(ava_set, tmp_path):
@@ -118,6 +120,8 @@ def test_ddp_two_cpu_processes(ava_set, tmp_path):
     assert m["processes"] == 2 and m["global_batch"] == 8 and m["accum_steps"] == 1 and m["mAP"] is not None
     # every validation keyframe scored exactly once across the two processes
     from hiera_video.ava.dataset import open_ava_split
+    from hiera_video.data.clip_spec import ClipSpec
 
-    val = open_ava_split(ava_set.root, "val", "val", default_proposals=True, num_frames=4, stride=8, crop_size=64)
+    val = open_ava_split(ava_set.root, "val", "val", default_proposals=True,
+                         clip=ClipSpec(num_frames=4, stride=8, crop_size=64))
     assert m["num_val_keyframes"] == len(val) > 0

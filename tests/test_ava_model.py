@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hiera_video.ava.dataset import AvaDataset, ava_collate
+from hiera_video.data.clip_spec import ClipSpec
 from hiera_video.ava.evaluate import ava_loss, evaluate_ava_model, render_ava_metrics, write_ava_outputs
 from hiera_video.errors import HieraVideoError
 from hiera_video.ava.files import read_ava_csv
@@ -116,11 +117,10 @@ def test_short_training_beats_chance(ava_set, tmp_path):
     on the val proposals must beat the mAP of random scores for the same boxes."""
     torch.manual_seed(0)
     data = ava_set
-    common = dict(num_frames=4, stride=8, crop_size=64, max_open_videos=8)
-    train = AvaDataset(data.videos, data.train_csv, data.label_map, "train", "train",
-                       generator=torch.Generator().manual_seed(0), **common)
-    val = AvaDataset(data.videos, data.val_csv, data.label_map, "val", "val", proposals=data.val_proposals,
-                     exclusions=data.val_exclusions, **common)
+    clip = ClipSpec(num_frames=4, stride=8, crop_size=64)
+    train = AvaDataset(data.videos, data.train_csv, data.label_map, "train", "train", clip)
+    val = AvaDataset(data.videos, data.val_csv, data.label_map, "val", "val", clip, data.val_proposals, data.val_exclusions)
+    train.generator, train.max_open_videos, val.max_open_videos = torch.Generator().manual_seed(0), 8, 8
     # 4-frame clips and a stride-16 last stage (q_pool=2: 4x4 cells on a 64 px crop) keep it fast and sharp
     model = build_ava_model("hiera_nano_8x64", input_size=(4, 64, 64), q_pool=2, drop_path_rate=0.0, dropout=0.0)
     opt = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.01)

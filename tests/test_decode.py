@@ -7,6 +7,7 @@ import os
 import re
 import time
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import av
@@ -17,8 +18,10 @@ import videogen as vg
 
 from hiera_video.data import decode
 from hiera_video.data.decode import PyAVReader, decord_available, open_video, read_clip
+from hiera_video.data.clip_spec import ClipSpec
 from hiera_video.data.decode import torchcodec_available
 from hiera_video.data.sampling import dense_indices, segment_indices
+from hiera_video.data.pool import decode_in_order
 from hiera_video.errors import HieraVideoError
 
 BACKENDS = ["pyav", pytest.param("decord", marks=pytest.mark.skipif(not decord_available(), reason="decord missing")),
@@ -343,44 +346,43 @@ def test_no_leaked_file_handles(videos, bad_files, backend):
     assert _open_fds() <= before + 2
 
 
-# ---------------------------------------------------------------- read_clip and its timeout guard
+# ---------------------------------------------------------------- read_clip, in worker processes with a time limit
 
 
-def test_read_clip_in_process_and_subprocess(videos):
+def read_in_workers(paths, idx, backend="auto", timeout=20.0, workers=1) -> list:
+    """``(frames or None, error or None)`` of :func:`read_clip` for each path, in the workers
+    of :func:`decode_in_order` (they are forked: monkeypatches are inherited)."""
+    fn = partial(read_clip, indices=idx, backend=backend)
+    return [(v, e) for _, v, e in decode_in_order(paths, fn, workers=workers, timeout=timeout)]
+
+
+def test_read_clip_in_process_and_in_a_worker(videos):
     idx = [9, 2, 2, 50]
     assert vg.read_stamps(read_clip(videos["h264"], idx)) == idx
-    assert vg.read_stamps(read_clip(videos["h264"], torch.tensor(idx), backend="pyav", timeout=20)) == idx
+    [(frames, error)] = read_in_workers([videos["h264"]], torch.tensor(idx), backend="pyav")
+    assert error is None and vg.read_stamps(frames) == idx
 
 
-def test_read_clip_corrupt_file_fails_fast(bad_files):
+def test_corrupt_file_in_a_worker_fails_fast(bad_files):
     start = time.monotonic()
-    with pytest.raises(HieraVideoError, match="not a readable video"):
-        read_clip(bad_files["random"], [0], timeout=10)
-    assert time.monotonic() - start < 5
-
-
-def test_read_clip_timeout_stops_a_hanging_decoder(videos, monkeypatch):
-    def hang(*args):
-        time.sleep(60)
-
-    monkeypatch.setattr(decode, "_read_numpy", hang)  # inherited by the forked child
-    start = time.monotonic()
-    with pytest.raises(HieraVideoError, match="longer than 1 s"):
-        read_clip(videos["h264"], [0], timeout=1)
+    [(frames, error)] = read_in_workers([bad_files["random"]], [0], timeout=10)
+    assert frames is None and "not a readable video" in error
     assert time.monotonic() - start < 5
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_read_clip_timeout_stops_each_backends_hanging_decode(videos, monkeypatch, backend):
-    """The hang is inside the backend's own frame decoding (its reader class), in the child."""
+def test_timeout_stops_each_backends_hanging_decode_and_costs_one_video(videos, monkeypatch, tmp_path, backend):
+    """The hang is inside the backend's own frame decoding (its reader class), in the worker."""
     reader = {"pyav": decode.PyAVReader, "decord": decode.DecordReader, "torchcodec": decode.TorchCodecReader}[backend]
-    monkeypatch.setattr(reader, "_decode_sorted", lambda self, unique: time.sleep(60))
+    real = reader._decode_sorted
+    monkeypatch.setattr(reader, "_decode_sorted",
+                        lambda self, unique: time.sleep(60) if "hang" in str(self.path) else real(self, unique))
+    (tmp_path / "hang.mp4").symlink_to(videos["h264"])
     start = time.monotonic()
-    with pytest.raises(HieraVideoError, match="longer than 1 s"):
-        read_clip(videos["h264"], [0], backend=backend, timeout=1)
+    (hung, error), (frames, none) = read_in_workers([tmp_path / "hang.mp4", videos["h264"]], [4, 1], backend, timeout=1)
     assert time.monotonic() - start < 5
-    monkeypatch.undo()
-    assert vg.read_stamps(read_clip(videos["h264"], [4, 1], backend=backend, timeout=20)) == [4, 1]
+    assert hung is None and "longer than 1 s" in error
+    assert none is None and vg.read_stamps(frames) == [4, 1]
 
 
 def test_torchcodec_without_ffmpeg_explicit_error_and_quiet_auto(videos, monkeypatch):
@@ -414,10 +416,13 @@ def test_torchcodec_matches_pyav_frames_and_skips_mpegts(videos, tmp_path):
             assert reader.backend == "pyav" and vg.read_stamps(reader.get_frames([0, 3, 5])) == [0, 3, 5]
 
 
-def test_read_clip_reports_a_crashing_decoder(videos, monkeypatch):
-    monkeypatch.setattr(decode, "_read_numpy", lambda *a: os._exit(3))
-    with pytest.raises(HieraVideoError, match="crashed"):
-        read_clip(videos["h264"], [0], timeout=10)
+def test_a_crashing_decoder_costs_one_video(videos, monkeypatch, tmp_path):
+    real = decode.open_video
+    monkeypatch.setattr(decode, "open_video", lambda p, b: os._exit(3) if "crash" in str(p) else real(p, b))
+    (tmp_path / "crash.mp4").symlink_to(videos["h264"])
+    out = read_in_workers([videos["h264"], tmp_path / "crash.mp4", videos["h264"]], [2], workers=2, timeout=60)  # a loaded machine: only the crash may fail
+    assert [error is None for _, error in out] == [True, False, True]
+    assert "crashed (exit code 3)" in out[1][1] and vg.read_stamps(out[2][0]) == [2]
 
 
 # ---------------------------------------------------------------- hostile headers, MPEG-TS, odd paths
@@ -428,7 +433,7 @@ def test_header_claiming_2_31_frames_costs_nothing(tmp_path, fmt):
     """A header claiming 2^31 frames (mp4 stts, AVI strh; a webm's duration, from which decord
     estimates the count) made decord abort the whole process (std::bad_alloc, exit 134). Read in
     this process: a regression aborts the test session, which fails CI loudly. (In a forked
-    child, read_clip(timeout=), the mjpeg AVI read hung in 2 of 3 CI runs after other test files
+    child, the mjpeg AVI read hung in 2 of 3 CI runs after other test files
     had run in the parent, and never when this file ran alone: a lock inherited through fork.)"""
     good = vg.write_video(tmp_path / "good", num_frames=30, fmt=fmt)
     huge = vg.patch_claimed_frames(good, tmp_path / f"huge{good.suffix}")
@@ -440,7 +445,7 @@ def test_header_claiming_2_31_frames_costs_nothing(tmp_path, fmt):
     assert vg.read_stamps(read_clip(huge, idx, backend="pyav")) == idx
     if decord_available():
         with pytest.raises(HieraVideoError, match=r"claims 214748\d{4} frames but the stream holds 30.*backend='pyav'") as info:
-            read_clip(huge, idx, backend="decord", timeout=60)
+            read_clip(huge, idx, backend="decord")
         assert "\n" not in str(info.value)
     with open_video(huge, "auto") as reader:
         assert reader.num_frames == 30 and reader.backend == "pyav"
@@ -534,3 +539,64 @@ def test_fifo_device_and_symlinks_are_named(tmp_path):
     assert paths == []
     assert "symbolic link loop" in bad[0].error and "broken symbolic link" in bad[1].error
     assert "no such file or directory" in bad[2].error
+
+
+# ---------------------------------------------------------------- what decoded a video; NVDEC (--decode-device cuda)
+
+
+def test_readers_say_what_decoded_them_fallback_included(videos, monkeypatch):
+    with open_video(videos["h264"], "pyav") as reader:
+        assert reader.decoder == decode.decoder_name("pyav") and reader.decoder.startswith("pyav ") and "(FFmpeg " in reader.decoder
+    if not torchcodec_available():
+        return
+    with open_video(videos["h264"], "torchcodec") as reader:
+        assert reader.decoder.startswith("torchcodec ") and "(FFmpeg " in reader.decoder and "+" not in reader.decoder
+    monkeypatch.setattr(decode.TorchCodecReader, "_read", lambda self, unique: 1 / 0)
+    reader = decode.TorchCodecReader(Path(videos["h264"]), decode.probe_open(videos["h264"])[2], fallback=True)
+    assert vg.read_stamps(reader.get_frames([3, 1])) == [3, 1]  # switched to PyAV mid-video
+    assert reader.backend == "pyav" and reader.decoder == decode.decoder_name("pyav")
+    reader.close()
+
+
+@pytest.mark.skipif(not torchcodec_available(), reason="torchcodec or its FFmpeg libraries missing")
+def test_decode_device_cuda_falls_back_to_the_cpu_per_video(videos, monkeypatch):
+    """NVDEC refusing the codec (a stand-in decoder raising for device='cuda'): the video is
+    reopened on the CPU, gives the CPU's frames, and says so."""
+    import torchcodec.decoders
+
+    real, asked = torchcodec.decoders.VideoDecoder, []
+
+    def fake(path, **kw):
+        asked.append(kw["device"])
+        if kw["device"] == "cuda":
+            raise RuntimeError("Unsupported codec for NVDEC")
+        return real(path, **kw)
+
+    monkeypatch.setattr(torchcodec.decoders, "VideoDecoder", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with open_video(videos["h264"], "torchcodec", "cuda") as gpu, open_video(videos["h264"], "torchcodec") as cpu:
+        assert asked[:2] == ["cuda", "cpu"] and gpu.decoder.endswith(", cpu fallback)")
+        assert torch.equal(gpu.get_frames([5, 0]), cpu.get_frames([5, 0]))
+    spec = ClipSpec(num_frames=4, crop_size=32, backend="auto", decode_device="cuda")
+    assert "decode_device" not in spec.to_dict()  # not a protocol field: the decoders record it
+
+
+def test_decode_device_cuda_needs_torchcodec_and_a_gpu(monkeypatch):
+    from hiera_video.data.clip_spec import check_choices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for backend in ("pyav", "decord"):
+        with pytest.raises(HieraVideoError, match="--backend torchcodec") as info:
+            check_choices(backend=backend, decode_device="cuda")
+        assert "\n" not in str(info.value)
+    with pytest.raises(HieraVideoError, match="use cpu or cuda"):
+        check_choices(backend="torchcodec", decode_device="cuda:1")
+    monkeypatch.setattr(decode, "_torchcodec_state", (None, "torchcodec is not installed"))
+    with pytest.raises(HieraVideoError, match="needs torchcodec: torchcodec is not installed.*drop --decode-device"):
+        ClipSpec(backend="auto", decode_device="cuda")
+    monkeypatch.setattr(decode, "_torchcodec_state", ("5.1", None))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(HieraVideoError, match="needs a CUDA GPU") as info:
+        check_choices(backend="torchcodec", decode_device="cuda")
+    assert "\n" not in str(info.value)
+    check_choices(backend="pyav", decode_device="cpu")  # the default: nothing to check

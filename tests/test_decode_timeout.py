@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hiera_video.data import ClipSpec
+from hiera_video.data import transforms
 
-from helpers import nano_classifier, run_cli as run
+from helpers import nano_classifier, patch_everywhere, run_cli as run
 from videogen import write_video
 
 
@@ -30,17 +30,17 @@ def hanging_decoder(monkeypatch, tmp_path):
     forked worker that the timeout terminates). Every attempt is logged to a file, so a test
     can count how often the hanging video was tried."""
     attempts = tmp_path / "attempts.txt"
-    real = ClipSpec.views
+    real = transforms.make_views
 
-    def views(self, source):
+    def views(source, spec):
         path = str(getattr(source, "path", source))
         if path.endswith("hang.mp4"):
             with open(attempts, "a") as f:
                 f.write(path + "\n")
             time.sleep(600)
-        return real(self, source)
+        return real(source, spec)
 
-    monkeypatch.setattr(ClipSpec, "views", views)
+    patch_everywhere(monkeypatch, "make_views", views)
     return attempts
 
 

@@ -51,6 +51,7 @@ def test_demo_recipe_learns_temporal_order(tmp_path):
 
     from hiera_video.data.datasets import build_dataset
     from hiera_video.data.synthetic import twin
+    from hiera_video.data.transforms import make_views
     from hiera_video.engine.inference import load_classifier
 
     data = tmp_path / "synth"
@@ -63,7 +64,7 @@ def test_demo_recipe_learns_temporal_order(tmp_path):
     protocol = clf.protocol((1, 1))
     forward = reversed_ = 0
     for item in val.items:
-        views, _ = protocol.views(str(item.path))  # [1, 3, T, S, S]
+        views, _ = make_views(str(item.path), protocol)  # [1, 3, T, S, S]
         forward += int(clf.logits(views).argmax(-1)[0]) == item.label
         reversed_ += int(clf.logits(torch.flip(views, dims=[2])).argmax(-1)[0]) == twin(item.label)
     forward, reversed_ = 100.0 * forward / len(val), 100.0 * reversed_ / len(val)

@@ -20,6 +20,7 @@ import torch
 
 from hiera_video.engine.train_data import EpochSampler
 
+from fault_driver import DRIVER, inject
 from helpers import COLOURS, assert_same_weights, colour_videos, nano_classifier
 
 SCENARIO_TIMEOUT = float(os.environ.get("HIERA_VIDEO_TEST_TIMEOUT", "240"))
@@ -35,9 +36,10 @@ def _free_port() -> int:
 
 
 def start_ranks(argv: list[str], cwd: Path, nproc: int = 2, **env: str) -> list[subprocess.Popen]:
-    """``hiera-video ARGV`` as ``nproc`` processes of one job, with ``env`` added."""
+    """``hiera-video ARGV`` as ``nproc`` processes of one job, with ``env`` added (and the
+    faults its HIERA_VIDEO_FAULTS names: tests/fault_driver.py)."""
     port = _free_port()
-    return [subprocess.Popen([sys.executable, "-m", "hiera_video.cli.app", *argv], cwd=cwd, stdout=subprocess.DEVNULL,
+    return [subprocess.Popen([*DRIVER, *argv], cwd=cwd, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
                                   "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
@@ -291,11 +293,11 @@ def test_a_signal_during_the_final_evaluation_stops_it_and_resume_evaluates(colo
 
     args = finetune_args(colours, tmp_path / "run", "optim.epochs=1")[1:]
     cfg = load_config(None, [a for a in args if a != "--set"])
-    monkeypatch.setenv("HIERA_VIDEO_FAULTS", "sigint@0:1")
+    inject("sigint@0:1", monkeypatch.setattr)
     with pytest.raises(AgreedInterrupt, match=r"SIGINT during the final evaluation: training is complete and saved in .*--resume auto"):
         finetune(cfg)
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["run_state"]["epoch"] == 1
     assert not (tmp_path / "run" / "eval").exists() and not (tmp_path / "run" / "metrics.json").exists()
-    monkeypatch.delenv("HIERA_VIDEO_FAULTS")
+    monkeypatch.undo()
     final = finetune(cfg, resume="auto")
     assert final["num_val_videos"] == 3 and (tmp_path / "run" / "eval" / "metrics.json").is_file()

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import hiera_video
-from hiera_video.data import ClipSpec, make_views
+from hiera_video.data import ClipSpec, make_views, transforms
 from hiera_video.data.labels import load_labels
 from hiera_video.models.checkpoints import save_checkpoint
 
-from helpers import damaged_video, nano_classifier, run_cli as run
+from helpers import damaged_video, nano_classifier, patch_everywhere, run_cli as run
 from videogen import write_video
 
 
@@ -70,7 +70,11 @@ def test_eval_metrics_match_independent_computation(setup, capsys, tmp_path):
     assert m["top1"] == pytest.approx(top1) and m["mean_class_accuracy"] == pytest.approx(mca)
     assert m["top5"] == pytest.approx(100.0)  # 3 classes: top-3 always hits
     assert m["protocol"]["temporal_views"] == 2 and m["protocol"]["spatial_views"] == 3
+    o = m["options"]  # the command's options, as given
+    assert o["views"] == [2, 3] and o["workers"] == 1 and o["save_views"] is True and o["root"] == str(setup["root"])
     assert m["protocol"]["model"] == "hiera_nano_8x64" and "pyav" in m["protocol"]["decoder"]
+    # what decoded the scored videos (in the worker process), with versions, not "auto"
+    assert sum(m["decoders"].values()) == 6 and all("FFmpeg" in k or k.startswith("decord ") for k in m["decoders"]), m["decoders"]
     from hiera_video.data.decode import torchcodec_status
 
     if torchcodec_status()[1] is None:  # auto may decode with torchcodec: its FFmpeg is recorded
@@ -150,7 +154,7 @@ def test_distributed_eval_equals_single_process(setup, tmp_path):
     torch.testing.assert_close(a["probs"], b["probs"])
     ma = json.loads((tmp_path / "one" / "metrics.json").read_text())
     mb = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    for key in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed"):
+    for key in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed", "decoders"):
         assert ma[key] == mb[key]
     assert mb["world_size"] == 2
 
@@ -166,14 +170,14 @@ def test_a_hanging_decode_is_stopped_and_reported(setup, monkeypatch):
 
     clf = load_classifier(weights=setup["ckpt"], dtype="fp32")
     protocol = clf.protocol((1, 1))
-    real_views = ClipSpec.views
+    real_views = transforms.make_views
 
-    def views(self, path):
-        if path.endswith("right0.mp4"):
+    def views(path, spec):
+        if str(path).endswith("right0.mp4"):
             _time.sleep(600)  # inside the forked worker, which the timeout terminates
-        return real_views(self, path)
+        return real_views(path, spec)
 
-    monkeypatch.setattr(ClipSpec, "views", views)
+    patch_everywhere(monkeypatch, "make_views", views)
     ds = build_dataset("folder", setup["root"], None, "val", None, None)
     t0 = _time.perf_counter()
     result = evaluate(clf, protocol, ds, batch_size=4, workers=1, decode_timeout=5)

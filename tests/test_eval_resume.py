@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 
 from hiera_video.engine.shard_files import read_records
 
+from fault_driver import DRIVER
 from helpers import COLOURS, colour_videos, nano_classifier, run_cli
 from test_distributed import SCENARIO_TIMEOUT, last_line, launch, start_ranks
 
@@ -57,9 +57,9 @@ def assert_same_eval(ref: Path, out: Path) -> dict:
     assert a["paths"] == b["paths"] and len(b["paths"]) == 12
     assert torch.equal(a["probs"], b["probs"]) and torch.equal(a["labels"], b["labels"])
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))
-    for key in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed", "per_class"):
-        assert ma[key] == mb[key], key
-    assert ma["num_failed"] == 1 and ma["num_videos"] == 12
+    for key in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed", "per_class", "decoders"):
+        assert ma[key] == mb[key], key  # decoders: counts kept by the result files across --resume
+    assert ma["num_failed"] == 1 and ma["num_videos"] == 12 == sum(ma["decoders"].values())
     for name in ("failed.csv", "confusion.csv"):
         assert (ref / name).read_text() == (out / name).read_text(), name
     assert not (out / ".partial").exists()  # a finished run leaves no partial results behind
@@ -86,7 +86,7 @@ def kill_when(procs: list[subprocess.Popen], ready, what: str) -> None:
 
 def one_process(args: list[str], cwd: Path, faults: str = "") -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HIERA_VIDEO_FAULTS": faults}
-    return subprocess.Popen([sys.executable, "-m", "hiera_video.cli.app", *args], cwd=cwd, env=env,
+    return subprocess.Popen([*DRIVER, *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -232,6 +232,7 @@ def test_ava_eval_killed_then_resumed_with_two_processes(ava_set, detector, tmp_
     assert (ref / "detections.csv").read_text() == (out / "detections.csv").read_text()
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))
     assert mb["mAP"] == ma["mAP"] and mb["per_class"] == ma["per_class"] and mb["num_keyframes"] == ma["num_keyframes"] > done
+    assert mb["decoders"] == ma["decoders"] and sum(ma["decoders"].values()) >= 1  # videos, not keyframes
     assert ma["resumed"] == 0 and 3 <= mb["resumed"] == done and not (out / ".partial").exists()
 
 

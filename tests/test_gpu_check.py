@@ -293,3 +293,27 @@ def test_ddp_row_fails_above_the_goal_and_is_a_skip_on_one_gpu(monkeypatch, tmp_
     assert name == "DDP step: trainer / bare [nccl]" and got == status, detail
     assert "exposed communication 20 ms" in detail
     assert skipped == "skip" and "needs 2 GPUs" in why
+
+
+
+def test_nvdec_row_compares_on_cpu(tmp_path, monkeypatch):
+    """The NVDEC row's comparison, run CPU against CPU: every file, difference 0; a decoder
+    off by more than the tolerance fails the row."""
+    from hiera_video.data import decode
+
+    if not decode.torchcodec_available():
+        pytest.skip("torchcodec or its FFmpeg libraries missing")
+    detail = gpu_check.nvdec_check(tmp_path, device="cpu")
+    assert "max abs diff 0" in detail and "fallback" not in detail
+    real = decode.open_video
+
+    def skewed(path, backend="auto", device="cpu"):  # "skewed": frames halved
+        reader = real(path, backend)
+        if device == "skewed":
+            frames = reader.get_frames
+            reader.get_frames = lambda idx: frames(idx) // 2
+        return reader
+
+    monkeypatch.setattr(decode, "open_video", skewed)
+    with pytest.raises(RuntimeError, match="differ from the CPU's by up to"):
+        gpu_check.nvdec_check(tmp_path, device="skewed")

@@ -127,12 +127,12 @@ def test_score_ava_groups_without_ground_truth_are_null(tmp_path, capsys):
 
 def test_eval_ava_json_groups_without_ground_truth_are_null(capsys):
     """eval --dataset ava --json printed "pose": NaN for a group without ground truth."""
+    from hiera_video.ava.evaluate import AvaEvalOptions
     from hiera_video.cli.eval import _report_ava
 
     nan = float("nan")
     metrics = dict(mAP=0.5, groups=dict(pose=nan, object=0.5, interaction=nan), num_keyframes=3, per_class={})
-    code = _report_ava([], metrics, _Empty(), "val", "w.pt", None,
-                       Console(file=io.StringIO()), False, True)
+    code = _report_ava([], metrics, _Empty(), AvaEvalOptions(".", weights="w.pt", as_json=True), Console(file=io.StringIO()))
     assert code == 0
     printed = strict_loads(capsys.readouterr().out)
     assert printed["mAP"] == 0.5 and printed["groups"] == dict(pose=None, object=0.5, interaction=None)
@@ -173,7 +173,7 @@ def test_plot_refused_before_any_work(tmp_path, capsys, monkeypatch, args, words
     --window wrote nothing, silently."""
     def no_work(*a, **k):
         raise AssertionError("work started before --plot was checked")
-    monkeypatch.setattr("hiera_video.cli.predict.load_classifier", no_work)
+    monkeypatch.setattr("hiera_video.engine.inference.load_classifier", no_work)
     video = write_video(tmp_path / "v.mp4", num_frames=8, height=32, width=32)
     code, _, err = run_cli(["predict", str(video), "--weights", "w.pt", *[a.format(tmp=tmp_path) for a in args]], capsys)
     assert code == 2 and words in err, err

@@ -64,6 +64,7 @@ def test_eval_writes_a_self_contained_escaped_report(evaluated):
     m = json.loads((evaluated["out"] / "metrics.json").read_text())
     assert len(m["weights_sha256"]) == 64 and m["command"] and m["versions"]["torch"] and m["created"].endswith("Z")
     assert "broken.mp4" in html
+    assert "options.annotations" in html and m["options"]["annotations"] == str(evaluated["root"] / "eval.txt")
 
 
 def test_report_command_rebuilds_the_page(evaluated, tmp_path, capsys):
@@ -306,13 +307,14 @@ def ava_eval(tmp_path_factory):
 
     from hiera_video.ava.files import read_ava_csv
     from hiera_video.ava.dataset import AvaDataset
+    from hiera_video.data.clip_spec import ClipSpec
     from hiera_video.ava.synthetic import make_synthetic_ava
     from hiera_video.ava.evaluate import write_ava_outputs
     from hiera_video.ava.metrics import evaluate_ava
 
     d = tmp_path_factory.mktemp("ava_report")
     ava = make_synthetic_ava(d / "ava", seed=1, num_videos=2, val_videos=1, seconds=5)
-    ds = AvaDataset(ava.videos, ava.val_csv, ava.label_map, "val", "val", num_frames=8, stride=4, crop_size=64)
+    ds = AvaDataset(ava.videos, ava.val_csv, ava.label_map, "val", "val", ClipSpec(num_frames=8, stride=4, crop_size=64))
     gt = read_ava_csv(ava.val_csv)
     rnd = random.Random(0)
     shifts = [rnd.choice([0, 0.3]) for _ in gt]

@@ -8,11 +8,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 import torch
 
+from fault_driver import DRIVER
 from helpers import nano_classifier
 from videogen import write_video
 
@@ -38,7 +38,7 @@ def _cli(args, cwd, env=None, sigint="default"):
     ignores SIGINT, and so did the child). ``sigint="ignored"``: started as such a job is."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **(env or {}))
     disposition = signal.SIG_IGN if sigint == "ignored" else signal.SIG_DFL
-    return subprocess.Popen([sys.executable, "-m", "hiera_video.cli.app", *args], cwd=cwd, env=env, text=True,
+    return subprocess.Popen([*DRIVER, *args], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
 
@@ -80,8 +80,8 @@ def test_sigint_during_predict_writes_the_finished_results(media, tmp_path, sigi
 
 
 def test_sigint_during_eval_writes_partial_metrics(media, tmp_path):
-    """SIGINT after the 3rd of 30 videos (the process signals itself there: test hook
-    HIERA_VIDEO_FAULTS=sigint@0:3), decoding in a worker process: metrics over the 3 scored
+    """SIGINT after the 3rd of 30 videos (the process signals itself there: tests/fault_driver.py
+    with HIERA_VIDEO_FAULTS=sigint@0:3), decoding in a worker process: metrics over the 3 scored
     videos are written and printed, marked partial, the worker is stopped, exit 130."""
     out_dir = tmp_path / "eval"
     proc = _cli(["eval", "--dataset", "folder", "--root", str(media["dir"] / "data"), "--weights", media["ckpt"],

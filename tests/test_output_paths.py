@@ -6,6 +6,7 @@ before the model is loaded or a video decoded, so no results are computed and th
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import tempfile
 from pathlib import Path
@@ -21,24 +22,24 @@ from helpers import run_cli as run
 # means that the work started, the option the error names)
 COMMANDS = {
     "predict -o": (["predict", "{dir}", "--weights", "w.pt", "-o", "{out}.json"], "file",
-                   "hiera_video.cli.predict.load_classifier", "--output"),
+                   "hiera_video.engine.inference.load_classifier", "--output"),
     "predict --plot": (["predict", "{dir}", "--weights", "w.pt", "--window", "1", "--plot", "{out}.png"], "file",
-                       "hiera_video.cli.predict.load_classifier", "--plot"),
+                       "hiera_video.engine.inference.load_classifier", "--plot"),
     "eval": (["eval", "--dataset", "folder", "--root", "{dir}", "--weights", "w.pt", "-o", "{out}"], "dir",
              "hiera_video.jobs.evaluate.load_classifier", "--output"),
     "extract": (["extract", "{dir}", "--weights", "w.pt", "-o", "{out}"], "dir",
-                "hiera_video.cli.extract.load_feature_model", "--output"),
-    "score": (["score", "preds.pt", "--output", "{out}"], "dir", "hiera_video.cli.score.load_predictions", "--output"),
+                "hiera_video.jobs.extract.load_feature_model", "--output"),
+    "score": (["score", "preds.pt", "--output", "{out}"], "dir", "hiera_video.metrics.classification.load_predictions", "--output"),
     "score-ava": (["score-ava", "-g", "gt.csv", "-d", "det.csv", "--output", "{out}"], "dir",
-                  "hiera_video.cli.score_ava.resolve_label_map", "--output"),
+                  "hiera_video.ava.files.resolve_label_map", "--output"),
     "check-videos": (["check-videos", "--dataset", "folder", "--root", "{dir}", "--output", "{out}.txt"], "file",
                      "hiera_video.cli.check_videos.build_dataset", "--output"),
     "export": (["export", "--format", "onnx", "--weights", "w.pt", "-o", "{out}.onnx"], "file",
-               "hiera_video.cli.export.load_for_export", "--output"),
+               "hiera_video.jobs.export.load_for_export", "--output"),
     "reconstruct": (["reconstruct", "{video}", "-o", "{out}.png"], "file", "hiera_video.jobs.reconstruct.load_mae", "--output"),
     "ava-proposals": (["ava-proposals", "in.pkl", "{out}.csv", "--allow-pickle"], "file",
                       "hiera_video.ava.files.convert_proposals_pickle", "OUT_CSV"),
-    "synth": (["synth", "{out}"], "dir", "hiera_video.cli.synth.make_synthetic_dataset", "OUT_DIR"),
+    "synth": (["synth", "{out}"], "dir", "hiera_video.data.synthetic.make_synthetic_dataset", "OUT_DIR"),
     "demo": (["demo", "-o", "{out}"], "dir", "hiera_video.data.synthetic.make_synthetic_dataset", "--output"),
     "finetune": (["finetune", "--config", "demo", "--root", "{dir}", "-o", "{out}"], "dir",
                  "hiera_video.jobs.finetune.build_data", "--output"),
@@ -77,6 +78,8 @@ def test_unwritable_output_is_refused_before_any_work(command, how, tmp_path, ca
         raise AssertionError(f"{command}: the work started before the output path was checked")
 
     module, _, name = work.rpartition(".")
+    for job in ("jobs.evaluate", "jobs.export", "jobs.extract", "jobs.predict", "ava.evaluate", "ava.metrics"):
+        importlib.import_module(f"hiera_video.{job}")  # commands import them when they run: not under the patch, which they would keep
     monkeypatch.setattr(__import__(module, fromlist=[name]), name, started)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "videos").mkdir()

@@ -40,8 +40,8 @@ def test_json_schema_and_scores(media, capsys):
     data = json.loads(out)
     assert [d["path"] for d in data] == media["videos"]
     for d in data:
-        assert set(d) == {"path", "ok", "error", "top", "warnings"} and d["ok"] is True and d["error"] is None
-        assert d["warnings"] == []
+        assert set(d) == {"path", "ok", "error", "top", "warnings", "decoder"} and d["ok"] is True and d["error"] is None
+        assert d["warnings"] == [] and d["decoder"].split()[0] in ("pyav", "decord", "torchcodec") and "." in d["decoder"]
         assert len(d["top"]) == 3
         assert all(set(t) == {"index", "label", "score"} for t in d["top"])
         scores = [t["score"] for t in d["top"]]

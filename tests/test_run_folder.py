@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from hiera_video.config import load_config
+from hiera_video.engine.train_data import Guarded, collate_items
 from hiera_video.engine.trainer import Trainer
 from hiera_video.errors import HieraVideoError
 
-from ddp_driver import Items, collate
+from ddp_driver import Items
 
 
 def train(out, *sets, resume=None, n=8) -> Trainer:
@@ -27,7 +28,7 @@ def train(out, *sets, resume=None, n=8) -> Trainer:
         trainer.plan(n, 1)
         torch.manual_seed(0)
         trainer.prepare(torch.nn.Linear(4, 3), {}, resume=resume)
-        trainer.fit(Items(n, set()), collate, lambda net, b: (torch.nn.functional.cross_entropy(net(b[0]), b[1]), len(b[1])), str)
+        trainer.fit(Guarded(Items(n, set())), collate_items, lambda net, b: (torch.nn.functional.cross_entropy(net(b[0]), b[1]), len(b[1])), str)
         trainer.finish({})
     return trainer
 

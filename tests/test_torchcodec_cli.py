@@ -29,6 +29,7 @@ def test_predict_torchcodec_same_scores_as_pyav_and_bad_file_costs_one_input(tmp
         rows = json.loads(out)
         assert [r["ok"] for r in rows] == [True, False, True]
         results[backend] = [r for r in rows if r["ok"]]
+        assert all(r["decoder"].startswith(f"{backend} ") for r in results[backend]) and rows[1]["decoder"] is None
     for a, b in zip(results["pyav"], results["torchcodec"]):
         assert json.dumps(a.get("top", a), sort_keys=True) == json.dumps(b.get("top", b), sort_keys=True)
 
@@ -43,3 +44,18 @@ def test_explicit_torchcodec_without_ffmpeg_is_one_line_before_any_work(tmp_path
     assert code == 2 and out == ""
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "apt-get install ffmpeg" in lines[0] and "libavutil.so.59" in lines[0]
+
+
+def test_decode_device_cuda_without_a_gpu_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    video = write_video(tmp_path / "v.mp4", num_frames=20, height=48, width=64)
+    for cmd in (["predict", str(video)], ["extract", str(video), "-o", str(tmp_path / "f")]):
+        code, out, err = run([*cmd, "--weights", "nowhere.pt", "--backend", "pyav", "--decode-device", "cuda"], capsys)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and "--backend torchcodec" in lines[0], err
+    if torchcodec_available():
+        code, out, err = run(["predict", str(video), "--weights", "nowhere.pt", "--backend", "torchcodec",
+                              "--decode-device", "cuda"], capsys)
+        assert code == 2 and "needs a CUDA GPU" in err and len(err.strip().splitlines()) == 1, err

@@ -141,7 +141,7 @@ def test_make_views_frames_are_exact(tmp_path, backend):
     """Square video, crop = full frame: every view frame carries the stamp of its index."""
     path = vg.write_video(tmp_path / "sq", num_frames=50, height=64, width=64)
     spec = ClipSpec(num_frames=8, stride=4, temporal_views=5, spatial_views=1, crop_size=64, backend=backend)
-    views, infos = spec.views(path)
+    views, infos = make_views(path, spec)
     assert spec.num_views == 5 and views.shape == (5, 3, 8, 64, 64)
     for v, info in enumerate(infos):
         frames = (views[v].permute(1, 2, 3, 0) * 0.225 + 0.45).mul(255).round().clamp(0, 255).to(torch.uint8)
@@ -242,20 +242,20 @@ def test_random_erasing_same_rectangle_in_every_frame():
 def test_train_transform_output_reproducibility_and_consistency():
     clip = random_clip(1, 60, 80, seed=9).repeat(8, 1, 1, 1)
     for seed in range(12):
-        out, label, params = TrainTransform(crop_size=32, seed=seed, erase_p=0.5)(clip, 3)
+        out, label, params = TrainTransform(ClipSpec(crop_size=32), seed=seed, erase_p=0.5)(clip, 3)
         assert out.shape == (3, 8, 32, 32) and out.dtype == torch.float32 and label == 3
         assert all(torch.equal(out[:, 0], out[:, t]) for t in range(8)), params
-    a = TrainTransform(crop_size=32, seed=42)(clip)
-    b = TrainTransform(crop_size=32, seed=42)(clip)
+    a = TrainTransform(ClipSpec(crop_size=32), seed=42)(clip)
+    b = TrainTransform(ClipSpec(crop_size=32), seed=42)(clip)
     assert torch.equal(a[0], b[0]) and a[2] == b[2]
     g = gen(42)
-    c = TrainTransform(crop_size=32, generator=g)(clip)
+    c = TrainTransform(ClipSpec(crop_size=32), generator=g)(clip)
     assert torch.equal(a[0], c[0])
 
 
 def test_train_transform_flip_modes():
     clip = random_clip(2, 40, 40, seed=2)
-    plain = dict(crop_size=40, scale=(1.0, 1.0), ratio=(1.0, 1.0), randaug=False, erase_p=0.0)
+    plain = dict(clip=ClipSpec(crop_size=40), scale=(1.0, 1.0), ratio=(1.0, 1.0), randaug=False, erase_p=0.0)
     never, label, params = TrainTransform(flip="none", flip_p=1.0, seed=0, **plain)(clip, 86)
     assert label == 86 and not params["flipped"]
     assert torch.allclose(never, normalize(clip))

@@ -1,40 +1,12 @@
-"""A tiny AVA-format action-detection dataset, generated in a few seconds for tests and demos.
-
-Each "movie" is a short mp4 whose frame 0 is AVA second 900 (like the official 15-minute
-clips, just shorter): ``seconds`` seconds at 30 fps, keyframes ``902 .. 900 + seconds - 2``
-(each keyframe's 16x4 clip then lies inside the video). One to three "persons" stand in
-separate lanes; each does one pose action and possibly an object / interaction action:
-
-========  ======================  ===================================================
- AVA id    name                    what the person looks like
-========  ======================  ===================================================
- 12        stand                   tall box, reddish, horizontal stripes, sways slightly
- 11        sit                     short wide box low in the frame, bluish, checkerboard
- 14        walk                    tall box, greenish, vertical stripes, walks left-right
- 17        carry/hold (an object)  a yellow square held at the side of the box
- 79        talk to (...)           the head (top quarter of the box) blinks
-========  ======================  ===================================================
-
-A black strip along the bottom edge carries a timecode: a white 4x4 block at
-``x = 4 * frame_index mod W`` (:func:`timecode_position`), so tests can tell which frame
-they got. The hue encodes the pose class on purpose (with random variation), so a tiny model learns
-it in a few dozen CPU steps; the other cues (motion, texture, blinking, the held object)
-are there so that the clips are worth looking at and test the temporal path.
-
-Written under ``out_dir`` (the official file names)::
-
-    videos/<video_id>.mp4
-    frames/<video_id>/<video_id>_%06d.jpg                      (frames=True; numbered from 1)
-    annotations/ava_{train,val}_v2.2.csv                        GT: vid,ts,x1,y1,x2,y2,action,person
-    annotations/ava_{train,val}_excluded_timestamps_v2.2.csv    one excluded val keyframe
-    annotations/ava_action_list_v2.2_for_activitynet_2019.pbtxt the 60-class label map
-    annotations/ava_{train,val}_predicted_boxes.csv             person proposals (SlowFast CSV)
-
-Proposals: every GT person box jittered by a few percent with a score in [0.85, 1), plus per
-keyframe one false positive (score 0.82, above the default 0.8 threshold) and one weak box
-(score 0.3, below it). The excluded val keyframe keeps its GT rows, so excluding it has an
-observable effect. Deterministic for a seed.
-"""
+"""A tiny AVA-format dataset, generated in seconds for tests and demos. Each "movie" is an mp4 whose frame 0 is
+AVA second 900, keyframes ``902 .. 900 + seconds - 2`` (their 16x4 clips inside the video); one to three
+"persons" in separate lanes each do a pose (12 stand: tall reddish box, horizontal stripes, sways; 11 sit: short
+wide bluish box, checkerboard; 14 walk: greenish, vertical stripes, walks) and maybe 17 carry/hold (a yellow
+square at the side) or 79 talk to (the head blinks). The hue encodes the pose (a tiny model learns it in a few
+dozen CPU steps); a white block at ``x = 4 * frame mod W`` in the bottom strip (:func:`timecode_position`) tells
+tests which frame they got. Files use the official names (``videos/``, ``frames/`` with ``frames=True``,
+``annotations/``). Proposals: each GT box jittered (score 0.85..1), plus per keyframe a false positive (0.82,
+above the 0.8 threshold) and a weak box (0.3). One val keyframe is excluded (its GT rows kept). Deterministic."""
 
 from __future__ import annotations
 
@@ -44,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hiera_video.ava.files import LABEL_MAP_NAME
 from hiera_video.data.labels import load_label_map
 from hiera_video.errors import HieraVideoError
 from hiera_video.report import atomic_write_text
@@ -60,7 +33,6 @@ TIMECODE_BLOCK = 4
 @dataclass
 class SyntheticAva:
     """Where :func:`make_synthetic_ava` wrote everything."""
-
     root: Path
     videos: Path
     frames: Path | None
@@ -79,7 +51,6 @@ class SyntheticAva:
 
 
 def label_map_pbtxt(label_map: dict[int, str]) -> str:
-    """The official ``item { name: "..." id: N }`` text of a label map."""
     return "".join(f'item {{\n  name: "{name}"\n  id: {i}\n}}\n' for i, name in sorted(label_map.items()))
 
 
@@ -95,23 +66,18 @@ def _person(rng, lane: tuple[float, float], H: int, W: int) -> dict:
     pose = int(rng.choice(list(POSES)))
     extras = [a for a in EXTRAS if rng.random() < 0.35]
     lane_w = lane[1] - lane[0]
-    if pose == 11:
-        h, w = 0.38 * H, min(0.7 * lane_w, 0.3 * W)
-        y0 = H * rng.uniform(0.5, 0.58)
+    if pose == 11:  # (tuples evaluate left to right: the draws keep their order)
+        h, w, y0 = 0.38 * H, min(0.7 * lane_w, 0.3 * W), H * rng.uniform(0.5, 0.58)
     else:
-        h, w = rng.uniform(0.55, 0.65) * H, min(0.45 * lane_w, 0.2 * W)
-        y0 = H * rng.uniform(0.22, 0.3)
+        h, w, y0 = rng.uniform(0.55, 0.65) * H, min(0.45 * lane_w, 0.2 * W), H * rng.uniform(0.22, 0.3)
     colour = np.clip(np.array(_HUES[pose], np.float64) + rng.normal(0, 18, 3), 0, 255)
-    return {
-        "pose": pose, "extras": extras, "w": w, "h": h, "y0": y0, "lane": lane,
-        "x_center": (lane[0] + lane[1]) / 2 + rng.uniform(-0.1, 0.1) * lane_w,
-        "phase": rng.uniform(0, 2 * np.pi), "speed": rng.uniform(0.6, 1.0) * rng.choice([-1, 1]),
-        "colour": colour, "blink": int(rng.choice([3, 5])),  # odd half-periods: no aliasing with strides 4 and 8
-    }
+    return {"pose": pose, "extras": extras, "w": w, "h": h, "y0": y0, "lane": lane,
+            "x_center": (lane[0] + lane[1]) / 2 + rng.uniform(-0.1, 0.1) * lane_w,
+            "phase": rng.uniform(0, 2 * np.pi), "speed": rng.uniform(0.6, 1.0) * rng.choice([-1, 1]),
+            "colour": colour, "blink": int(rng.choice([3, 5]))}  # odd half-periods: no aliasing with strides 4 and 8
 
 
 def _box_at(p: dict, f: int, H: int, W: int) -> tuple[int, int, int, int]:
-    """Integer pixel box (x1, y1, x2, y2) of person ``p`` at frame ``f``."""
     t = f / FPS
     lane_w = p["lane"][1] - p["lane"][0]
     room = max(0.0, (lane_w - p["w"]) / 2 - 1)
@@ -119,8 +85,7 @@ def _box_at(p: dict, f: int, H: int, W: int) -> tuple[int, int, int, int]:
         cx = (p["lane"][0] + p["lane"][1]) / 2 + room * np.sin(p["phase"] + p["speed"] * 2.0 * t)
         cy_off = 1.0 * np.sin(p["phase"] + 12 * t)  # bobbing steps
     elif p["pose"] == 12:  # stand: slight sway
-        cx = p["x_center"] + min(room, 1.5) * np.sin(p["phase"] + 1.3 * t)
-        cy_off = 0.0
+        cx, cy_off = p["x_center"] + min(room, 1.5) * np.sin(p["phase"] + 1.3 * t), 0.0
     else:
         cx, cy_off = p["x_center"], 0.0
     x1 = int(round(np.clip(cx - p["w"] / 2, 0, W - p["w"])))
@@ -137,24 +102,18 @@ def _draw(frame: np.ndarray, p: dict, f: int, H: int, W: int) -> None:
         pattern = (((yy - y1) // 3) + ((xx - x1) // 3)) % 2
     else:
         pattern = ((xx - x1 + f // 3) // 3) % 2  # stripes that move with the steps
-    body = p["colour"][None, None, :] * (0.7 + 0.3 * pattern[..., None])
-    frame[y1:y2, x1:x2] = body
+    frame[y1:y2, x1:x2] = p["colour"][None, None, :] * (0.7 + 0.3 * pattern[..., None])
     if 79 in p["extras"]:  # talking head: blinks
-        hh = max(2, (y2 - y1) // 4)
-        on = (f // p["blink"]) % 2 == 0
-        frame[y1 : y1 + hh, x1:x2] = 245 if on else 15
+        frame[y1 : y1 + max(2, (y2 - y1) // 4), x1:x2] = 245 if (f // p["blink"]) % 2 == 0 else 15
     if 17 in p["extras"]:  # held object: yellow square at the right side
-        s = max(3, (x2 - x1) // 3)
-        oy = y1 + (y2 - y1) // 2
+        s, oy = max(3, (x2 - x1) // 3), y1 + (y2 - y1) // 2
         frame[oy : oy + s, x2 - s : x2] = (235, 220, 30)
 
 
 def _background(rng, H: int, W: int) -> np.ndarray:
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
-    base = rng.uniform(70, 130)
-    grad = base + 25 * (yy / H) + 15 * np.sin(xx / W * np.pi * rng.uniform(1, 3))
-    bg = np.repeat(grad[..., None], 3, axis=2) + rng.normal(0, 4, (H, W, 3))
-    return np.clip(bg, 0, 255)
+    grad = rng.uniform(70, 130) + 25 * (yy / H) + 15 * np.sin(xx / W * np.pi * rng.uniform(1, 3))
+    return np.clip(np.repeat(grad[..., None], 3, axis=2) + rng.normal(0, 4, (H, W, 3)), 0, 255)
 
 
 def timecode_position(frame_index: int, width: int) -> int:
@@ -170,8 +129,7 @@ def _render(rng, persons: list[dict], n_frames: int, H: int, W: int) -> np.ndarr
         for p in persons:
             _draw(frame, p, f, H, W)
         frame[H - TIMECODE_BLOCK :] = 0  # timecode strip: a block that moves one block width per frame
-        x = timecode_position(f, W)
-        frame[H - TIMECODE_BLOCK :, x : x + TIMECODE_BLOCK] = 255
+        frame[H - TIMECODE_BLOCK :, timecode_position(f, W) :][:, :TIMECODE_BLOCK] = 255
         video[f] = np.clip(frame, 0, 255).astype(np.uint8)
     return video
 
@@ -182,27 +140,15 @@ def _fmt_box(b, H, W) -> str:
 
 def _write_jpegs(folder: Path, vid: str, video: np.ndarray) -> None:
     from PIL import Image
-
     folder.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(video):
         Image.fromarray(img).save(folder / f"{vid}_{i + 1:06d}.jpg", quality=95)
 
 
-def make_synthetic_ava(
-    out_dir: str | Path,
-    seed: int = 0,
-    num_videos: int = 4,
-    seconds: int = 6,
-    size: tuple[int, int] = (72, 96),
-    val_videos: int | None = None,
-    frames: bool = False,
-    max_persons: int = 3,
-) -> SyntheticAva:
-    """Write the dataset (see the module docstring); returns the paths as :class:`SyntheticAva`.
-
-    ``size`` = (height, width), even numbers (H.264). ``val_videos`` defaults to a third of
-    the videos (at least one); ``seconds >= 4`` so that there is at least one keyframe 902..
-    """
+def make_synthetic_ava(out_dir: str | Path, seed: int = 0, num_videos: int = 4, seconds: int = 6,
+                       size: tuple[int, int] = (72, 96), val_videos: int | None = None, frames: bool = False,
+                       max_persons: int = 3) -> SyntheticAva:
+    """Write the dataset; ``size`` (H, W) even (H.264); ``val_videos``: a third by default."""
     H, W = int(size[0]), int(size[1])
     if H % 2 or W % 2 or H < 32 or W < 32:
         raise HieraVideoError(f"size must be even and at least 32x32, got {H}x{W}")
@@ -214,28 +160,21 @@ def make_synthetic_ava(
     if not 1 <= n_val < num_videos:
         raise HieraVideoError(f"val_videos must be in 1..{num_videos - 1}, got {n_val}")
     from hiera_video.data.synthetic import write_mp4
-
     root = Path(out_dir)
-    ann = root / "annotations"
-    vids_dir = root / "videos"
-    frames_dir = root / "frames" if frames else None
-    ann.mkdir(parents=True, exist_ok=True)
-    vids_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    taken: set[str] = set()
+    ann, vids_dir, frames_dir = root / "annotations", root / "videos", root / "frames" if frames else None
+    for d in (ann, vids_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    rng, taken = np.random.default_rng(seed), set()
     ids = [_video_id(rng, taken) for _ in range(num_videos)]
     splits = {"train": sorted(ids[: num_videos - n_val]), "val": sorted(ids[num_videos - n_val :])}
     keyframes = list(range(902, 900 + seconds - 1))
-    n_frames = seconds * FPS
-    gt_lines = {"train": [], "val": []}
-    prop_lines = {"train": [], "val": []}
-    excluded = []
+    gt_lines, prop_lines, excluded = {"train": [], "val": []}, {"train": [], "val": []}, []
     for split, vids in splits.items():
         for v_i, vid in enumerate(vids):
             vrng = np.random.default_rng([seed, 7919, ids.index(vid)])
             n_p = int(vrng.integers(1, max_persons + 1))
             persons = [_person(vrng, (W * j / n_p, W * (j + 1) / n_p), H, W) for j in range(n_p)]  # one lane each
-            video = _render(vrng, persons, n_frames, H, W)
+            video = _render(vrng, persons, seconds * FPS, H, W)
             write_mp4(vids_dir / f"{vid}.mp4", video, fps=FPS)
             if frames_dir is not None:
                 _write_jpegs(frames_dir / vid, vid, video)
@@ -245,8 +184,7 @@ def make_synthetic_ava(
                     box = _box_at(p, f, H, W)
                     for a in sorted([p["pose"], *p["extras"]]):
                         gt_lines[split].append(f"{vid},{ts:04d},{_fmt_box(box, H, W)},{a},{pid}\n")
-                    j = vrng.normal(0, 0.02, 4) * np.array([W, H, W, H])
-                    jb = np.clip(np.array(box, np.float64) + j, 0, [W, H, W, H])
+                    jb = np.clip(np.array(box, np.float64) + vrng.normal(0, 0.02, 4) * np.array([W, H, W, H]), 0, [W, H, W, H])
                     prop_lines[split].append(f"{vid},{ts:04d},{_fmt_box(jb, H, W)},,{vrng.uniform(0.85, 0.999):.3f}\n")
                 # a false positive (background patch) above, and a weak box below the 0.8 threshold
                 for score in (0.82, 0.30):
@@ -255,20 +193,13 @@ def make_synthetic_ava(
                     prop_lines[split].append(f"{vid},{ts:04d},{_fmt_box((bx, by, bx + bw, by + bh), H, W)},,{score:.3f}\n")
             if split == "val" and v_i == 0:
                 excluded.append((vid, keyframes[-1]))
-    paths = {
-        "train_csv": ann / "ava_train_v2.2.csv",
-        "val_csv": ann / "ava_val_v2.2.csv",
-        "train_exclusions": ann / "ava_train_excluded_timestamps_v2.2.csv",
-        "val_exclusions": ann / "ava_val_excluded_timestamps_v2.2.csv",
-        "label_map": ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt",
-        "train_proposals": ann / "ava_train_predicted_boxes.csv",
-        "val_proposals": ann / "ava_val_predicted_boxes.csv",
-    }
+    paths = {"label_map": ann / LABEL_MAP_NAME}
     for split in ("train", "val"):
+        paths.update({f"{split}_csv": ann / f"ava_{split}_v2.2.csv", f"{split}_proposals": ann / f"ava_{split}_predicted_boxes.csv",
+                      f"{split}_exclusions": ann / f"ava_{split}_excluded_timestamps_v2.2.csv"})
         atomic_write_text(paths[f"{split}_csv"], "".join(gt_lines[split]))
         atomic_write_text(paths[f"{split}_proposals"], "".join(prop_lines[split]))
-    atomic_write_text(paths["train_exclusions"], "")
-    atomic_write_text(paths["val_exclusions"], "".join(f"{v},{t:04d}\n" for v, t in excluded))
+        atomic_write_text(paths[f"{split}_exclusions"], "".join(f"{v},{t:04d}\n" for v, t in excluded if split == "val"))
     atomic_write_text(paths["label_map"], label_map_pbtxt(load_label_map("ava")))
     return SyntheticAva(root=root, videos=vids_dir, frames=frames_dir, video_ids=splits, keyframes=keyframes,
                         excluded=excluded, size=(H, W), fps=FPS, **paths)

@@ -1,20 +1,14 @@
-"""Video input: decoding (PyAV / decord), frame sampling and clip transforms.
-
-The names below are imported from their modules on first use (PEP 562), so a light module
-such as ``clip_spec`` (which the model zoo needs) loads without the decoders and torchvision.
-"""
+"""Video input: decoding, frame sampling and clip transforms. The names below load on first use
+(PEP 562), so ``clip_spec`` (which the model zoo needs) loads without the decoders and torchvision."""
 
 import importlib
 
-_MODULE_OF = {
-    "ClipSpec": "clip_spec", "DATASET_PRESETS": "clip_spec",
-    "IMAGENET_MEAN": "clip_spec", "IMAGENET_STD": "clip_spec", "VIDEO_MEAN": "clip_spec", "VIDEO_STD": "clip_spec",
-    "VideoReader": "decode", "open_video": "decode", "read_clip": "decode",
-    "dense_clip_starts": "sampling", "dense_indices": "sampling", "keyframe_indices": "sampling",
-    "segment_indices": "sampling", "window_starts": "sampling",
-    "TrainTransform": "transforms", "ViewInfo": "transforms", "make_views": "transforms", "normalize": "transforms",
-    "resize_short_side": "transforms", "spatial_crops": "transforms", "ssv2_flip_label": "transforms",
-}
+_MODULE_OF = {name: module for module, names in {
+    "clip_spec": "ClipSpec DATASET_PRESETS IMAGENET_MEAN IMAGENET_STD VIDEO_MEAN VIDEO_STD",
+    "decode": "VideoReader open_video read_clip",
+    "sampling": "dense_clip_starts dense_indices keyframe_indices segment_indices window_starts",
+    "transforms": "TrainTransform ViewInfo make_views decode_views normalize resize_short_side spatial_crops ssv2_flip_label",
+}.items() for name in names.split()}
 __all__ = list(_MODULE_OF)
 
 

@@ -1,45 +1,13 @@
-"""Video decoding: one reader interface, three backends (PyAV, decord and torchcodec).
-
-Frame indexing is the same for both backends: frame ``i`` is the ``i``-th frame in
-presentation order. Opening a file always probes it with PyAV by demuxing its video packets
-(no decoding), which gives the exact frame count for containers that do not store one
-(webm, mkv), for variable-frame-rate files and for files whose header over-reports frames,
-plus the presentation timestamp and keyframe flag of every frame. Probing reads the whole
-file once, which is fast (no decoding) but proportional to the file size.
-
-What is protected against:
-
-* every failure (missing, empty, corrupt, truncated, audio-only, no decodable frames) raises
-  :class:`~hiera_video.errors.HieraVideoError` with a one-line message; raw ``av`` or
-  ``decord`` exceptions never escape;
-* indices are clamped to ``[0, num_frames - 1]`` where ``num_frames`` is the verified packet
-  count, so decord is never asked for frames the container only claims to have (the
-  situation in which decord 0.6.0 can hang near the end of a file);
-* "auto" only hands decord the codecs it decodes correctly (H.264, MPEG-4 part 2, MJPEG,
-  VP9); decord 0.6.0 returns wrong frames on random access for HEVC and is known to be wrong
-  for some VP8, so those go to PyAV; so do containers without a seek index (MPEG-TS/PS), in
-  which decord returns other frames than asked for;
-* decord is never handed a file whose header claims far more frames than the stream holds
-  (it allocates from that number before reading anything: 2^31 claimed frames abort the
-  whole process), see :meth:`Probe.header_problem`;
-* a PyAV seek that yields no frame, or lands after its target, falls back to decoding from
-  the start (MPEG-TS seeks by dts: seeks go to the keyframe's dts there);
-* paths are ``stat``-ed before anything opens them: a FIFO, a device or a symlink loop is
-  said as such (a FIFO is never opened: reading it would block);
-* :func:`read_clip` with ``timeout=`` decodes in a child process that is killed when it runs
-  past the timeout or crashes (a native hang or segfault in a decoder cannot be interrupted
-  inside the calling process).
-
-Frames come out as displayed, whatever the backend: the display rotation/mirror of the file
-(display matrix or legacy ``rotate`` tag, see :mod:`hiera_video.data.orientation`) is applied
-as FFmpeg's tools apply it, and ``height``/``width`` are the displayed size. decord turns
-some files by itself (:func:`decord_own_orientation`); its frames are turned back first.
-"""
+"""Video decoding, three backends (PyAV, decord, torchcodec): frame ``i`` is the ``i``-th in presentation order
+(PyAV's :class:`~hiera_video.data.probe.Probe` counts them); indices are clamped to that count (decord 0.6.0 hangs
+past the end); "auto" never gives MPEG-TS/PS to decord/torchcodec (wrong frames). Frames come out as displayed."""
 
 from __future__ import annotations
 
 import bisect
-import multiprocessing
+import contextlib
+import functools
+import importlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -49,21 +17,13 @@ import numpy as np
 import torch
 
 from hiera_video.data.orientation import IDENTITY, Orientation, ffmpeg_clockwise_degrees, from_clockwise
-from hiera_video.data.probe import decode_error, one_line, open_container, Probe, probe_open, short
-from hiera_video.errors import HieraVideoError
+from hiera_video.data.probe import decode_error, open_container, Probe, probe_open
+from hiera_video.errors import HieraVideoError, short
 
-try:  # PyAV is required: it probes every file, whichever backend decodes it.
-    import av
-except ImportError:  # pragma: no cover - the package depends on av
-    av = None
+import av
 
 BACKENDS = ("auto", "pyav", "decord", "torchcodec")
-# Codec names (FFmpeg spelling) that decord 0.6.0 decodes frame-exactly in our tests.
 DECORD_SAFE_CODECS = frozenset({"h264", "mpeg4", "mjpeg", "vp9"})
-# Containers (FFmpeg demuxer names) with a seek index, which decord's random access needs.
-# In MPEG-TS/PS decord seeks by a timestamp the demuxer cannot find exactly and returns other
-# frames than asked for (e.g. every read of an H.264 .ts with B-frames starts at the second
-# keyframe), so those always go to PyAV.
 DECORD_SAFE_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi"})
 DECORD_WRONG_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo"})
 
@@ -71,39 +31,31 @@ DECORD_WRONG_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo"})
 def decord_available() -> bool:
     try:
         import decord  # noqa: F401
+        return True
     except Exception:
         return False
-    return True
 
 
-TORCHCODEC_INSTALL = (
-    "install FFmpeg 4-8 shared libraries (Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg; "
-    "conda: conda install ffmpeg) and pip install 'hiera-video[torchcodec]'"
-)
+TORCHCODEC_INSTALL = ("install FFmpeg 4-8 shared libraries (Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install "
+                      "ffmpeg; conda: conda install ffmpeg) and pip install 'hiera-video[torchcodec]'")
 _torchcodec_state: tuple[str | None, str | None] | None = None
 
 
 def torchcodec_status() -> tuple[str | None, str | None]:
-    """``(ffmpeg_version, problem)`` for torchcodec, computed once per process.
-
-    torchcodec loads the system's FFmpeg shared libraries when its decoders are imported;
-    without them (or without torchcodec) ``problem`` says why in one line and the version is
-    None. Loading is attempted only when asked (``import hiera_video`` never loads it).
-    """
+    """``(ffmpeg_version, problem)``, checked once per process."""
     global _torchcodec_state
     if _torchcodec_state is None:
         try:
             import torchcodec._core as core
             from torchcodec.decoders import VideoDecoder  # noqa: F401  (loads the FFmpeg libraries)
-
             versions = core.get_ffmpeg_library_versions()
             _torchcodec_state = (str(versions.get("ffmpeg_version", "?")), None)
         except ImportError as e:
-            first = one_line(e)
+            first = short(e, 1000)
             why = "torchcodec is not installed" if "torchcodec" in first and "No module" in first else f"torchcodec could not load: {first[:200]}"
             _torchcodec_state = (None, why)
         except Exception as e:  # RuntimeError/OSError: no loadable FFmpeg 4-8 libraries
-            _torchcodec_state = (None, f"torchcodec could not load FFmpeg ({one_line(e)[:200]})")
+            _torchcodec_state = (None, f"torchcodec could not load FFmpeg ({short(e)})")
     return _torchcodec_state
 
 
@@ -111,42 +63,44 @@ def torchcodec_available() -> bool:
     return torchcodec_status()[1] is None
 
 
+@functools.cache
+def decoder_name(backend: str, note: str = "") -> str:
+    """E.g. "pyav 14.0.1 (FFmpeg 7.1)"; ``note``: torchcodec's device."""
+    if backend == "pyav":
+        return f"pyav {av.__version__} (FFmpeg {getattr(av, 'ffmpeg_version_info', '?')})"
+    if backend not in ("decord", "torchcodec"):  # a reader of another kind (a test's stand-in)
+        return backend
+    version = importlib.import_module(backend).__version__
+    if backend == "decord":
+        return f"decord {version}"
+    ffmpeg = (torchcodec_status()[0] or "?").split("-")[0]
+    return f"torchcodec {version.split('+')[0]} (FFmpeg {ffmpeg}{note})"
+
+
 class _TimestampMismatch(Exception):
-    """Decoded timestamps disagree with the probe: frames must be numbered by decode order."""
+    pass
 
 
 class VideoReader:
-    """Random access to the frames of one video. Use :func:`open_video` to create one.
-
-    Attributes: ``path``, ``backend`` ("pyav" or "decord"), ``num_frames``, ``fps``,
-    ``duration`` (seconds), ``height``, ``width`` (as displayed), ``codec``, ``orientation``
-    (the display rotation applied to every frame). ``substituted_frames`` counts
-    frames that were listed in the container but could not be decoded and were replaced by
-    the nearest decodable frame.
-    """
+    """Random access to one video's frames; ``substituted_frames``: undecodable frames replaced."""
 
     backend = "none"
 
     def __init__(self, path: Path, probe: Probe):
-        self.path = path
-        self.num_frames = probe.num_frames
-        self.fps = probe.fps
-        self.duration = probe.duration
-        self.height = probe.height
-        self.width = probe.width
-        self.codec = probe.codec
-        self.orientation = probe.orientation
-        self.substituted_frames = 0
-        self._closed = False
+        self.path, self.num_frames, self.fps, self.duration = path, probe.num_frames, probe.fps, probe.duration
+        self.height, self.width, self.codec, self.orientation = probe.height, probe.width, probe.codec, probe.orientation
+        self.substituted_frames, self._closed = 0, False
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}('{self.path}', backend={self.backend}, frames={self.num_frames}, "
-            f"fps={self.fps:.3f}, size={self.width}x{self.height})"
-        )
+        return (f"{type(self).__name__}('{self.path}', backend={self.backend}, frames={self.num_frames}, "
+                f"fps={self.fps:.3f}, size={self.width}x{self.height})")
 
     def __len__(self) -> int:
         return self.num_frames
+
+    @property
+    def decoder(self) -> str:
+        return decoder_name(self.backend)
 
     def __enter__(self):
         return self
@@ -155,13 +109,10 @@ class VideoReader:
         self.close()
 
     def __del__(self):
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     def clamp(self, indices: Sequence[int]) -> np.ndarray:
-        """Indices as int64, clamped to ``[0, num_frames - 1]``."""
         idx = np.asarray(indices.tolist() if isinstance(indices, torch.Tensor) else list(indices), dtype=np.int64)
         return np.clip(idx.reshape(-1), 0, self.num_frames - 1)
 
@@ -170,7 +121,6 @@ class VideoReader:
         return torch.from_numpy(self.get_frames_numpy(indices))
 
     def get_frames_numpy(self, indices: Sequence[int]) -> np.ndarray:
-        """Same as :meth:`get_frames` as a numpy array (used in child processes, no torch)."""
         if self._closed:
             raise HieraVideoError(f"video '{self.path}' is closed; open it again")
         idx = self.clamp(indices)
@@ -179,35 +129,23 @@ class VideoReader:
         unique, inverse = np.unique(idx, return_inverse=True)
         return self._decode_sorted(unique.tolist())[inverse.reshape(-1)]
 
-    def _decode_sorted(self, unique: list[int]) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
-
     def close(self) -> None:
         self._closed = True
 
 
 class PyAVReader(VideoReader):
-    """PyAV backend: seeks to the keyframe before each needed run and decodes forward.
-
-    Only the requested frames are kept, so memory is bounded by the clip, not the video.
-    When the next needed frame lies past another keyframe, it seeks again instead of
-    decoding through the gap.
-    """
+    """PyAV: seek to the keyframe before each run of needed frames, decode forward, keep only those."""
 
     backend = "pyav"
 
     def __init__(self, path: Path, container, stream, probe: Probe):
         super().__init__(path, probe)
-        self._container = container
-        self._stream = stream
-        self._pts = probe.pts
-        self._keys = probe.keys
+        self._container, self._stream, self._pts, self._keys = container, stream, probe.pts, probe.keys
         self._index_of_pts = None if probe.pts is None else {p: i for i, p in enumerate(probe.pts)}
-        self._pts_at_pos = probe.pts_at_pos
-        self._seek_ts = probe.seek_ts
-        self._seekable = True  # False once a seek was seen to lose frames decoding from the start finds
+        self._pts_at_pos, self._seek_ts = probe.pts_at_pos, probe.seek_ts
+        self._seekable = True  # False once a seek lost frames that decoding from the start finds
         self._coded_size = (probe.coded_height, probe.coded_width)
-        if not stream.codec_context.is_open:  # (the probe sets it before decoding its first frame)
+        if not stream.codec_context.is_open:
             stream.codec_context.thread_type = "AUTO"
         self._reformatter = av.video.reformatter.VideoReformatter()
 
@@ -222,20 +160,13 @@ class PyAVReader(VideoReader):
         return self._keys[bisect.bisect_right(self._keys, index) - 1]
 
     def _frame_rgb(self, frame) -> np.ndarray:
-        """RGB ``[H, W, 3]`` as displayed: the coded size, then the file's display rotation."""
         height, width = self._coded_size
         if frame.width != width or frame.height != height or frame.format.name != "rgb24":
-            # one reformatter per reader keeps the swscale context between frames
             frame = self._reformatter.reformat(frame, width=width, height=height, format="rgb24")
         return self.orientation.apply(frame.to_ndarray())
 
     def _seek(self, index: int):
-        """Seek to the keyframe of frame ``index`` and yield decoded frames from there.
-
-        Every packet's timestamp is checked against the probe (by byte position): some
-        demuxers (AVI with dropped-frame chunks) shift timestamps after a seek, which would
-        silently give the wrong frames. A disagreement raises ``_TimestampMismatch``.
-        """
+        """Frames from keyframe ``index``; packet stamps checked by byte position (AVI drop chunks shift them)."""
         target = self._seek_ts.get(index, self._pts[index])  # the keyframe's dts where known
         self._container.seek(target, backward=True, any_frame=False, stream=self._stream)
         for packet in self._container.demux(self._stream):
@@ -247,25 +178,20 @@ class PyAVReader(VideoReader):
 
     def _decode_sorted(self, unique: list[int]) -> np.ndarray:
         try:
-            seek = self._pts is not None and self._seekable
-            got = self._decode_runs(unique) if seek else self._decode_from_start(unique)
+            got = (self._decode_runs if self._pts is not None and self._seekable else self._decode_from_start)(unique)
         except HieraVideoError:
             raise
         except Exception as e:
-            raise decode_error(self.path, f"decoding failed ({short(e)}); the file may be corrupt") from None
+            raise decode_error(self.path, f"decoding failed ({short(e, 160)}); the file may be corrupt") from None
         return self._assemble(unique, got)
 
     def _decode_runs(self, unique: list[int]) -> dict[int, np.ndarray]:
-        """Decode ``unique`` (sorted) in runs, one seek per run.
-
-        A seek that yields no frame at all, or lands after the target even from the first
-        keyframe (demuxers without an index, e.g. MPEG-TS, can land on a frame that needs an
-        earlier keyframe), falls back to decoding from the start of the file."""
+        """Runs of one seek each; a seek yielding nothing or landing past its target decodes from the start."""
         got: dict[int, np.ndarray] = {}
         j = 0
         while j < len(unique):
             start = self._keyframe_before(unique[j])
-            for _attempt in range(3):
+            for _ in range(3):
                 status, j = self._decode_from(start, unique, j, got)
                 if status != "overshoot" or start == 0:
                     break
@@ -273,7 +199,7 @@ class PyAVReader(VideoReader):
             else:
                 status = "mismatch"
             if status == "mismatch":  # timestamps unusable: number frames by decode order
-                self._pts = None  # from now on, for this reader
+                self._pts = None
                 return self._decode_from_start(unique)
             if status in ("overshoot", "empty"):  # the seek lost frames: decode from the start
                 return self._decode_from_start(unique, got)
@@ -284,20 +210,12 @@ class PyAVReader(VideoReader):
         return got
 
     def _decode_from(self, start: int, unique: list[int], j: int, got: dict) -> tuple[str, int]:
-        """Seek to keyframe ``start`` and decode forward, collecting ``unique[j:]``.
-
-        Returns ``(status, j)``; status is "done", "seek" (the next needed frame lies past a
-        later keyframe, so seeking is cheaper than decoding the gap), "overshoot" (the seek
-        landed after the target), "eof", "empty" (the seek yielded no frame at all), "error"
-        (FFmpeg error) or "mismatch" (decoded frames carry no timestamps the probe knows).
-        Frames passed over without being decoded stay missing and are substituted by
-        :meth:`_assemble`.
-        """
+        """Collect ``unique[j:]`` from keyframe ``start``: ``(status, j)``; frames passed over stay missing."""
         first = True
         try:
             for frame in self._seek(start):
                 idx = self._index_of_pts.get(frame.pts)
-                if idx is None:  # e.g. AVI after a seek: frame timestamps shifted
+                if idx is None:
                     return "mismatch", j
                 if first:
                     first = False
@@ -311,7 +229,7 @@ class PyAVReader(VideoReader):
                 if j == len(unique):
                     return "done", j
                 if idx >= start and self._keyframe_before(unique[j]) > idx + 1:
-                    return "seek", j  # (only once past ``start``: progress even if a seek undershoots)
+                    return "seek", j
         except _TimestampMismatch:
             return "mismatch", j
         except av.error.FFmpegError:
@@ -319,13 +237,9 @@ class PyAVReader(VideoReader):
         return ("empty" if first else "eof"), j
 
     def _decode_from_start(self, unique: list[int], got: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
-        """Decode from the start (reopened: some streams cannot seek back), adding ``unique``
-        frames to ``got``, identified by timestamp or, once ``_pts is None``, by output order.
-        When this finds frames that seeking did not, the reader stops seeking (every later
-        read decodes from the start)."""
+        """Reopen and decode into ``got``; finding frames that seeking did not stops this reader seeking."""
         got = {} if got is None else got
-        before = set(got)
-        wanted, last = set(unique), unique[-1]
+        before, wanted, last = set(got), set(unique), unique[-1]
         self._container.close()
         self._container = open_container(self.path)
         self._stream = self._container.streams.video[0]
@@ -333,7 +247,7 @@ class PyAVReader(VideoReader):
         try:
             for n, frame in enumerate(self._container.decode(self._stream)):
                 idx = n if self._pts is None else self._index_of_pts.get(frame.pts)
-                if idx is None:  # timestamps unusable: number frames by decode order
+                if idx is None:
                     self._pts = None
                     return self._decode_from_start(unique)
                 if idx in wanted and idx not in got:
@@ -347,104 +261,60 @@ class PyAVReader(VideoReader):
         return got
 
     def _assemble(self, unique: list[int], got: dict[int, np.ndarray]) -> np.ndarray:
-        """Stack frames in ``unique`` order, substituting the nearest decoded frame for gaps."""
         if not got:
             raise decode_error(self.path, "no frame could be decoded (corrupt or truncated video data)")
         have = sorted(got)
         out = np.empty((len(unique), self.height, self.width, 3), np.uint8)
         for k, idx in enumerate(unique):
-            frame = got.get(idx)
-            if frame is None:
+            if idx not in got:
                 self.substituted_frames += 1
-                pos = bisect.bisect_right(have, idx)
-                frame = got[have[pos - 1]] if pos > 0 else got[have[0]]
-            out[k] = frame
+            out[k] = got.get(idx, got[have[max(bisect.bisect_right(have, idx) - 1, 0)]])
         return out
 
 
-def decord_own_orientation(probe: Probe) -> Orientation:
-    """The turn decord 0.6.0 applies to the frames of this file by itself (it cannot be
-    switched off), mirroring its ``VideoReader::GetRotation``: the ``rotate`` tag, else the
-    stream's display matrix, both as the FFmpeg 4.1 bundled with the decord wheels exports
-    them, and only exact turns of 90, 180 or 270 degrees clockwise (``transpose`` filters; a
-    mirrored matrix is taken for a turn). That FFmpeg exports a display matrix for mp4/mov
-    only (no Matroska projection, no H.264 display-orientation SEI); the tag, in any container.
-    """
-    theta = probe.rotate_tag
-    if theta is None and probe.display_matrix is not None and "mov" in probe.format.split(","):
-        theta = ffmpeg_clockwise_degrees(probe.display_matrix)
-    if theta is None:
-        return IDENTITY
-    turn = int(theta % 360.0)  # decord truncates to int, then switches on 90/180/270
-    return from_clockwise(turn) if turn in (90, 180, 270) else IDENTITY
-
-
-class DecordReader(VideoReader):
-    """decord backend; metadata and the frame count come from the PyAV probe.
-
-    Frames are always requested sorted and unique (decord is more reliable going forward)
-    and never beyond the verified frame count. With ``fallback=True`` (backend "auto") any
-    decord failure switches this reader to PyAV instead of raising.
-
-    Orientation: decord turns some rotated files itself, not always as FFmpeg's tools do
-    (see :func:`decord_own_orientation`). Its frames are checked to have the size that turn
-    gives, then undone and replaced by the file's own orientation in one reshuffle
-    (``own.inverse().then(orientation)``).
-    """
-
-    backend = "decord"
+class _FallbackReader(VideoReader):
+    """A native decoder (``_open`` -> frame count, ``_read``); ``fallback``: failures switch to PyAV."""
 
     def __init__(self, path: Path, probe: Probe, fallback: bool = False):
         super().__init__(path, probe)
-        import decord
-
-        decord.logging.set_level(decord.logging.QUIET)
-        self._fallback = fallback
-        self._pyav: PyAVReader | None = None
-        own = decord_own_orientation(probe)
-        self._decord_size = own.display_size(probe.coded_height, probe.coded_width)
-        self._fix = own.inverse().then(probe.orientation)
+        self._fallback, self._pyav, self._native = fallback, None, None
         try:
-            self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-            reported = len(self._vr)
+            reported = self._open(probe)
         except Exception as e:
             if not fallback:
-                raise decode_error(path, f"decord could not open it ({short(e)}); try backend='pyav'") from None
+                raise decode_error(path, f"{self.backend} could not open it ({short(e, 160)}); try backend='pyav'") from None
             reported = self.num_frames
             self._switch_to_pyav()
-        # Trust the smaller count: frames past the real end are what makes decord hang.
         self.num_frames = max(1, min(self.num_frames, reported))
+
+    def _set_turn(self, own: Orientation, probe: Probe) -> None:
+        self._own_size = own.display_size(probe.coded_height, probe.coded_width)
+        self._fix = own.inverse().then(probe.orientation)
 
     def _switch_to_pyav(self) -> None:
         container, stream, probe = probe_open(self.path)
         self._pyav = PyAVReader(self.path, container, stream, probe)
-        self._vr = None
+        self._native = None
         self.backend = "pyav"
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._vr = None
+            self._native = None
             if self._pyav is not None:
                 self._pyav.close()
 
     def _decode_sorted(self, unique: list[int]) -> np.ndarray:
-        if self._pyav is not None:
-            return self._decode_with_pyav(unique)
-        try:
-            frames = self._vr.get_batch(unique).asnumpy()
-            if frames.shape != (len(unique), *self._decord_size, 3):
-                raise RuntimeError(f"decord returned frames of shape {frames.shape}")
-            frames = self._fix.apply(frames)
-        except Exception as e:
-            if not self._fallback:
-                raise decode_error(self.path, f"decord failed ({short(e)}); try backend='pyav'") from None
-            self._switch_to_pyav()
-            return self._decode_with_pyav(unique)
-        return frames
-
-    def _decode_with_pyav(self, unique: list[int]) -> np.ndarray:
-        """The PyAV fallback's frames; its substituted frames count as this reader's."""
+        if self._pyav is None:
+            try:
+                frames = self._read(unique)
+                if frames.shape != (len(unique), *self._own_size, 3):
+                    raise RuntimeError(f"{self.backend} returned frames of shape {tuple(frames.shape)}")
+                return self._fix.apply(frames)
+            except Exception as e:
+                if not self._fallback:
+                    raise decode_error(self.path, f"{self.backend} failed ({short(e, 160)}); try backend='pyav'") from None
+                self._switch_to_pyav()
         before = self._pyav.substituted_frames
         try:
             return self._pyav._decode_sorted(unique)
@@ -452,83 +322,61 @@ class DecordReader(VideoReader):
             self.substituted_frames += self._pyav.substituted_frames - before
 
 
-class TorchCodecReader(VideoReader):
-    """torchcodec backend (CPU): ``VideoDecoder`` in exact seek mode (it scans the file once,
-    so frame ``i`` is the ``i``-th frame in presentation order) and one ``get_frames_at``
-    call for all the unique frames a read needs (decode-once, as the other backends).
+class DecordReader(_FallbackReader):
+    backend = "decord"
 
-    Metadata and the frame count come from the PyAV probe (the smaller of the two counts is
-    trusted). Orientation: torchcodec turns frames by the display matrix itself
-    (``metadata.rotation``, 90-degree steps, mirrors ignored); its frames are checked to have
-    the size that turn gives, then the turn is undone and replaced by the file's own
-    orientation in one reshuffle, as for decord. With ``fallback=True`` (backend
-    "auto") any torchcodec failure switches this reader to PyAV instead of raising.
-    """
+    def _open(self, probe: Probe) -> int:
+        import decord
+
+        decord.logging.set_level(decord.logging.QUIET)
+        theta = probe.rotate_tag  # decord's GetRotation: the tag, else the mov display matrix; int, 90/180/270 only
+        if theta is None and probe.display_matrix is not None and "mov" in probe.format.split(","):
+            theta = ffmpeg_clockwise_degrees(probe.display_matrix)
+        turn = None if theta is None else int(theta % 360.0)
+        self._set_turn(from_clockwise(turn) if turn in (90, 180, 270) else IDENTITY, probe)
+        self._native = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
+        return len(self._native)
+
+    def _read(self, unique: list[int]) -> np.ndarray:
+        return self._native.get_batch(unique).asnumpy()
+
+
+class TorchCodecReader(_FallbackReader):
+    """torchcodec, exact seek mode; ``device="cuda"``: NVDEC, reopened on the CPU when it cannot decode frame 0."""
 
     backend = "torchcodec"
 
-    def __init__(self, path: Path, probe: Probe, fallback: bool = False):
-        super().__init__(path, probe)
-        self._fallback = fallback
-        self._pyav: PyAVReader | None = None
-        self._coded_size = (probe.coded_height, probe.coded_width)
-        try:
-            from torchcodec.decoders import VideoDecoder
+    def __init__(self, path: Path, probe: Probe, fallback: bool = False, device: str = "cpu"):
+        self._device, self._note = device, ", cuda" if device == "cuda" else ""
+        super().__init__(path, probe, fallback)
 
-            self._dec = VideoDecoder(str(path), seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=1, device="cpu")
-            reported = int(self._dec.metadata.num_frames or 0) or self.num_frames
-            # torchcodec turns frames itself by the display matrix's angle, counter-clockwise,
-            # rounded to 90 degrees (a mirror matrix reads as a turn): undo exactly that turn.
-            ccw = getattr(self._dec.metadata, "rotation", None) or 0.0
-            own = from_clockwise(-float(ccw) % 360.0) or IDENTITY
-            self._fix = own.inverse().then(probe.orientation)
-            self._own_size = own.display_size(*self._coded_size)
-        except Exception as e:
-            if not fallback:
-                raise decode_error(path, f"torchcodec could not open it ({short(e)}); try backend='pyav'") from None
-            reported = self.num_frames
-            self._switch_to_pyav()
-        self.num_frames = max(1, min(self.num_frames, reported))
+    def _open(self, probe: Probe) -> int:
+        from torchcodec.decoders import VideoDecoder
 
-    def _switch_to_pyav(self) -> None:
-        container, stream, probe = probe_open(self.path)
-        self._pyav = PyAVReader(self.path, container, stream, probe)
-        self._dec = None
-        self.backend = "pyav"
+        decoder = functools.partial(VideoDecoder, str(self.path), seek_mode="exact", dimension_order="NHWC",
+                                    num_ffmpeg_threads=1)
+        if self._device == "cuda":
+            try:
+                self._native = decoder(device="cuda")
+                self._native.get_frame_at(0)  # NVDEC refuses some codecs only when decoding
+            except Exception:
+                self._native, self._note = decoder(device="cpu"), ", cpu fallback"
+        else:
+            self._native = decoder(device="cpu")
+        ccw = getattr(self._native.metadata, "rotation", None) or 0.0  # counter-clockwise, rounded to 90 degrees
+        self._set_turn(from_clockwise(-float(ccw) % 360.0) or IDENTITY, probe)
+        return int(self._native.metadata.num_frames or 0) or self.num_frames
 
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._dec = None
-            if self._pyav is not None:
-                self._pyav.close()
+    def _read(self, unique: list[int]) -> np.ndarray:
+        return self._native.get_frames_at(indices=unique).data.cpu().numpy()
 
-    def _decode_sorted(self, unique: list[int]) -> np.ndarray:
-        if self._pyav is not None:
-            return DecordReader._decode_with_pyav(self, unique)
-        try:
-            frames = self._dec.get_frames_at(indices=unique).data.numpy()
-            if frames.shape != (len(unique), *self._own_size, 3):
-                raise RuntimeError(f"torchcodec returned frames of shape {tuple(frames.shape)}")
-            frames = self._fix.apply(frames)
-        except Exception as e:
-            if not self._fallback:
-                raise decode_error(self.path, f"torchcodec failed ({short(e)}); try backend='pyav'") from None
-            self._switch_to_pyav()
-            return DecordReader._decode_with_pyav(self, unique)
-        return frames
+    @property
+    def decoder(self) -> str:
+        return decoder_name(self.backend, self._note)
 
 
-def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
-    """Open a video for frame access.
-
-    ``backend``: "pyav", "decord", "torchcodec", or "auto": decord when it is installed and
-    the codec and container are ones it decodes correctly; else, in containers with a seek
-    index (mp4/mov, mkv/webm, avi; HEVC included, frame-exact in our tests), torchcodec when it
-    loads FFmpeg, falling back to PyAV on failure; everything else PyAV. MPEG-TS/PS always go
-    to PyAV (decord and torchcodec both return wrong frames there). Raises HieraVideoError on
-    any problem.
-    """
+def open_video(path: str | os.PathLike, backend: str = "auto", device: str = "cpu") -> VideoReader:
+    """"auto": decord where exact, else torchcodec in indexed containers, else PyAV; MPEG-TS/PS always PyAV."""
     if backend not in BACKENDS:
         raise HieraVideoError(f"unknown video backend '{backend}'; use one of {', '.join(BACKENDS)}")
     path = Path(path)
@@ -539,20 +387,17 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
         warnings.warn(f"video '{path}': {probe.orientation_problem}", stacklevel=2)
     formats = set(probe.format.split(","))
     if backend == "torchcodec":
-        if formats & DECORD_WRONG_FORMATS:  # measured: an H.264 .ts read gives frame 28 for 0, 3, 5
+        if formats & DECORD_WRONG_FORMATS:
             warnings.warn(f"torchcodec returns wrong frames for {probe.format} files; decoding '{path}' with PyAV", stacklevel=2)
             return PyAVReader(path, container, stream, probe)
         container.close()
-        return TorchCodecReader(path, probe)
-    use_decord = backend == "decord" or (
-        backend == "auto" and probe.codec in DECORD_SAFE_CODECS and bool(formats & DECORD_SAFE_FORMATS) and decord_available()
-    )
+        return TorchCodecReader(path, probe, device=device)
+    use_decord = backend == "decord" or (backend == "auto" and device == "cpu" and probe.codec in DECORD_SAFE_CODECS
+                                         and bool(formats & DECORD_SAFE_FORMATS) and decord_available())
     if backend == "decord" and not decord_available():
         container.close()
         raise HieraVideoError("video backend 'decord' is not installed; pip install decord or use backend='pyav'")
-    if use_decord:
-        # decord allocates from the header's frame count before reading anything (2^31 claimed
-        # frames = std::bad_alloc = the whole process aborts): check it first.
+    if use_decord:  # decord allocates for the header's frame count first (2^31: the process aborts)
         problem = probe.header_problem(path.stat().st_size)
         if problem is not None:
             if backend == "decord":
@@ -560,82 +405,21 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
                 raise decode_error(path, f"{problem}; decord would abort the process allocating for them: use backend='pyav' or 'auto'")
             use_decord = False
         elif backend == "decord" and formats & DECORD_WRONG_FORMATS:
-            warnings.warn(
-                f"decord 0.6.0 returns wrong frames for {probe.format} files (it cannot seek in them); "
-                f"decoding '{path}' with PyAV",
-                stacklevel=2,
-            )
+            warnings.warn(f"decord 0.6.0 returns wrong frames for {probe.format} files (it cannot seek in them); "
+                          f"decoding '{path}' with PyAV", stacklevel=2)
             use_decord = False
     if not use_decord:
         if (backend == "auto" and formats & DECORD_SAFE_FORMATS and probe.header_problem(path.stat().st_size) is None
                 and torchcodec_available()):
-            container.close()  # decord missing or refused: torchcodec next, PyAV if it fails
-            return TorchCodecReader(path, probe, fallback=True)
+            container.close()
+            return TorchCodecReader(path, probe, fallback=True, device=device)
         return PyAVReader(path, container, stream, probe)
     container.close()
     if backend == "decord" and probe.codec not in DECORD_SAFE_CODECS:
-        warnings.warn(
-            f"decord 0.6.0 may return wrong frames for {probe.codec} video ('{path}'); prefer backend='pyav'",
-            stacklevel=2,
-        )
+        warnings.warn(f"decord 0.6.0 may return wrong frames for {probe.codec} video ('{path}'); prefer backend='pyav'", stacklevel=2)
     return DecordReader(path, probe, fallback=backend == "auto")
 
 
-def _read_numpy(path: str, indices: list[int], backend: str) -> np.ndarray:
+def read_clip(path: str | os.PathLike, indices: Sequence[int], backend: str = "auto") -> torch.Tensor:
     with open_video(path, backend) as reader:
-        return reader.get_frames_numpy(indices)
-
-
-def _clip_worker(conn, path: str, indices: list[int], backend: str) -> None:
-    try:
-        conn.send(("ok", _read_numpy(path, indices, backend)))
-    except HieraVideoError as e:
-        conn.send(("error", str(e)))
-    except BaseException as e:  # never let the child die silently
-        conn.send(("error", f"cannot decode video '{path}': {one_line(e)}"))
-    finally:
-        conn.close()
-
-
-def read_clip(
-    path: str | os.PathLike,
-    indices: Sequence[int],
-    backend: str = "auto",
-    timeout: float | None = None,
-) -> torch.Tensor:
-    """Open, decode ``indices`` and close: ``uint8 [T, H, W, 3]``.
-
-    With ``timeout`` (seconds) the decode runs in a child process (fork where available)
-    that is killed if it takes longer or crashes; either raises HieraVideoError. Use it in
-    data loaders that must survive corrupt files.
-    """
-    idx = indices.tolist() if isinstance(indices, torch.Tensor) else [int(i) for i in indices]
-    if timeout is None:
-        return torch.from_numpy(_read_numpy(str(path), idx, backend))
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_clip_worker, args=(sender, str(path), idx, backend), daemon=True)
-    proc.start()
-    sender.close()
-    try:
-        if not receiver.poll(timeout):
-            raise HieraVideoError(
-                f"cannot decode video '{path}': decoding took longer than {timeout:g} s and was stopped; "
-                "the file may be corrupt (try backend='pyav')"
-            )
-        try:
-            status, payload = receiver.recv()
-        except (EOFError, OSError):
-            proc.join(1)
-            raise HieraVideoError(
-                f"cannot decode video '{path}': the decoder crashed (exit code {proc.exitcode}); "
-                "the file may be corrupt (try backend='pyav')"
-            ) from None
-    finally:
-        receiver.close()
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
-    if status != "ok":
-        raise HieraVideoError(payload)
-    return torch.from_numpy(payload)
+        return reader.get_frames(indices)

@@ -1,10 +1,5 @@
-"""What a video file is before anything decodes it: ``stat`` checks (a FIFO or a device is
-never opened), opening with PyAV with every failure turned into a one-line error, and the
-:class:`Probe` that demuxes the packets (frame count, timestamps, keyframes, the header's
-claims) without decoding, except the first frame, which carries the display matrix (the
-rotation a phone video asks for, see :mod:`hiera_video.data.orientation`).
-:mod:`hiera_video.data.decode` builds its readers on it.
-"""
+"""A video file before decoding: ``stat`` checks (a FIFO is never opened), ``av.open``, and :class:`Probe`, which
+demuxes every packet and decodes only the first frame (it carries the display matrix)."""
 
 from __future__ import annotations
 
@@ -16,30 +11,15 @@ import struct
 from fractions import Fraction
 from pathlib import Path
 
-from hiera_video.data.orientation import (
-    IDENTITY, Orientation, ffmpeg_clockwise_degrees, from_clockwise, from_display_matrix,
-)
-from hiera_video.errors import HieraVideoError
+from hiera_video.data.orientation import (IDENTITY, Orientation, ffmpeg_clockwise_degrees, from_clockwise,
+                                         from_display_matrix)
+from hiera_video.errors import HieraVideoError, short
 
-try:  # PyAV is required: it probes every file, whichever backend decodes it.
-    import av
-except ImportError:  # pragma: no cover - the package depends on av
-    av = None
+import av
 
-# Demuxers whose seeks search decoding timestamps (no index; FFmpeg's generic binary search).
 DTS_SEEK_FORMATS = frozenset({"mpegts", "mpeg"})
-# Packets fed to the decoder while probing, to get one frame (its side data holds the display
-# matrix): frame threading delays the first output by up to 16 packets, B-frames by a few more.
+# Packets fed to the decoder for one frame: frame threading delays output by up to 16, B-frames a few more.
 ORIENTATION_PACKETS = 64
-
-
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def short(text: object, limit: int = 160) -> str:
-    line = one_line(text)
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def decode_error(path: Path | str, what: str) -> HieraVideoError:
@@ -47,30 +27,16 @@ def decode_error(path: Path | str, what: str) -> HieraVideoError:
 
 
 class Probe:
-    """What demuxing the video packets tells us (no decoding).
-
-    ``pts`` holds the presentation timestamp of every frame sorted ascending, so list
-    position == frame index; ``keys`` holds the (sorted) frame indices of keyframes.
-    ``pts is None`` means the container has no usable timestamps (e.g. raw streams): frames
-    are then identified by decode order and reached by decoding from the start.
-
-    ``height`` and ``width`` are the displayed size: ``coded_height`` and ``coded_width``
-    turned by ``orientation`` (the display rotation/mirror, identity for most files; see
-    :mod:`hiera_video.data.orientation`), which the readers apply to every frame.
-    ``display_matrix`` (9 ints, from the first decoded frame) and ``rotate_tag`` (clockwise
-    degrees) are the raw notes it comes from, None when absent; ``orientation_problem`` says
-    why a note was ignored (an angle that is not a multiple of 90 degrees).
-    """
+    """What demuxing tells: ``pts`` (sorted, position = frame index; None: frames go by decode order), ``keys``
+    (keyframe indices), ``height``/``width`` as displayed."""
 
     def __init__(self, path: Path, container, stream):
-        self.codec = stream.codec_context.name
-        self.format = container.format.name
-        self.coded_height = int(stream.codec_context.height or 0)
-        self.coded_width = int(stream.codec_context.width or 0)
+        ctx = stream.codec_context
+        self.codec, self.format = ctx.name, container.format.name
+        self.coded_height, self.coded_width = int(ctx.height or 0), int(ctx.width or 0)
         self.rotate_tag = _rotate_tag(stream.metadata)
         self.time_base = stream.time_base or Fraction(1, 1)
-        # What the header claims (never trusted, see header_problem). Without a frame count
-        # (webm, mkv) decord estimates it as average rate x container duration.
+        # never trusted (header_problem); without a count (webm, mkv) decord estimates rate x duration
         self.claimed_frames = max(int(stream.frames or 0), 0)
         if self.claimed_frames < 1:
             try:
@@ -79,11 +45,11 @@ class Probe:
                 self.claimed_frames = 0
         stamps, keyflags, dts = [], [], []
         self.pts_at_pos = {}  # byte position -> timestamp, to check timestamps after a seek
-        if not stream.codec_context.is_open:  # (cannot change once the probe below has decoded)
-            stream.codec_context.thread_type = "AUTO"
+        if not ctx.is_open:
+            ctx.thread_type = "AUTO"
         first_frame, fed = None, 0
         for packet in container.demux(stream):
-            if packet.size == 0:  # end-of-stream flush
+            if packet.size == 0:
                 continue
             if first_frame is None and fed < ORIENTATION_PACKETS:
                 fed += 1
@@ -98,49 +64,35 @@ class Probe:
         if fed:
             if first_frame is None:
                 first_frame = _decode_one(stream, None)  # drain: short videos, undecodable starts
-            stream.codec_context.flush_buffers()  # the readers start decoding from a clean state
+            ctx.flush_buffers()
         if not stamps:
             raise decode_error(path, "the video stream has no frames; the file is empty or truncated")
         self.display_matrix = _display_matrix(first_frame)
         self.orientation, self.orientation_problem = _orientation(self.display_matrix, self.rotate_tag)
         self.height, self.width = self.orientation.display_size(self.coded_height, self.coded_width)
         self.num_frames = len(stamps)
-        # keyframe index -> timestamp to seek to, where it is not the pts: demuxers without an
-        # index (MPEG-TS/PS) seek by dts, so seeking to a keyframe's pts lands after it, on
-        # frames that cannot be decoded without it.
-        self.seek_ts: dict[int, int] = {}
         by_dts = bool(set(self.format.split(",")) & DTS_SEEK_FORMATS)
         if any(s is None for s in stamps) or len(set(stamps)) != len(stamps):
-            self.pts = None
-            self.keys = [0]
+            self.pts, self.keys, self.seek_ts = None, [0], {}
         else:
             order = sorted(range(len(stamps)), key=stamps.__getitem__)
             self.pts = [stamps[i] for i in order]
             self.keys = [0] + [pos for pos, i in enumerate(order) if pos and keyflags[i]]  # decoding can start at 0
-            for pos, i in enumerate(order):
-                if by_dts and keyflags[i] and dts[i] is not None and dts[i] <= stamps[i]:
-                    self.seek_ts[pos] = dts[i]
-        # seconds from the first to the last frame (None without timestamps or with one frame)
-        span = None
-        if self.pts is not None and self.num_frames > 1:
-            span = float((self.pts[-1] - self.pts[0]) * self.time_base)
+            # keyframe index -> seek timestamp where not the pts: MPEG-TS/PS seek by dts
+            self.seek_ts = {pos: dts[i] for pos, i in enumerate(order)
+                            if by_dts and keyflags[i] and dts[i] is not None and dts[i] <= stamps[i]}
+        span = None if self.pts is None or self.num_frames < 2 else float((self.pts[-1] - self.pts[0]) * self.time_base)
         self.fps = self._frame_rate(stream, span)
         self.duration = self.num_frames / self.fps if span is None else span + 1.0 / self.fps
 
     def header_problem(self, file_size: int) -> str | None:
-        """Why the header's frame count cannot be handed to a decoder that allocates from it
-        (decord reserves memory per claimed frame before reading anything: a header claiming
-        2^31 frames aborts the whole process with std::bad_alloc). None when it is plausible:
-        at most 8x the frames the stream really holds (+1000, for AVI dropped-frame chunks
-        and the like) and at most one frame per byte of the file."""
-        claimed = self.claimed_frames
-        if claimed <= min(8 * self.num_frames + 1000, max(file_size, 1000)):
+        """Why the header's frame count is unsafe for decord (it allocates per claimed frame), else None."""
+        if self.claimed_frames <= min(8 * self.num_frames + 1000, max(file_size, 1000)):
             return None
-        return (f"the header claims {claimed} frames but the stream holds {self.num_frames} "
+        return (f"the header claims {self.claimed_frames} frames but the stream holds {self.num_frames} "
                 f"(the file has {file_size} bytes)")
 
     def _frame_rate(self, stream, span: float | None) -> float:
-        """The stream's nominal rate when it agrees with the timestamps, else the measured one."""
         rates = (stream.average_rate, stream.guessed_rate, stream.base_rate)
         nominal = next((float(r) for r in rates if r is not None and 0 < float(r) < 1000), 0.0)
         measured = (self.num_frames - 1) / span if span is not None and span > 0 else 0.0
@@ -150,8 +102,6 @@ class Probe:
 
 
 def _rotate_tag(metadata) -> float | None:
-    """The legacy ``rotate`` stream tag (clockwise degrees; any letter case, e.g. Matroska's
-    ``ROTATE``), None when absent, "0" or not a number (FFmpeg 4's tools read it the same way)."""
     for key, value in (metadata or {}).items():
         if str(key).lower() == "rotate":
             try:
@@ -163,52 +113,39 @@ def _rotate_tag(metadata) -> float | None:
 
 
 def _decode_one(stream, packet):
-    """The first frame decoding ``packet`` gives (``None``: drain the decoder), or None."""
     try:
         frames = stream.decode(packet)
-    except Exception:  # a damaged first packet must not fail the probe: the readers handle it
+    except Exception:  # a damaged first packet must not fail the probe
         return None
     return frames[0] if frames else None
 
 
 def _display_matrix(frame) -> tuple[int, ...] | None:
-    """The display matrix side data of a decoded frame (9 int32), None when it has none.
-    FFmpeg attaches the stream's matrix (mp4 ``tkhd``, Matroska projection) and the
-    bitstream's (H.264/HEVC display orientation SEI) to every frame it decodes."""
-    if frame is None or av is None:
+    if frame is None:
         return None
     try:
         data = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
         raw = bytes(data) if data is not None else b""
     except Exception:
         return None
-    if len(raw) != 36:
-        return None
-    return struct.unpack("=9i", raw)  # native-endian int32, as FFmpeg stores it
+    return struct.unpack("=9i", raw) if len(raw) == 36 else None
 
 
 def _orientation(matrix, rotate_tag) -> tuple[Orientation, str | None]:
-    """The orientation to apply and, when a note is ignored, why. The display matrix wins over
-    the legacy tag (current FFmpeg no longer reads the tag at all)."""
+    """``(orientation, why a note is ignored)``; the matrix wins over the legacy tag."""
+    ignored = "not a multiple of 90: frames are used as decoded"
     if matrix is not None:
         found = from_display_matrix(matrix)
-        if found is not None:
-            return found, None
-        return IDENTITY, (f"its display matrix asks for a rotation of {ffmpeg_clockwise_degrees(matrix):.4g} degrees, "
-                          "not a multiple of 90: frames are used as decoded")
-    if rotate_tag is not None:
-        found = from_clockwise(rotate_tag)
-        if found is not None:
-            return found, None
-        return IDENTITY, f"its rotate tag asks for {rotate_tag:g} degrees, not a multiple of 90: frames are used as decoded"
-    return IDENTITY, None
+        asks = f"its display matrix asks for a rotation of {ffmpeg_clockwise_degrees(matrix):.4g} degrees"
+    elif rotate_tag is not None:
+        found, asks = from_clockwise(rotate_tag), f"its rotate tag asks for {rotate_tag:g} degrees"
+    else:
+        return IDENTITY, None
+    return (found, None) if found is not None else (IDENTITY, f"{asks}, {ignored}")
 
 
 def path_problem(path: str | os.PathLike) -> tuple[str, str] | None:
-    """Why ``path`` cannot be a video file, as ``(category, reason)``; None for a regular,
-    non-empty file. Only ``stat`` is called: a named pipe or a device is never opened
-    (reading a FIFO blocks until someone writes to it). Categories: "missing", "not a file",
-    "empty", "unreadable" (those of :mod:`hiera_video.data.check`)."""
+    """``(category, reason)`` when ``path`` cannot be a video file (only ``stat`` is called), else None."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -234,17 +171,14 @@ def path_problem(path: str | os.PathLike) -> tuple[str, str] | None:
 
 
 def open_container(path: Path):
-    """``av.open`` with every failure turned into a HieraVideoError."""
-    if av is None:  # pragma: no cover
-        raise HieraVideoError("cannot decode videos: PyAV is not installed (pip install av)")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except PermissionError:
         raise HieraVideoError(f"cannot open video '{path}': permission denied") from None
     except (av.error.InvalidDataError, av.error.EOFError):
-        what = "not a readable video file (corrupt, truncated or not a video); check or re-download it"
-        raise decode_error(path, what) from None
-    except Exception as e:  # any other FFmpeg or OS error
+        raise decode_error(path, "not a readable video file (corrupt, truncated or not a video); "
+                                 "check or re-download it") from None
+    except Exception as e:
         raise decode_error(path, f"{short(e)}; check or re-download the file") from None
     if not container.streams.video:
         what = "no video stream (audio only?)" if container.streams.audio else "no video stream"
@@ -259,9 +193,7 @@ ANIMATED_WEBP = ("it is an animated WebP, which is not supported as video (this 
 
 
 def animated_webp(path) -> bool:
-    """Whether ``path`` is an animated WebP: a RIFF/WEBP file with an extended (``VP8X``) header
-    whose animation flag (bit 1 of the flags byte) is set. FFmpeg's WebP demuxer reads such a
-    file as one image stream with no frame size, which would otherwise read as a corrupt header."""
+    """A RIFF/WEBP file whose ``VP8X`` header sets the animation flag."""
     try:
         with open(path, "rb") as f:
             head = f.read(21)
@@ -271,7 +203,6 @@ def animated_webp(path) -> bool:
 
 
 def probe_open(path: Path):
-    """Open ``path`` with PyAV and demux it; returns ``(container, stream, probe)``."""
     problem = path_problem(path)
     if problem is not None:
         raise HieraVideoError(f"cannot open video '{path}': {problem[1]}")

@@ -1,40 +1,12 @@
-"""A procedurally generated video classification dataset that needs temporal order.
+"""A procedurally generated video dataset that needs temporal order: six classes in three pairs
+(moving up/down, approaching/receding, splitting apart/coming together), the second of each pair the
+first played backwards, so only frame order tells them apart. All are invariant under a horizontal flip.
 
-Six classes in three pairs; the second class of each pair is the first one played
-backwards, so a single frame, or the unordered set of a clip's frames, carries no
-information about which of the two a video is; only the order of the frames does:
-
-====  ===================  ====================================================
- id    name                 what happens
-====  ===================  ====================================================
- 0     moving up            one bright object travels upwards
- 1     moving down          ... downwards (class 0 reversed)
- 2     approaching          one object grows (comes towards the camera)
- 3     receding             ... shrinks (class 2 reversed)
- 4     splitting apart      two objects start overlapping and fly apart
- 5     coming together      ... converge until they overlap (class 4 reversed)
-====  ===================  ====================================================
-
-All six are invariant under a horizontal flip, so the usual random-flip augmentation keeps
-labels valid (unlike left/right or clockwise/anticlockwise pairs, which a flip swaps).
-
-The scenes are deliberately plain, so that a small Hiera trained from scratch on two CPU
-cores learns them in a few minutes (``configs/demo.yaml``): large solid-coloured objects
-that are brighter than the background in every RGB channel, a dark background with a
-gentle gradient and no clutter, motion of up to about a pixel per frame (at 96x96), light pixel
-noise. An earlier version with busier scenes (textured, spinning objects of any colour,
-patterned and cluttered backgrounds, flicker, stronger noise) left the same model at chance
-after the demo's whole training budget.
-
-Randomised per video: object shape (disk, square, diamond, triangle), orientation and
-colour, size, start position, distance, speed profile (mild ease in or out) and sideways
-drift, split axis and whether the two split objects are alike, the background's two
-colours and gradient direction, and the noise level.
-
-Videos are H.264 (yuv420p) mp4 files written with PyAV. Lists ``train.txt`` / ``val.txt``
-hold ``"<path relative to the folder> <label>"`` lines, ``labels.txt`` one class name a
-line. Everything is deterministic for a seed; video ``i`` of a class and split depends only
-on ``(seed, split, label, i)``, so asking for more videos keeps the existing ones.
+Scenes are deliberately plain (solid objects brighter than the background in every RGB channel, a
+dark gradient background, up to about a pixel per frame of motion at 96x96, light noise) so that the
+demo's small Hiera learns them on two CPU cores in minutes; busier scenes left it at chance. Videos
+are H.264 mp4 with ``train.txt``/``val.txt`` ("<relative path> <label>") and ``labels.txt``; video
+``i`` depends only on ``(seed, split, label, i)``.
 """
 
 from __future__ import annotations
@@ -64,8 +36,6 @@ CLASS_NAMES = [name for name, _ in CLASSES]
 NUM_CLASSES = len(CLASSES)
 SHAPES = ("disk", "square", "diamond", "triangle")
 SPLITS = {"train": 1, "val": 2}
-# libx264 settings: near-lossless for such small frames, fast, keyframe every 16 frames
-# so clip sampling can seek.
 X264_OPTIONS = {"crf": "18", "preset": "ultrafast", "g": "16", "threads": "1"}
 
 
@@ -78,12 +48,8 @@ def _slug(name: str) -> str:
     return name.replace(" ", "_")
 
 
-# ---------------------------------------------------------------------------- rendering
-# Colour ranges (0-255, drawn per RGB channel). Every channel of an object is brighter than
-# every channel of the background, so the object stands out the same way in all three
-# channels whatever the hues. (With contrast only in luminance, e.g. a yellow object on a
-# blue background, the demo's small Hiera was still near chance after 100 training steps,
-# against about 85 % top-1 with this rule.)
+# Per-channel colour ranges: objects brighter than the background in every channel (luminance-only
+# contrast left the demo model near chance after 100 steps, against about 85 % top-1 with this rule).
 BG_RANGE = (0.0, 70.0)
 OBJECT_RANGE = (150.0, 255.0)
 
@@ -103,21 +69,13 @@ def _shape_sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _sample_object(rng: np.random.Generator) -> dict:
-    """A bright, solid-coloured object: shape, colour (in ``OBJECT_RANGE``), orientation."""
-    return dict(
-        shape=SHAPES[rng.integers(len(SHAPES))],
-        colour=rng.uniform(*OBJECT_RANGE, 3),
-        angle=float(rng.uniform(0, 2 * math.pi)),
-    )
+    return dict(shape=SHAPES[rng.integers(len(SHAPES))], colour=rng.uniform(*OBJECT_RANGE, 3),
+                angle=float(rng.uniform(0, 2 * math.pi)))
 
 
 def _draw_object(frames: np.ndarray, obj: dict, cx, cy, radius) -> None:
-    """Alpha-composite one object onto ``frames: float32 [T, H, W, 3]`` in place.
-
-    ``cx, cy, radius``: per-frame ``[T]`` centre and size in pixels (scalars broadcast).
-    Each frame computes only the box that the object covers in it (every shape fits in
-    1.2 radii of its centre).
-    """
+    """Alpha-composite one object onto ``frames: float32 [T, H, W, 3]`` in place; ``cx, cy, radius``: ``[T]``
+    or scalars, in pixels. Only the box within 1.2 radii of the centre is computed."""
     T, H, W = frames.shape[:3]
     cx, cy, radius = (np.broadcast_to(np.asarray(a, np.float64), (T,)) for a in (cx, cy, radius))
     ca, sa = math.cos(obj["angle"]), math.sin(obj["angle"])
@@ -139,8 +97,7 @@ def _draw_object(frames: np.ndarray, obj: dict, cx, cy, radius) -> None:
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Static dark background ``float32 [H, W, 3]``: a gentle linear gradient between two
-    colours of ``BG_RANGE`` in a random direction."""
+    """``float32 [H, W, 3]``: a linear gradient between two ``BG_RANGE`` colours in a random direction."""
     a, b = rng.uniform(*BG_RANGE, 3), rng.uniform(*BG_RANGE, 3)
     theta = rng.uniform(0, 2 * math.pi)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -148,42 +105,30 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return (a + g[..., None] * (b - a)).astype(np.float32)
 
 
-def render_video(
-    label: int, rng: np.random.Generator | int, frames: int = 48, size: int = 96, noise: bool = True
-) -> np.ndarray:
-    """Render one video of class ``label``: ``uint8 [T, H, W, 3]`` RGB, ``H = W = size``.
-
-    The forward member of a pair (0, 2, 4) is drawn directly; the backward member (1, 3, 5)
-    draws the same kind of scene and reverses the frame order before the pixel noise is
-    added. Hence ``render_video(l, seed)[::-1]`` and ``render_video(twin(l), seed)`` differ
-    only in that noise (and are equal with ``noise=False``).
-    """
+def render_video(label: int, rng: np.random.Generator | int, frames: int = 48, size: int = 96,
+                 noise: bool = True) -> np.ndarray:
+    """One video ``uint8 [T, size, size, 3]``; odd labels reverse the frames before the noise, so
+    ``render_video(l, seed)[::-1] == render_video(twin(l), seed)`` with ``noise=False``."""
     if not 0 <= int(label) < NUM_CLASSES:
         raise ValueError(f"label must be in 0..{NUM_CLASSES - 1}, got {label}")
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     T, S = int(frames), int(size)
     video = np.repeat(_background(rng, S)[None], T, axis=0)
-
-    # Motion profile: linear with a random mild ease in/out, the same law in every family.
     p = np.linspace(0.0, 1.0, T) ** rng.uniform(0.85, 1.15)
     family = int(label) // 2
     if family == 0:  # moving up
         obj = _sample_object(rng)
-        radius = rng.uniform(0.13, 0.2) * S
-        dist = rng.uniform(0.45, 0.6) * S
+        radius, dist = rng.uniform(0.13, 0.2) * S, rng.uniform(0.45, 0.6) * S
         y_start = 0.5 * S + dist / 2 + rng.uniform(-0.05, 0.05) * S
-        x_start = rng.uniform(0.3, 0.7) * S
-        drift = rng.uniform(-0.06, 0.06) * S
+        x_start, drift = rng.uniform(0.3, 0.7) * S, rng.uniform(-0.06, 0.06) * S
         _draw_object(video, obj, x_start + drift * p, y_start - dist * p, radius)
     elif family == 1:  # approaching
         obj = _sample_object(rng)
-        r0 = rng.uniform(0.06, 0.09) * S
-        r1 = rng.uniform(0.28, 0.34) * S
+        r0, r1 = rng.uniform(0.06, 0.09) * S, rng.uniform(0.28, 0.34) * S
         c = rng.uniform(0.4, 0.6, 2) * S
         _draw_object(video, obj, c[0], c[1], r0 + (r1 - r0) * p)
     else:  # splitting apart
-        c = rng.uniform(0.45, 0.55, 2) * S
-        axis = rng.uniform(0, math.pi)
+        c, axis = rng.uniform(0.45, 0.55, 2) * S, rng.uniform(0, math.pi)
         d0, d1 = rng.uniform(0.0, 0.04) * S, rng.uniform(0.3, 0.36) * S  # half separations
         half = d0 + (d1 - d0) * p
         radius = rng.uniform(0.1, 0.14) * S
@@ -201,7 +146,6 @@ def render_video(
     return np.clip(video, 0, 255, out=video).round(out=video).astype(np.uint8)
 
 
-# ---------------------------------------------------------------------------- encoding
 def write_mp4(path: str | Path, video: np.ndarray, fps: int = 30, options: dict | None = None) -> Path:
     """Encode ``uint8 [T, H, W, 3]`` RGB (even H and W) as H.264 mp4, atomically."""
     import av
@@ -222,7 +166,6 @@ def write_mp4(path: str | Path, video: np.ndarray, fps: int = 30, options: dict 
     return path
 
 
-# ---------------------------------------------------------------------------- dataset
 def _readme(seed: int, n_train: int, n_val: int, frames: int, size: int, fps: int) -> str:
     rows = "\n".join(f"  {i}  {name:<16} {desc}" for i, (name, desc) in enumerate(CLASSES))
     return f"""Synthetic temporal-order video dataset (generated by hiera-video synth)
@@ -251,24 +194,10 @@ Generated with seed {seed}: {n_train} train and {n_val} val videos per class.
 """
 
 
-def make_synthetic_dataset(
-    out_dir: str | Path,
-    seed: int = 0,
-    num_train_per_class: int = 40,
-    num_val_per_class: int = 10,
-    frames: int = 48,
-    size: int = 96,
-    fps: int = 30,
-    overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict:
-    """Write the dataset (see the module docstring) into ``out_dir``.
-
-    ``progress(done, total)`` is called after every video. Returns a summary dict with the
-    paths of the lists, the class names, counts, and the seconds taken. Raises
-    :class:`HieraVideoError` for bad arguments or when ``out_dir`` already holds a dataset
-    and ``overwrite`` is False.
-    """
+def make_synthetic_dataset(out_dir: str | Path, seed: int = 0, num_train_per_class: int = 40,
+                           num_val_per_class: int = 10, frames: int = 48, size: int = 96, fps: int = 30,
+                           overwrite: bool = False, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Write the dataset into ``out_dir`` (``progress(done, total)`` per video); returns a summary dict."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     if num_train_per_class < 0 or num_val_per_class < 0 or num_train_per_class + num_val_per_class == 0:
@@ -283,8 +212,7 @@ def make_synthetic_dataset(
         raise HieraVideoError(f"'{out}' exists and is not a folder")
     if not overwrite and any((out / f).exists() for f in ("train.txt", "val.txt", "labels.txt")):
         raise HieraVideoError(f"'{out}' already holds a dataset; pass --overwrite or choose another folder")
-    if not overwrite:  # other files this command writes or deletes are never replaced unasked: README.txt, and
-        # videos in its class folders not named as it names them (its own, of a killed run, are redone)
+    if not overwrite:  # never replace unasked README.txt or class-folder videos not named as synth names them
         mine = [out / "README.txt"] + [p for split in SPLITS for name in CLASS_NAMES for p in sorted((out / split / _slug(name)).glob("*.mp4"))
                                        if not re.fullmatch(re.escape(_slug(name)) + r"_\d{4,}\.mp4", p.name)]
         taken = next((p for p in mine if os.path.lexists(p)), None)
@@ -292,14 +220,12 @@ def make_synthetic_dataset(
             raise HieraVideoError(f"'{out}' already holds '{taken.relative_to(out)}', which synth would replace; pass --overwrite "
                                   "or choose another folder")
     out.mkdir(parents=True, exist_ok=True)
-
     counts = {"train": num_train_per_class, "val": num_val_per_class}
-    total = NUM_CLASSES * (num_train_per_class + num_val_per_class)
-    done = 0
+    total, done = NUM_CLASSES * (num_train_per_class + num_val_per_class), 0
     for split, n in counts.items():
         for name in CLASS_NAMES:
             folder = out / split / _slug(name)
-            if folder.is_dir():  # stale videos of an earlier, larger dataset
+            if folder.is_dir():  # stale videos of an earlier dataset
                 for old in folder.glob("*.mp4"):
                     old.unlink()
         lines = []
@@ -315,19 +241,8 @@ def make_synthetic_dataset(
         atomic_write_text(out / f"{split}.txt", "".join(line + "\n" for line in lines))
     atomic_write_text(out / "labels.txt", "".join(name + "\n" for name in CLASS_NAMES))
     atomic_write_text(out / "README.txt", _readme(seed, num_train_per_class, num_val_per_class, frames, size, fps))
-    return {
-        "root": str(out),
-        "train": str(out / "train.txt"),
-        "val": str(out / "val.txt"),
-        "labels": str(out / "labels.txt"),
-        "readme": str(out / "README.txt"),
-        "classes": list(CLASS_NAMES),
-        "num_classes": NUM_CLASSES,
-        "num_train": NUM_CLASSES * num_train_per_class,
-        "num_val": NUM_CLASSES * num_val_per_class,
-        "frames": frames,
-        "size": size,
-        "fps": fps,
-        "seed": seed,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    return {"root": str(out), "train": str(out / "train.txt"), "val": str(out / "val.txt"),
+            "labels": str(out / "labels.txt"), "readme": str(out / "README.txt"), "classes": list(CLASS_NAMES),
+            "num_classes": NUM_CLASSES, "num_train": NUM_CLASSES * num_train_per_class,
+            "num_val": NUM_CLASSES * num_val_per_class, "frames": frames, "size": size, "fps": fps, "seed": seed,
+            "seconds": round(time.perf_counter() - t0, 3)}

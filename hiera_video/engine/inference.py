@@ -1,14 +1,6 @@
-"""Multi-view classification of videos: the part shared by ``predict`` and ``eval``.
+"""Multi-view classification for predict and eval: views [V, 3, T, S, S] -> logits [V, C] -> mean softmax [C]."""
 
-video --decode once--> all views [V, 3, T, S, S] --chunks of batch_size--> logits [V, C]
-      --softmax, mean over views--> probabilities [C]
-"""
-
-from __future__ import annotations
-
-import logging
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -17,8 +9,6 @@ from hiera_video.data import DATASET_PRESETS, ClipSpec
 from hiera_video.errors import HieraVideoError
 from hiera_video.models.load import Provenance, load
 from hiera_video.runtime import autocast, casts_weights, pick_device, resolve_dtype
-
-log = logging.getLogger("hiera_video")
 
 
 def parse_views(text: str) -> tuple[int, int]:
@@ -33,18 +23,13 @@ def parse_views(text: str) -> tuple[int, int]:
 
 
 def substitution_warning(substituted: int, sampled: int) -> str | None:
-    """The per-video warning for a few substituted frames (None when there are none)."""
-    if not substituted:
-        return None
     return (f"{substituted} of {sampled} sampled frames could not be decoded and were replaced by the nearest "
-            "decodable frame")
+            "decodable frame") if substituted else None
 
 
 @dataclass
 class Classifier:
-    """A video classifier ready for inference: model on its device and precision, labels,
-    clip recipe, and where its weights came from."""
-
+    """A classifier ready for inference: model on its device and precision, labels, clips, weights' source."""
     model: nn.Module
     name: str
     weights: str | None
@@ -55,12 +40,9 @@ class Classifier:
     saved: frozenset[str] = frozenset()  # the clip fields its checkpoint fixed
 
     def protocol(self, views: tuple[int, int] | None = (1, 1), dataset: str | None = None, **kw) -> ClipSpec:
-        """The clips to test with: :attr:`clip`, under a ``dataset``'s test protocol
-        (:data:`~hiera_video.data.clip_spec.DATASET_PRESETS`: its views, and its sampling and
-        stride where the checkpoint saved none: a saved spec wins over a dataset's defaults),
-        under the options ``kw`` (None keeps a field), under ``views`` (None keeps the others')."""
-        preset = {k: v for k, v in DATASET_PRESETS.get(dataset, {}).items() if k not in self.saved}
-        spec = self.clip.with_(**preset).with_(**kw)
+        """:attr:`clip` under a ``dataset``'s preset (fields the checkpoint saved win), then options ``kw`` (None
+        keeps a field), then ``views`` (None keeps them)."""
+        spec = self.clip.with_(**{k: v for k, v in DATASET_PRESETS.get(dataset, {}).items() if k not in self.saved}).with_(**kw)
         return spec.with_(**dict(zip(("temporal_views", "spatial_views"), views or ())))
 
     @torch.inference_mode()
@@ -69,53 +51,35 @@ class Classifier:
         logits = torch.cat([run_model(self.model, chunk, self.device, self.dtype, self.model).float().cpu()
                             for chunk in views.split(max(1, min(batch_size, len(views))))])
         if not bool(torch.isfinite(logits).all()):
-            raise HieraVideoError(
-                f"the model gave NaN or infinite scores (precision {str(self.dtype or torch.float32).replace('torch.', '')}); "
-                "try --dtype fp32, or check the weights"
-            )
+            raise HieraVideoError(f"the model gave NaN or infinite scores (precision {str(self.dtype or torch.float32).replace('torch.', '')}); "
+                                  "try --dtype fp32, or check the weights")
         return logits
 
     def describe(self) -> dict:
-        return dict(
-            model=self.name, weights=self.weights, num_classes=len(self.labels), device=str(self.device),
-            dtype=str(self.dtype).replace("torch.", "") if self.dtype else "float32",
-        )
+        return dict(model=self.name, weights=self.weights, num_classes=len(self.labels), device=str(self.device),
+                    dtype=str(self.dtype).replace("torch.", "") if self.dtype else "float32")
 
 
-def load_classifier(
-    model: str | None = None,
-    weights: str | None = None,
-    labels: str | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    allow_random_weights: bool = False,
-) -> Classifier:
-    """Model + weights + labels by the one weights policy (:func:`hiera_video.models.load.load`:
-    default zoo weights, ``weights="none"`` and untrained heads need ``allow_random_weights``,
-    NaN weights refused), moved to ``device`` in the inference precision."""
+def load_classifier(model: str | None = None, weights: str | None = None, labels: str | None = None, device: str = "auto",
+                    dtype: str = "auto", allow_random_weights: bool = False) -> Classifier:
     net, prov = load("classify", model, weights, allow_random=allow_random_weights, labels=labels)
     return classifier_on(net, prov, device, dtype)
 
 
 def classifier_on(net: nn.Module, prov: Provenance, device: str, dtype: str) -> Classifier:
-    """A loaded model (:func:`hiera_video.models.load.load`) ready for inference on ``device``."""
     dev = pick_device(device)
-    low = resolve_dtype(dtype, dev)
-    net = prepare_inference(net, dev, low)
+    net = prepare_inference(net, dev, low := resolve_dtype(dtype, dev))
     clip = prov.clip.with_(num_frames=net.input_size[0], crop_size=net.input_size[-1])  # what the model takes
     return Classifier(net, prov.spec.name, prov.source, prov.labels, dev, low, clip, prov.saved)
 
 
 def prepare_inference(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> nn.Module:
-    """Eval mode on ``device``; the weights are cast to ``dtype`` only where
-    :func:`~hiera_video.runtime.casts_weights` says so (CPU), else :func:`run_model` autocasts."""
-    model = model.eval().to(device)
+    model = model.eval().to(device)  # weights cast to dtype only where casts_weights says (CPU)
     return model.to(dtype) if casts_weights(device, dtype) else model
 
 
 def run_model(fn, x: torch.Tensor, device: torch.device, dtype: torch.dtype | None, model: nn.Module) -> torch.Tensor:
-    """``fn(x)`` on ``device`` in ``dtype``: inputs cast when ``model``'s weights are in
-    ``dtype``, else under autocast (fp32 weights: norms and softmax stay fp32)."""
+    """``fn(x)`` in ``dtype``: inputs cast when ``model``'s weights are in it, else under autocast."""
     x = x.to(device, non_blocking=True)
     if dtype is not None and next(model.parameters()).dtype == dtype:
         return fn(x.to(dtype))
@@ -123,8 +87,6 @@ def run_model(fn, x: torch.Tensor, device: torch.device, dtype: torch.dtype | No
         return fn(x)
 
 
-def topk(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[dict]:
-    """Top-``k`` as ``[{"index", "label", "score"}]``, scores descending."""
-    k = min(k, probs.numel())
-    scores, idx = probs.topk(k)
+def topk(probs: torch.Tensor, labels: list[str], k: int) -> list[dict]:
+    scores, idx = probs.topk(min(k, probs.numel()))
     return [dict(index=int(i), label=labels[int(i)], score=float(s)) for s, i in zip(scores, idx)]

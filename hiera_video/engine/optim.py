@@ -1,19 +1,6 @@
-"""Optimizer construction: weight-decay split, BEiT-style layer-wise lr decay, lr scaling.
-
-``param_groups`` splits the trainable parameters into groups keyed by
-``(layer id, decay | no_decay)``:
-
-- no weight decay for 1-D parameters (norm weights, all biases), names ending in ``.bias``
-  and the names in ``model.no_weight_decay()`` (position embeddings, MAE mask token);
-- layer decay (BEiT): ``lr_scale = layer_decay ** (depth + 1 - layer_id(name))`` with the
-  ids of ``model.layer_id`` (embeddings 0, block ``i`` -> ``i + 1``, norm/head -> ``depth + 1``),
-  so the head trains at the full lr and the patch embedding at ``layer_decay ** (depth + 1)``.
-
-Every group carries ``lr_scale``; the schedule (:func:`hiera_video.engine.schedule.apply_lr`)
-sets ``group["lr"] = lr * group["lr_scale"]`` each step. Groups also carry ``param_names``
-(understood by ``torch.optim`` since 2.6 and saved in its state dict), ``layer_id`` and a
-readable ``name`` for logs and tests.
-"""
+"""Optimizers: parameter groups by ``(layer id, decay | no_decay)`` with no weight decay for 1-D
+parameters, biases and ``model.no_weight_decay()``, and BEiT layer decay ``lr_scale =
+layer_decay ** (depth + 1 - model.layer_id(name))`` (head at the full lr); the lr scaling rule."""
 
 from __future__ import annotations
 
@@ -26,8 +13,7 @@ OPTIMIZERS = ("adamw", "sgd")
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain model inside DDP / DataParallel (``.module``) and ``torch.compile``
-    (``._orig_mod``) wrappers, in any nesting. Parameters are shared, not copied."""
+    """The plain model inside DDP / DataParallel / ``torch.compile`` wrappers, in any nesting."""
     while True:
         if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
             model = model.module
@@ -40,19 +26,13 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 def _skips_decay(name: str, param: torch.Tensor, skip: set[str]) -> bool:
     if param.ndim <= 1 or name.endswith(".bias"):
         return True
-    # A listed name matches the parameter itself or everything below a listed module.
     return name in skip or any(name.startswith(s + ".") for s in skip)
 
 
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None, lr: float | None = None,
                  no_weight_decay: set[str] | None = None) -> list[dict]:
-    """Optimizer parameter groups (see the module docstring). Frozen parameters
-    (``requires_grad=False``) are left out.
-
-    ``layer_decay=None`` puts every layer at ``lr_scale`` 1.0 and merges the groups into one
-    decay and one no-decay group (``layer_id`` None). With ``lr`` each group also gets
-    ``lr = lr * lr_scale``. ``no_weight_decay`` adds names to ``model.no_weight_decay()``.
-    """
+    """Groups of the trainable parameters (``name``, ``param_names``, ``lr_scale``, ``layer_id``);
+    ``layer_decay=None``: one decay and one no-decay group; with ``lr``, ``lr * lr_scale`` each."""
     if weight_decay < 0:
         raise HieraVideoError(f"weight decay must be >= 0, got {weight_decay}")
     if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
@@ -63,12 +43,9 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
         skip |= set(m.no_weight_decay())
     if layer_decay is not None:
         if not (hasattr(m, "layer_id") and hasattr(m, "depth")):
-            raise HieraVideoError(
-                f"layer decay needs a model with layer_id() and depth ({type(m).__name__} has neither); "
-                "set layer_decay to null"
-            )
+            raise HieraVideoError(f"layer decay needs a model with layer_id() and depth ({type(m).__name__} has neither); "
+                                  "set layer_decay to null")
         num_layers = int(m.depth) + 2  # embeddings, blocks..., everything after the blocks
-
     groups: dict[tuple, dict] = {}
     for name, p in m.named_parameters():
         if not p.requires_grad:
@@ -76,21 +53,12 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
         decay = not _skips_decay(name, p, skip)
         lid = None if layer_decay is None else int(m.layer_id(name))
         scale = 1.0 if lid is None else float(layer_decay ** (num_layers - 1 - lid))
-        key = (lid, decay)
-        if key not in groups:
-            kind = "decay" if decay else "no_decay"
-            groups[key] = {
-                "name": kind if lid is None else f"layer{lid}_{kind}",
-                "params": [],
-                "param_names": [],
-                "weight_decay": float(weight_decay) if decay else 0.0,
-                "lr_scale": scale,
-                "layer_id": lid,
-            }
-            if lr is not None:
-                groups[key]["lr"] = float(lr) * scale
-        groups[key]["params"].append(p)
-        groups[key]["param_names"].append(name)
+        kind = "decay" if decay else "no_decay"
+        group = groups.setdefault((lid, decay), dict(name=kind if lid is None else f"layer{lid}_{kind}", params=[], param_names=[],
+                                                     weight_decay=float(weight_decay) if decay else 0.0, lr_scale=scale,
+                                                     layer_id=lid, **({} if lr is None else dict(lr=float(lr) * scale))))
+        group["params"].append(p)
+        group["param_names"].append(name)
     if not groups:
         raise HieraVideoError("the model has no trainable parameters (all have requires_grad=False)")
     # Fixed order (by layer, decay before no-decay) so a resumed optimizer's groups line up.
@@ -101,9 +69,7 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
 def build_optimizer(model: nn.Module, name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.05,
                     betas: tuple[float, float] = (0.9, 0.999), momentum: float = 0.9, layer_decay: float | None = None,
                     fused: bool = False) -> torch.optim.Optimizer:
-    """AdamW (``betas``) or SGD (``momentum``) over :func:`param_groups`. Works on DDP-wrapped
-    and ``torch.compile``'d models. ``fused``: one fused kernel for the whole AdamW update (the
-    trainer uses it on CUDA)."""
+    """AdamW (``betas``; ``fused``: one kernel, on CUDA) or SGD (``momentum``) over :func:`param_groups`."""
     key = str(name).lower()
     if key not in OPTIMIZERS:
         raise HieraVideoError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
@@ -121,8 +87,7 @@ def build_optimizer(model: nn.Module, name: str = "adamw", lr: float = 1e-3, wei
 
 
 def scaled_lr(base_lr: float, base_batch: int, global_batch: int) -> float:
-    """Linear scaling rule: ``base_lr * global_batch / base_batch`` (the paper quotes lrs at
-    batch 256, e.g. 8e-4 for K400 finetuning)."""
+    """Linear scaling rule (the paper quotes lrs at batch 256, e.g. 8e-4 for K400 finetuning)."""
     if base_batch <= 0 or global_batch <= 0:
         raise HieraVideoError(f"batch sizes must be positive (base {base_batch}, global {global_batch})")
     return float(base_lr) * global_batch / base_batch

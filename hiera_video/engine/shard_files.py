@@ -1,52 +1,22 @@
-"""Per-process result files: how ``eval``, ``eval --dataset ava`` and ``extract`` keep every
-finished video when their processes end at different times, die, or are killed, and how
-``--resume`` continues a run.
+"""Per-process result files: how ``eval`` (also AVA) and ``extract`` keep every finished video
+when processes end at different times, die or are killed, and how ``--resume`` continues.
 
-Layout (in the output folder; written only with ``--output``)::
+Layout: ``OUT/.partial/`` holds ``.lock`` (rank 0's flock), ``protocol.json`` (what the results
+depend on; ``--resume`` must match it field by field) and one ``run{N}/`` per run with rank 0's
+``token`` (every process must read it: OUT is shared), ``rank{R}-of-{W}.records`` (append-only
+results), ``rank{R}-of-{W}.json`` (pid, host, done/total, "working" | "finished" | "failed") and
+rank 0's ``outcome.json``.
 
-    OUT/.lock                     eval: rank 0 holds an exclusive flock on it from before any
-                                  work until the outputs are written (the file a training run
-                                  locks; :func:`claim_output_folder`)
-    OUT/.hiera-video-output       eval: which eval owns OUT (another command's files are refused)
-    OUT/.partial/
-        .lock                     rank 0 holds an exclusive flock on it while a run uses OUT
-        protocol.json             what the results depend on (model, weights content, clips,
-                                  dataset...), written by the first run; --resume compares it
-        run{N}/                   one folder per run into OUT (N = 1, 2, ...)
-            token                 rank 0's token: every process must read it (OUT is shared)
-            rank{R}-of-{W}.records   process R's results, appended one record per video
-            rank{R}-of-{W}.json      process R's state: pid, host, videos done / to do, and
-                                     "working", "finished" (with its totals) or "failed" (why)
-            outcome.json          rank 0's outcome after the merge (exit code, or the error)
+Records: a 24-byte header (magic, key = dataset index, payload length, CRC-32) and a
+``torch.save`` payload read back with ``weights_only=True`` (nothing unpickled); flushed per video,
+fsynced every few seconds, so SIGKILL loses at most one video; a torn tail is ignored.
 
-Records: a ``.records`` file is append-only; each record is a 24-byte header (magic, key =
-the dataset index of the video, payload length, CRC-32 of the payload) and a payload written
-with ``torch.save`` (plain tensors, numbers, strings, lists, dicts) and read back with
-``torch.load(weights_only=True)``: nothing is ever unpickled. A record is written and flushed
-as soon as its video is done (fsynced every few seconds and at the end), so a process killed
-with SIGKILL loses at most the video it was working on; a torn last record (a short or
-corrupt tail after a machine crash) is ignored.
-
-Waiting, without a collective timeout: each process writes its state file when it starts,
-after each video (at most every second or so) and when its share is done ("finished").
-Rank 0 then waits for every "finished", reading the files: every 30 s it says whom it waits
-for ("rank 3: 120 videos left"); a process whose state file has not changed for longer than
-the collective timeout (``run.dist_timeout`` / ``HIERA_VIDEO_DIST_TIMEOUT``: a working
-process writes it after every video, and a hanging decode is stopped long before), or whose
-process id is gone on rank 0's own host, is named in a one-line error (its results stay
-for ``--resume``). While rank 0 waits, merges and writes the outputs, a thread rewrites its
-state every few seconds, and the other processes wait for ``outcome.json`` the same way, so
-nobody times out while rank 0 works. A process that fails writes "failed" with its reason:
-rank 0 repeats it in its own file, and every process stops with that one message (no
-collective is needed, so a dead process cannot turn it into a timeout). A SIGINT seen by any
-process stops every process within seconds, after its current video (rank 0 repeats the
-stop in its file; partial results, exit 130).
-
-Resume: the videos whose records are in ``.partial`` are taken as they are and the others are
-shared out among this run's processes (any number of them). ``protocol.json`` must match
-field by field (a difference is refused naming it); without ``--resume`` a folder holding
-earlier results is refused, never mixed or deleted. A run that ends normally (exit 0 or 1)
-removes ``.partial``; an interrupted or failed one leaves it for ``--resume``.
+Waiting needs no collective timeout: processes rewrite their state file as they go; rank 0 waits
+for every "finished" (saying whom it waits for every 30 s) and names a process whose file has not
+changed for longer than ``run.dist_timeout`` or whose pid is gone on its host. A heartbeat thread
+keeps rank 0's file fresh while it merges; the others wait for ``outcome.json``. A failure or a
+SIGINT in any process is echoed through the files so every process stops with one message.
+A run that ends normally removes ``.partial``; an interrupted or failed one leaves it for --resume.
 """
 
 from __future__ import annotations
@@ -70,6 +40,8 @@ from typing import Callable, Iterator
 import torch
 
 from hiera_video.engine import distributed
+from hiera_video.engine.output_lock import flock
+from hiera_video.engine.output_lock import read_json as _read_json
 from hiera_video.errors import HieraVideoError, Interrupted
 from hiera_video.report import atomic_write_text
 
@@ -84,14 +56,6 @@ SAY_EVERY_S = 30.0  # how often rank 0 says whom it waits for
 SYNC_EVERY_S = 10.0  # how often the records are fsynced (they are flushed after every video)
 
 
-# ---------------------------------------------------------------------------- records
-
-
-def _dumps(obj) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
 
 def loads(payload: bytes):
     """A record's payload, read without unpickling (``torch.load(weights_only=True)``)."""
@@ -99,8 +63,7 @@ def loads(payload: bytes):
 
 
 def read_records(path: Path) -> Iterator[tuple[int, bytes]]:
-    """``(key, payload)`` of every complete record of a ``.records`` file, in order; reading
-    stops at a torn or corrupt tail."""
+    """``(key, payload)`` of every complete record, in order, up to a torn or corrupt tail."""
     try:
         data = Path(path).read_bytes()
     except OSError:
@@ -119,12 +82,12 @@ class RecordWriter:
     """This process's ``.records`` file, appended to."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
-        self._f = open(self.path, "ab")
-        self._synced = time.monotonic()
+        self.path, self._f, self._synced = Path(path), open(path, "ab"), time.monotonic()
 
     def append(self, key: int, obj) -> None:
-        payload = _dumps(obj)
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        payload = buf.getvalue()
         self._f.write(_HEAD.pack(_MAGIC, int(key), len(payload), zlib.crc32(payload)) + payload)
         self._f.flush()  # in the page cache: survives the process being killed
         if time.monotonic() - self._synced > SYNC_EVERY_S:
@@ -141,12 +104,8 @@ class RecordWriter:
             self._f.close()
 
 
-# ---------------------------------------------------------------------------- fingerprints
-
-
 def weights_fingerprint(module: torch.nn.Module) -> str:
-    """sha256 of a module's weights as they run (every tensor's name, dtype, shape and bytes):
-    the same content gives the same value whatever file or path it came from."""
+    """sha256 of a module's weights (names, dtypes, shapes, bytes): the same content, whatever the file."""
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
         t = t.detach().cpu().contiguous()
@@ -177,11 +136,8 @@ def protocol_differences(old: dict, new: dict) -> list[str]:
     return out
 
 
-# ---------------------------------------------------------------------------- processes
-
-
 def _host() -> str:
-    """This machine: host name and boot id (a process id means something only on its host)."""
+    """Host name and boot id (a pid means something only on its host)."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
@@ -190,7 +146,7 @@ def _host() -> str:
 
 
 def _start_ticks(pid: int) -> str | None:
-    """When process ``pid`` started (``/proc``; None where unknown): tells a reused id apart."""
+    """When ``pid`` started (``/proc``; None where unknown): tells a reused id apart."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -199,7 +155,7 @@ def _start_ticks(pid: int) -> str | None:
 
 
 def _alive(pid: int, started: str | None) -> bool:
-    """Whether process ``pid`` (on this host) still runs: not gone, not a zombie, not reused."""
+    """Whether ``pid`` (on this host) still runs: not gone, not a zombie, not reused."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
@@ -210,133 +166,10 @@ def _alive(pid: int, started: str | None) -> bool:
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
+            pass
         return True
     fields = text[text.rindex(")") + 2 :].split()
     return fields[0] not in ("Z", "X") and (started is None or fields[19] == started)
-
-
-def _lock(root: Path):
-    """An exclusive flock on ``root/.lock`` (None where flock does not exist); a folder in use
-    by another run is refused naming the holder."""
-    return _flock(root / ".lock", root.parent)
-
-
-def _flock(path: Path, folder: Path, who: str = ""):
-    """An exclusive, non-blocking flock on ``path`` (None where flock does not exist), with
-    this process written into the file; when another process holds it, a one-line error
-    names ``folder`` and the holder (what the holder wrote there). The OS releases the lock
-    when the process ends, however it ends: a killed run leaves no stale lock."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = " ".join(f.read().split())[:200] or "another process"
-        f.close()
-        raise HieraVideoError(
-            f"{folder} is in use by another run ({holder}); wait for it to finish or stop it, or choose another --output"
-        ) from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{who + ', ' if who else ''}pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    f.flush()
-    return f
-
-
-#: The marker an eval leaves in its ``--output`` folder: ``{"command": "eval"}`` (or
-#: ``"eval --dataset ava"``); a later command of another kind is refused there.
-OWNER = ".hiera-video-output"
-#: Files that make a folder a training run's (``finetune`` / ``pretrain``).
-TRAINING_FILES = (".hiera-video-run", "last.pt", "best.pt", "metrics.jsonl", "config.json", "config.yaml", "curves.png",
-                  "bad_videos.csv")
-#: What each command that scores writes into ``--output``.
-EVAL_OUTPUTS = {
-    "eval": ("metrics.json", "per_class.csv", "confusion.csv", "confusion.png", "predictions.pt", "failed.csv", "missing.csv"),
-    "eval --dataset ava": ("detections.csv", "metrics.json", "per_class.csv"),
-    "score": ("metrics.json", "per_class.csv", "confusion.csv", "confusion.png"),
-    "score-ava": ("metrics.json", "per_class.csv"),
-}
-#: Outputs of the other commands that write folders (``extract``).
-OTHER_OUTPUTS = ("index.jsonl",)
-
-
-def claim_output_folder(output: str | Path | None, command: str):
-    """Rank 0 of an eval (or score, score-ava), before any work: the exclusive lock on ``OUTPUT/.lock`` (the file a
-    training run locks), held until the caller closes the returned file (after the outputs
-    are written; None without ``output`` or flock), and the folder's ownership: a folder
-    holding a training run's files, another command's outputs, or a ``metrics.json`` that this
-    eval did not write is refused with one line naming them; a rerun of the same eval into
-    its own folder is allowed (its files are replaced). The folder is then marked as this
-    command's (:data:`OWNER`)."""
-    if output is None:
-        return None
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = _flock(out / ".lock", out, who=f"hiera-video {command}")
-    try:
-        foreign = _foreign_files(out, command)
-        if foreign:
-            raise HieraVideoError(f"--output {out} holds {foreign}; eval never writes over another command's files: "
-                                  "choose another --output")
-        atomic_write_text(out / OWNER, json.dumps(dict(command=command)) + "\n")
-    except BaseException:
-        if lock is not None:
-            lock.close()
-        raise
-    return lock
-
-
-@contextmanager
-def output_claim(output: str | Path | None, world: distributed.World, command: str):
-    """A block during which rank 0 holds :func:`claim_output_folder` on ``output`` (nothing
-    for the other processes, or without ``output``)."""
-    lock = claim_output_folder(output, command) if world.is_main else None
-    try:
-        yield
-    finally:
-        if lock is not None:
-            lock.close()  # releases the flock
-
-
-def _foreign_files(out: Path, command: str) -> str | None:
-    """What in ``out`` belongs to another command than ``command`` (words for the error), or None."""
-    def present(names) -> list[str]:
-        return [n for n in names if os.path.lexists(out / n)]
-
-    _, owner = _read_json(out / OWNER)
-    if isinstance(owner, dict) and owner.get("command") != command:
-        names = present(EVAL_OUTPUTS.get(str(owner.get("command")), ()))
-        return f"the outputs of 'hiera-video {owner.get('command')}'" + (f" ({', '.join(names)})" if names else "")
-    training = present(TRAINING_FILES)
-    if training:
-        return f"a training run's files ({', '.join(training)})"
-    mine = EVAL_OUTPUTS[command]
-    others = present(dict.fromkeys(n for names in EVAL_OUTPUTS.values() for n in names if n not in mine)) + present(OTHER_OUTPUTS)
-    if others:
-        return f"another command's outputs ({', '.join(others)})"
-    if owner is None and os.path.lexists(out / "metrics.json"):
-        _, metrics = _read_json(out / "metrics.json")
-        if not _written_by(metrics, command):  # e.g. score / score-ava --output, or not ours at all
-            return "a metrics.json written by another command"
-    return None
-
-
-def _written_by(metrics, command: str) -> bool:
-    """Whether a ``metrics.json`` from before :data:`OWNER` existed is this command's (by its keys)."""
-    if not isinstance(metrics, dict):
-        return False
-    if command == "eval":
-        return "protocol" in metrics and "num_missing" in metrics
-    if command == "score":
-        return "predictions" in metrics and "agg" in metrics
-    if command == "score-ava":
-        return "groundtruth" in metrics and "detections" in metrics
-    return "weights" in metrics and "split" in metrics and "groundtruth" not in metrics
 
 
 def _runs(root: Path) -> list[Path]:
@@ -345,21 +178,9 @@ def _runs(root: Path) -> list[Path]:
 
 
 def _earlier_keys(root: Path) -> list[int]:
-    """Keys (dataset indices) with a complete record in any earlier run, first record wins."""
-    keys: dict[int, None] = {}
-    for run in _runs(root):
-        for path in sorted(run.glob("*.records")):
-            for key, _ in read_records(path):
-                keys.setdefault(key, None)
-    return list(keys)
-
-
-def _read_json(path: Path) -> tuple[str | None, dict | None]:
-    try:
-        text = path.read_text()
-        return text, json.loads(text)
-    except (OSError, ValueError):  # absent, or being replaced (renames are atomic: rare)
-        return None, None
+    """Keys (dataset indices) with a complete record in any earlier run, in first-seen order."""
+    return list(dict.fromkeys(key for run in _runs(root) for path in sorted(run.glob("*.records"))
+                              for key, _ in read_records(path)))
 
 
 def _error(text: str, interrupted: bool) -> distributed.Agreed:
@@ -367,12 +188,23 @@ def _error(text: str, interrupted: bool) -> distributed.Agreed:
     return (distributed.AgreedInterrupt if interrupted else distributed.Agreed)(text)
 
 
-# ---------------------------------------------------------------------------- a run
+def _described(e: BaseException, rank: int) -> tuple[str, bool] | None:
+    """``e`` as ``("rank R: reason", interrupted)`` to share, or None when it needs no sharing."""
+    if isinstance(e, distributed.Agreed) or rank < 0:
+        return None
+    text, interrupted = distributed._describe(e)
+    return (text if text.startswith("rank ") else f"rank {rank}: {text}"), interrupted
+
+
+def _raise(failure: BaseException, e: BaseException):
+    if failure is e:
+        raise e
+    raise failure from e
 
 
 class ShardFiles:
-    """This process's side of a run's result files (see the module docstring); made by
-    :func:`open_shard_files`. ``earlier``: the keys done by earlier runs (taken as they are)."""
+    """This process's side of a run's result files (made by :func:`open_shard_files`);
+    ``earlier``: the keys done by earlier runs (taken as they are)."""
 
     def __init__(self, root: Path, world: distributed.World, run: int, earlier: list[int], timeout: float,
                  say: Callable[[str], None], what: str, resume_hint: str):
@@ -383,16 +215,12 @@ class ShardFiles:
         self.check_every = min(2.0, max(self.poll, timeout / 4))  # between two looks while working
         self.write_every = min(1.0, timeout / 6)  # between two state writes while working
         self.name = f"rank{world.rank}-of-{world.world_size}"
-        self.lock = None
-        self.writer: RecordWriter | None = None
+        self.lock, self.writer, self._beating = None, None, None
         self._state_lock = threading.Lock()
         self._state = dict(rank=world.rank, pid=os.getpid(), host=_host(), started=_start_ticks(os.getpid()),
                            state="working", done=0, total=0, beat=0, interrupted=False)
-        self._written = 0.0
-        self._checked = time.monotonic()
-        self._beating: threading.Event | None = None
+        self._written, self._checked = 0.0, time.monotonic()
 
-    # -------------------------------------------------------------- paths and states
     def _state_path(self, rank: int) -> Path:
         return self.dir / f"rank{rank}-of-{self.world.world_size}.json"
 
@@ -402,22 +230,15 @@ class ShardFiles:
             atomic_write_text(self._state_path(self.world.rank), json.dumps(self._state) + "\n")
             self._written = time.monotonic()
 
-    def _where(self, s: dict | None, rank: int) -> str:
-        if not s:
-            return f"rank {rank}"
-        return f"rank {rank} (pid {s.get('pid')} on {str(s.get('host', '?')).split('/')[0]})"
-
-    # -------------------------------------------------------------- working
     def mine(self, n: int) -> list[int]:
-        """This process's share of the keys ``0..n-1`` that no earlier run did (every
-        world_size-th of them: none twice, none dropped)."""
+        """This process's share (every world_size-th) of the keys ``0..n-1`` no earlier run did."""
         todo = [i for i in range(n) if i not in self._earlier_set]
         mine = todo[self.world.rank :: self.world.world_size]
         self.start(len(mine))
         return mine
 
     def start(self, total: int) -> None:
-        """This process has ``total`` videos to do (said in its state file)."""
+        """This process has ``total`` videos to do."""
         self._write_state(total=int(total))
 
     def add(self, key: int, obj) -> None:
@@ -428,9 +249,8 @@ class ShardFiles:
             self._write_state()
 
     def should_stop(self) -> bool:
-        """Looked at every few seconds while working: True when a SIGINT stopped another
-        process (this one stops too, as if interrupted); raises the error of a process that
-        failed. The other processes watch rank 0, which repeats what it sees in its file."""
+        """Every few seconds while working: True when a SIGINT stopped another process; raises
+        the error of a process that failed. The others watch rank 0, which repeats what it sees."""
         now = time.monotonic()
         if now - self._checked < self.check_every:
             return False
@@ -451,8 +271,7 @@ class ShardFiles:
         raise _error(text, interrupted)
 
     def finish(self, **totals) -> None:
-        """This process's share is done (or was interrupted): its records are synced, then its
-        state says "finished" with ``totals`` (seconds, interrupted...)."""
+        """This process's share is done (or interrupted): records synced, state "finished" with ``totals``."""
         with guard(self):
             self.writer.sync()
             if self.world.is_main:
@@ -460,23 +279,20 @@ class ShardFiles:
             self._write_state(state="finished", **totals)
 
     def fail(self, e: BaseException) -> BaseException:
-        """The exception to raise for ``e`` ending this process's share: recorded as "failed"
-        so that every process stops with the same one-line message (``e`` itself for one process,
-        or when it is already another process's error)."""
-        if isinstance(e, distributed.Agreed) or not self.world.distributed:
+        """The exception to raise for ``e`` ending this process's share, recorded as "failed" so that
+        every process stops with the same message (``e`` itself for one process or an agreed error)."""
+        described = _described(e, self.world.rank if self.world.distributed else -1)
+        if described is None:
             return e
-        text, interrupted = distributed._describe(e)
-        text = text if text.startswith("rank ") else f"rank {self.world.rank}: {text}"
+        text, interrupted = described
         try:
             self._write_state(state="failed", error=text, interrupted=interrupted)
         except OSError:
             pass
         return _error(text, interrupted)
 
-    # -------------------------------------------------------------- waiting
     def _start_heartbeat(self) -> None:
-        """Rank 0, from the end of its share to its outcome: its state file changes every few
-        seconds, so the others know it is alive while it waits, merges and writes."""
+        """Rank 0, from the end of its share to its outcome: rewrite its state every few seconds."""
         stop = self._beating = threading.Event()
         every = max(0.05, min(30.0, self.timeout / 6))
 
@@ -509,24 +325,21 @@ class ShardFiles:
             f"stopped making progress: nothing for {now - last[1]:.0f} s, longer than the collective timeout "
             f"(run.dist_timeout / {distributed.TIMEOUT_ENV})"
         )
-        text = (f"{self._where(s, rank)} {why} ({left}); the finished results are kept in {self.root}: "
-                f"{self.resume_hint}")
+        where = f"rank {rank}" + (f" (pid {s.get('pid')} on {str(s.get('host', '?')).split('/')[0]})" if s else "")
+        text = f"{where} {why} ({left}); the finished results are kept in {self.root}: {self.resume_hint}"
         if self.world.is_main:
             self._write_state(state="failed", error=text, interrupted=False)
         raise _error(text, False)
 
     def collect(self) -> tuple[dict[int, object], list[dict]]:
-        """Rank 0: wait until every process finished (see the module docstring), then read
-        every record of this run and the earlier runs' records of :attr:`earlier`. Returns
-        ``({key: payload object}, [every process's final state])``; any error ends every
-        process with its message (:meth:`fail`)."""
+        """Rank 0: wait until every process finished, then read this run's records and the earlier
+        runs' of :attr:`earlier`: ``({key: payload object}, [every process's final state])``."""
         with guard(self):
             return self._collect()
 
     def _collect(self) -> tuple[dict[int, object], list[dict]]:
         seen: dict[int, tuple] = {}
-        said = -SAY_EVERY_S
-        interrupts = 0
+        said, interrupts = -SAY_EVERY_S, 0
         while True:
             try:
                 now = time.monotonic()
@@ -573,8 +386,7 @@ class ShardFiles:
                     yield from ((k, p) for k, p in read_records(path) if k in self._earlier_set)
 
     def wait_for_main(self) -> int | None:
-        """The other processes, after :meth:`finish`: wait for rank 0's outcome (no timeout
-        while rank 0 is alive) and return its exit code, or raise its error."""
+        """The other processes, after :meth:`finish`: rank 0's exit code, or its error."""
         seen: dict[int, tuple] = {}
         interrupts = 0
         while True:
@@ -594,25 +406,23 @@ class ShardFiles:
                 if interrupts > 1:
                     raise
 
-    # -------------------------------------------------------------- rank 0's outcome
     def release(self, code: int | None) -> None:
         """Rank 0, outputs written: the others may end now with ``code``."""
         self._stop_heartbeat()
         atomic_write_text(self.dir / OUTCOME, json.dumps(dict(code=code)) + "\n")
 
     def release_error(self, e: BaseException) -> BaseException:
-        """Rank 0's report ended with ``e``: every process ends with its message; returns
-        the exception to raise."""
+        """Rank 0's report ended with ``e``: every process ends with its message (returned to raise)."""
         self._stop_heartbeat()
-        if isinstance(e, distributed.Agreed) or not self.world.distributed:
+        described = _described(e, 0 if self.world.distributed else -1)
+        if described is None:
             return e
-        text, interrupted = distributed._describe(e)
-        text = text if text.startswith("rank ") else f"rank 0: {text}"
+        text, interrupted = described
         atomic_write_text(self.dir / OUTCOME, json.dumps(dict(error=text, interrupted=interrupted)) + "\n")
         return _error(text, interrupted)
 
     def remove(self) -> None:
-        """Rank 0, after a run that ended normally: the results are in the outputs now."""
+        """Rank 0, after a run that ended normally (the results are in the outputs)."""
         self.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -624,7 +434,7 @@ class ShardFiles:
             except OSError:
                 pass
         if self.lock is not None:
-            self.lock.close()  # releases the flock
+            self.lock.close()
             self.lock = None
 
 
@@ -632,20 +442,16 @@ def open_shard_files(out_dir: str | Path, world: distributed.World, task: str, p
                      resume: bool = False, reuse: bool = True, what: str = "videos",
                      resume_hint: str = "rerun the same command with --resume to continue",
                      say: Callable[[str], None] | None = None) -> ShardFiles:
-    """Start a run's result files in ``out_dir/.partial`` (every process, at the start, when
-    they are in step: it agrees twice).
-
-    Rank 0 takes the folder's lock and decides: with ``reuse`` (eval), earlier results are
-    refused without ``resume``, their ``protocol.json`` must equal ``protocol`` with it, and
-    their keys become :attr:`ShardFiles.earlier`; without ``reuse`` (extract, which finds its
-    finished files itself) earlier runs are ignored. Every other process must then see rank
-    0's token in the new run folder (``out_dir`` shared by every node)."""
+    """Start a run's result files in ``out_dir/.partial`` (every process, in step: it agrees twice).
+    Rank 0 locks and decides: with ``reuse`` (eval) earlier results need ``resume`` and the same
+    ``protocol``, and their keys become :attr:`ShardFiles.earlier`; without (extract) earlier runs
+    are ignored. Every process must then see rank 0's token (``out_dir`` shared by every node)."""
     root = Path(out_dir) / PARTIAL
     lock, decision = None, None
     with distributed.together(world):
         if world.is_main:
             root.mkdir(parents=True, exist_ok=True)
-            lock = _lock(root)
+            lock = flock(root / ".lock", f"{root.parent} is in use by another run")
             try:
                 decision = _decide(root, task, protocol, resume, reuse, what)
             except BaseException:
@@ -674,7 +480,7 @@ def open_shard_files(out_dir: str | Path, world: distributed.World, task: str, p
 
 
 def _decide(root: Path, task: str, protocol: dict | None, resume: bool, reuse: bool, what: str) -> dict:
-    """Rank 0: the run number, its token and the earlier keys to reuse (see :func:`open_shard_files`)."""
+    """Rank 0: the run number, its token and the earlier keys to reuse."""
     runs = _runs(root)
     earlier: list[int] = []
     if reuse:
@@ -714,32 +520,24 @@ def _decide(root: Path, task: str, protocol: dict | None, resume: bool, reuse: b
 
 @contextmanager
 def guard(files: ShardFiles | None):
-    """A stretch of a process's work: an exception in it ends every process with its message
-    (:meth:`ShardFiles.fail`; unchanged without files or with one process)."""
+    """A stretch of a process's work: an exception in it ends every process with its message."""
     try:
         yield
     except BaseException as e:
         if files is None:
             raise
-        failure = files.fail(e)
-        if failure is e:
-            raise
-        raise failure from e
+        _raise(files.fail(e), e)
 
 
 def finish_on_main(files: ShardFiles | None, world: distributed.World, report: Callable[[], int]) -> int:
-    """Rank 0 after the merge: ``report()`` (writes the outputs, returns the exit code), then
-    the others may end with that code (:meth:`ShardFiles.release`); an error in ``report``
-    ends every process with its message. ``.partial`` is removed when ``report`` returned."""
+    """Rank 0 after the merge: ``report()`` (writes the outputs, returns the exit code) and hand
+    its code (or error) to the others; ``.partial`` is removed when ``report`` returned."""
     if files is None:
         return distributed.from_main(report(), world)
     try:
         code = report()
     except BaseException as e:
-        failure = files.release_error(e)
-        if failure is e:
-            raise
-        raise failure from e
+        _raise(files.release_error(e), e)
     files.release(code)
     code = distributed.from_main(code, world)  # the others have read the outcome: all are here
     files.remove()
@@ -747,5 +545,5 @@ def finish_on_main(files: ShardFiles | None, world: distributed.World, report: C
 
 
 def wait_on_others(files: ShardFiles | None, world: distributed.World) -> int | None:
-    """A process other than rank 0 after its share: rank 0's exit code (see :meth:`ShardFiles.wait_for_main`)."""
+    """A process other than rank 0 after its share: rank 0's exit code."""
     return distributed.from_main(files.wait_for_main() if files is not None else None, world)

@@ -1,39 +1,14 @@
-"""Export a video classifier for deployment: ONNX or ``torch.export`` (.pt2), checked.
+"""Export a video classifier: ONNX or ``torch.export`` (.pt2), checked against PyTorch.
 
-The exported program takes a normalised clip tensor ``clips: float32 [B, 3, T, S, S]`` (RGB
-in [0, 1], minus ``mean``, divided by ``std``: see the JSON sidecar) and returns
-``logits: float32 [B, num_classes]`` (softmax is the caller's job).
-
-How it is made:
-
-* fp32 on CPU, eval mode, autograd off, and the fused oneDNN inference kernels of
-  :mod:`hiera_video.models.fused` switched off (:func:`fused.disabled`): they are
-  inference-only ops with no ONNX or ``torch.export`` lowering, so the graph holds the
-  plain ``linear`` / ``gelu`` / ``add`` ops;
-* position embeddings are resampled once, before export, to the exported ``T x S x S``
-  grid (no interpolation inside the graph);
-* the output is compared with the PyTorch model on a test clip (onnxruntime for ONNX,
-  ``ExportedProgram.module()`` for .pt2): max abs difference against a tolerance of
-  ``rtol x max|logit|`` (plus 1e-6); with ``dynamic_batch`` at two batch sizes.
-
-Loading the files::
-
-    # ONNX (onnxruntime)
-    import onnxruntime as ort
-    sess = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
-    logits = sess.run(["logits"], {"clips": clips.numpy()})[0]
-
-    # torch.export
-    import torch
-    program = torch.export.load("model.pt2")
-    logits = program.module()(clips)
-
-Both read ``model.onnx.json`` / ``model.pt2.json`` (the sidecar) for the preprocessing.
+The program maps normalised clips ``float32 [B, 3, T, S, S]`` (see the JSON sidecar) to ``logits [B, classes]``.
+Made in fp32 on the CPU with the fused oneDNN kernels off (no ONNX/export lowering), position embeddings
+resampled once to the exported grid; the output is compared on test clips (onnxruntime or
+``ExportedProgram.module()``, max abs diff <= ``rtol x max|logit| + 1e-6``). The sidecar says how to load it.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import math
 import os
 import warnings
@@ -45,12 +20,10 @@ import torch.nn as nn
 
 from hiera_video import limits
 from hiera_video.engine.inference import Classifier, load_classifier
-from hiera_video.errors import HieraVideoError
+from hiera_video.errors import HieraVideoError, short
 from hiera_video.models import fused
 from hiera_video.models.posembed import resample_grid
 from hiera_video.report import atomic_path, write_json
-
-log = logging.getLogger("hiera_video")
 
 FORMATS = ("onnx", "torch-export")
 DEFAULT_OPSET = 17  # LayerNormalization is a native op from opset 17
@@ -59,8 +32,6 @@ INPUT_NAME, OUTPUT_NAME = "clips", "logits"
 
 @dataclass
 class ExportCheck:
-    """The comparison of the exported program with PyTorch."""
-
     ran: bool = False
     ok: bool = True
     batch_sizes: list[int] = field(default_factory=list)
@@ -88,15 +59,11 @@ class ExportResult:
 
 
 def with_input_size(model: nn.Module, frames: int, size: int) -> nn.Module:
-    """A copy of ``model`` built for ``frames x size x size`` clips, position embeddings
-    resampled to that grid once (the same values the model computes on the fly)."""
-    size_now = tuple(model.input_size)
+    """A copy of ``model`` for ``frames x size x size`` clips, position embeddings resampled once to that grid."""
     want = (frames, size, size)
-    if size_now == want:
+    if tuple(model.input_size) == want:
         return model
-    cfg = {k: v for k, v in model.config.items()}
-    cfg["input_size"] = want
-    new = type(model)(**cfg)
+    new = type(model)(**{**model.config, "input_size": want})
     sd = model.state_dict()
     grid = [i // s for i, s in zip(want, model.patch_stride)]
     if model.sep_pos_embed:
@@ -116,9 +83,8 @@ def _check_size(model: nn.Module, frames: int, size: int) -> None:
 
 
 def _check_memory(model: nn.Module, frames: int, size: int, batch: int) -> None:
-    """Refuse a ``--frames``/``--size`` whose test clips and first-stage tokens (position
-    embeddings, patch embeddings, attention input and output: 4 x tokens x embed_dim floats)
-    need more memory than the machine has (``--size 65536`` ended in a traceback)."""
+    """Refuse a ``--frames``/``--size`` whose test clips and first-stage tokens (4 x tokens x embed_dim floats)
+    need more memory than the machine has."""
     stride = list(model.patch_stride)
     grid = ([frames // stride[0]] if len(stride) == 3 else []) + [size // stride[-1]] * 2
     dim = int(getattr(model, "config", {}).get("embed_dim", 96))
@@ -128,46 +94,32 @@ def _check_memory(model: nn.Module, frames: int, size: int, batch: int) -> None:
 
 
 def sample_clip(batch: int, frames: int, size: int, seed: int = 0) -> torch.Tensor:
-    """A reproducible normalised clip ``[B, 3, T, S, S]`` (roughly the statistics of real input)."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, frames, size, size, generator=g)
+    """A reproducible normalised clip ``[B, 3, T, S, S]``."""
+    return torch.randn(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, dynamic_batch: bool, opset: int) -> None:
     try:
-        import onnx  # noqa: F401  (torch's exporter needs it)
+        import onnx  # torch's exporter needs it too
     except ImportError:
-        raise HieraVideoError(
-            "ONNX export needs the onnx package: pip install 'hiera-video[onnx]' (onnx + onnxruntime for the check), "
-            "or use --format torch-export (nothing to install)"
-        ) from None
-    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+        raise HieraVideoError("ONNX export needs the onnx package: pip install 'hiera-video[onnx]' (onnx + onnxruntime for "
+                              "the check), or use --format torch-export (nothing to install)") from None
+    kw = dict(opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None)
     with torch.no_grad(), fused.disabled(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic
         try:
-            torch.onnx.export(
-                model, (example,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, do_constant_folding=True,
-            )
-        except TypeError:  # older torch: no ``dynamo`` argument (the TorchScript exporter is the default)
-            torch.onnx.export(
-                model, (example,), str(path), opset_version=opset, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, do_constant_folding=True,
-            )
+            torch.onnx.export(model, (example,), str(path), dynamo=False, **kw)
+        except TypeError:  # older torch: no ``dynamo`` argument
+            torch.onnx.export(model, (example,), str(path), **kw)
     try:
-        import onnx
-
         onnx.checker.check_model(str(path))
-    except ImportError:
-        pass
     except Exception as e:  # pragma: no cover - exporter bug
-        raise HieraVideoError(f"the exported ONNX model does not pass onnx.checker: {' '.join(str(e).split())[:300]}") from None
+        raise HieraVideoError(f"the exported ONNX model does not pass onnx.checker: {short(e, 300)}") from None
 
 
 def export_program(model: nn.Module, path: Path, example: torch.Tensor, dynamic_batch: bool) -> None:
-    dynamic_shapes = None
-    if dynamic_batch:
-        dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     with torch.no_grad(), fused.disabled():
         program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
     torch.export.save(program, str(path))
@@ -195,77 +147,49 @@ def check_export(model: nn.Module, fmt: str, path: Path, frames: int, size: int,
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            return ExportCheck(ran=False, ok=True, note="onnxruntime is not installed: not checked (pip install onnxruntime)")
-    worst, scale = 0.0, 0.0
-    run = exported_runner(fmt, path)
+            return ExportCheck(note="onnxruntime is not installed: not checked (pip install onnxruntime)")
+    worst, scale, run = 0.0, 0.0, exported_runner(fmt, path)
     for i, b in enumerate(batch_sizes):
         x = sample_clip(b, frames, size, seed=i)
         with torch.no_grad(), fused.disabled():
             ref = model(x)
         got = run(x)
         if tuple(got.shape) != tuple(ref.shape):
-            return ExportCheck(True, False, batch_sizes, None, None, None, fmt, f"batch {b}: output shape {tuple(got.shape)}, expected {tuple(ref.shape)}")
+            return ExportCheck(True, False, batch_sizes, runtime=fmt, note=f"batch {b}: output shape {tuple(got.shape)}, expected {tuple(ref.shape)}")
         worst = max(worst, float((got.float() - ref).abs().max()))
         scale = max(scale, float(ref.abs().max()))
     tol = rtol * scale + 1e-6
-    runtime = "onnxruntime" if fmt == "onnx" else "torch.export.load(...).module()"
-    return ExportCheck(True, worst <= tol, list(batch_sizes), worst, scale, tol, runtime)
+    return ExportCheck(True, worst <= tol, list(batch_sizes), worst, scale, tol, "onnxruntime" if fmt == "onnx" else "torch.export.load(...).module()")
 
 
 def sidecar(clf: Classifier, fmt: str, frames: int, size: int, dynamic_batch: bool, batch: int, opset: int | None, check: ExportCheck) -> dict:
     proto = clf.protocol(num_frames=frames, crop_size=size).recipe()
-    if fmt == "onnx":
-        how = ("import onnxruntime as ort; sess = ort.InferenceSession(PATH, providers=['CPUExecutionProvider']); "
-               "logits = sess.run(['logits'], {'clips': clips_numpy_float32})[0]")
-    else:
-        how = "import torch; program = torch.export.load(PATH); logits = program.module()(clips)"
+    how = ("import onnxruntime as ort; sess = ort.InferenceSession(PATH, providers=['CPUExecutionProvider']); "
+           "logits = sess.run(['logits'], {'clips': clips_numpy_float32})[0]" if fmt == "onnx"
+           else "import torch; program = torch.export.load(PATH); logits = program.module()(clips)")
     return dict(
-        format=fmt,
-        model=clf.name,
-        weights=clf.weights,
+        format=fmt, model=clf.name, weights=clf.weights,
         input=dict(name=INPUT_NAME, layout="[B, 3, T, H, W]", dtype="float32",
                    shape=["batch" if dynamic_batch else batch, 3, frames, size, size], dynamic_batch=dynamic_batch),
         output=dict(name=OUTPUT_NAME, layout="[B, num_classes]", dtype="float32", meaning="logits (apply softmax for probabilities)"),
         preprocessing=dict(
-            proto,
-            pixel_range="RGB uint8 / 255 -> [0, 1], then (x - mean) / std per channel",
+            proto, pixel_range="RGB uint8 / 255 -> [0, 1], then (x - mean) / std per channel",
             resize="short side to crop_size (bilinear, antialiased), centre crop crop_size x crop_size",
             frame_sampling=("dense: num_frames frames, one every `stride` frames at target_fps, centred in the video"
-                            if proto.get("sampling") == "dense" else "segment: the middle frame of each of num_frames equal segments"),
-        ),
-        labels=list(clf.labels),
-        num_classes=len(clf.labels),
-        opset=opset,
-        torch_version=torch.__version__,
-        check=asdict(check),
-        load=how,
-    )
+                            if proto.get("sampling") == "dense" else "segment: the middle frame of each of num_frames equal segments")),
+        labels=list(clf.labels), num_classes=len(clf.labels), opset=opset, torch_version=torch.__version__,
+        check=asdict(check), load=how)
 
 
-def export(
-    clf: Classifier,
-    fmt: str,
-    output: str | os.PathLike,
-    frames: int | None = None,
-    size: int | None = None,
-    dynamic_batch: bool = False,
-    opset: int | None = None,
-    check: bool = True,
-    rtol: float = 1e-4,
-) -> ExportResult:
-    """Export ``clf`` (loaded in fp32 on the CPU) to ``output`` and write ``output + '.json'``.
-
-    Raises :class:`HieraVideoError` when the exported model disagrees with PyTorch (the
-    files stay, for inspection; the sidecar records the check).
-    """
+def export(clf: Classifier, fmt: str, output: str | os.PathLike, frames: int | None = None, size: int | None = None,
+           dynamic_batch: bool = False, opset: int | None = None, check: bool = True, rtol: float = 1e-4) -> ExportResult:
+    """Export ``clf`` (fp32 on the CPU) to ``output`` and write the sidecar ``output + '.json'`` (with the check)."""
     if fmt not in FORMATS:
         raise HieraVideoError(f"unknown --format '{fmt}'; use onnx or torch-export")
     if clf.device.type != "cpu" or clf.dtype is not None:
         raise HieraVideoError("export needs the model in fp32 on the CPU (load it with device='cpu', dtype='fp32')")
-    output = Path(output)
-    model = clf.model.eval()
-    frames = frames or clf.clip.num_frames
-    size = size or clf.clip.crop_size
+    output, model = Path(output), clf.model.eval()
+    frames, size = frames or clf.clip.num_frames, size or clf.clip.crop_size
     _check_size(model, frames, size)
     _check_memory(model, frames, size, 3 if dynamic_batch else 1)
     model = with_input_size(model, frames, size).float().eval()
@@ -274,18 +198,13 @@ def export(
     example = sample_clip(batch, frames, size, seed=123)
     try:
         with atomic_path(output, suffix=f".tmp{output.suffix}") as tmp:
-            if fmt == "onnx":
-                export_onnx(model, tmp, example, dynamic_batch, opset)
-            else:
-                export_program(model, tmp, example, dynamic_batch)
+            export_onnx(model, tmp, example, dynamic_batch, opset) if fmt == "onnx" else export_program(model, tmp, example, dynamic_batch)
     except HieraVideoError:
         raise
     except Exception as e:
-        raise HieraVideoError(f"{fmt} export of {clf.name} failed: {' '.join(str(e).split())[:300]} (run with --debug for the traceback)") from e
-    result_check = ExportCheck(ran=False, ok=True, note="not checked (--no-check)")
-    if check:
-        sizes = [1, 3] if dynamic_batch else [batch]
-        result_check = check_export(model, fmt, output, frames, size, sizes, rtol)
+        raise HieraVideoError(f"{fmt} export of {clf.name} failed: {short(e, 300)} (run with --debug for the traceback)") from e
+    result_check = (check_export(model, fmt, output, frames, size, [1, 3] if dynamic_batch else [batch], rtol) if check
+                    else ExportCheck(note="not checked (--no-check)"))
     side = Path(str(output) + ".json")
     write_json(side, sidecar(clf, fmt, frames, size, dynamic_batch, batch, opset, result_check))
     return ExportResult(str(output), str(side), fmt, clf.name, clf.weights, [("batch" if dynamic_batch else batch), 3, frames, size, size],
@@ -301,14 +220,9 @@ HUB_FILES = ("config.json", "model.safetensors", "README.md")
 
 
 def export_hub(net: nn.Module, prov, output: str | os.PathLike) -> dict:
-    """Write a Hub-ready folder for the classifier ``net`` loaded with provenance ``prov``
-    (:func:`hiera_video.models.load.load`): ``config.json`` (the official constructor
-    arguments only, so the official package's ``Hiera.from_pretrained(DIR)`` builds it),
-    ``model.safetensors`` (official key names; the model name, class names and clip recipe in
-    its metadata, where they travel with the weights) and a ``README.md`` model card.
-    Returns a summary. ``--weights DIR`` and ``--weights hf-hub:ORG/NAME`` read it back."""
-    import json
-
+    """A Hub-ready folder for ``net`` (provenance ``prov``): ``config.json`` (official constructor arguments, for
+    ``Hiera.from_pretrained(DIR)``), ``model.safetensors`` (official keys; model name, labels and clip recipe in its
+    metadata) and a ``README.md`` model card; ``--weights DIR`` or ``hf-hub:ORG/NAME`` read it back."""
     from safetensors.torch import save_file
 
     from hiera_video.models.checkpoints.formats import SAFETENSORS_META_KEY, official_defaults
@@ -316,19 +230,16 @@ def export_hub(net: nn.Module, prov, output: str | os.PathLike) -> dict:
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise HieraVideoError(f"--output '{out}' is a file; --format hub writes a folder")
-    if out.is_dir():
-        other = sorted(set(os.listdir(out)) - set(HUB_FILES))
-        if other:
-            raise HieraVideoError(f"--output folder '{out}' holds other files ({', '.join(other[:3])}); "
-                                  "--format hub writes into an empty folder (or over an earlier hub export)")
+    other = sorted(set(os.listdir(out)) - set(HUB_FILES)) if out.is_dir() else []
+    if other:
+        raise HieraVideoError(f"--output folder '{out}' holds other files ({', '.join(other[:3])}); "
+                              "--format hub writes into an empty folder (or over an earlier hub export)")
     out.mkdir(parents=True, exist_ok=True)
     config = getattr(net, "config", None)
     if not isinstance(config, dict):
         raise HieraVideoError(f"{prov.spec.name} has no constructor config to write; --format hub takes Hiera classifiers")
-    valid = set(official_defaults(False))
-    config = {k: v for k, v in config.items() if k in valid}
-    labels = list(prov.labels)
-    recipe = prov.clip.recipe()
+    config = {k: v for k, v in config.items() if k in set(official_defaults(False))}
+    labels, recipe = list(prov.labels), prov.clip.recipe()
     extra = {"model": prov.spec.name, "labels": labels, "preprocessing": recipe}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     with atomic_path(out / "model.safetensors", suffix=".tmp.safetensors") as tmp:
@@ -341,16 +252,13 @@ def export_hub(net: nn.Module, prov, output: str | os.PathLike) -> dict:
 
 
 def model_card(prov, config: dict, labels: list[str], recipe: dict) -> str:
-    """The README.md of a hub export: model, data, metrics of the run, labels, clip recipe,
-    how to load and upload it, and the license note."""
-    import json
-
+    """The README.md of a hub export: model, data, run metrics, labels, clip recipe, use, license."""
     meta = prov.meta or {}
     train = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
     data = train.get("data") if isinstance(train.get("data"), dict) else {}
     metrics = {k: v for k, v in meta.items() if k in ("metrics", "best", "best_metric", "val_metrics", "epoch")}
     metrics.update(_run_metrics(prov.source))
-    lines = [
+    return "\n".join([
         "---", "library_name: hiera-video", "tags:", "- video-classification", "- hiera", "---", "",
         f"# {prov.spec.name}", "",
         f"A Hiera video classifier ({prov.spec.name}, {len(labels)} classes) exported by `hiera-video export --format hub` "
@@ -372,23 +280,16 @@ def model_card(prov, config: dict, labels: list[str], recipe: dict) -> str:
         "## License", "",
         "Weights derived from the official Hiera weights are CC-BY-NC-4.0 (non-commercial); check the license of "
         "the weights and data this model was trained from before publishing.", "",
-    ]
-    return "\n".join(lines)
+    ])
 
 
 def _run_metrics(source) -> dict:
-    """The scalar results of the run a checkpoint belongs to: ``metrics.json`` beside a local
-    weights file (``RUN/best.pt`` -> ``RUN/metrics.json``, written by finetune); {} otherwise."""
-    import json
-
+    """Scalar results of ``metrics.json`` beside a local weights file (``RUN/best.pt``, by finetune); {} otherwise."""
     if not isinstance(source, str) or not os.path.isfile(source):
         return {}
-    path = os.path.join(os.path.dirname(os.path.abspath(source)), "metrics.json")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(os.path.join(os.path.dirname(os.path.abspath(source)), "metrics.json"), encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    return {k: v for k, v in data.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)} if isinstance(data, dict) else {}

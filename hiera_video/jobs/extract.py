@@ -1,114 +1,62 @@
-"""``extract``: embeddings or stage feature maps of videos, one file per video, resumable.
+"""``extract``: features of videos, one file per video (``OUT/<relative path>.<ext>.{npy,safetensors}``), resumable.
 
-video --decode--> clips [N, 3, T, S, S] (N = views of the whole video, or one clip per window
-      of a long video) --batches--> features [N, ...] --> OUT/<relative path>.<ext>.{npy,safetensors}
-
-Levels (``feature_info`` of the model gives the strides; Hiera video models use patch stride
-(2, 4, 4) and q-stride (1, 2, 2), so for a ``T x S x S`` clip):
-
-=========  ========================================  ==========================================
-level      per item                                  stride (frames, pixels)
-=========  ========================================  ==========================================
-pooled     ``[C]`` normed mean of the last stage     -- (``forward_head(..., pre_logits=True)``)
-stage1     ``[T/2, S/4, S/4, C1]``                   2, 4
-stage2     ``[T/2, S/8, S/8, C2]``                   2, 8
-stage3     ``[T/2, S/16, S/16, C3]``                 2, 16
-stage4     ``[T/2, S/32, S/32, C4]``                 2, 32
-=========  ========================================  ==========================================
-
-Stage maps are spatially ordered, channels last (the layout of
-``Hiera.forward_intermediates(x, channels_last=True)``); only the blocks up to the chosen
-stage run.
-
-Files and resuming
-------------------
-Files are written through the feature store (:mod:`hiera_video.data.feature_store`: each
-file appears complete or not at all, its index rows are journalled first). A rerun skips
-every video whose file exists, reads back, and has index rows; everything else is redone. At
-the end the journals and the previous ``index.jsonl`` are merged into ``index.jsonl`` (under
-torchrun by rank 0, once every process's result file says it is finished: no collective
-timeout while processes end far apart, see :mod:`~hiera_video.engine.shard_files`).
-``extract.json`` records the settings, the weights' content (sha256) included; a rerun into
-the same folder with other settings is refused (``overwrite`` starts over).
-
-Output names mirror the inputs relative to their common folder (the dataset root in dataset
-mode) and keep the video's extension (``a/clip.mp4`` -> ``a/clip.mp4.npy``), so files with
-the same name in different folders, or with the same stem and another container, never
-collide. The folder is the first run's, recorded in ``extract.json`` (``names_relative_to``):
-later runs into the same output name their videos relative to it and a video outside it is
-refused, so two runs never write one name (:meth:`Extractor._same_names`).
-
-A full disk stops the run (:class:`~hiera_video.errors.OutputError`, one line) instead of
-failing one video after another; features are written with ordinary writes, never through a
-memory map (where a full disk is a SIGBUS).
+Clips ``[N, 3, T, S, S]`` (N views, or one per window) -> ``pooled`` ``[N, C]`` or ``stageK`` ``[N, T/2, S/2^(K+1),
+S/2^(K+1), C_K]`` (channels last, as ``forward_intermediates``). Files are complete or absent (feature store); a rerun
+skips finished videos; ``extract.json`` records the settings (other settings are refused) and the folder the
+output names are relative to (``names_relative_to``; ``a/clip.mp4`` -> ``a/clip.mp4.npy``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from hiera_video.data import ClipSpec, open_video
-from hiera_video.data.feature_store import (
-    FORMATS, INDEX, STORE_DTYPES, FeatureWriter, IndexJournal, read_index_rows, stored_shape, write_index,
-)
-from hiera_video.engine import distributed, faults
+from hiera_video.data import ClipSpec, make_views, open_video
+from hiera_video.data.feature_store import (FORMATS, INDEX, STORE_DTYPES, FeatureWriter, IndexJournal, read_index_rows,
+                                              stored_shape, write_index)
+from hiera_video.engine import distributed
 from hiera_video.engine.inference import Classifier, classifier_on, run_model
-from hiera_video.engine.decoding import DEFAULT_DECODE_TIMEOUT, decode_in_order
+from hiera_video.data.pool import DEFAULT_DECODE_TIMEOUT, decode_in_order
 from hiera_video.jobs.predict import decode_windows
-from hiera_video.engine.shard_files import ShardFiles, guard, open_shard_files, weights_fingerprint
+from hiera_video.engine.shard_files import guard, open_shard_files, weights_fingerprint
 from hiera_video import limits
 from hiera_video.errors import HieraVideoError, OutputError
 from hiera_video.models.load import load
 from hiera_video.report import atomic_write_text, json_text
 
-log = logging.getLogger("hiera_video")
-
 LEVELS = ("pooled", "stage1", "stage2", "stage3", "stage4")
 SETTINGS = "extract.json"
 NAMES_BASE = "names_relative_to"  # extract.json: the folder every output name in OUT is relative to
-# Settings that change what the files hold: a rerun with other values is refused.
 _SETTING_KEYS = ("model", "weights", "weights_sha256", "level", "format", "store_dtype", "compute_dtype", "mode", "views",
                  "window", "stride", "protocol")
 _NEWER_KEYS = ("weights_sha256", "compute_dtype")  # compared only when extract.json has them (older folders lack them)
 
 
-# ====================================================================== model
 def load_feature_model(model: str | None = None, weights: str | None = None, device: str = "auto", dtype: str = "auto",
                        allow_random_weights: bool = False) -> Classifier:
-    """A video classifier ready for feature extraction (like :func:`load_classifier`, no
-    trained head needed), that also accepts MAE weights: an MAE model name (``mae_hiera_*``),
-    an MAE zoo tag (``mae_k400``) or an MAE checkpoint file loads the encoder into the matching
-    classifier architecture (``hiera_*``). Its decoder is dropped; the final ``norm`` is not in
-    an MAE checkpoint and is set to the identity affine map, so ``pooled`` is the plain
-    LayerNorm of the mean last-stage token.
-    """
+    """A classifier for features (no trained head needed); MAE weights load their encoder into the
+    matching ``hiera_*`` (final norm = identity affine, so ``pooled`` is the plain LayerNorm)."""
     return classifier_on(*load("features", model, weights, allow_random=allow_random_weights), device, dtype)
 
 
 def stage_map(model, x: torch.Tensor, stage: int) -> torch.Tensor:
-    """Spatially ordered map of stage ``stage`` (1-based), ``[B, T', H', W', C]``.
-
-    Equals ``model.forward_intermediates(x)[stage - 1]`` but runs only the blocks up to the
-    end of that stage.
-    """
+    """``[B, T', H', W', C]`` of stage ``stage`` (1-based): ``forward_intermediates(x)[stage - 1]``,
+    running only the blocks up to it."""
     ends = model.stage_ends
     if not 1 <= stage <= len(ends):
         raise HieraVideoError(f"the model has stages 1..{len(ends)}, not {stage}")
-    end = ends[stage - 1]
-    mask_grid = model.mask_grid(x)
     tokens, n_units = model.embed_tokens(x, None)
-    for blk in model.blocks[: end + 1]:
+    for blk in model.blocks[: ends[stage - 1] + 1]:
         tokens = blk(tokens, n_units)
-    return model.reroll(tokens, end, n_units, mask_grid)
+    return model.reroll(tokens, ends[stage - 1], n_units, model.mask_grid(x))
 
 
 def features(model, x: torch.Tensor, level: str) -> torch.Tensor:
@@ -122,17 +70,13 @@ def features(model, x: torch.Tensor, level: str) -> torch.Tensor:
 
 def level_stride(model, level: str) -> list[int] | None:
     """``[temporal, spatial, spatial]`` stride of a stage map in input frames/pixels (None for pooled)."""
-    if level == "pooled":
-        return None
-    info = model.feature_info[int(level[len("stage"):]) - 1]
-    return [info["temporal_stride"], info["spatial_stride"], info["spatial_stride"]]
+    info = None if level == "pooled" else model.feature_info[int(level[len("stage"):]) - 1]
+    return None if info is None else [info["temporal_stride"], info["spatial_stride"], info["spatial_stride"]]
 
 
-# ====================================================================== inputs and names
 @dataclass
 class Job:
-    """One video to extract: its path, its output path relative to the output folder, and
-    extra index fields (dataset id and label)."""
+    """One video: its path, output path relative to OUT, extra index fields (dataset id, label)."""
 
     path: str
     output: str
@@ -142,19 +86,14 @@ class Job:
 
 def common_base(paths: Sequence[str]) -> str:
     """The deepest folder holding every path (the folder of the file for a single path)."""
-    parents = [os.path.dirname(os.path.abspath(p)) for p in paths]
-    if not parents:
-        return os.getcwd()
     try:
-        return os.path.commonpath(parents)
+        return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]) if paths else os.getcwd()
     except ValueError:  # different drives (Windows)
         return ""
 
 
 def output_name(path: str, base: str, fmt: str) -> str:
-    """``path`` relative to ``base`` with ``.<fmt>`` appended, as a safe relative POSIX path
-    (no absolute parts, no ``..``; a path outside ``base`` keeps its absolute folders below
-    the output folder instead)."""
+    """``path`` relative to ``base`` plus ``.<fmt>``, a safe relative POSIX path (outside ``base``: ``_abs/...``)."""
     ap = os.path.abspath(path)
     rel = os.path.relpath(ap, base) if base else ap
     parts = [p for p in Path(rel).parts if p not in ("", ".", "..", "/", "\\") and not p.endswith(":\\")]
@@ -182,19 +121,14 @@ def jobs_for_dataset(ds, fmt: str) -> list[Job]:
     root = os.path.abspath(str(ds.root))
     inside = all(not os.path.relpath(os.path.abspath(p), root).startswith("..") for p in paths)
     base = root if inside else common_base(paths)
-    jobs = []
-    for item, p in zip(ds.items, paths):
-        label = item.label
-        extra = dict(id=item.id, label=label, label_name=ds.classes[label] if label is not None and label < len(ds.classes) else None)
-        jobs.append(Job(p, output_name(p, base, fmt), extra, base))
-    return jobs
+    return [Job(p, output_name(p, base, fmt), base=base, extra=dict(
+        id=item.id, label=item.label,
+        label_name=ds.classes[item.label] if item.label is not None and item.label < len(ds.classes) else None))
+        for item, p in zip(ds.items, paths)]
 
 
-# ====================================================================== extraction
 @dataclass
 class Extracted:
-    """One video's outcome."""
-
     path: str
     ok: bool = False
     error: str | None = None
@@ -203,20 +137,18 @@ class Extracted:
     shape: list[int] | None = None
     rows: list[dict] = field(default_factory=list)
     order: int = 0
+    decoder: str | None = None  # what decoded the video (None: skipped, or failed)
 
     def to_json(self) -> dict:
         return dict(path=self.path, ok=self.ok, error=self.error, output=self.output, skipped=self.skipped,
-                    shape=self.shape, items=len(self.rows))
+                    shape=self.shape, items=len(self.rows), decoder=self.decoder)
 
 
 @dataclass
 class Extractor:
-    """Extract ``level`` features of videos into ``out_dir``.
-
-    Modes: views (``views=(T, S)``: T temporal x S spatial views of the whole video, decoded
-    once) or windows (``window`` seconds every ``stride`` seconds over the whole video, one
-    centre clip per window, each window decoded on its own).
-    """
+    """Extract ``level`` features into ``out_dir``: views (``views=(T, S)`` of the whole video, one
+    decode) or windows (``window`` s every ``stride`` s, one centre clip each). Built by keyword
+    from the command's options; :meth:`settings` is what ``extract.json`` records."""
 
     clf: Classifier
     out_dir: Path
@@ -232,87 +164,64 @@ class Extractor:
     world: distributed.World = field(default_factory=distributed.World)
     workers: int = 0  # processes decoding videos (0: in this process)
     decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT  # seconds per video (with workers); None/0: no limit
+    decode_device: str = "cpu"  # cpu | cuda (torchcodec's NVDEC)
 
     def __post_init__(self):
-        if self.level not in LEVELS:
-            raise HieraVideoError(f"unknown --level '{self.level}'; use one of {', '.join(LEVELS)}")
         if self.fmt not in FORMATS:
             raise HieraVideoError(f"unknown --format '{self.fmt}'; use npy or safetensors")
         if self.store_dtype not in STORE_DTYPES:
             raise HieraVideoError(f"unknown storage dtype '{self.store_dtype}'; use {' or '.join(STORE_DTYPES)}")
-        if self.window is not None:
-            if self.window <= 0 or (self.stride is not None and self.stride <= 0):
-                raise HieraVideoError("--window and --stride must be positive numbers of seconds")
-            self.stride = self.stride or self.window
-            self.views = (1, 1)
-        elif self.stride is not None:
-            raise HieraVideoError("--stride needs --window (the window length in seconds)")
+        if self.window is not None:  # --window, --stride and --level are checked by the command
+            self.stride, self.views = self.stride or self.window, (1, 1)
         self.out_dir = Path(self.out_dir)
-        self.protocol: ClipSpec = self.clf.protocol(self.views, backend=self.backend)
+        self.protocol: ClipSpec = self.clf.protocol(self.views, backend=self.backend, decode_device=self.decode_device)
         limits.check_views(self.views, self.protocol.num_frames, self.protocol.crop_size)
-        self.prev: dict[str, list[dict]] = {}
-        self._journal = None
-        self.results: ShardFiles | None = None  # this process's result file under torchrun (run)
+        self.prev: dict[str, list[dict]] = {}  # earlier runs' index rows by output name
+        self._journal, self.results = None, None  # results: this process's ShardFiles under torchrun (run)
 
-    # ------------------------------------------------------------------ settings
     def settings(self) -> dict:
         w = self.clf.weights
         if isinstance(w, str) and os.path.exists(os.path.expanduser(w)):
             w = os.path.abspath(os.path.expanduser(w))
-        return dict(
-            model=self.clf.name, weights=w, weights_sha256=weights_fingerprint(self.clf.model), level=self.level, format=self.fmt, store_dtype=self.store_dtype,
-            mode="windows" if self.window else "views", views=list(self.views) if not self.window else None,
-            window=self.window, stride=self.stride, protocol=self.protocol.recipe(),
-            feature_stride=level_stride(self.clf.model, self.level), feature_info=self.clf.model.feature_info,
-            compute_dtype=self.clf.describe()["dtype"], device=str(self.clf.device),
-        )
+        return dict(model=self.clf.name, weights=w, weights_sha256=weights_fingerprint(self.clf.model), level=self.level,
+                    format=self.fmt, store_dtype=self.store_dtype, mode="windows" if self.window else "views",
+                    views=list(self.views) if not self.window else None, window=self.window, stride=self.stride,
+                    protocol=self.protocol.recipe(), feature_stride=level_stride(self.clf.model, self.level),
+                    feature_info=self.clf.model.feature_info, compute_dtype=self.clf.describe()["dtype"], device=str(self.clf.device))
 
     def prepare(self, jobs: Sequence[Job] = ()) -> list[Job]:
-        """Check the output folder against earlier runs and read what they left (every rank),
-        then record the settings (rank 0). Ends with a barrier. Returns ``jobs`` named as the
-        folder's earlier runs named theirs (:meth:`_same_names`)."""
+        """Check OUT against earlier runs and read what they left (every rank), record the settings
+        (rank 0), barrier. Returns ``jobs`` named as the earlier runs named theirs."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        mine = self.settings()
-        path = self.out_dir / SETTINGS
-        old = None
+        mine, path, old = self.settings(), self.out_dir / SETTINGS, None
         if not self.overwrite:
             try:
                 old = json.loads(path.read_text()) if path.is_file() else None
             except (ValueError, OSError):
-                old = None
-            if not isinstance(old, dict):
-                if read_index_rows(self.out_dir):
-                    state = "is unreadable" if path.is_file() else "is missing"
-                    raise HieraVideoError(
-                        f"{self.out_dir} holds features but its {SETTINGS} {state}, so the settings they were made with "
-                        "cannot be checked; use another --output, or --overwrite to redo every video"
-                    )
-            else:
+                pass
+            if not isinstance(old, dict) and read_index_rows(self.out_dir):
+                state = "is unreadable" if path.is_file() else "is missing"
+                raise HieraVideoError(f"{self.out_dir} holds features but its {SETTINGS} {state}, so the settings they were made "
+                                      "with cannot be checked; use another --output, or --overwrite to redo every video")
+            if isinstance(old, dict):
                 diff = [k for k in _SETTING_KEYS if (k in old or k not in _NEWER_KEYS) and _norm(old.get(k)) != _norm(mine.get(k))]
                 if diff:
                     shown = "; ".join(f"{k}: {_show(old.get(k))} -> {_show(mine.get(k))}" for k in diff[:3])
-                    raise HieraVideoError(
-                        f"{self.out_dir} holds features made with other settings ({shown}); use another --output, "
-                        "or --overwrite to redo every video"
-                    )
+                    raise HieraVideoError(f"{self.out_dir} holds features made with other settings ({shown}); use another --output, "
+                                          "or --overwrite to redo every video")
         self.prev = {} if self.overwrite else read_index_rows(self.out_dir)
         jobs, mine[NAMES_BASE] = self._same_names(list(jobs), old)
-        distributed.agree(self.world)  # a barrier
+        distributed.agree(self.world)  # barriers around the write
         if self.world.is_main:
             atomic_write_text(path, json_text(mine, indent=2) + "\n")
         self._journal = IndexJournal(self.out_dir, self.world.rank)
-        distributed.agree(self.world)  # a barrier
+        distributed.agree(self.world)
         return jobs
 
     def _same_names(self, jobs: list[Job], old: dict | None) -> tuple[list[Job], str | None]:
-        """Name ``jobs`` as the earlier runs into this folder named theirs, so that runs never
-        overwrite each other: output names are relative to one folder, the one the first run
-        recorded in ``extract.json`` (``names_relative_to``; this run's common input folder
-        for a new folder or with ``overwrite``). A video outside it is refused (its name
-        relative to this run's folder could be an earlier video's name: ``extract data/train``
-        then ``extract data/val`` would replace train features with val ones). In a folder of
-        an older version (no ``names_relative_to``) a name that the index gives to another
-        video is refused. Returns the jobs and the folder to record (None: unknown)."""
+        """Name ``jobs`` relative to the folder the first run recorded (``names_relative_to``), refusing
+        a video outside it (``extract data/train`` then ``data/val`` would otherwise collide) or a name
+        the index gives another video. Returns the jobs and the folder to record (None: unknown)."""
         recorded = old.get(NAMES_BASE) if isinstance(old, dict) and isinstance(old.get(NAMES_BASE), str) else None
         mine = jobs[0].base if jobs and jobs[0].base and all(j.base == jobs[0].base for j in jobs) else None
         if recorded is None:
@@ -324,53 +233,39 @@ class Extractor:
                     raise HieraVideoError(
                         f"{self.out_dir} holds features named relative to '{recorded}' (its first run's input folder), and "
                         f"'{j.path}' is outside it, so its name could be an earlier video's; use another --output, or "
-                        "--overwrite to redo every video (a run given the folder above all videos names each one)"
-                    )
+                        "--overwrite to redo every video (a run given the folder above all videos names each one)")
             jobs = [dataclasses.replace(j, output=output_name(j.path, recorded, self.fmt), base=recorded) for j in jobs]
         for j in jobs:
             rows = self.prev.get(j.output)
             if rows and not any(_same_file(r.get("path"), j.path) for r in rows):
-                raise HieraVideoError(
-                    f"{self.out_dir / j.output} holds the features of '{rows[0].get('path')}', not of '{j.path}'; "
-                    "use another --output, or --overwrite to redo every video"
-                )
+                raise HieraVideoError(f"{self.out_dir / j.output} holds the features of '{rows[0].get('path')}', not of "
+                                      f"'{j.path}'; use another --output, or --overwrite to redo every video")
             if not rows and not self.overwrite and os.path.lexists(self.out_dir / j.output):
-                raise HieraVideoError(
-                    f"{self.out_dir / j.output} exists but {INDEX} does not list it (extract did not write it); move it "
-                    "away, use another --output, or --overwrite to replace it"
-                )
+                raise HieraVideoError(f"{self.out_dir / j.output} exists but {INDEX} does not list it (extract did not write "
+                                      "it); move it away, use another --output, or --overwrite to replace it")
         return jobs, recorded
 
-    # ------------------------------------------------------------------ one video
-    def done_already(self, job: Job) -> Extracted | None:
+    def _done_or_error(self, job: Job) -> Extracted | None:
+        """The finished file of ``job`` as a skipped result, an unreadable one as an error, else None."""
         rows = self.prev.get(job.output)  # none with overwrite
-        if not rows:
-            return None
-        shape = stored_shape(self.out_dir / job.output)
+        try:
+            shape = stored_shape(self.out_dir / job.output) if rows else None
+        except HieraVideoError as e:
+            return Extracted(job.path, error=str(e))
         if shape is None or shape[0] != len(rows) or not all(_same_file(r.get("path"), job.path) for r in rows):
             return None
         return Extracted(job.path, ok=True, output=job.output, skipped=True, shape=list(shape), rows=rows)
 
     def _process_all(self, jobs: Sequence[Job]) -> Iterator[Extracted]:
-        """One :class:`Extracted` per job, in order; never raises for a bad video. The videos
-        still to do are decoded by :func:`~hiera_video.engine.decoding.decode_in_order`
-        (``workers`` processes; a video whose decoding takes longer than ``decode_timeout``
-        seconds is stopped and fails alone)."""
-        done = {}
-        for k, job in enumerate(jobs):
-            try:
-                done[k] = self.done_already(job)
-            except HieraVideoError as e:
-                done[k] = Extracted(job.path, error=str(e))
+        """One :class:`Extracted` per job, in order; a bad video (or a decode past ``decode_timeout``) fails alone."""
+        done = [self._done_or_error(job) for job in jobs]
         todo = [job.path for k, job in enumerate(jobs) if done[k] is None]
         if self.window:
-            stream = decode_windows(self.protocol, todo, self.window, self.stride, self.workers, self.decode_timeout,
-                                    check_frames=False)
+            stream = decode_windows(self.protocol, todo, self.window, self.stride, self.workers, self.decode_timeout, check_frames=False)
         else:
-            stream = decode_in_order(todo, _DecodeItems(self.protocol), self.workers, self.decode_timeout)
+            stream = decode_in_order(todo, partial(_decode_items, protocol=self.protocol), self.workers, self.decode_timeout)
         try:
             for k, job in enumerate(jobs):
-                faults.slow(self.world.rank)  # tests: processes that finish far apart
                 if done[k] is not None:
                     if done[k].ok:
                         self._log(done[k].rows)
@@ -379,37 +274,33 @@ class Extractor:
                 if self.window:
                     _, spans, windows, error = next(stream)
                     items = [dict(window=i, start=round(s, 3), end=round(e, 3)) for i, (s, e, _, _) in enumerate(spans or [])]
-                    clips = (views for views, _ in windows) if windows is not None else None
+                    seen = []  # the decoder of each window, as it is decoded
+                    clips = (seen.append(d) or views for views, _, d in windows) if windows is not None else None
                 else:
                     _, decoded, error = next(stream)
-                    items, clips = (decoded[0], iter([decoded[1]])) if error is None else (None, None)
+                    items, clips, seen = (decoded[0], iter([decoded[1]]), [decoded[2]]) if error is None else (None, None, [])
                 try:
                     if error is not None:
                         raise HieraVideoError(error)
-                    yield self._extract(job, items, clips)
-                except OutputError:  # a full disk or a failing file system: every next video would fail too
+                    yield dataclasses.replace(self._extract(job, items, clips), decoder=seen[-1] if seen else None)
+                except OutputError:  # a full disk: every next video would fail too
                     raise
                 except HieraVideoError as e:
                     yield Extracted(job.path, error=str(e))
                 except OSError as e:
                     yield Extracted(job.path, error=f"cannot write features for '{job.path}': {e.strerror or e}")
         finally:
-            stream.close()  # stops the decoding workers
+            stream.close()
 
     def _batches(self, clips: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        pending: list[torch.Tensor] = []
-        count = 0
+        buf = None  # clips of several windows share batches
         for c in clips:
-            for part in c.split(self.batch_size):
-                pending.append(part)
-                count += len(part)
-                while count >= self.batch_size:
-                    cat = torch.cat(pending)
-                    yield cat[: self.batch_size]
-                    rest = cat[self.batch_size :]
-                    pending, count = ([rest] if len(rest) else []), len(rest)
-        if count:
-            yield torch.cat(pending)
+            buf = c if buf is None else torch.cat([buf, c])
+            while len(buf) >= self.batch_size:
+                yield buf[: self.batch_size]
+                buf = buf[self.batch_size :]
+        if buf is not None and len(buf):
+            yield buf
 
     @torch.inference_mode()
     def _run(self, x: torch.Tensor) -> np.ndarray:
@@ -417,19 +308,14 @@ class Extractor:
         return out.float().cpu().numpy()
 
     def _extract(self, job: Job, items: list[dict], clips: Iterable[torch.Tensor]) -> Extracted:
-        """Write the features of one video: ``items`` describe its items, ``clips`` yields
-        their clip tensors in order (raising :class:`HieraVideoError` for a failed one)."""
+        """Write one video's features: ``items`` describe its items, ``clips`` yields their clips in order."""
         final = self.out_dir / job.output
         if not final.resolve().is_relative_to(self.out_dir.resolve()):
             raise HieraVideoError(f"refusing to write '{final}' outside --output {self.out_dir}")
-        base = dict(
-            path=job.path, output=job.output, model=self.clf.name, weights=self.clf.weights, level=self.level,
-            dtype=self.store_dtype, feature_stride=level_stride(self.clf.model, self.level), **job.extra,
-        )
+        base = dict(path=job.path, output=job.output, model=self.clf.name, weights=self.clf.weights, level=self.level,
+                    dtype=self.store_dtype, feature_stride=level_stride(self.clf.model, self.level), **job.extra)
         rows = [dict(base, item=i, **it) for i, it in enumerate(items)]
-        extra = {}
-        if self.window:
-            extra["windows"] = np.array([[r["start"], r["end"]] for r in rows], dtype=np.float64)
+        extra = dict(windows=np.array([[r["start"], r["end"]] for r in rows], dtype=np.float64)) if self.window else {}
         meta = dict(path=job.path, model=self.clf.name, weights=self.clf.weights, level=self.level,
                     mode="windows" if self.window else "views", views=json.dumps(list(self.views)),
                     feature_stride=json.dumps(base["feature_stride"]), protocol=json.dumps(self.protocol.to_dict()))
@@ -437,7 +323,7 @@ class Extractor:
         try:
             for k, batch in enumerate(self._batches(clips)):
                 feats = self._run(batch)
-                if k == 0:  # the item shape is known now: complete the rows (and the file header)
+                if k == 0:  # the item shape is known now
                     for r in rows:
                         r["shape"] = list(feats.shape[1:])
                     writer.metadata["index"] = json.dumps(rows)
@@ -453,15 +339,9 @@ class Extractor:
         if self._journal is not None:
             self._journal.append(rows, sync)
 
-    # ------------------------------------------------------------------ all videos
     def run(self, jobs: Sequence[Job], on_result: Callable[[Extracted], None] | None = None) -> list[Extracted]:
-        """Extract this rank's shard of ``jobs`` (all of them in a single process), then merge
-        the index. Returns every rank's results on rank 0, this rank's elsewhere.
-
-        Under torchrun each process also appends its outcomes to its own result file
-        (:mod:`~hiera_video.engine.shard_files`, :attr:`results`) and rank 0 merges those
-        files, waiting for the others without a collective timeout; the caller ends the run
-        with :func:`~hiera_video.engine.shard_files.finish_on_main` / ``wait_on_others``."""
+        """Extract this rank's shard of ``jobs``, then merge the index; returns every rank's results
+        on rank 0 (under torchrun through the per-process result files :attr:`results`)."""
         self._check_unique(jobs)
         if self.world.distributed:  # first: its lock keeps a second run out of the folder
             self.results = open_shard_files(self.out_dir, self.world, "extract", reuse=False,
@@ -471,7 +351,7 @@ class Extractor:
         results = []
         with guard(self.results):  # an error here ends every process with its message
             try:
-                mine = distributed.shard(len(jobs), self.world)  # finished files are found by done_already
+                mine = distributed.shard(len(jobs), self.world)
                 if self.results is not None:
                     self.results.start(len(mine))
                 for i, r in zip(mine, self._process_all([jobs[i] for i in mine])):
@@ -495,38 +375,28 @@ class Extractor:
             everything = sorted((Extracted(**json.loads(rec["json"])) for rec in merged.values()), key=lambda r: r.order)
         else:
             everything = results
-        # index.jsonl = earlier rows of files not touched now (if still there) + this run's rows
-        # in input order; the journals are removed.
         with guard(self.results):
             write_index(self.out_dir, [(r.output, r.rows) for r in everything if r.ok], keep_previous=not self.overwrite)
         return everything
 
     @staticmethod
     def _check_unique(jobs: Sequence[Job]) -> None:
-        seen: dict[str, str] = {}
+        seen = {}
         for j in jobs:
             if j.output in seen and seen[j.output] != j.path:
                 raise HieraVideoError(f"'{j.path}' and '{seen[j.output]}' would both be written to {j.output}")
             seen[j.output] = j.path
 
 
-class _DecodeItems:
-    """Decoding task of views mode: path -> (item descriptions, all views ``[V, 3, T, S, S]``)."""
-
-    def __init__(self, protocol: ClipSpec):
-        self.protocol = protocol
-
-    def __call__(self, path: str):
-        with open_video(path, self.protocol.backend) as reader:
-            views, infos = self.protocol.views(reader)
-            fps = reader.fps or 0.0
-        items = []
-        for n, info in enumerate(infos):
-            fr = info.frame_indices
-            start = round(fr[0] / fps, 3) if fps else None
-            end = round((fr[-1] + 1) / fps, 3) if fps else None
-            items.append(dict(view=n, temporal_view=info.temporal_index, spatial_view=info.spatial_index, start=start, end=end))
-        return items, views
+def _decode_items(path: str, protocol: ClipSpec):
+    """Views mode's decoding task: path -> (item descriptions, views ``[V, 3, T, S, S]``, decoder)."""
+    with open_video(path, protocol.backend, protocol.decode_device) as reader:
+        views, infos = make_views(reader, protocol)
+        fps, decoder = reader.fps or 0.0, reader.decoder
+    items = [dict(view=n, temporal_view=i.temporal_index, spatial_view=i.spatial_index,
+                  start=round(i.frame_indices[0] / fps, 3) if fps else None,
+                  end=round((i.frame_indices[-1] + 1) / fps, 3) if fps else None) for n, i in enumerate(infos)]
+    return items, views, decoder
 
 
 def _same_file(a, b) -> bool:
@@ -534,12 +404,8 @@ def _same_file(a, b) -> bool:
 
 
 def _show(v) -> str:
-    """A setting in an error message (a sha256 shortened)."""
-    if isinstance(v, str) and len(v) == 64:
-        return f"sha256 {v[:12]}..."
-    return repr(v)
+    return f"sha256 {v[:12]}..." if isinstance(v, str) and len(v) == 64 else repr(v)
 
 
 def _norm(v):
-    """Settings compared through JSON (tuples vs lists, int vs float)."""
     return json.loads(json.dumps(v))

@@ -1,18 +1,6 @@
-"""MAE reconstructions you can look at: original | masked input | reconstruction.
-
-The MAE predicts *normalised* pixels: every target patch is standardised by its own mean and
-variance (:meth:`MaskedAutoencoderHiera.pixel_targets`), so a raw prediction is not an image.
-:func:`denormalize_patches` puts the ground-truth statistics of each patch back
-(``pred * sqrt(var + 1e-6) + mean``, the exact inverse of the target normalisation),
-:func:`patches_to_pixels` undoes the patch flattening, and the input normalisation
-(``* std + mean``) gives RGB in [0, 1]. Visible (kept) patches are pasted back from the
-original, as in the MAE papers' figures.
-
-Video targets are time-strided: a token covers 2 frames but only its first frame is predicted.
-By default the figure shows those frames (clip frames 0, 2, 4, ...); ``all_frames=True`` shows
-every frame, repeating each prediction for both frames of its token (visible patches still
-come from the true frame).
-"""
+"""MAE figures: original | masked input | reconstruction. Predictions are per-patch normalised pixels, de-normalised
+with each ground-truth patch's mean/var; visible patches come from the original, as in the papers. A video token covers
+2 frames but only its first is predicted: frames 0, 2, 4, ... are shown (``all_frames``: every frame, repeated)."""
 
 from __future__ import annotations
 
@@ -24,69 +12,39 @@ import torch
 import torch.nn.functional as F
 
 from hiera_video import limits
+from hiera_video.data.transforms import make_views
 from hiera_video.errors import HieraVideoError
 
 PATCH_EPS = 1.0e-6  # the epsilon of the target normalisation (pixel_targets)
 GREY = 0.5
-
-
-# ---------------------------------------------------------------------------- patch maths
-
-
-def patch_stats(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-patch mean and (unbiased) variance over the last axis, as ``pixel_targets`` uses."""
-    return patches.mean(dim=-1, keepdim=True), patches.var(dim=-1, keepdim=True)
+GIF_MAX_SIDE = 65535  # a GIF header stores 16-bit sizes
 
 
 def normalize_patches(patches: torch.Tensor) -> torch.Tensor:
-    """``(p - mean) / sqrt(var + 1e-6)`` per patch: the MAE training target."""
-    mean, var = patch_stats(patches)
-    return (patches - mean) / (var + PATCH_EPS) ** 0.5
+    """``(p - mean) / sqrt(var + 1e-6)`` per patch (unbiased var over the last axis): the MAE training target."""
+    return (patches - patches.mean(-1, keepdim=True)) / (patches.var(-1, keepdim=True) + PATCH_EPS) ** 0.5
 
 
 def denormalize_patches(pred: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-    """Map normalised-pixel predictions back to pixel space with the statistics of the
-    ground-truth ``patches`` (same shape ``[..., N, P]``): the inverse of
-    :func:`normalize_patches`, so ``denormalize_patches(normalize_patches(p), p) == p``."""
-    mean, var = patch_stats(patches)
-    return pred * (var + PATCH_EPS) ** 0.5 + mean
+    """Inverse of :func:`normalize_patches` with the ground-truth ``patches``' statistics (``[..., N, P]``)."""
+    return pred * (patches.var(-1, keepdim=True) + PATCH_EPS) ** 0.5 + patches.mean(-1, keepdim=True)
 
 
 def patches_to_pixels(model, patches: torch.Tensor, size) -> torch.Tensor:
-    """Inverse of ``model.pixel_targets(x, norm=False)``.
-
-    ``patches: [B, N, P]`` in spatial token order; ``size``: the input's spatial size (``(T,
-    H, W)`` or ``(H, W)``). Returns ``[B, C, T', H, W]`` for video (``T' = T /
-    patch_stride[0]``: the predicted first frame of each temporal token) or ``[B, C, H, W]``.
-    """
-    p = model.pred_stride
-    B = patches.shape[0]
-    C = model.in_chans
+    """Inverse of ``model.pixel_targets(x, norm=False)``: ``[B, N, P]`` (spatial token order) -> ``[B, C, T', H, W]``
+    (``T' = T / patch_stride[0]``, each token's first frame) for ``size = (T, H, W)``, or ``[B, C, H, W]``."""
+    p, B, C, (H, W) = model.pred_stride, patches.shape[0], model.in_chans, size[-2:]
     if len(size) == 2:
-        H, W = size
         t = patches.reshape(B, H // p, W // p, C, p, p)  # (channel, y, x) per patch
         return t.permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
-    T, H, W = size
-    Tp = T // model.patch_stride[0]
+    Tp = size[0] // model.patch_stride[0]
     t = patches.reshape(B, Tp, H // p, W // p, p, p, C)  # (y, x, channel) per patch: official video order
     return t.permute(0, 6, 1, 2, 4, 3, 5).reshape(B, C, Tp, H, W)
-
-
-def seeded_mask(model, x: torch.Tensor, mask_ratio: float, seed: int) -> torch.Tensor:
-    """``model.get_random_mask`` drawn from ``seed`` (the global RNG is left untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        mask = model.get_random_mask(x.new_empty(x.shape, device="cpu"), mask_ratio)
-    return mask.to(x.device)
-
-
-# ---------------------------------------------------------------------------- reconstruction
 
 
 @dataclass
 class Reconstruction:
     """Frames to show, each ``uint8 [F, H, W, 3]``, and what they came from."""
-
     original: torch.Tensor
     masked: torch.Tensor
     reconstruction: torch.Tensor
@@ -98,27 +56,15 @@ class Reconstruction:
     info: dict = field(default_factory=dict)
 
 
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """``[C, F, H, W]`` in [0, 1] -> ``uint8 [F, H, W, C]``."""
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:  # [C, F, H, W] in [0, 1] -> [F, H, W, C]
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 3, 0).cpu()
 
 
 @torch.no_grad()
-def reconstruct_clip(
-    model,
-    clip: torch.Tensor,
-    mask_ratio: float | None = None,
-    seed: int = 0,
-    mean=(0.45, 0.45, 0.45),
-    std=(0.225, 0.225, 0.225),
-    all_frames: bool = False,
-    mask: torch.Tensor | None = None,
-) -> Reconstruction:
-    """Run the MAE on one normalised clip ``[3, T, H, W]`` (or ``[1, 3, T, H, W]``) with a
-    seeded random mask (or ``mask``, ``[1, num_units]`` True = keep) and build the figure's
-    frames. ``mean``/``std``: the input normalisation to undo."""
-    if clip.dim() == 4:
-        clip = clip[None]
+def reconstruct_clip(model, clip: torch.Tensor, mask_ratio: float | None = None, seed: int = 0, mean=(0.45, 0.45, 0.45),
+                     std=(0.225, 0.225, 0.225), all_frames: bool = False, mask: torch.Tensor | None = None) -> Reconstruction:
+    """The MAE on one normalised clip ``[(1,) 3, T, H, W]``, seeded mask or ``mask`` ``[1, units]`` (True = keep)."""
+    clip = clip[None] if clip.dim() == 4 else clip
     if clip.dim() != 5 or clip.shape[0] != 1:
         raise HieraVideoError(f"reconstruct takes one video clip [3, T, H, W], got {tuple(clip.shape)}")
     was_training = model.training
@@ -129,8 +75,10 @@ def reconstruct_clip(
         ratio = model.default_mask_ratio if mask_ratio is None else float(mask_ratio)
         if not 0.0 <= ratio < 1.0:
             raise HieraVideoError(f"mask ratio must be in [0, 1), got {ratio}")
-        if mask is None:
-            mask = seeded_mask(model, x, ratio, seed)
+        if mask is None:  # drawn from seed; the global RNG is left untouched
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                mask = model.get_random_mask(x.new_empty(x.shape, device="cpu"), ratio)
         mask = mask.to(dev).bool()
         if int(mask.sum()) == 0:
             raise HieraVideoError(f"mask ratio {ratio} keeps no mask unit of this clip; lower --mask-ratio")
@@ -138,18 +86,14 @@ def reconstruct_clip(
         latent, mask = model.forward_encoder(x, ratio, mask)
         pred, token_keep = model.forward_decoder(latent, mask, grid)  # [1, N, P], [1, N]
         raw = model.pixel_targets(x, norm=False)  # ground-truth patches, normalised-input space
-        target = normalize_patches(raw)
-        masked_tok = ~token_keep
+        target, masked_tok = normalize_patches(raw), ~token_keep
         loss = float(((pred[masked_tok].float() - target[masked_tok]) ** 2).mean()) if masked_tok.any() else 0.0
-        pixels = denormalize_patches(pred.float(), raw)
-        pixels = torch.where(token_keep[..., None], raw, pixels)  # visible patches from the original
-        m = torch.as_tensor(mean, dtype=torch.float32, device=dev).view(3, 1, 1, 1)
-        s = torch.as_tensor(std, dtype=torch.float32, device=dev).view(3, 1, 1, 1)
+        pixels = torch.where(token_keep[..., None], raw, denormalize_patches(pred.float(), raw))  # visible: original
+        m, s = (torch.as_tensor(v, dtype=torch.float32, device=dev).view(3, 1, 1, 1) for v in (mean, std))
         recon = patches_to_pixels(model, pixels, x.shape[2:])[0] * s + m  # [3, T', H, W]
         original = x[0] * s + m  # [3, T, H, W]
         keep_px = F.interpolate(mask.view(1, 1, *grid).float(), size=x.shape[2:])[0]  # [1, T, H, W]
-        ts = model.patch_stride[0]
-        T = x.shape[2]
+        ts, T = model.patch_stride[0], x.shape[2]
         if all_frames:
             frames = list(range(T))
             recon = torch.where(keep_px > 0, original, recon.repeat_interleave(ts, dim=1)[:, :T])
@@ -157,78 +101,53 @@ def reconstruct_clip(
             frames = list(range(0, T, ts))
             original, keep_px = original[:, ::ts], keep_px[:, ::ts]
         masked_in = original * keep_px + GREY * (1 - keep_px)
-        # PSNR over masked pixels of the predicted frames, in [0, 1] RGB.
-        pred_frames = recon[:, :: (ts if all_frames else 1)].clamp(0, 1)
-        orig_frames = original[:, :: (ts if all_frames else 1)].clamp(0, 1)
-        hole = (keep_px[:, :: (ts if all_frames else 1)] == 0).expand_as(pred_frames)
+        step = ts if all_frames else 1  # PSNR over masked pixels of the predicted frames, in [0, 1] RGB
+        pred_frames, orig_frames = recon[:, ::step].clamp(0, 1), original[:, ::step].clamp(0, 1)
+        hole = (keep_px[:, ::step] == 0).expand_as(pred_frames)
         mse = float(((pred_frames - orig_frames)[hole] ** 2).mean()) if hole.any() else 0.0
         psnr = float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
-        return Reconstruction(
-            original=_to_uint8(original), masked=_to_uint8(masked_in), reconstruction=_to_uint8(recon),
-            mask=mask[0].cpu(), frames=frames, mask_ratio=ratio, loss=loss, masked_psnr=psnr,
-            info=dict(kept_units=int(mask.sum()), num_units=int(mask.shape[1]), mask_grid=list(grid)),
-        )
+        return Reconstruction(_to_uint8(original), _to_uint8(masked_in), _to_uint8(recon), mask[0].cpu(), frames, ratio, loss, psnr,
+                              dict(kept_units=int(mask.sum()), num_units=int(mask.shape[1]), mask_grid=list(grid)))
     finally:
         model.train(was_training)
 
 
-# ---------------------------------------------------------------------------- figures
-
-
-def _panel_rows(rec: Reconstruction, scale: int, gap: int) -> list:
-    """One PIL image per shown frame: original | masked | reconstruction."""
-    from PIL import Image
-
-    rows = []
+def _panel_rows(rec: Reconstruction, scale: int | None, gap: int, head_h: int = 18) -> tuple[list, object]:
+    """One PIL image per shown frame (original | masked | reconstruction), and the header above them."""
+    from PIL import Image, ImageDraw
+    scale, rows = scale or auto_scale(rec.original.shape[2]), []
     for i in range(len(rec.frames)):
         panels = [rec.original[i], rec.masked[i], rec.reconstruction[i]]
         h, w = panels[0].shape[:2]
         row = Image.new("RGB", (3 * w * scale + 2 * gap, h * scale), (255, 255, 255))
         for k, p in enumerate(panels):
             img = Image.fromarray(p.numpy(), "RGB")
-            if scale != 1:
-                img = img.resize((w * scale, h * scale), Image.NEAREST)
-            row.paste(img, (k * (w * scale + gap), 0))
+            row.paste(img.resize((w * scale, h * scale), Image.NEAREST) if scale != 1 else img, (k * (w * scale + gap), 0))
         rows.append(row)
-    return rows
-
-
-def _header(width: int, panel_w: int, gap: int, rec: Reconstruction, height: int = 18):
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (width, height), (255, 255, 255))
-    d = ImageDraw.Draw(img)
-    titles = ["original", f"masked {rec.mask_ratio:.0%}", "reconstruction"]
-    for k, t in enumerate(titles):
-        d.text((k * (panel_w + gap) + 2, 3), t, fill=(0, 0, 0))
-    return img
+    d = ImageDraw.Draw(head := Image.new("RGB", (rows[0].width, head_h), (255, 255, 255)))
+    for k, t in enumerate(["original", f"masked {rec.mask_ratio:.0%}", "reconstruction"]):
+        d.text((k * (rec.original.shape[2] * scale + gap) + 2, 3), t, fill=(0, 0, 0))
+    return rows, head
 
 
 def auto_scale(width: int, target: int = 160) -> int:
-    """Nearest-neighbour upscale so that small models' frames are big enough to look at."""
+    """Nearest-neighbour upscale so that small models' frames are big enough to see."""
     return max(1, math.ceil(target / max(width, 1)))
 
 
 def save_png(rec: Reconstruction, path, scale: int | None = None, gap: int = 4) -> Path:
     """One row per shown frame (time goes down), three panels per row, with a header."""
     from PIL import Image, ImageDraw
-
-    scale = scale or auto_scale(rec.original.shape[2])
-    rows = _panel_rows(rec, scale, gap)
-    panel_w = rec.original.shape[2] * scale
-    head = _header(rows[0].width, panel_w, gap, rec)
-    label_w = 34
+    (rows, head), label_w = _panel_rows(rec, scale, gap), 34
     total_h = head.height + sum(r.height for r in rows) + gap * (len(rows) - 1)
     canvas = Image.new("RGB", (label_w + rows[0].width, total_h), (255, 255, 255))
     canvas.paste(head, (label_w, 0))
-    d = ImageDraw.Draw(canvas)
-    y = head.height
+    d, y = ImageDraw.Draw(canvas), head.height
     for f, r in zip(rec.frames, rows):
         canvas.paste(r, (label_w, y))
         d.text((2, y + r.height // 2 - 5), f"t={f}", fill=(0, 0, 0))
         y += r.height + gap
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    (path := Path(path)).parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path, format="PNG")
     return path
 
@@ -236,35 +155,21 @@ def save_png(rec: Reconstruction, path, scale: int | None = None, gap: int = 4) 
 def save_gif(rec: Reconstruction, path, scale: int | None = None, frame_ms: int = 250, gap: int = 4) -> Path:
     """An animated GIF: the three panels side by side, one GIF frame per shown clip frame."""
     from PIL import Image
-
-    scale = scale or auto_scale(rec.original.shape[2])
-    rows = _panel_rows(rec, scale, gap)
-    panel_w = rec.original.shape[2] * scale
-    frames = []
-    for r in rows:
-        head = _header(r.width, panel_w, gap, rec)
-        img = Image.new("RGB", (r.width, head.height + r.height), (255, 255, 255))
+    rows, head = _panel_rows(rec, scale, gap)
+    frames = [Image.new("RGB", (r.width, head.height + r.height), (255, 255, 255)) for r in rows]
+    for img, r in zip(frames, rows):
         img.paste(head, (0, 0))
         img.paste(r, (0, head.height))
-        frames.append(img)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    (path := Path(path)).parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=max(20, int(frame_ms)), loop=0)
     return path
 
 
-#: The largest side of a GIF (its header stores 16-bit sizes).
-GIF_MAX_SIDE = 65535
-
-
 def check_figure(rec: Reconstruction, suffix: str, scale: int | None, gap: int = 4) -> None:
-    """Refuse a ``--scale`` whose figure cannot be made: larger than a GIF's 65535 px side, or
-    (rows, canvas and the encoder's copy: 3 x width x height x 3 bytes) more than the memory
-    limit (:mod:`hiera_video.limits`); ``--scale 100000`` ended in a traceback."""
+    """Refuse a ``--scale`` whose figure exceeds a GIF side or the memory limit (3 copies of w x h x 3 B)."""
     h, w = rec.original.shape[1], rec.original.shape[2]
     scale = scale or auto_scale(w)
-    width = 34 + 3 * w * scale + 2 * gap
-    row_h = h * scale
+    width, row_h = 34 + 3 * w * scale + 2 * gap, h * scale
     height = 18 + (row_h if suffix == ".gif" else len(rec.frames) * (row_h + gap))
     if suffix == ".gif" and max(width, height) > GIF_MAX_SIDE:
         raise HieraVideoError(f"--scale {scale}: the GIF would be {width}x{height} pixels; a GIF side is at most "
@@ -283,41 +188,20 @@ def save_figure(rec: Reconstruction, path, scale: int | None = None, frame_ms: i
     raise HieraVideoError(f"--output must end in .png or .gif, got '{path}'")
 
 
-# ---------------------------------------------------------------------------- from a video file
-
-
 def load_mae(model: str | None = None, weights: str | None = None, allow_random_weights: bool = False):
-    """``(model, Provenance)``: an MAE model with weights by the one weights policy
-    (:func:`hiera_video.models.load.load`): a pretraining checkpoint names its model;
-    ``weights=None`` takes the model's official MAE weights (``mae_k400``); ``"none"`` needs
-    ``allow_random_weights``."""
+    """``(model, Provenance)`` of an MAE model by the weights policy (None: official ``mae_k400``)."""
     from hiera_video.models.load import load
-
     return load("mae", model, weights, allow_random=allow_random_weights)
 
 
-def reconstruct_video(
-    video,
-    net,
-    prov,
-    mask_ratio: float | None = None,
-    seed: int = 0,
-    all_frames: bool = False,
-    stride: int | None = None,
-    backend: str = "auto",
-    device: str = "auto",
-) -> tuple[Reconstruction, dict]:
-    """Decode the centre dense clip of ``video`` at the model's input size and reconstruct it.
-    Sampling and normalisation come from the checkpoint (a pretraining run records them):
-    ``prov`` is :func:`load_mae`'s provenance record."""
+def reconstruct_video(video, net, prov, mask_ratio: float | None = None, seed: int = 0, all_frames: bool = False,
+                      stride: int | None = None, backend: str = "auto", device: str = "auto") -> tuple[Reconstruction, dict]:
+    """Reconstruct the centre clip of ``video`` at the model's input size (sampling and normalisation: ``prov``'s)."""
     from hiera_video.runtime import pick_device
-
     T, S = net.input_size[0], net.input_size[-1]
     clip = prov.clip.with_(num_frames=T, crop_size=S, stride=stride, temporal_views=1, spatial_views=1, backend=backend)
-    views, infos = clip.views(str(video))
+    views, infos = make_views(str(video), clip)
     net = net.to(pick_device(device))
     rec = reconstruct_clip(net, views[0], mask_ratio, seed, clip.mean, clip.std, all_frames)
-    protocol = dict(video=str(video), model=prov.spec.name, weights=prov.source, frames=T, size=S,
-                    sampling=clip.sampling, stride=int(clip.stride), target_fps=float(clip.target_fps), seed=seed,
-                    clip_frames=infos[0].frame_indices)
-    return rec, protocol
+    return rec, dict(video=str(video), model=prov.spec.name, weights=prov.source, frames=T, size=S, sampling=clip.sampling,
+                     stride=int(clip.stride), target_fps=float(clip.target_fps), seed=seed, clip_frames=infos[0].frame_indices)

@@ -1,36 +1,14 @@
-"""Classification metrics, view aggregation, reports and the predictions file.
+"""Classification metrics, view aggregation, reports and the predictions file (accuracies in percent).
 
-Definitions (percentages, 0..100):
+* top-k: the true class's rank is the number of classes with a higher score plus those with an equal score and a
+  lower index (ties broken like ``argmax``, so top-1 == ``argmax == label``); top-5 uses ``k = min(5, C)``.
+* mean class accuracy: per-class top-1 averaged over classes with videos (mmaction2 counts empty ones as 0).
+* confusion ``[C, C]``: rows true, columns predicted; above :data:`DENSE_CONFUSION_MAX_CLASSES` a sparse COO
+  tensor (a dense one for 60,000 classes is 28.8 GB), ``confusion.csv`` then lists the non-zero cells, no PNG.
 
-* top-k: a video counts when its true class ranks among the first ``k`` classes. The rank
-  of the true class is the number of classes with a higher score plus the number of
-  classes with an equal score and a lower index, so ties are broken exactly like
-  ``argmax`` (lowest index first) and top-1 always equals ``argmax == label``.
-  Top-5 uses ``k = min(5, C)``.
-* mean class accuracy: per-class top-1 averaged over the classes that have at least one
-  video. Classes with no support are left out (mmaction2 counts them as 0, which biases
-  the mean downwards on subsets).
-* confusion: ``[C, C]`` counts, rows = true class, columns = predicted (argmax) class. Above
-  :data:`DENSE_CONFUSION_MAX_CLASSES` classes it is a sparse COO tensor holding only the
-  non-zero cells (at most one per scored video: a dense one for 60,000 classes asked for
-  28.8 GB); ``confusion.csv`` then lists those cells (``true_index, true, predicted_index,
-  predicted, count``) and no ``confusion.png`` is drawn.
-
-Videos whose label is ``-1`` (unknown, e.g. a test split) are not scored. NaN scores are
-refused: NaN compares false with everything, so the rank of a NaN true class would be 0 and
-every such video would count as correct.
-
-Predictions file: a ``torch.save`` dict holding only tensors, strings, numbers, lists and
-dicts, so it loads with ``torch.load(weights_only=True)`` (nothing is unpickled):
-``format``, ``version``, ``paths`` (list[str]), ``labels`` (int64 [N], -1 = unknown),
-``probs`` (float32 [N, C]), ``classes`` (list[str]), ``view_logits`` (float [N, V, C],
-optional) and ``meta`` (dict of plain values: model, agg, views, ...). A file whose ``probs``
-or ``view_logits`` hold NaN or inf, or whose ``view_logits`` have zero views (their mean is
-NaN), is refused when read or written, naming how many videos and views are affected: such
-scores would be ranked as correct for every video (see above), never a usable number.
-"""
-
-from __future__ import annotations
+Label ``-1`` (unknown) is not scored; NaN/inf scores are refused (a NaN true class would rank first). Predictions
+file: a ``torch.save`` dict of plain values (loads with ``weights_only=True``): ``format``, ``version``, ``paths``,
+``labels`` (int64 [N]), ``probs`` (float32 [N, C]), ``classes``, ``view_logits`` ([N, V, C], optional), ``meta``."""
 
 import os
 import re
@@ -40,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from hiera_video.errors import HieraVideoError
+from hiera_video.errors import HieraVideoError, short
 from hiera_video.report import atomic_path, safe, write_csv, write_json
 
 AGGREGATIONS = ("prob", "logit")
@@ -50,42 +28,21 @@ PREDICTIONS_VERSION = 1
 DENSE_CONFUSION_MAX_CLASSES = 2048
 
 
-# --------------------------------------------------------------------------- aggregation
-
-
 def aggregate_views(view_logits: torch.Tensor, agg: str = "prob") -> torch.Tensor:
-    """Per-view logits ``[N, V, C]`` (or one video's ``[V, C]``) -> probabilities ``[N, C]`` (``[C]``).
-
-    ``prob``: mean over views of the softmax (the official Hiera / SlowFast evaluation);
-    ``logit``: softmax of the mean logits.
-    """
+    """Per-view logits ``[N, V, C]`` (or ``[V, C]``) -> probabilities ``[N, C]`` (``[C]``): ``prob`` = mean of the
+    views' softmax (official Hiera / SlowFast evaluation), ``logit`` = softmax of the mean logits."""
     if agg not in AGGREGATIONS:
         raise HieraVideoError(f"unknown view aggregation '{agg}'; use one of {', '.join(AGGREGATIONS)}")
     x = torch.as_tensor(view_logits)
-    if x.dim() not in (2, 3):
-        raise HieraVideoError(f"view logits must be [N, V, C] or [V, C], got shape {list(x.shape)}")
     x = x.double() if x.dtype == torch.float64 else x.float()
-    if agg == "prob":
-        return x.softmax(dim=-1).mean(dim=-2)
-    return x.mean(dim=-2).softmax(dim=-1)
-
-
-# --------------------------------------------------------------------------- metrics
+    return x.softmax(dim=-1).mean(dim=-2) if agg == "prob" else x.mean(dim=-2).softmax(dim=-1)
 
 
 def _ranks(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Rank (0 = first) of each true class, ties broken by lower class index first."""
     true = probs.gather(1, labels[:, None])
     idx = torch.arange(probs.shape[1])[None, :]
-    ahead = (probs > true) | ((probs == true) & (idx < labels[:, None]))
-    return ahead.sum(dim=1)
-
-
-def _sparse_confusion(y: torch.Tensor, pred: torch.Tensor, c: int) -> torch.Tensor:
-    """The ``[C, C]`` confusion counts as a coalesced sparse COO tensor (only non-zero cells)."""
-    cells, counts = torch.unique(y * c + pred, return_counts=True)  # sorted: already coalesced
-    indices = torch.stack([cells // c, cells % c])
-    return torch.sparse_coo_tensor(indices, counts, (c, c), is_coalesced=True, check_invariants=True)
+    return ((probs > true) | ((probs == true) & (idx < labels[:, None]))).sum(dim=1)
 
 
 def _pct(num: float, den: float) -> float | None:
@@ -93,19 +50,10 @@ def _pct(num: float, den: float) -> float | None:
 
 
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
-    """Top-1/top-5, mean class accuracy, per-class results and the confusion matrix.
-
-    probs: ``[N, C]`` scores (probabilities or logits: only their order matters).
-    labels: ``[N]`` class indices; ``-1`` = unknown (not scored).
-    Returns a dict: ``top1``, ``top5``, ``top5_k``, ``mean_class_accuracy``, ``num_videos``
-    (scored), ``num_unlabelled``, ``num_classes``, ``classes_with_support``, ``per_class``
-    (list of {index, name, support, correct, accuracy, top5, predicted}) and ``confusion``
-    (int64 ``[C, C]``, rows true, columns predicted).
-    """
+    """Top-1/top-5, mean class accuracy, per-class results and the confusion matrix of ``[N, C]`` scores (only
+    their order matters) and ``[N]`` labels (-1 = unknown)."""
     probs = torch.as_tensor(probs).detach().cpu()
     labels = torch.as_tensor(labels).detach().cpu().long()
-    if probs.dim() != 2:
-        raise HieraVideoError(f"scores must be [N, C], got shape {list(probs.shape)}")
     n, c = probs.shape
     if labels.shape != (n,):
         raise HieraVideoError(f"labels must be [N] = [{n}], got shape {list(labels.shape)}")
@@ -122,32 +70,24 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, class_name
         raise HieraVideoError(f"the scores of {int(nan_rows.sum())} of {int(known.sum())} labelled videos are NaN; "
                               "metrics from them would count those videos as correct, so none are computed")
     p = probs[known] if probs.dtype in (torch.float32, torch.float64) else probs[known].float()
-    y = labels[known]
-    k = min(5, c)
+    y, k = labels[known], min(5, c)
     pred = p.argmax(dim=1) if len(y) else torch.zeros(0, dtype=torch.long)
     ranks = _ranks(p, y) if len(y) else torch.zeros(0, dtype=torch.long)
     hit1, hitk = ranks == 0, ranks < k
-    support = torch.bincount(y, minlength=c)
-    correct = torch.bincount(y[hit1], minlength=c)
-    correct_k = torch.bincount(y[hitk], minlength=c)
-    predicted = torch.bincount(pred, minlength=c)
-    confusion = torch.bincount(y * c + pred, minlength=c * c).reshape(c, c) if c <= DENSE_CONFUSION_MAX_CLASSES \
-        else _sparse_confusion(y, pred, c)
+    support, correct, correct_k, predicted = (torch.bincount(v, minlength=c) for v in (y, y[hit1], y[hitk], pred))
+    if c <= DENSE_CONFUSION_MAX_CLASSES:
+        confusion = torch.bincount(y * c + pred, minlength=c * c).reshape(c, c)
+    else:  # sparse COO of the non-zero cells (torch.unique sorts them: already coalesced)
+        cells, counts = torch.unique(y * c + pred, return_counts=True)
+        confusion = torch.sparse_coo_tensor(torch.stack([cells // c, cells % c]), counts, (c, c), is_coalesced=True,
+                                            check_invariants=True)
     per_class = [dict(index=i, name=class_names[i], support=s, correct=int(correct[i]), accuracy=_pct(correct[i], s),
                       top5=_pct(correct_k[i], s), predicted=int(predicted[i])) for i, s in enumerate(support.tolist())]
     accs = [pc["accuracy"] for pc in per_class if pc["accuracy"] is not None]
-    return dict(
-        top1=_pct(hit1.sum(), len(y)),
-        top5=_pct(hitk.sum(), len(y)),
-        top5_k=k,
-        mean_class_accuracy=sum(accs) / len(accs) if accs else None,
-        num_videos=int(len(y)),
-        num_unlabelled=int(n - len(y)),
-        num_classes=c,
-        classes_with_support=len(accs),
-        per_class=per_class,
-        confusion=confusion,
-    )
+    return dict(top1=_pct(hit1.sum(), len(y)), top5=_pct(hitk.sum(), len(y)), top5_k=k,
+                mean_class_accuracy=sum(accs) / len(accs) if accs else None, num_videos=int(len(y)),
+                num_unlabelled=int(n - len(y)), num_classes=c, classes_with_support=len(accs), per_class=per_class,
+                confusion=confusion)
 
 
 def metrics_summary(metrics: dict) -> dict:
@@ -155,38 +95,9 @@ def metrics_summary(metrics: dict) -> dict:
     return {key: value for key, value in metrics.items() if key != "confusion"}
 
 
-# --------------------------------------------------------------------------- files
-
-
-def write_per_class_csv(path: str | Path, metrics: dict) -> Path:
-    rows = [
-        [pc["index"], pc["name"], pc["support"], pc["correct"], _fmt(pc["accuracy"]), _fmt(pc["top5"]), pc["predicted"]]
-        for pc in metrics["per_class"]
-    ]
-    write_csv(path, ["index", "name", "support", "correct", "accuracy", "top5", "predicted"], rows)
-    return Path(path)
-
-
-def write_confusion_csv(path: str | Path, confusion: torch.Tensor, class_names: list[str]) -> Path:
-    """Rows = true class, columns = predicted class; first column and header hold the names.
-    A sparse matrix (many classes) gives one row per non-zero cell instead."""
-    if getattr(confusion, "is_sparse", False):
-        (rows, cols), counts = confusion.indices().tolist(), confusion.values().tolist()
-        write_csv(path, ["true_index", "true", "predicted_index", "predicted", "count"],
-                  ([i, class_names[i], j, class_names[j], n] for i, j, n in zip(rows, cols, counts)))
-        return Path(path)
-    conf = torch.as_tensor(confusion).tolist()
-    write_csv(path, ["true \\ predicted", *class_names], ([name, *row] for name, row in zip(class_names, conf)))
-    return Path(path)
-
-
 def plot_confusion(path: str | Path, confusion: torch.Tensor, class_names: list[str], title: str | None = None,
                    max_labelled: int = 40) -> Path:
-    """PNG heatmap of the row-normalised confusion matrix (each row = fraction of that true class).
-
-    Up to ``max_labelled`` classes get named ticks and counts; more give a compact heatmap
-    without tick labels.
-    """
+    """PNG heatmap of the row-normalised confusion matrix; up to ``max_labelled`` classes get named ticks."""
     # An Agg canvas on a bare Figure: no pyplot, no global backend switch, safe in threads.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -203,26 +114,20 @@ def plot_confusion(path: str | Path, confusion: torch.Tensor, class_names: list[
     im = ax.imshow(norm, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     if labelled:
-        ax.set_xticks(range(c), [_short(n) for n in class_names], rotation=90, fontsize=7)
-        ax.set_yticks(range(c), [_short(n) for n in class_names], fontsize=7)
+        ax.set_xticks(range(c), [short(n, 32) for n in class_names], rotation=90, fontsize=7)
+        ax.set_yticks(range(c), [short(n, 32) for n in class_names], fontsize=7)
         if c <= 20:
             counts = torch.as_tensor(confusion).long()
-            for i in range(c):
-                for j in range(c):
-                    if counts[i, j]:
-                        ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=6,
-                                color="black" if norm[i, j] > 0.5 else "white")
+            for i, j in counts.nonzero().tolist():
+                ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=6,
+                        color="black" if norm[i, j] > 0.5 else "white")
     else:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title or f"Confusion matrix ({c} classes)")
+        ax.set(xticks=[], yticks=[])
+    ax.set(xlabel="predicted class", ylabel="true class", title=title or f"Confusion matrix ({c} classes)")
     fig.tight_layout()
-    path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
-    return path
+    return Path(path)
 
 
 def write_metrics(output: str | Path, metrics: dict, class_names: list[str], extra: dict | None = None,
@@ -230,16 +135,21 @@ def write_metrics(output: str | Path, metrics: dict, class_names: list[str], ext
     """``metrics.json``, ``per_class.csv``, ``confusion.csv`` and ``confusion.png`` in ``output``."""
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    files = {
-        "metrics": out / "metrics.json",
-        "per_class": out / "per_class.csv",
-        "confusion_csv": out / "confusion.csv",
-    }
+    files = dict(metrics=out / "metrics.json", per_class=out / "per_class.csv", confusion_csv=out / "confusion.csv")
     write_json(files["metrics"], to_jsonable({**(extra or {}), **metrics_summary(metrics)}))
-    write_per_class_csv(files["per_class"], metrics)
-    write_confusion_csv(files["confusion_csv"], metrics["confusion"], class_names)
-    if plot and not getattr(metrics["confusion"], "is_sparse", False):  # a heatmap of 60,000 classes shows nothing
-        files["confusion_png"] = plot_confusion(out / "confusion.png", metrics["confusion"], class_names)
+    write_csv(files["per_class"], ["index", "name", "support", "correct", "accuracy", "top5", "predicted"],
+              ([pc["index"], pc["name"], pc["support"], pc["correct"], _fmt(pc["accuracy"]), _fmt(pc["top5"]),
+                pc["predicted"]] for pc in metrics["per_class"]))
+    conf = metrics["confusion"]
+    if getattr(conf, "is_sparse", False):  # one row per non-zero cell (and no heatmap: 60,000 classes show nothing)
+        (rows, cols), counts = conf.indices().tolist(), conf.values().tolist()
+        write_csv(files["confusion_csv"], ["true_index", "true", "predicted_index", "predicted", "count"],
+                  ([i, class_names[i], j, class_names[j], n] for i, j, n in zip(rows, cols, counts)))
+    else:  # rows true, columns predicted
+        write_csv(files["confusion_csv"], ["true \\ predicted", *class_names],
+                  ([name, *row] for name, row in zip(class_names, torch.as_tensor(conf).tolist())))
+        if plot:
+            files["confusion_png"] = plot_confusion(out / "confusion.png", conf, class_names)
     return files
 
 
@@ -260,13 +170,6 @@ def to_jsonable(obj):
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
-
-
-def _short(name: str, limit: int = 32) -> str:
-    return name if len(name) <= limit else name[: limit - 1] + "…"
-
-
-# --------------------------------------------------------------------------- console
 
 
 def _most_confused(metrics: dict, index: int) -> str:
@@ -298,19 +201,15 @@ def render_metrics(metrics: dict, console, all_classes: bool = False, k: int = 1
     summary.add_row("mean class accuracy %", _fmt(metrics["mean_class_accuracy"]) or "-")
     summary.add_row("classes with videos", f"{metrics['classes_with_support']} / {metrics['num_classes']}")
     console.print(summary)
-
     supported = [pc for pc in metrics["per_class"] if pc["support"] > 0]
     if not supported:
         return
 
     def table(rows: list[dict], name: str):
         t = Table(title=name)
-        t.add_column("#", justify="right")
-        t.add_column("class")
-        t.add_column("videos", justify="right")
-        t.add_column("top-1 %", justify="right")
-        t.add_column(f"top-{metrics['top5_k']} %", justify="right")
-        t.add_column("most often predicted instead")
+        cols = ("#", "class", "videos", "top-1 %", f"top-{metrics['top5_k']} %", "most often predicted instead")
+        for i, col in enumerate(cols):
+            t.add_column(col, justify="left" if i in (1, 5) else "right")
         for pc in rows:
             t.add_row(str(pc["index"]), safe(pc["name"]), str(pc["support"]), _fmt(pc["accuracy"], 1) or "-",
                       _fmt(pc["top5"], 1) or "-", safe(_most_confused(metrics, pc["index"])) if pc["support"] else "")
@@ -324,17 +223,12 @@ def render_metrics(metrics: dict, console, all_classes: bool = False, k: int = 1
         table(order, "Per-class results (worst first)")
         return
     table(order[:k], f"Worst {k} classes")
-    best = sorted(supported, key=lambda pc: (-pc["accuracy"], -pc["support"], pc["index"]))[:k]
-    table(best, f"Best {k} classes")
-
-
-# --------------------------------------------------------------------------- predictions file
+    table(sorted(supported, key=lambda pc: (-pc["accuracy"], -pc["support"], pc["index"]))[:k], f"Best {k} classes")
 
 
 @dataclass
 class Predictions:
     """Contents of a predictions file (see the module docstring)."""
-
     paths: list[str]
     labels: torch.Tensor  # int64 [N], -1 = unknown
     probs: torch.Tensor  # float [N, C]
@@ -369,21 +263,13 @@ def save_predictions(path: str | Path, paths: list[str], labels: torch.Tensor, p
                      view_logits: torch.Tensor | None = None, meta: dict | None = None) -> Path:
     """Write a predictions file atomically (temp file + rename). Shapes are checked."""
     path = Path(path)
-    labels = torch.as_tensor(labels).detach().cpu().long()
-    probs = torch.as_tensor(probs).detach().cpu().float()
-    data = {
-        "format": PREDICTIONS_FORMAT,
-        "version": PREDICTIONS_VERSION,
-        "paths": [os.fspath(p) for p in paths],
-        "labels": labels,
-        "probs": probs,
-        "classes": [str(c) for c in classes],
-        "meta": _plain(dict(meta or {}), "meta"),
-    }
+    labels, probs = torch.as_tensor(labels).detach().cpu().long(), torch.as_tensor(probs).detach().cpu().float()
+    data = {"format": PREDICTIONS_FORMAT, "version": PREDICTIONS_VERSION, "paths": [os.fspath(p) for p in paths],
+            "labels": labels, "probs": probs, "classes": [str(c) for c in classes],
+            "meta": _plain(dict(meta or {}), "meta")}
     if view_logits is not None:
-        data["view_logits"] = torch.as_tensor(view_logits).detach().cpu()
-        if not data["view_logits"].is_floating_point():
-            data["view_logits"] = data["view_logits"].float()
+        vl = torch.as_tensor(view_logits).detach().cpu()
+        data["view_logits"] = vl if vl.is_floating_point() else vl.float()
     _validate(data, path)
     with atomic_path(path) as tmp:
         torch.save(data, tmp)
@@ -396,8 +282,7 @@ def _validate(data, path: Path) -> Predictions:
 
     if not isinstance(data, dict) or data.get("format") != PREDICTIONS_FORMAT:
         raise HieraVideoError(f"'{path}' is not a hiera-video predictions file; pass the file written by hiera-video eval")
-    version = data.get("version")
-    if not isinstance(version, int) or version > PREDICTIONS_VERSION:
+    if not isinstance(version := data.get("version"), int) or version > PREDICTIONS_VERSION:
         raise HieraVideoError(f"'{path}' has predictions format version {version!r}; this hiera-video reads up to "
                               f"{PREDICTIONS_VERSION}, upgrade it")
     paths, labels, probs, classes = data.get("paths"), data.get("labels"), data.get("probs"), data.get("classes")
@@ -412,6 +297,8 @@ def _validate(data, path: Path) -> Predictions:
     if not isinstance(probs, torch.Tensor) or probs.dim() != 2 or not probs.is_floating_point():
         raise bad("'probs' must be a float tensor [N, C]")
     n, c = probs.shape
+    if labels.shape != (n,):
+        raise HieraVideoError(f"labels must be [N] = [{n}], got shape {list(labels.shape)}")
     if len(paths) != n:
         raise bad(f"{len(paths)} paths for {n} rows of probs")
     if len(classes) != c:
@@ -428,7 +315,6 @@ def _validate(data, path: Path) -> Predictions:
             raise bad(f"'view_logits' has 0 views for each of the {n} videos (nothing to aggregate)")
     if not isinstance(meta, dict):
         raise bad("'meta' must be a dict")
-    # Non-finite scores rank the true class first (NaN) or tie it with others (inf): refuse them.
     bad_rows = ~torch.isfinite(probs).all(dim=1)
     if bad_rows.any():
         raise bad(f"'probs' is NaN or infinite for {int(bad_rows.sum())} of {n} videos "
@@ -444,9 +330,7 @@ def _validate(data, path: Path) -> Predictions:
 
 def _load_failure(e: Exception) -> str:
     """A short reason for a failed ``torch.load(weights_only=True)``."""
-    text = str(e)
-    found = re.search(r"GLOBAL ([\w.]+)", text)
-    if found:
+    if found := re.search(r"GLOBAL ([\w.]+)", str(e)):
         return f"it holds a Python object ({found.group(1)}) and such files are never unpickled"
     if isinstance(e, OSError) and e.strerror:
         return f"cannot read it: {e.strerror}"
@@ -463,18 +347,13 @@ def load_predictions(path: str | Path) -> Predictions:
             warnings.simplefilter("ignore")  # e.g. "pickle protocol 4" notes on plain pickles
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, a pickle with arbitrary objects, truncated zip...
-        raise HieraVideoError(
-            f"'{path}' is not a hiera-video predictions file ({_load_failure(e)}); pass the file written by hiera-video eval"
-        ) from None
+        raise HieraVideoError(f"'{path}' is not a hiera-video predictions file ({_load_failure(e)}); "
+                              "pass the file written by hiera-video eval") from None
     return _validate(data, path)
 
 
 def predictions_probs(preds: Predictions, agg: str | None = None) -> tuple[torch.Tensor, str]:
-    """Scores to evaluate: the stored probabilities, or re-aggregated per-view logits.
-
-    ``agg=None`` keeps the stored probabilities. Asking for an aggregation needs per-view
-    logits unless it is the one the stored probabilities were made with.
-    """
+    """Scores to evaluate: the stored probabilities (``agg=None`` or the stored one), else re-aggregated view logits."""
     stored = str(preds.meta.get("agg", "prob"))
     if agg is None:
         return preds.probs, stored
@@ -484,14 +363,7 @@ def predictions_probs(preds: Predictions, agg: str | None = None) -> tuple[torch
         return aggregate_views(preds.view_logits, agg), agg
     if agg == stored:
         return preds.probs, agg
-    raise HieraVideoError(
-        f"this predictions file has no per-view logits, so --agg {agg} cannot be computed (its probabilities were "
-        f"aggregated with '{stored}'); drop --agg or re-run hiera-video eval with per-view logits saved"
-    )
+    raise HieraVideoError(f"this predictions file has no per-view logits, so --agg {agg} cannot be computed (its "
+                          f"probabilities were aggregated with '{stored}'); drop --agg or re-run hiera-video eval with "
+                          "per-view logits saved")
 
-
-__all__ = [
-    "AGGREGATIONS", "Predictions", "aggregate_views", "classification_metrics", "load_predictions",
-    "metrics_summary", "plot_confusion", "predictions_probs", "render_metrics", "save_predictions", "to_jsonable",
-    "write_confusion_csv", "write_metrics", "write_per_class_csv",
-]

@@ -1,15 +1,5 @@
-"""Kinetics-400/600/700: the official CSVs or "path label" lists.
-
-Official CSV header: ``label,youtube_id,time_start,time_end,split`` (K400 adds ``is_cc``; the
-test CSV has no ``label`` column or leaves it empty). Columns are read by header name, so
-their order does not matter. A clip is stored as ``{youtube_id}_{start:06d}_{end:06d}.mp4``
-(or .mkv/.webm/.avi), in some copies as ``{youtube_id}.mp4``; flat under the root, under
-``root/<split>/<class>/`` or ``root/<class>/``. All layouts are served by one
-:class:`~hiera_video.data.datasets.base.FileIndex` walk.
-
-Class index = alphabetical order of the class names = the built-in label files
-``kinetics400/600/700`` (the order every public Kinetics checkpoint uses).
-"""
+"""Kinetics-400/600/700 from the official CSVs (``label,youtube_id,time_start,time_end,split``) or "path label"
+lists; clips ``{youtube_id}_{start:06d}_{end:06d}.*`` or ``{youtube_id}.*``, flat or under class folders."""
 
 from __future__ import annotations
 
@@ -17,36 +7,25 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from hiera_video.data.datasets.base import (
-    ClassLookup,
-    FileIndex,
-    VideoDataset,
-    VideoItem,
-    normalize_name,
-    warn,
-)
+from hiera_video.data.datasets.base import ClassLookup, FileIndex, VideoDataset, VideoItem, normalize_name, warn
 from hiera_video.data.datasets.lists import dataset_from_list, find_list_file, split_aliases
 from hiera_video.data.labels import load_labels
 from hiera_video.errors import HieraVideoError
 
 KINETICS = {"k400": 400, "k600": 600, "k700": 700}
 REQUIRED = ("youtube_id", "time_start", "time_end")
-# Annotation file names tried for a split ``s`` of Kinetics-``num``, in annotations/ and then in the root.
 CANDIDATES = ("{s}.csv", "kinetics{num}_{s}.csv", "kinetics_{num}_{s}.csv", "kinetics-{num}_{s}.csv",
               "kinetics{num}_{s}_list_videos.txt", "{s}_list_videos.txt", "{s}.txt")
 
 
 def annotation_candidates(split: str, num: int) -> list[str]:
-    """Relative paths tried (in order) when no annotations file is given."""
-    names = [folder + name.format(s=s, num=num)
-             for s in split_aliases(split) for folder in ("annotations/", "") for name in CANDIDATES]
-    return list(dict.fromkeys(names))  # without repeats, in order
+    return list(dict.fromkeys(folder + name.format(s=s, num=num)
+                              for s in split_aliases(split) for folder in ("annotations/", "") for name in CANDIDATES))
 
 
 def is_official_csv(path: Path) -> bool:
-    """True when the first line is the official header (has a ``youtube_id`` column)."""
     try:
-        with open(path, encoding="utf-8-sig", errors="replace") as f:  # -sig: a byte-order mark is not data
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
             first = f.readline()
     except OSError as e:
         raise HieraVideoError(f"cannot read annotations file '{path}' ({e.strerror})") from None
@@ -61,9 +40,8 @@ def _time(value: str, path: Path, line: int, column: str) -> int:
 
 
 def read_kinetics_csv(path: Path) -> list[tuple[int, str | None, str, int, int, str | None]]:
-    """``[(line, label name or None, youtube_id, start, end, split or None)]``."""
     rows = []
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:  # spreadsheets write a BOM
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
         reader = csv.reader(f)
         try:
             header = [h.strip().lower() for h in next(reader)]
@@ -71,10 +49,8 @@ def read_kinetics_csv(path: Path) -> list[tuple[int, str | None, str, int, int, 
             raise HieraVideoError(f"{path}: empty annotations file") from None
         missing = [c for c in REQUIRED if c not in header]
         if missing:
-            raise HieraVideoError(
-                f"{path}, line 1: header lacks column(s) {', '.join(missing)}; "
-                "expected label,youtube_id,time_start,time_end,split"
-            )
+            raise HieraVideoError(f"{path}, line 1: header lacks column(s) {', '.join(missing)}; "
+                                  "expected label,youtube_id,time_start,time_end,split")
         col = {name: i for i, name in enumerate(header)}
         c_label, c_split = col.get("label"), col.get("split")
         c_id, c_start, c_end = col["youtube_id"], col["time_start"], col["time_end"]
@@ -83,12 +59,9 @@ def read_kinetics_csv(path: Path) -> list[tuple[int, str | None, str, int, int, 
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != len(header):
-                raise HieraVideoError(
-                    f"{path}, line {n}: expected {len(header)} columns ({','.join(header)}), found {len(row)}; "
-                    "fix or remove the line"
-                )
-            label = row[c_label].strip() if c_label is not None else ""
-            yid = row[c_id].strip()
+                raise HieraVideoError(f"{path}, line {n}: expected {len(header)} columns ({','.join(header)}), "
+                                      f"found {len(row)}; fix or remove the line")
+            label, yid = row[c_label].strip() if c_label is not None else "", row[c_id].strip()
             if not yid:
                 raise HieraVideoError(f"{path}, line {n}: empty youtube_id; fix or remove the line")
             start = _time(row[c_start].strip(), path, n, "time_start")
@@ -104,17 +77,15 @@ def _select_split(rows, split: str, path: Path, ds: VideoDataset):
     if not counts:
         return rows
     wanted = set(split_aliases(split))
-    chosen = [r for r in rows if r[5] in wanted or r[5] is None]
     if any(r[5] in wanted for r in rows):
-        return chosen
+        return [r for r in rows if r[5] in wanted or r[5] is None]
     if len(counts) == 1:
         only = next(iter(counts))
         warn(ds, f"{path.name} holds split '{only}' only, not '{split}'; using all its rows")
         ds.split = only
         return rows
-    raise HieraVideoError(
-        f"{path} has no rows of split '{split}' (it has {', '.join(sorted(counts))}); pass --split with one of those"
-    )
+    raise HieraVideoError(f"{path} has no rows of split '{split}' (it has {', '.join(sorted(counts))}); "
+                          "pass --split with one of those")
 
 
 def dataset_from_csv(kind: str, root: Path, path: Path, classes: list[str], split: str, limit: int | None,
@@ -127,15 +98,12 @@ def dataset_from_csv(kind: str, root: Path, path: Path, classes: list[str], spli
     for n, label, *_ in rows:
         i = None if label is None else lookup.get(label)
         if label is not None and i is None:
-            raise HieraVideoError(
-                f"{path}, line {n}: class '{label}' is not one of the {len(classes)} classes of {class_source}; "
-                "pass --labels with this dataset's class list"
-            )
+            raise HieraVideoError(f"{path}, line {n}: class '{label}' is not one of the {len(classes)} classes of "
+                                  f"{class_source}; pass --labels with this dataset's class list")
         labelled.append(i)
     index = FileIndex(root)
     prefer_split = split_aliases(ds.split or split)
-    found_layout: Counter = Counter()
-    pending_missing: list[tuple[str, str | None, str]] = []
+    found_layout, pending_missing = Counter(), []  # pending: (clip, label, reason)
     for (n, label, yid, start, end, _), cls in zip(rows, labelled):
         if limit is not None and len(ds.items) >= limit:
             break
@@ -148,31 +116,22 @@ def dataset_from_csv(kind: str, root: Path, path: Path, classes: list[str], spli
         if not ds.add(VideoItem(path=path_found, label=cls, id=clip), f"{path.name}, line {n}"):
             continue
         parent = path_found.parent
-        if label and normalize_name(parent.name) == normalize_name(label):
-            found_layout[("class", parent.parent)] += 1
-        else:
-            found_layout[("flat", parent)] += 1
+        is_class = bool(label) and normalize_name(parent.name) == normalize_name(label)
+        found_layout[("class", parent.parent) if is_class else ("flat", parent)] += 1
     ds.missing = [(str(_expected(root, found_layout, clip, label)), reason) for clip, label, reason in pending_missing]
     return ds
 
 
 def _expected(root: Path, layout: Counter, clip: str, label: str | None) -> Path:
-    """Where the layout of the found clips says a missing clip should be."""
-    if layout:
-        (kind, folder), _ = layout.most_common(1)[0]
-        if kind == "class" and label:
-            return folder / label / f"{clip}.mp4"
-        if kind == "flat":
-            return folder / f"{clip}.mp4"
-    return root / f"{clip}.mp4"
+    kind, folder = layout.most_common(1)[0][0] if layout else ("flat", root)
+    return (folder / label if kind == "class" and label else folder if kind == "flat" else root) / f"{clip}.mp4"
 
 
 def build_kinetics(kind: str, root: Path, annotations: Path | None, split: str, classes: list[str] | None,
                    limit: int | None, labels_source: str | None = None) -> VideoDataset:
     num = KINETICS[kind]
     class_source = labels_source or f"kinetics{num}"
-    if classes is None:
-        classes = load_labels(f"kinetics{num}")
+    classes = load_labels(f"kinetics{num}") if classes is None else classes
     if annotations is None:
         annotations, _ = find_list_file(root, annotation_candidates(split, num))
         if annotations is None:
@@ -183,8 +142,7 @@ def build_kinetics(kind: str, root: Path, annotations: Path | None, split: str, 
             also = f" (and the same names with {'/'.join(aliases[1:])})" if len(aliases) > 1 else ""
             raise HieraVideoError(
                 f"no Kinetics annotations for split '{split}' under '{root}' (tried {shown}{also}, in the root and in "
-                f"annotations/); pass --annotations FILE (official CSV or 'path label' list), or use --dataset folder"
-            )
+                f"annotations/); pass --annotations FILE (official CSV or 'path label' list), or use --dataset folder")
     annotations = Path(annotations)
     if is_official_csv(annotations):
         return dataset_from_csv(kind, root, annotations, classes, split, limit, class_source)

@@ -1,30 +1,13 @@
-"""Generic datasets: "path label" list files and class-per-folder trees.
-
-List files are the format of SlowFast, VideoMAE and mmaction2 (``train.csv``, ``val.csv``,
-``*_list_videos.txt``): one video per line, a path relative to the dataset root (or
-absolute) and an integer class index, separated by whitespace or by one comma. Paths may
-contain spaces (Kinetics class folders do): the label is the last field. Blank lines and
-``#`` comments are skipped, as is a first line that is a header (``path,label``).
-
-A folder dataset is ``root/<class name>/<video>`` (videos may sit deeper inside the class
-folder); classes are the folder names sorted alphabetically unless a labels file fixes the
-order.
-"""
+"""Generic datasets: "path label" lists (SlowFast/mmaction2: a root-relative path, then a class index after
+whitespace or one comma) and ``root/<class>/<video>`` trees (classes sorted unless a labels file fixes them)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from hiera_video.data.datasets.base import (
-    VIDEO_EXTENSIONS,
-    ClassLookup,
-    FileIndex,
-    VideoDataset,
-    VideoItem,
-    is_video_name,
-    warn,
-)
+from hiera_video.data.datasets.base import (VIDEO_EXTENSIONS, ClassLookup, FileIndex, VideoDataset, VideoItem,
+                                            is_video_name, warn)
 from hiera_video.errors import HieraVideoError
 
 _HEADER_WORDS = {"label", "labels", "class", "class_id", "label_id", "target", "category"}
@@ -35,9 +18,8 @@ def _is_int(text: str) -> bool:
 
 
 def _list_lines(path: Path, expected: str) -> list[tuple[int, str]]:
-    """``(line number, stripped line)`` of a list file, blank lines and ``#`` comments left out."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark (spreadsheet tools) is not data
+        text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise HieraVideoError(f"list file '{path}' not found; check --annotations") from None
     except UnicodeDecodeError as e:
@@ -47,10 +29,7 @@ def _list_lines(path: Path, expected: str) -> list[tuple[int, str]]:
 
 
 def read_list_file(path: Path) -> list[tuple[int, str, int]]:
-    """``[(line number, video path, label)]`` from a "path label" list file.
-
-    Raises HieraVideoError naming the file and line for any malformed line.
-    """
+    """``[(line number, video path, label)]``."""
     path = Path(path)
     if not path.is_file():
         raise HieraVideoError(f"annotations file '{path}' not found; check --annotations")
@@ -63,20 +42,16 @@ def read_list_file(path: Path) -> list[tuple[int, str, int]]:
         if comma:
             fields = [f.strip() for f in line.split(",")]
             if len(fields) != 2:
-                raise HieraVideoError(
-                    f"{path}, line {n}: expected 2 comma-separated columns (path,label), found {len(fields)}; fix or remove the line"
-                )
+                raise HieraVideoError(f"{path}, line {n}: expected 2 comma-separated columns (path,label), "
+                                      f"found {len(fields)}; fix or remove the line")
         else:
             tokens = line.split()
             if len(tokens) < 2:
-                raise HieraVideoError(
-                    f"{path}, line {n}: expected 2 columns (path label), found 1; fix or remove the line"
-                )
+                raise HieraVideoError(f"{path}, line {n}: expected 2 columns (path label), found 1; "
+                                      "fix or remove the line")
             if len(tokens) > 2 and _is_int(tokens[-2]) and _is_int(tokens[-1]):
-                raise HieraVideoError(
-                    f"{path}, line {n}: expected 2 columns (path label), found {len(tokens)} "
-                    "(a rawframes list 'path num_frames label'?); pass a list of video files"
-                )
+                raise HieraVideoError(f"{path}, line {n}: expected 2 columns (path label), found {len(tokens)} "
+                                      "(a rawframes list 'path num_frames label'?); pass a list of video files")
             fields = [line[: line.rstrip().rfind(tokens[-1])].strip(), tokens[-1]]
         video, label = fields
         if not _is_int(label):
@@ -85,17 +60,14 @@ def read_list_file(path: Path) -> list[tuple[int, str, int]]:
             raise HieraVideoError(f"{path}, line {n}: label '{label}' is not an integer class index; fix or remove the line")
         if not video:
             raise HieraVideoError(f"{path}, line {n}: empty video path; fix or remove the line")
-        value = int(label)
-        if value < 0:
-            raise HieraVideoError(f"{path}, line {n}: negative label {value}; class indices start at 0")
-        rows.append((n, video, value))
+        if int(label) < 0:
+            raise HieraVideoError(f"{path}, line {n}: negative label {int(label)}; class indices start at 0")
+        rows.append((n, video, int(label)))
     return rows
 
 
 def read_path_list(path: Path) -> list[tuple[int, str]]:
-    """``[(line number, video path)]`` from a list of videos: one path per line, optionally
-    followed by a label (whitespace or comma separated, ignored). Blank lines, ``#`` comments and
-    a ``path,label`` header are skipped; paths may contain spaces."""
+    """``[(line number, video path)]``; a label after the path is ignored."""
     rows = []
     for n, line in _list_lines(path, "a list of video paths"):
         video = line
@@ -114,56 +86,42 @@ def read_path_list(path: Path) -> list[tuple[int, str]]:
 
 
 def _resolve_listed(video: str, root: Path, index_holder: list, prefer: tuple[str, ...]) -> tuple[Path | None, str]:
-    """The file for a listed path: as written (relative to ``root``), else by file stem
-    anywhere under root (lists written for another folder layout). ``index_holder`` caches
-    the lazily built FileIndex."""
+    """The file for a listed path: as written, else by stem anywhere under root; ``(None, reason)`` when not found."""
     p = Path(video)
     full = root / p  # an absolute listed path stays as it is
     if full.is_file():
         return full, ""
     if not index_holder:
         index_holder.append(FileIndex(root))
-    index: FileIndex = index_holder[0]
+    index = index_holder[0]
     stem = p.stem if p.suffix.lower() in VIDEO_EXTENSIONS else p.name
     candidates = index.by_stem.get(stem, [])
     if len(candidates) == 1:
         return Path(candidates[0]), ""
     if len(candidates) > 1:
-        # Several files with that stem: take the one whose folders end like the listed path.
         want = p.parent.parts
-        best = [c for c in candidates if want and Path(c).parent.parts[-len(want):] == want]
+        best = [c for c in candidates if want and Path(c).parent.parts[-len(want):] == want]  # folders end alike
         if len(best) == 1:
             return Path(best[0]), ""
-        found = index.lookup(stem, prefer) if not want else None
+        found = None if want else index.lookup(stem, prefer)
         if found is not None:
             return found, ""
         return None, f"{len(candidates)} files named {stem}.* under {root} and none at the listed path"
     return None, "file not found"
 
 
-def dataset_from_list(
-    name: str,
-    root: Path,
-    annotations: Path,
-    classes: list[str] | None,
-    split: str | None,
-    limit: int | None,
-) -> VideoDataset:
-    """Items from a "path label" list; ``classes=None`` names them ``class_N``."""
+def dataset_from_list(name: str, root: Path, annotations: Path, classes: list[str] | None, split: str | None,
+                      limit: int | None) -> VideoDataset:
     rows = read_list_file(annotations)
     generated = classes is None
     if generated:
         classes = [f"class_{i}" for i in range(max((label for _, _, label in rows), default=-1) + 1)]
     for n, _, label in rows:
         if label >= len(classes):
-            raise HieraVideoError(
-                f"{annotations}, line {n}: label {label} is out of range for {len(classes)} classes; "
-                "pass the matching --labels file"
-            )
+            raise HieraVideoError(f"{annotations}, line {n}: label {label} is out of range for {len(classes)} classes; "
+                                  "pass the matching --labels file")
     ds = VideoDataset(name=name, items=[], classes=classes, root=root, annotations=annotations, split=split,
-                      annotated=len(rows), limit=limit)
-    if split:
-        ds.splits = {split: len(rows)}
+                      annotated=len(rows), limit=limit, splits={split: len(rows)} if split else {})
     if generated and rows:
         warn(ds, f"no --labels given: classes are named class_0..class_{len(classes) - 1}")
     index_holder: list = []
@@ -181,40 +139,30 @@ def dataset_from_list(
 
 
 def find_list_file(root: Path, names: list[str]) -> tuple[Path | None, list[Path]]:
-    """The first existing candidate file; returns ``(found, tried)``."""
-    tried = []
-    for name in names:
-        p = root / name
-        tried.append(p)
-        if p.is_file():
-            return p, tried
-    return None, tried
+    tried = [root / name for name in names]
+    return next((p for p in tried if p.is_file()), None), tried
 
 
 def split_aliases(split: str) -> tuple[str, ...]:
-    s = split.lower()
-    groups = [("val", "validate", "validation", "valid"), ("train", "training"), ("test", "testing")]
-    for g in groups:
-        if s in g:
+    for g in (("val", "validate", "validation", "valid"), ("train", "training"), ("test", "testing")):
+        if split.lower() in g:
             return (split,) + tuple(a for a in g if a != split)
     return (split,)
 
 
 def build_list(root: Path, annotations: Path | None, split: str, classes: list[str] | None, limit: int | None,
                labelled: bool = True) -> VideoDataset:
-    """A "path label" list; ``labelled=False``: a list of paths (labels optional and ignored,
-    every item's label -1; a few more file names are looked for)."""
+    """``labelled=False``: a list of paths (every label -1)."""
     if annotations is None:
         names = []
         for s in split_aliases(split):
-            names += [f"{s}.txt", f"{s}.csv", f"{s}_list.txt", f"{s}_list_videos.txt"] + ([] if labelled else [f"{s}_videos.txt"])
-            names += [f"annotations/{s}.txt", f"annotations/{s}.csv"]
+            names += [f"{s}.txt", f"{s}.csv", f"{s}_list.txt", f"{s}_list_videos.txt",
+                      *([] if labelled else [f"{s}_videos.txt"]), f"annotations/{s}.txt", f"annotations/{s}.csv"]
         annotations, tried = find_list_file(root, names + ([] if labelled else ["videos.txt", "list.txt"]))
         if annotations is None:
             shown = ", ".join(str(p.relative_to(root)) for p in tried[:6])
-            raise HieraVideoError(
-                f"no list file for split '{split}' under '{root}' (tried {shown}, ...); pass --annotations FILE"
-            )
+            raise HieraVideoError(f"no list file for split '{split}' under '{root}' (tried {shown}, ...); "
+                                  "pass --annotations FILE")
     if labelled:
         return dataset_from_list("list", root, Path(annotations), classes, split, limit)
     rows = read_path_list(annotations)
@@ -231,7 +179,7 @@ def build_list(root: Path, annotations: Path | None, split: str, classes: list[s
 
 
 def build_video_tree(root: Path, limit: int | None) -> VideoDataset:
-    """Every video under ``root`` (any layout, recursive), label -1: the unlabelled folder."""
+    """Every video under ``root``, label -1."""
     paths = sorted(Path(p) for paths in FileIndex(root).by_stem.values() for p in paths)
     if not paths:
         raise HieraVideoError(f"no videos under '{root}' (extensions {', '.join(VIDEO_EXTENSIONS)}); check --root")
@@ -259,37 +207,22 @@ def build_folder(root: Path, split: str | None, classes: list[str] | None, limit
         else:
             empty_dirs.append(d)
     if not per_class:
-        raise HieraVideoError(
-            f"no class folders with videos under '{base}' (expected <class>/<video> with extensions "
-            f"{', '.join(VIDEO_EXTENSIONS)}); check --root"
-        )
+        raise HieraVideoError(f"no class folders with videos under '{base}' (expected <class>/<video> with extensions "
+                              f"{', '.join(VIDEO_EXTENSIONS)}); check --root")
     classes = sorted(per_class) if classes is None else classes
     lookup = ClassLookup(classes)
-    index_of = {}
-    for d in per_class:
-        i = lookup.get(d)
-        if i is None:  # only with given labels
-            raise HieraVideoError(
-                f"folder '{base / d}' is not a class of the given labels ({len(classes)} classes); "
-                "rename the folder or pass matching --labels"
-            )
-        index_of[d] = i
-    ds = VideoDataset(name="folder", items=[], classes=classes, root=root, annotations=None, split=split if base != root else None,
-                      limit=limit)
-    for d in sorted(per_class, key=lambda d: (index_of[d], d)):
-        for p in per_class[d]:
-            ds.items.append(VideoItem(path=p, label=index_of[d], id=p.relative_to(base).with_suffix("").as_posix()))
-    ds.annotated = len(ds.items)
-    if limit is not None:
-        ds.items = ds.items[:limit]
+    index_of = {d: lookup.get(d) for d in per_class}
+    unknown = next((d for d in per_class if index_of[d] is None), None)  # only with given labels
+    if unknown is not None:
+        raise HieraVideoError(f"folder '{base / unknown}' is not a class of the given labels ({len(classes)} classes); "
+                              "rename the folder or pass matching --labels")
+    items = [VideoItem(path=p, label=index_of[d], id=p.relative_to(base).with_suffix("").as_posix())
+             for d in sorted(per_class, key=lambda d: (index_of[d], d)) for p in per_class[d]]
+    split = split if base != root else None
+    ds = VideoDataset(name="folder", items=items[:limit], classes=classes, root=root, split=split, limit=limit,
+                      annotated=len(items), splits={split: len(items)} if split else {})
     if empty_dirs:
         warn(ds, f"{len(empty_dirs)} folder(s) under '{base}' hold no videos and are not classes (e.g. '{empty_dirs[0]}')")
     if loose:
         warn(ds, f"{loose} video(s) directly in '{base}' are outside any class folder and are skipped")
-    if ds.split:
-        ds.splits = {ds.split: ds.annotated}
     return ds
-
-
-__all__ = ["read_list_file", "read_path_list", "dataset_from_list", "build_list", "build_folder", "build_video_tree",
-           "split_aliases"]

@@ -1,16 +1,6 @@
-"""Something-Something v2 from its official JSON files.
-
-* ``something-something-v2-labels.json``: ``{template: "index"}``; the index order is the
-  class order (alphabetical in the official file, the same as the built-in ``ssv2`` labels);
-* ``something-something-v2-train.json`` / ``-validation.json``: a list of
-  ``{id, label, template, placeholders}``; the class is ``labels[template without "[" "]"]``
-  (``label`` has the placeholders filled in, so it is not a class name);
-* ``something-something-v2-test.json``: ``{id}`` only, so items have no label;
-* videos: ``{id}.webm`` anywhere under the root (usually ``20bn-something-something-v2/``).
-
-The JSON files are looked for next to ``--annotations``, in the root and in
-``root/annotations`` / ``root/labels``. A non-JSON ``--annotations`` is read as a
-"path label" list with the SSv2 classes.
+"""Something-Something v2 from its official JSON files: ``-labels.json`` (``{template: "index"}``), the split
+lists (``{id, label, template, placeholders}``; the class is the template without brackets; test has ids
+only) and ``{id}.webm`` videos anywhere under the root. A non-JSON ``--annotations`` is a "path label" list.
 """
 
 from __future__ import annotations
@@ -32,7 +22,7 @@ VIDEO_FOLDERS = ("20bn-something-something-v2", "videos", "something-something-v
 
 def _load_json(path: Path):
     try:
-        text = path.read_text(encoding="utf-8-sig")  # json.loads refuses a byte-order mark
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise HieraVideoError(f"cannot read '{path}' ({e.strerror})") from None
     except UnicodeDecodeError:
@@ -44,7 +34,6 @@ def _load_json(path: Path):
 
 
 def read_labels_json(path: Path) -> list[str]:
-    """Templates in index order from ``{template: "index"}``."""
     obj = _load_json(path)
     if not isinstance(obj, dict) or not obj:
         raise HieraVideoError(f"{path}: expected a JSON object {{template: \"index\"}}; pass {LABELS_FILE}")
@@ -63,7 +52,7 @@ def read_labels_json(path: Path) -> list[str]:
 
 
 def read_split_json(path: Path, lookup: ClassLookup | None, num_classes: int) -> list[tuple[str, int | None]]:
-    """``[(video id, class index or None)]``; errors name the list index and id."""
+    """``[(video id, class index or None)]``."""
     obj = _load_json(path)
     if not isinstance(obj, list):
         raise HieraVideoError(f"{path}: expected a JSON list of {{id, label, template, placeholders}} entries")
@@ -81,18 +70,10 @@ def read_split_json(path: Path, lookup: ClassLookup | None, num_classes: int) ->
         name = template.replace("[", "").replace("]", "")
         i = lookup.get(name) if lookup is not None else None
         if i is None:
-            raise HieraVideoError(
-                f"{path}, entry {k} (id {vid}): template '{name}' is not one of the {num_classes} classes; "
-                f"pass the matching {LABELS_FILE} with --labels"
-            )
+            raise HieraVideoError(f"{path}, entry {k} (id {vid}): template '{name}' is not one of the {num_classes} "
+                                  f"classes; pass the matching {LABELS_FILE} with --labels")
         out.append((vid, i))
     return out
-
-
-def _search_dirs(root: Path, annotations: Path | None) -> list[Path]:
-    dirs = [annotations.parent] if annotations is not None else []
-    dirs += [root, root / "annotations", root / "labels", root / "label", root / PREFIX]
-    return list(dict.fromkeys(dirs))  # without repeats, in order
 
 
 def _find(dirs: list[Path], name: str) -> Path | None:
@@ -100,7 +81,8 @@ def _find(dirs: list[Path], name: str) -> Path | None:
 
 
 def build_ssv2(root: Path, annotations: Path | None, split: str, labels: str | None, limit: int | None) -> VideoDataset:
-    dirs = _search_dirs(root, annotations)
+    dirs = [annotations.parent] if annotations is not None else []
+    dirs = list(dict.fromkeys(dirs + [root, root / "annotations", root / "labels", root / "label", root / PREFIX]))
     notes = []
     if labels is not None:
         src = Path(str(labels))
@@ -113,10 +95,8 @@ def build_ssv2(root: Path, annotations: Path | None, split: str, labels: str | N
         else:
             classes = read_labels_json(labels_path)
             if classes != load_labels("ssv2"):
-                notes.append(
-                    f"class order in {labels_path} differs from the built-in ssv2 order used by public checkpoints; "
-                    "indices follow the file"
-                )
+                notes.append(f"class order in {labels_path} differs from the built-in ssv2 order used by public "
+                             "checkpoints; indices follow the file")
     if annotations is not None and annotations.suffix.lower() != ".json":
         ds = dataset_from_list("ssv2", root, annotations, classes, split, limit)
         for note in notes:
@@ -129,9 +109,7 @@ def build_ssv2(root: Path, annotations: Path | None, split: str, labels: str | N
         name = f"{PREFIX}-{key}.json"
         annotations = _find(dirs, name)
         if annotations is None:
-            raise HieraVideoError(
-                f"{name} not found (looked in {', '.join(map(str, dirs))}); pass --annotations FILE"
-            )
+            raise HieraVideoError(f"{name} not found (looked in {', '.join(map(str, dirs))}); pass --annotations FILE")
     entries = read_split_json(annotations, ClassLookup(classes), len(classes))
     ds = VideoDataset(name="ssv2", items=[], classes=classes, root=root, annotations=annotations, split=split,
                       annotated=len(entries), splits={split: len(entries)}, limit=limit)

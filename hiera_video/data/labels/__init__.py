@@ -1,16 +1,12 @@
-"""Class-name files and their loader.
-
-Built-in sets (files in this folder): ``kinetics400``, ``kinetics600``, ``kinetics700``
-(alphabetical = the official class index order), ``ssv2`` (174 templates, alphabetical),
-``ava`` (the 60 evaluated AVA v2.2 classes, ``id: name``), and ``imagenet1k`` (from
-torchvision's metadata).
-"""
+"""Class-name files: built-in ``kinetics400/600/700``, ``ssv2`` (official index order), ``ava`` (the 60 evaluated
+v2.2 classes, ``id: name``), ``imagenet1k`` (torchvision)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import stat
 from importlib import resources
 from pathlib import Path
 
@@ -22,46 +18,31 @@ _ID_LINE = re.compile(r"^\s*(\d+)\s*:\s*(.+?)\s*$")
 
 
 def load_label_map(source: str | Path, first_id: int = 0) -> dict[int, str]:
-    """Class index -> name. ``source`` is a built-in name or a file:
-
-    * ``.txt``: one name per line (line order = index, the first ``first_id``: 0 for
-      classifiers, 1 for AVA's 1-based action ids), or ``id: name`` lines;
-    * ``.json``: a list of names, ``{"name": index}`` (SSv2 / SlowFast style) or ``{"index": "name"}``.
-    """
+    """Class index -> name from a built-in name, a ``.txt`` (a name per line from ``first_id``, or ``id: name``
+    lines) or a ``.json`` (a list of names, ``{name: index}`` or ``{index: name}``)."""
     src = str(source)
     if src == "imagenet1k":
         from torchvision.models._meta import _IMAGENET_CATEGORIES
-
         return dict(enumerate(_IMAGENET_CATEGORIES))
     if src in BUILTIN:
-        text = resources.files(__name__).joinpath(BUILTIN[src]).read_text()
-        return _parse_txt(text, f"built-in labels '{src}'", first_id)
+        return _parse_txt(resources.files(__name__).joinpath(BUILTIN[src]).read_text(), f"built-in labels '{src}'",
+                          first_id)
     path = Path(src)
     text = _read_labels_file(path, src)
-    if path.suffix.lower() == ".json":
-        return _parse_json(text, path)
-    return _parse_txt(text, str(path), first_id)
+    return _parse_json(text, path) if path.suffix.lower() == ".json" else _parse_txt(text, str(path), first_id)
 
 
-#: What was read from pipes and character devices (``--labels <(...)`` is ``/dev/fd/63``, a
-#: FIFO that can be read once), by path, so a command that reads its labels twice gets them twice.
-_STREAMED: dict[str, str] = {}
+_STREAMED: dict[str, str] = {}  # text read from pipes/devices (``--labels <(...)`` can be read once), by path
 STREAM_LIMIT = 64 << 20  # bytes read from a pipe or device at most (``/dev/zero`` never ends)
 
 
 def _read_labels_file(path: Path, src: str) -> str:
-    """The text of a labels file: a regular file, or a named pipe / character device such as a
-    shell's process substitution (read once, to its end, at most :data:`STREAM_LIMIT` bytes).
-    Anything else is a one-line error saying what the path is."""
-    import stat
-
+    """A regular file's text, or a pipe's or character device's (read once)."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise HieraVideoError(
-            f"labels file '{src}' not found; pass a .txt (one class per line) or .json file, "
-            f"or a built-in set: {', '.join(sorted([*BUILTIN, 'imagenet1k']))}"
-        ) from None
+        raise HieraVideoError(f"labels file '{src}' not found; pass a .txt (one class per line) or .json file, "
+                              f"or a built-in set: {', '.join(sorted([*BUILTIN, 'imagenet1k']))}") from None
     except OSError as e:
         raise HieraVideoError(f"cannot read labels file '{src}': {e.strerror or e}") from None
     if stat.S_ISDIR(mode):
@@ -69,8 +50,7 @@ def _read_labels_file(path: Path, src: str) -> str:
     if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
         kind = "a socket" if stat.S_ISSOCK(mode) else "a block device" if stat.S_ISBLK(mode) else "not a regular file"
         raise HieraVideoError(f"labels '{src}' is {kind}; pass a .txt (one class per line) or .json file")
-    streamed = not stat.S_ISREG(mode)
-    key = os.path.abspath(src)
+    streamed, key = not stat.S_ISREG(mode), os.path.abspath(src)
     if streamed and key in _STREAMED:
         return _STREAMED[key]
     try:
@@ -81,14 +61,12 @@ def _read_labels_file(path: Path, src: str) -> str:
     if streamed and len(data) > STREAM_LIMIT:
         raise HieraVideoError(f"labels '{src}' is a pipe or device giving more than {STREAM_LIMIT >> 20} MiB; "
                               "pass a labels file (one class per line)")
-    text = data.decode("utf-8-sig", errors="replace")  # a byte-order mark is not part of the first name
-    if streamed:
-        _STREAMED[key] = text
-    return text
+    text = data.decode("utf-8-sig", errors="replace")
+    return _STREAMED.setdefault(key, text) if streamed else text
 
 
 def load_labels(source: str | Path) -> list[str]:
-    """Class names in index order (indices must be 0..N-1 without gaps)."""
+    """Class names in index order."""
     m = load_label_map(source)
     if sorted(m) != list(range(len(m))):
         raise HieraVideoError(f"labels '{source}' do not cover indices 0..{len(m) - 1} without gaps (ids are {min(m)}..{max(m)})")
@@ -100,15 +78,14 @@ def _parse_txt(text: str, where: str, first_id: int = 0) -> dict[int, str]:
     if not lines:
         raise HieraVideoError(f"{where}: no class names found (expected one name per line)")
     with_ids = [_ID_LINE.match(ln) for _, ln in lines]
-    if all(with_ids):
-        out: dict[int, str] = {}
-        for (n, _), m in zip(lines, with_ids):
-            i = int(m.group(1))
-            if i in out:
-                raise HieraVideoError(f"{where}, line {n}: class id {i} appears twice")
-            out[i] = m.group(2)
-        return out
-    return {i: ln.strip() for i, (_, ln) in enumerate(lines, first_id)}
+    if not all(with_ids):
+        return {i: ln.strip() for i, (_, ln) in enumerate(lines, first_id)}
+    out: dict[int, str] = {}
+    for (n, _), m in zip(lines, with_ids):
+        if int(m.group(1)) in out:
+            raise HieraVideoError(f"{where}, line {n}: class id {int(m.group(1))} appears twice")
+        out[int(m.group(1))] = m.group(2)
+    return out
 
 
 def _parse_json(text: str, path: Path) -> dict[int, str]:
@@ -124,6 +101,6 @@ def _parse_json(text: str, path: Path) -> dict[int, str]:
                 return {int(v): str(k) for k, v in obj.items()}
             if all(str(k).isdigit() for k in obj):
                 return {int(k): str(v) for k, v in obj.items()}
-        except (TypeError, ValueError):
+        except (TypeError, ValueError):  # e.g. "²".isdigit()
             pass
     raise HieraVideoError(f"{path}: expected a JSON list of names, {{name: index}} or {{index: name}}")

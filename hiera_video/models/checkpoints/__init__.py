@@ -1,20 +1,8 @@
-"""Checkpoints: where weights come from, what layout they are in, and how they fit a model.
-
-Three steps, used by :func:`hiera_video.models.factory.create_model`, one module each:
-
-1. ``sources``: :func:`resolve_source` turns ``weights`` (a zoo tag, a URL, an
-   ``hf-hub:ORG/NAME[@REVISION]`` repo or a local path) into a local path, downloading into
-   the torch hub cache (the Hugging Face cache for ``hf-hub:``) when needed.
-2. ``formats``: :func:`read_checkpoint` reads a file or directory without unpickling and
-   converts every supported layout (official, official hub, timm, HF transformers,
-   hiera-video) to the official key names, as a :class:`Checkpoint`.
-3. ``adaptation``: :func:`apply_checkpoint` loads a :class:`Checkpoint` into a model in small
-   steps (MAE into classifier, head reset, position-embedding resampling, the strict
-   comparison), each adding to one :class:`LoadReport`.
-
-``project``: :func:`save_checkpoint` / :func:`load_training_state` / :func:`check_resumable`
-for this project's own checkpoint files. ``common``: the shared constants and helpers.
-"""
+"""Checkpoints, in three steps used by :func:`hiera_video.models.factory.create_model`: ``sources``
+(:func:`resolve_source`: a zoo tag, URL, ``hf-hub:ORG/NAME[@REV]`` repo or path -> a local path, downloaded
+into the torch hub or Hugging Face cache), ``formats`` (:func:`read_checkpoint`: any supported layout, read
+without unpickling, -> official key names) and ``adaptation`` (:func:`apply_checkpoint` -> a :class:`LoadReport`).
+``project``: this project's own checkpoint files; ``common``: shared constants and helpers."""
 
 from hiera_video.models.checkpoints.adaptation import LoadReport, apply_checkpoint
 from hiera_video.models.checkpoints.common import (
