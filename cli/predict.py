@@ -33,23 +33,14 @@ def predict(
 ) -> int:
     """Classify videos: multi-view testing decodes each video once; bad files are reported and skipped."""
     from hiera_video import limits
-    from hiera_video.data.clip_spec import check_choices
-    from hiera_video.engine.inference import load_classifier, parse_views
-    from hiera_video.jobs.predict import Result, check_plot, expand_in_order, in_input_order, plot_paths, plot_timeline, predict_paths
+    from hiera_video.engine.inference import load_classifier
+    from hiera_video.jobs.predict import PredictOptions, Result, expand_in_order, in_input_order, plot_paths, plot_timeline, predict_paths
     from hiera_video.report import check_output, console, print_json, progress_bar, safe
 
-    check_choices(backend=backend, decode_device=decode_device)  # before any work
-    if stride is not None and window is None:
-        raise HieraVideoError("--stride needs --window (the timeline window length in seconds)")
-    for name, value in (("--window", window), ("--stride", stride)):
-        if value is not None and not value > 0:  # not: NaN too
-            raise HieraVideoError(f"{name} must be a positive number of seconds, got {value:g}")
-    if output is not None and output.suffix.lower() not in (".json", ".csv"):
-        raise HieraVideoError(f"--output must end in .json or .csv, got '{output}'")
+    o = PredictOptions(paths, model, weights, labels, views, top_k, batch_size, window, stride, workers, decode_timeout, device, dtype,
+                       backend, decode_device, allow_random_weights, output, plot, as_json)  # checked before any work
     check_output(output, "--output", inputs=[("--weights", weights), ("--labels", labels)] + [("PATH", p) for p in paths])  # before any work: a run never ends in an unwritable path
-    check_plot(plot, window)
     check_output(plot, "--plot")
-    t_views, s_views = parse_views(views)
     entries = expand_in_order(paths)  # video paths, and failed Results for inputs that name no video
     video_paths = [e for e in entries if isinstance(e, str)]
     plot_for = dict(zip(video_paths, plot_paths(plot, video_paths))) if plot is not None and video_paths else {}
@@ -64,12 +55,12 @@ def predict(
     interrupted, plot_failures = False, 0
     if video_paths:
         clf = load_classifier(model, weights, labels, device, dtype, allow_random_weights)
-        protocol = clf.protocol((t_views, s_views), backend=backend, decode_device=decode_device)
-        limits.check_views((t_views, s_views), protocol.num_frames, protocol.crop_size)  # before any video is decoded
+        protocol = clf.protocol(o.views, backend=backend, decode_device=decode_device)
+        limits.check_views(o.views, protocol.num_frames, protocol.crop_size)  # before any video is decoded
         progress = progress_bar("[bold]predict", "{task.fields[name]}", console=out)
         with progress:
             task = progress.add_task("predict", total=len(video_paths), name="")
-            stream = predict_paths(clf, protocol, video_paths, batch_size, top_k, window, stride, workers, decode_timeout)
+            stream = predict_paths(clf, protocol, video_paths, o)
             try:
                 for r in stream:
                     progress.update(task, advance=1, name=safe(Path(r.path).name))

@@ -24,19 +24,19 @@ def reconstruct(
     as_json: bool = options.as_json("Print the summary as JSON."),
 ) -> int:
     """Mask a clip at random (seeded), run the MAE and draw original | masked input | reconstruction."""
-    from hiera_video.jobs.reconstruct import load_mae, reconstruct_video, save_figure
+    from hiera_video.jobs.reconstruct import ReconstructOptions, load_mae, reconstruct_video, save_figure
     from hiera_video.report import check_output, console, json_text, safe
 
-    if output.suffix.lower() not in (".png", ".gif"):
-        raise HieraVideoError(f"--output must end in .png or .gif, got '{output}'")
+    o = ReconstructOptions(video, output, model, weights, mask_ratio, seed, all_frames, stride, scale, frame_ms, device, backend,
+                           allow_random_weights, as_json)  # checked before any work
     check_output(output, "--output", inputs=[("VIDEO", video), ("--weights", weights)])
     if not video.is_file():
         raise HieraVideoError(f"video '{video}' not found")
     net, prov = load_mae(model, weights, allow_random_weights)
-    rec, protocol = reconstruct_video(video, net, prov, mask_ratio, seed, all_frames, stride, backend, device)
+    rec, protocol = reconstruct_video(net, prov, o)
     path = save_figure(rec, output, scale, frame_ms)
     summary = dict(output=str(path), **protocol, mask_ratio=rec.mask_ratio, kept_units=rec.info["kept_units"],
-                   num_units=rec.info["num_units"], shown_frames=rec.frames, loss=rec.loss, masked_psnr_db=rec.masked_psnr)
+                   num_units=rec.info["num_units"], shown_frames=rec.frames, loss=rec.loss, masked_psnr_db=rec.masked_psnr, options=o.to_dict())
     if as_json:
         print(json_text(summary))
     else:

@@ -14,11 +14,13 @@ import torch
 
 from hiera_video.data import ClipSpec, VideoReader, decode_views, make_views, open_video, window_starts
 from hiera_video.data.datasets.base import VIDEO_EXTENSIONS, is_video_name
+from hiera_video.data.clip_spec import check_choices
 from hiera_video.data.probe import path_problem
 from hiera_video.data.pool import DEFAULT_DECODE_TIMEOUT, ReaderCache, by_group, decode_in_order
-from hiera_video.engine.inference import Classifier, substitution_warning, topk
+from hiera_video.engine.inference import Classifier, parse_views, substitution_warning, topk
 from hiera_video import limits
 from hiera_video.errors import HieraVideoError
+from hiera_video.options import Options
 from hiera_video.report import atomic_path, visible
 
 
@@ -162,12 +164,48 @@ def decode_windows(protocol: ClipSpec, paths: list[str], window: float, stride: 
         stream.close()
 
 
-def predict_paths(clf: Classifier, protocol: ClipSpec, paths: list[str], batch_size: int = 8, top_k: int = 5,
-                  window: float | None = None, stride: float | None = None, workers: int = 0,
-                  decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT) -> Iterator[Result]:
+@dataclass
+class PredictOptions(Options):
+    """``hiera-video predict``'s options, checked on construction (printable; its outputs keep a fixed schema)."""
+
+    paths: list[str]
+    model: str | None = None
+    weights: str | None = None
+    labels: str | None = None
+    views: tuple[int, int] | str = (1, 1)  # or "TxS"
+    top_k: int = 5
+    batch_size: int = 8
+    window: float | None = None
+    stride: float | None = None
+    workers: int = 0
+    decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT
+    device: str = "auto"
+    dtype: str = "auto"
+    backend: str = "auto"
+    decode_device: str = "cpu"
+    allow_random_weights: bool = False
+    output: Path | None = None
+    plot: Path | None = None
+    as_json: bool = False  # display only
+
+    def __post_init__(self):
+        check_choices(backend=self.backend, decode_device=self.decode_device)
+        if self.stride is not None and self.window is None:
+            raise HieraVideoError("--stride needs --window (the timeline window length in seconds)")
+        for name, value in (("--window", self.window), ("--stride", self.stride)):
+            if value is not None and not value > 0:  # not: NaN too
+                raise HieraVideoError(f"{name} must be a positive number of seconds, got {value:g}")
+        if self.output is not None and self.output.suffix.lower() not in (".json", ".csv"):
+            raise HieraVideoError(f"--output must end in .json or .csv, got '{self.output}'")
+        check_plot(self.plot, self.window)
+        self.views = parse_views(self.views) if isinstance(self.views, str) else tuple(self.views)
+
+
+def predict_paths(clf: Classifier, protocol: ClipSpec, paths: list[str], o: PredictOptions) -> Iterator[Result]:
     """One :class:`Result` per path, in order; a bad (or timed-out) video fails alone with ``ok=False``."""
-    stream = (decode_windows(protocol, paths, window, stride or window, workers, decode_timeout) if window
-              else decode_in_order(paths, partial(decode_views, spec=protocol), workers, decode_timeout))
+    window, batch_size, top_k = o.window, o.batch_size, o.top_k
+    stream = (decode_windows(protocol, paths, window, o.stride or window, o.workers, o.decode_timeout) if window
+              else decode_in_order(paths, partial(decode_views, spec=protocol), o.workers, o.decode_timeout))
     try:
         for path, *decoded, error in stream:
             try:

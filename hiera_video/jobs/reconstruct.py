@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from hiera_video import limits
 from hiera_video.data.transforms import make_views
 from hiera_video.errors import HieraVideoError
+from hiera_video.options import Options
 
 PATCH_EPS = 1.0e-6  # the epsilon of the target normalisation (pixel_targets)
 GREY = 0.5
@@ -194,14 +195,37 @@ def load_mae(model: str | None = None, weights: str | None = None, allow_random_
     return load("mae", model, weights, allow_random=allow_random_weights)
 
 
-def reconstruct_video(video, net, prov, mask_ratio: float | None = None, seed: int = 0, all_frames: bool = False,
-                      stride: int | None = None, backend: str = "auto", device: str = "auto") -> tuple[Reconstruction, dict]:
-    """Reconstruct the centre clip of ``video`` at the model's input size (sampling and normalisation: ``prov``'s)."""
+@dataclass
+class ReconstructOptions(Options):
+    """``hiera-video reconstruct``'s options, checked on construction; saved as ``"options"`` in its summary."""
+
+    video: Path
+    output: Path
+    model: str | None = None
+    weights: str | None = None
+    mask_ratio: float | None = None  # None: the model's
+    seed: int = 0
+    all_frames: bool = False
+    stride: int | None = None
+    scale: int | None = None
+    frame_ms: int = 250
+    device: str = "auto"
+    backend: str = "auto"
+    allow_random_weights: bool = False
+    as_json: bool = False  # display only
+
+    def __post_init__(self):
+        if self.output.suffix.lower() not in (".png", ".gif"):
+            raise HieraVideoError(f"--output must end in .png or .gif, got '{self.output}'")
+
+
+def reconstruct_video(net, prov, o: ReconstructOptions) -> tuple[Reconstruction, dict]:
+    """Reconstruct the centre clip of ``o.video`` at the model's input size (sampling and normalisation: ``prov``'s)."""
     from hiera_video.runtime import pick_device
     T, S = net.input_size[0], net.input_size[-1]
-    clip = prov.clip.with_(num_frames=T, crop_size=S, stride=stride, temporal_views=1, spatial_views=1, backend=backend)
-    views, infos = make_views(str(video), clip)
-    net = net.to(pick_device(device))
-    rec = reconstruct_clip(net, views[0], mask_ratio, seed, clip.mean, clip.std, all_frames)
-    return rec, dict(video=str(video), model=prov.spec.name, weights=prov.source, frames=T, size=S, sampling=clip.sampling,
-                     stride=int(clip.stride), target_fps=float(clip.target_fps), seed=seed, clip_frames=infos[0].frame_indices)
+    clip = prov.clip.with_(num_frames=T, crop_size=S, stride=o.stride, temporal_views=1, spatial_views=1, backend=o.backend)
+    views, infos = make_views(str(o.video), clip)
+    net = net.to(pick_device(o.device))
+    rec = reconstruct_clip(net, views[0], o.mask_ratio, o.seed, clip.mean, clip.std, o.all_frames)
+    return rec, dict(video=str(o.video), model=prov.spec.name, weights=prov.source, frames=T, size=S, sampling=clip.sampling,
+                     stride=int(clip.stride), target_fps=float(clip.target_fps), seed=o.seed, clip_frames=infos[0].frame_indices)
