@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils import signal_handling
 
 from hiera_video.errors import HieraVideoError
-from hiera_video.limits import DEFAULT_DECODE_TIMEOUT  # noqa: F401 (re-exported)
 
 
 HINT = "; check the file with hiera-video check-videos"

@@ -25,7 +25,7 @@ from hiera_video.data.transforms import decode_views
 from hiera_video.data.datasets import VideoDataset, build_dataset, check_missing, dataset_kind
 from hiera_video.data.datasets.base import normalize_name, warn
 from hiera_video.engine import distributed
-from hiera_video.data.pool import DEFAULT_DECODE_TIMEOUT, count_decoders, decode_in_order
+from hiera_video.data.pool import count_decoders, decode_in_order
 from hiera_video.engine.inference import Classifier, load_classifier, parse_views
 from hiera_video.engine.output_lock import output_claim
 from hiera_video.engine.shard_files import ShardFiles, guard, list_fingerprint, open_shard_files, weights_fingerprint
@@ -124,7 +124,7 @@ class EvalResult:
 
 def evaluate(clf: Classifier, protocol: ClipSpec, dataset: VideoDataset, batch_size: int = 8, workers: int = 2,
              strict: bool = False, save_views: bool = False, world: distributed.World = distributed.World(), progress=None,
-             decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT, stop=None, results: ShardFiles | None = None) -> EvalResult | None:
+             decode_timeout: float | None = limits.DEFAULT_DECODE_TIMEOUT, stop=None, results: ShardFiles | None = None) -> EvalResult | None:
     """Evaluate ``dataset``; the merged result on rank 0 (None elsewhere).
 
     Unreadable, timed-out or too-substituted videos are skipped and reported (``strict``: an error).
@@ -225,7 +225,7 @@ class EvalOptions(Options):
     limit: int | None = None
     output: Path | None = None
     strict: bool = False
-    decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT
+    decode_timeout: float | None = limits.DEFAULT_DECODE_TIMEOUT
     save_views: bool = False
     device: str = "auto"
     dtype: str = "auto"

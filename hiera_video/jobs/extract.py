@@ -24,7 +24,7 @@ from hiera_video.data.feature_store import (FORMATS, INDEX, STORE_DTYPES, Featur
                                               stored_shape, write_index)
 from hiera_video.engine import distributed
 from hiera_video.engine.inference import Classifier, classifier_on, run_model
-from hiera_video.data.pool import DEFAULT_DECODE_TIMEOUT, decode_in_order
+from hiera_video.data.pool import decode_in_order
 from hiera_video.jobs.predict import decode_windows
 from hiera_video.engine.shard_files import guard, open_shard_files, weights_fingerprint
 from hiera_video import limits
@@ -163,7 +163,7 @@ class Extractor:
     overwrite: bool = False
     world: distributed.World = field(default_factory=distributed.World)
     workers: int = 0  # processes decoding videos (0: in this process)
-    decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT  # seconds per video (with workers); None/0: no limit
+    decode_timeout: float | None = limits.DEFAULT_DECODE_TIMEOUT  # seconds per video (with workers); None/0: no limit
     decode_device: str = "cpu"  # cpu | cuda (torchcodec's NVDEC)
 
     def __post_init__(self):

@@ -16,7 +16,7 @@ from hiera_video.data import ClipSpec, VideoReader, decode_views, make_views, op
 from hiera_video.data.datasets.base import VIDEO_EXTENSIONS, is_video_name
 from hiera_video.data.clip_spec import check_choices
 from hiera_video.data.probe import path_problem
-from hiera_video.data.pool import DEFAULT_DECODE_TIMEOUT, ReaderCache, by_group, decode_in_order
+from hiera_video.data.pool import ReaderCache, by_group, decode_in_order
 from hiera_video.engine.inference import Classifier, parse_views, substitution_warning, topk
 from hiera_video import limits
 from hiera_video.errors import HieraVideoError
@@ -178,7 +178,7 @@ class PredictOptions(Options):
     window: float | None = None
     stride: float | None = None
     workers: int = 0
-    decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT
+    decode_timeout: float | None = limits.DEFAULT_DECODE_TIMEOUT
     device: str = "auto"
     dtype: str = "auto"
     backend: str = "auto"
