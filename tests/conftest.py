@@ -2,6 +2,8 @@
 ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -15,6 +17,22 @@ def pytest_sessionstart(session):
 
         if not torchcodec_available():
             raise pytest.UsageError(f"HIERA_VIDEO_TORCHCODEC_TESTS=1 but torchcodec cannot be used: {torchcodec_status()[1]}")
+
+
+def _free_disk(config) -> str:
+    where = getattr(config, "_tmp_path_factory", None)
+    where = str(where.getbasetemp().parent) if where is not None else tempfile.gettempdir()
+    return f"free disk where tests write ({where}): {shutil.disk_usage(where).free / 1e9:.1f} GB"
+
+
+def pytest_report_header(config):
+    """The disk is shared on CI machines: its room is printed at the start and the end of a run
+    (the suite needs about 0.5 GB at its peak), so that a full disk reads as one."""
+    return _free_disk(config)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    terminalreporter.write_line(_free_disk(config))
 
 
 @pytest.fixture(scope="module")
