@@ -5,6 +5,7 @@ import errno
 import importlib
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -159,6 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _run(command, args)
+    except SystemExit as e:  # after DDP, PyTorch's gloo threads outlive the group: the interpreter's teardown can abort
+        if getattr(getattr(sys.modules.get("hiera_video.engine.distributed"), "World", None), "left_group", False):
+            sys.stdout.flush(), sys.stderr.flush(), os._exit(e.code or 0)  # a torchrun rank's code, without that teardown
+        raise
     finally:  # main() called in a process that goes on (tests, scripts): its handler back
         if previous_sigint is not None:
             signal.signal(signal.SIGINT, previous_sigint)

@@ -57,12 +57,8 @@ def eval_command(
             raise HieraVideoError("--decode-device cuda decodes classification datasets only; drop it for --dataset ava")
         from hiera_video.ava.evaluate import AvaEvalOptions
 
-        return eval_ava(AvaEvalOptions(root, split, annotations, labels, weights, proposals, exclusions, proposal_threshold, frames, view,
-                                       allow_pickle, batch_size, workers, limit, output, all_classes, device, dtype, backend, as_json,
-                                       resume, allow_random_weights))
-    with eval_job(EvalOptions(dataset, root, annotations, split, labels, model, weights, views, sampling, stride, batch_size, workers, limit,
-                              output, strict, decode_timeout, save_views, device, dtype, backend, allow_random_weights, resume,
-                              all_classes, as_json, decode_device)) as job:
+        return eval_ava(AvaEvalOptions.of(locals()))
+    with eval_job(EvalOptions.of(locals())) as job:
         world, clf, ds, protocol, files = job.world, job.clf, job.dataset, job.protocol, job.results
         out = console(stderr=as_json)
         if world.is_main:

@@ -1,5 +1,6 @@
 """``hiera-video export``: a deployable classifier (ONNX or torch.export), checked against PyTorch."""
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -49,7 +50,7 @@ def export(
     result = export_model(clf, fmt, output, frames, size, dynamic_batch, opset, check, rtol)
     c = result.check
     if as_json:
-        print(json_text(result.to_json(), indent=2))
+        print(json_text(dataclasses.asdict(result), indent=2))
     else:
         from rich.table import Table
 

@@ -41,18 +41,14 @@ def extract(
     from hiera_video.engine.inference import parse_views
     from hiera_video.engine.shard_files import finish_on_main, wait_on_others
     from hiera_video.jobs.extract import LEVELS, Extracted, Extractor, jobs_for_dataset, jobs_for_paths, level_stride, load_feature_model
-    from hiera_video.jobs.predict import expand_inputs
+    from hiera_video.jobs.predict import check_window, expand_inputs
     from hiera_video.report import check_output, console, json_text, progress_bar, safe
 
     if level not in LEVELS:
         raise HieraVideoError(f"unknown --level '{level}'; use one of {', '.join(LEVELS)}")
     if window is not None and views is not None:
         raise HieraVideoError("use either --window (clips over time) or --views (views of the whole video), not both")
-    if stride is not None and window is None:
-        raise HieraVideoError("--stride needs --window (the window length in seconds)")
-    for name, value in (("--window", window), ("--stride", stride)):
-        if value is not None and not value > 0:  # not: NaN too
-            raise HieraVideoError(f"{name} must be a positive number of seconds, got {value:g}")
+    check_window(window, stride)
     if dataset is not None and paths:
         raise HieraVideoError("give either PATHs or --dataset/--root, not both")
     if dataset is None and not paths:

@@ -37,8 +37,7 @@ def predict(
     from hiera_video.jobs.predict import PredictOptions, Result, expand_in_order, in_input_order, plot_paths, plot_timeline, predict_paths
     from hiera_video.report import check_output, console, print_json, progress_bar, safe
 
-    o = PredictOptions(paths, model, weights, labels, views, top_k, batch_size, window, stride, workers, decode_timeout, device, dtype,
-                       backend, decode_device, allow_random_weights, output, plot, as_json)  # checked before any work
+    o = PredictOptions.of(locals())  # checked before any work
     check_output(output, "--output", inputs=[("--weights", weights), ("--labels", labels)] + [("PATH", p) for p in paths])  # before any work: a run never ends in an unwritable path
     check_output(plot, "--plot")
     entries = expand_in_order(paths)  # video paths, and failed Results for inputs that name no video

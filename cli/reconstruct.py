@@ -27,8 +27,7 @@ def reconstruct(
     from hiera_video.jobs.reconstruct import ReconstructOptions, load_mae, reconstruct_video, save_figure
     from hiera_video.report import check_output, console, json_text, safe
 
-    o = ReconstructOptions(video, output, model, weights, mask_ratio, seed, all_frames, stride, scale, frame_ms, device, backend,
-                           allow_random_weights, as_json)  # checked before any work
+    o = ReconstructOptions.of(locals())  # checked before any work
     check_output(output, "--output", inputs=[("VIDEO", video), ("--weights", weights)])
     if not video.is_file():
         raise HieraVideoError(f"video '{video}' not found")

@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import pickle
+import random
 import socket
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -401,8 +402,10 @@ class Custom:
 
 def _write_malformed(kind: str, folder, nano_pth: str) -> str:
     p = folder / f"{kind}.pth"
-    if kind == "random":
-        p.write_bytes(os.urandom(4096))
+    if kind == "random":  # seeded: unseeded bytes start with "{" (read as JSON) or 0x80 (a pickle) one run in 100
+        p.write_bytes(b"\x07" + random.Random(0).randbytes(4095))
+    elif kind == "random_brace":
+        p.write_bytes(b"{\xff" + random.Random(1).randbytes(4094))
     elif kind == "truncated":
         data = open(nano_pth, "rb").read()
         p.write_bytes(data[: len(data) // 2])
@@ -435,6 +438,7 @@ def _write_malformed(kind: str, folder, nano_pth: str) -> str:
     "kind, words",
     [
         ("random", "not a PyTorch or safetensors checkpoint"),
+        ("random_brace", "not a PyTorch or safetensors checkpoint"),
         ("truncated", "corrupt or truncated"),
         ("empty", "empty"),
         ("json", "JSON file"),

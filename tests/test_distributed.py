@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -76,7 +77,7 @@ def colours(tmp_path_factory):
     root = tmp_path_factory.mktemp("colours")
     good = colour_videos(root, 5, num_train=4, num_frames=16)
     for name in ("broken_a.mp4", "broken_b.mp4"):
-        (root / name).write_bytes(os.urandom(3000))
+        (root / name).write_bytes(random.Random(3000).randbytes(3000))
     n = len(good) + 2
     first = list(EpochSampler(n, rank=1, world_size=2, seed=SEED, videos_per_batch=2))[:2]  # rank 1, epoch 0, batch 0
     lines, rest = [None] * n, iter(good)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def setup(tmp_path_factory):
         (root / cls).mkdir(parents=True)
         for k in range(2):
             write_video(root / cls / f"{cls}{k}.mp4", num_frames=24 + 8 * k, height=48, width=64, color=colours[2 * c + k])
-    (root / "up" / "broken.mp4").write_bytes(os.urandom(3000))
+    (root / "up" / "broken.mp4").write_bytes(random.Random(3000).randbytes(3000))
     return dict(dir=d, root=root, ckpt=ckpt, model=model)
 
 
@@ -248,7 +249,7 @@ def test_an_evaluation_that_scores_nothing_is_an_error(setup, capsys, tmp_path):
     root = tmp_path / "all_bad"
     for cls in ("left", "right", "up"):
         (root / cls).mkdir(parents=True)
-        (root / cls / "x.mp4").write_bytes(os.urandom(2000))
+        (root / cls / "x.mp4").write_bytes(random.Random(2000).randbytes(2000))
     code, out, err = _eval(setup, capsys, "-o", str(tmp_path / "out"), root=root)
     line = " ".join(err.split())
     assert code == 2 and "no video of folder could be evaluated: all 3 failed" in line and "x.mp4" in line

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import random
 import signal
 import subprocess
 import time
@@ -35,7 +36,7 @@ def data(tmp_path_factory):
     uniform scores, and a single-process reference evaluation."""
     root = tmp_path_factory.mktemp("resume")
     colour_videos(root, 4, num_train=0, num_frames=16)
-    (root / "broken.mp4").write_bytes(os.urandom(3000))
+    (root / "broken.mp4").write_bytes(random.Random(3000).randbytes(3000))
     with open(root / "val.txt", "a") as f:
         f.write("broken.mp4 1\n")
     nano_classifier(root / "nano.pt", list(COLOURS), head_std=2.0, preprocessing=dict(sampling="dense", stride=2))

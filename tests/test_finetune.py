@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -28,7 +29,7 @@ def colour_data(tmp_path_factory):
     as a 'path label' list dataset, plus a corrupt training video."""
     root = tmp_path_factory.mktemp("colours")
     train = colour_videos(root, 11, num_train=8, num_frames=20, jitter=True, folders=True)
-    (root / "broken.mp4").write_bytes(os.urandom(2000))
+    (root / "broken.mp4").write_bytes(random.Random(2000).randbytes(2000))
     (root / "train.txt").write_text("\n".join(train + ["broken.mp4 0"]) + "\n")
     return root
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import time
@@ -38,7 +39,7 @@ def evaluated(tmp_path_factory):
     names = [HOSTILE, "green 'q\"", EVIL_IMG]
     (root / "labels.txt").write_text("\n".join(names) + "\n")
     shutil.move(root / "blue1.mp4", root / "bl\"ue' 1.mp4")
-    (root / "broken.mp4").write_bytes(os.urandom(2000))
+    (root / "broken.mp4").write_bytes(random.Random(2000).randbytes(2000))
     lines = [line for line in (root / "val.txt").read_text().splitlines() if line]
     lines = [line.replace("blue1.mp4", "bl\"ue' 1.mp4") for line in lines] + ["broken.mp4 1"]
     (root / "eval.txt").write_text("\n".join(f"{p.rsplit(' ', 1)[0]}\t{p.rsplit(' ', 1)[1]}" for p in lines) + "\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import signal
 import subprocess
 
@@ -28,7 +29,7 @@ def media(tmp_path_factory):
     for c in ("one", "two"):
         (d / "data" / c).mkdir(parents=True)
         videos += [str(write_video(d / "data" / c / f"{c}{k:02d}.mp4", num_frames=16, height=48, width=64)) for k in range(15)]
-    (d / "broken.mp4").write_bytes(os.urandom(2000))
+    (d / "broken.mp4").write_bytes(random.Random(2000).randbytes(2000))
     return dict(dir=d, ckpt=str(ckpt), videos=videos, broken=str(d / "broken.mp4"))
 
 

@@ -8,7 +8,6 @@ from hiera_video.engine.mixup import (
     Mixup,
     MixupConfig,
     SoftTargetCrossEntropy,
-    mixup_disabled_config,
     smooth_one_hot,
 )
 
@@ -37,7 +36,7 @@ def test_smoothing_values_without_mixing():
     torch.testing.assert_close(soft, expected)
     torch.testing.assert_close(soft.sum(1), torch.ones(4))
     # Evaluation config: plain one-hot.
-    ev = Mixup.from_config(mixup_disabled_config(), K)
+    ev = Mixup.from_config(MixupConfig(mixup_alpha=0.0, cutmix_alpha=0.0, prob=0.0, switch_prob=0.0, label_smoothing=0.0), K)
     _, hard = ev(clips, y)
     torch.testing.assert_close(hard, F.one_hot(y, K).float())
 

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+import random
 
 from hiera_video.ava.files import write_detections_csv
 from hiera_video.data.check import write_bad_list
@@ -108,6 +109,29 @@ def test_eval_into_a_folder_another_run_holds_is_refused(setup, capsys, tmp_path
     assert _eval(setup, capsys, out)[0] == 0  # released: the folder is usable again
 
 
+def test_extract_into_a_folder_another_extract_holds_is_refused(setup, capsys, tmp_path, monkeypatch):
+    """Two extracts into one folder would interleave index.jsonl: the second is refused in one line,
+    before any video is read; the lock is held while the index is written, and released after."""
+    import hiera_video.jobs.extract as extract
+
+    out, video = tmp_path / "feats", str(setup["root"] / "left" / "left0.mp4")
+    extract_cli = ["extract", video, "--weights", setup["ckpt"], "--workers", "0", "--dtype", "fp32", "-o", str(out)]
+    out.mkdir()
+    holder = _held(out / ".lock")
+    try:
+        holder.write("hiera-video extract, pid 4242 on elsewhere\n")
+        holder.flush()
+        code, _, err = run(extract_cli, capsys)
+        assert code == 2 and "in use by another run" in err and "4242" in err, err
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    finally:
+        holder.close()
+    seen, real = [], extract.write_index
+    monkeypatch.setattr(extract, "write_index", lambda *a, **k: (seen.append(_is_locked(out / ".lock")), real(*a, **k))[1])
+    code, _, err = run(extract_cli, capsys)
+    assert code == 0 and seen == [True] and not _is_locked(out / ".lock"), err
+
+
 def test_eval_holds_the_folder_lock_until_its_outputs_are_written(setup, capsys, tmp_path, monkeypatch):
     """Single process: the lock is taken before any work and still held while the last output
     (failed.csv / missing.csv) is written, so a second eval cannot mix its files in."""
@@ -150,7 +174,7 @@ def test_eval_check_videos_and_predict_write_a_name_that_is_not_utf8(setup, caps
     write_video(root / "left" / "ok.mp4", num_frames=16, height=48, width=64, color=(200, 30, 30))
     bad = os.fsencode(root / "left") + b"/bad\xffname.mp4"
     with open(bad, "wb") as f:
-        f.write(os.urandom(2000))
+        f.write(random.Random(2000).randbytes(2000))
     out = tmp_path / "out"
     code, _, err = _eval(setup, capsys, out, root=root)
     assert code == 1, err

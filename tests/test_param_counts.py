@@ -5,7 +5,12 @@ live in cli/, outside the scan)."""
 from __future__ import annotations
 
 import ast
+import dataclasses
+import importlib
+import inspect
 from pathlib import Path
+
+import pytest
 
 MAX_PARAMS = 12
 EXEMPT = {("models/hiera.py", "Hiera.__init__")}
@@ -45,3 +50,26 @@ def test_no_function_over_12_parameters():
             if n > MAX_PARAMS and (rel, name) not in EXEMPT:
                 too_many.append(f"{rel}:{fn.lineno} {name} ({n})")
     assert not too_many, "functions over 12 parameters (pass one options object): " + ", ".join(too_many)
+
+
+@pytest.mark.parametrize("command,options", [
+    ("hiera_video.cli.eval:eval_command", "hiera_video.jobs.evaluate:EvalOptions"),
+    ("hiera_video.cli.eval:eval_command", "hiera_video.ava.evaluate:AvaEvalOptions"),
+    ("hiera_video.cli.predict:predict", "hiera_video.jobs.predict:PredictOptions"),
+    ("hiera_video.cli.reconstruct:reconstruct", "hiera_video.jobs.reconstruct:ReconstructOptions"),
+])
+def test_each_options_field_is_a_parameter_of_its_command(command, options):
+    """Commands build their options by name (``Options.of(locals())``): every field must be one of the
+    command's parameters, so adding a field without its flag fails here, not at a user's run."""
+    fn, cls = (getattr(importlib.import_module(m), n) for m, n in (s.split(":") for s in (command, options)))
+    assert {f.name for f in dataclasses.fields(cls)} - set(inspect.signature(fn).parameters) == set()
+
+
+def test_options_are_built_by_name():
+    from hiera_video.jobs.reconstruct import ReconstructOptions
+
+    values = {f.name: f.default for f in dataclasses.fields(ReconstructOptions)}
+    o = ReconstructOptions.of({**values, "video": Path("a.mp4"), "output": Path("b.gif"), "seed": 7, "unrelated": 1})
+    assert (o.video, o.output, o.seed, o.frame_ms) == (Path("a.mp4"), Path("b.gif"), 7, 250)
+    with pytest.raises(KeyError, match="frame_ms"):
+        ReconstructOptions.of({k: v for k, v in values.items() if k != "frame_ms"})

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import random
 import torch
 import typer
 from PIL import Image
@@ -73,7 +74,7 @@ def videos(tmp_path_factory) -> Path:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         write_clip(root / rel, rng)
         paths.append(rel.as_posix())
-    (root / "broken.mp4").write_bytes(os.urandom(3000))
+    (root / "broken.mp4").write_bytes(random.Random(3000).randbytes(3000))
     (root / "paths.txt").write_text("# paths only, no labels\n" + "\n".join(paths + ["broken.mp4"]) + "\n")
     (root / "train.txt").write_text("".join(f"{p} {i % 3}\n" for i, p in enumerate(paths)))  # "path label" lines
     return root

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from hiera_video.data.sampling import (
-    ava_keyframe_index,
     clip_span,
     dense_clip_starts,
     dense_indices,
@@ -141,8 +140,10 @@ def test_keyframe_clip_clamps_at_both_edges():
 
 
 def test_ava_keyframe_frame_index():
-    assert ava_keyframe_index(902) == 60
-    assert ava_keyframe_index(1798) == 26940
+    from hiera_video.ava.dataset import keyframe_index
+
+    assert keyframe_index(902) == 60
+    assert keyframe_index(1798) == 26940
 
 
 # ---------------------------------------------------------------- timeline windows

@@ -84,6 +84,11 @@ def test_view(frames: torch.Tensor, boxes: np.ndarray, crop_size: int, view: str
     return x, b, {"short_side": crop_size, "resized": (h, w), "crop": crop, "flipped": False}
 
 
+def keyframe_index(ts: float, fps: float = AVA_FPS, start_sec: float = AVA_START_SEC) -> int:
+    """Frame index of the keyframe at AVA time ``ts`` (seconds) in a video cut at ``start_sec``."""
+    return int(round((ts - start_sec) * fps))
+
+
 def clip_frame_indices(key_index: int, num_frames: int, num_sample: int = 16, stride: int = 4, fps: float = AVA_FPS,
                        target_fps: float = AVA_FPS) -> list[int]:
     """``key + round((k - T//2) * stride * fps/30)``, clamped to the video (at 30 fps: ``keyframe_indices``)."""
@@ -301,8 +306,7 @@ class AvaDataset(Dataset):
         return self._indices(self._source(vid), ts)
 
     def _indices(self, src, ts: int) -> list[int]:
-        key_index = int(round((ts - self.start_sec) * src.fps))
-        return clip_frame_indices(key_index, src.num_frames, self.clip.num_frames, self.clip.stride, src.fps)
+        return clip_frame_indices(keyframe_index(ts, src.fps, self.start_sec), src.num_frames, self.clip.num_frames, self.clip.stride, src.fps)
 
     def __getitem__(self, index: int):
         vid, ts = key = self.items[index]

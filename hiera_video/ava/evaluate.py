@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from hiera_video.ava.dataset import ava_collate, open_ava_split
+from hiera_video.ava.dataset import ava_collate, keyframe_index, open_ava_split
 from hiera_video.ava.files import AvaRow, read_ava_csv, resolve_label_map, write_detections_csv
 from hiera_video.ava.metrics import evaluate_ava, metrics_to_json
 from hiera_video.data.pool import count_decoders
@@ -220,7 +220,7 @@ def report_keyframes(dataset, folder: Path, worst: list[dict], per_class: int = 
         for k in [g for g in gt if g[2] == w["index"] and g[:2] in evaluated][:per_class]:
             try:
                 src = dataset._source(k[0])
-                i = int(round((k[1] - dataset.start_sec) * src.fps))
+                i = keyframe_index(k[1], src.fps, dataset.start_sec)
                 img = Image.fromarray(src.get_frames([max(0, min(i, src.num_frames - 1))])[0].numpy())  # [H, W, 3]
             except Exception:  # noqa: BLE001 - a keyframe that cannot be read is left out
                 continue

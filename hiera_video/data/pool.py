@@ -1,16 +1,12 @@
-"""Decoding in worker processes, in order, with a time limit per item: ``--decode-timeout``
-of ``eval``, ``predict`` and ``extract`` (and finetuning's validation), ``check-videos``.
+"""Decoding in worker processes, in order, with a time limit per item (``--decode-timeout`` of
+``eval``, ``predict``, ``extract``, finetuning's validation and ``check-videos``).
 
 A decoder stuck inside native code (decord is known to hang holding the GIL) cannot be
-interrupted from Python. So the items are decoded in DataLoader worker processes
-(``workers`` >= 1); an item that does not come back within ``timeout`` seconds is reported
-as failed, the workers are shut down (the stuck one is terminated) and fresh ones continue
-with the next item; so do they after a worker dies (a segfault in a decoder). Without
-workers, decoding runs in this process and cannot be timed out.
-
-:func:`decode_in_order` is the one mechanism; a "task" is anything picklable (a path, an
-index, a window of a video) and ``fn(task)`` decodes it, raising
-:class:`~hiera_video.errors.HieraVideoError` for a bad input.
+interrupted from Python, so items are decoded in DataLoader worker processes (``workers`` >= 1):
+an item that does not come back within the timeout, or whose worker dies (a decoder segfault),
+is reported as failed, the stuck worker is terminated and fresh ones continue with the next.
+Without workers, decoding runs in this process and cannot be timed out. A task is anything
+picklable (a path, an index, a window); ``fn(task)`` decodes it, raising ``HieraVideoError``.
 """
 
 from __future__ import annotations

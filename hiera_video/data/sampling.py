@@ -88,11 +88,6 @@ def keyframe_indices(keyframe_index: int, num_frames: int, num_sample_frames: in
     return idx.clamp_(0, num_frames - 1)
 
 
-def ava_keyframe_index(timestamp: float, fps: float = 30.0, start_sec: float = 900.0) -> int:
-    """Frame index of an AVA keyframe in a clip cut at ``start_sec``: ``(t - 900) * fps``."""
-    return int(round((timestamp - start_sec) * fps))
-
-
 def window_starts(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
     """``(start, end)`` seconds of full-length windows every ``stride`` s, the last ending at ``duration``;
     a shorter video gives ``(0, duration)``."""

@@ -78,6 +78,7 @@ def start(device: str | torch.device = "auto", timeout: float | None = None) -> 
 def cleanup(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
+        World.left_group = True  # cli.app then ends the process with os._exit (docs/distributed.md, "How a process ends")
 
 
 def _describe(e: BaseException) -> tuple[str, bool]:

@@ -30,11 +30,6 @@ class MixupConfig:
     correct_lam: bool = True  # lam = 1 - pasted box area / frame area for cutmix
 
 
-def mixup_disabled_config(label_smoothing: float = 0.0) -> MixupConfig:
-    """No mixing: one-hot targets, smoothed only when ``label_smoothing`` > 0."""
-    return MixupConfig(mixup_alpha=0.0, cutmix_alpha=0.0, prob=0.0, switch_prob=0.0, label_smoothing=label_smoothing)
-
-
 def smooth_one_hot(target: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
     """``[B]`` class indices (or ``[B, K]`` probabilities) -> ``[B, K]`` float32 soft targets."""
     off = smoothing / num_classes

@@ -230,7 +230,7 @@ class EvalOptions(Options):
     device: str = "auto"
     dtype: str = "auto"
     backend: str = "auto"
-    allow_random: bool = False
+    allow_random_weights: bool = False
     resume: bool = False
     all_classes: bool = False  # display only
     as_json: bool = False  # display only
@@ -265,7 +265,7 @@ def eval_job(o: EvalOptions):
             check_output(o.output, "--output", "dir")
         with output_claim(o.output, world, "eval"):  # OUTPUT/.lock, held until the outputs are written
             named = o.labels if o.dataset not in ("list", "folder") else None  # list datasets' labels name the data
-            clf = load_classifier(o.model, o.weights, named, dev, o.dtype, o.allow_random)
+            clf = load_classifier(o.model, o.weights, named, dev, o.dtype, o.allow_random_weights)
             ds = build_dataset(o.dataset, o.root, o.annotations, o.split, o.labels, o.limit)  # names meet the model's in evaluate
             missing = check_missing(ds, o.strict)
             protocol = clf.protocol(o.views, o.dataset, sampling=o.sampling, stride=o.stride, backend=o.backend, decode_device=o.decode_device)

@@ -54,9 +54,6 @@ class ExportResult:
     opset: int | None
     check: ExportCheck
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
 
 def with_input_size(model: nn.Module, frames: int, size: int) -> nn.Module:
     """A copy of ``model`` for ``frames x size x size`` clips, position embeddings resampled once to that grid."""

@@ -8,6 +8,7 @@ output names are relative to (``names_relative_to``; ``a/clip.mp4`` -> ``a/clip.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,6 +25,7 @@ from hiera_video.data.feature_store import (FORMATS, INDEX, STORE_DTYPES, Featur
                                               stored_shape, write_index)
 from hiera_video.engine import distributed
 from hiera_video.engine.inference import Classifier, classifier_on, run_model
+from hiera_video.engine.output_lock import flock
 from hiera_video.data.pool import decode_in_order
 from hiera_video.jobs.predict import decode_windows
 from hiera_video.engine.shard_files import guard, open_shard_files, weights_fingerprint
@@ -340,10 +342,17 @@ class Extractor:
             self._journal.append(rows, sync)
 
     def run(self, jobs: Sequence[Job], on_result: Callable[[Extracted], None] | None = None) -> list[Extracted]:
-        """Extract this rank's shard of ``jobs``, then merge the index; returns every rank's results
-        on rank 0 (under torchrun through the per-process result files :attr:`results`)."""
+        """This rank's shard of ``jobs``, then the merged index; every rank's results on rank 0 (under torchrun through
+        the result files :attr:`results`). Rank 0 holds ``OUT/.lock`` throughout: one extract per folder at a time."""
         self._check_unique(jobs)
-        if self.world.distributed:  # first: its lock keeps a second run out of the folder
+        with distributed.together(self.world):
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            lock = self.world.is_main and flock(self.out_dir / ".lock", f"{self.out_dir} is in use by another run", who="hiera-video extract")
+        with lock or contextlib.nullcontext():  # flock's file: closing it releases the lock
+            return self._run_all(jobs, on_result)
+
+    def _run_all(self, jobs: Sequence[Job], on_result: Callable[[Extracted], None] | None) -> list[Extracted]:
+        if self.world.distributed:
             self.results = open_shard_files(self.out_dir, self.world, "extract", reuse=False,
                                             resume_hint="rerun the same command to continue (finished videos are skipped)")
         jobs = self.prepare(jobs)

@@ -164,6 +164,14 @@ def decode_windows(protocol: ClipSpec, paths: list[str], window: float, stride: 
         stream.close()
 
 
+def check_window(window: float | None, stride: float | None) -> None:
+    if stride is not None and window is None:
+        raise HieraVideoError("--stride needs --window (the window length in seconds)")
+    for name, value in (("--window", window), ("--stride", stride)):
+        if value is not None and not value > 0:  # not: NaN too
+            raise HieraVideoError(f"{name} must be a positive number of seconds, got {value:g}")
+
+
 @dataclass
 class PredictOptions(Options):
     """``hiera-video predict``'s options, checked on construction (printable; its outputs keep a fixed schema)."""
@@ -190,11 +198,7 @@ class PredictOptions(Options):
 
     def __post_init__(self):
         check_choices(backend=self.backend, decode_device=self.decode_device)
-        if self.stride is not None and self.window is None:
-            raise HieraVideoError("--stride needs --window (the timeline window length in seconds)")
-        for name, value in (("--window", self.window), ("--stride", self.stride)):
-            if value is not None and not value > 0:  # not: NaN too
-                raise HieraVideoError(f"{name} must be a positive number of seconds, got {value:g}")
+        check_window(self.window, self.stride)
         if self.output is not None and self.output.suffix.lower() not in (".json", ".csv"):
             raise HieraVideoError(f"--output must end in .json or .csv, got '{self.output}'")
         check_plot(self.plot, self.window)

@@ -101,7 +101,7 @@ def load_file(path: str) -> tuple[Any, str]:
             "or as safetensors")
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return _torch_load(path), "torch"
-    if head.lstrip()[:1] in (b"{", b"["):
+    if head.lstrip()[:1] in (b"{", b"[") and head.isascii():  # not binary data that starts with a brace
         extra = "; for a hub checkpoint pass the directory that holds config.json and model.safetensors"
         raise HieraVideoError(f"{path} is a JSON file, not a checkpoint{extra if os.path.basename(path) == 'config.json' else ''}")
     raise HieraVideoError(f"{path} is not a PyTorch or safetensors checkpoint (unrecognised file format); pass an official "
