@@ -193,8 +193,7 @@ class Extractor:
 
     def prepare(self, jobs: Sequence[Job] = ()) -> list[Job]:
         """Check OUT against earlier runs and read what they left (every rank), record the settings
-        (rank 0), barrier. Returns ``jobs`` named as the earlier runs named theirs."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (rank 0), barrier. Returns ``jobs`` named as the earlier runs named theirs (OUT exists: :meth:`run` made it)."""
         mine, path, old = self.settings(), self.out_dir / SETTINGS, None
         if not self.overwrite:
             try:
